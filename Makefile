@@ -1,0 +1,50 @@
+# One entry point for people and CI. Every target installs what it needs itself.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: help install demo test lint typecheck unit integration test-infra bench clean
+
+help:
+	@echo "make demo   - run the audit once against an emulated tenant and print the summary"
+	@echo "make test   - lint, typecheck and run every test (unit, integration, infra)"
+	@echo "make bench  - benchmark the audit on a large emulated tenant (see bench/README.md)"
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(STAMP) $(NODE_STAMP)
+
+demo: install
+	$(PY) -m tests.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check shared function_app.py
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests -m "not integration and not infra"
+
+integration: install
+	$(PY) -m pytest -q -n 2 tests -m integration
+
+test: install lint typecheck
+	$(PY) -m pytest -q -n 2 -p no:cacheprovider tests
+
+bench: install
+	$(PY) -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .azurite .demo
