@@ -1,0 +1,40 @@
+"""Azure Functions entry point (Python v2 model): a thin adapter over the ``shared`` engine.
+
+Reads the settings, runs the audit, logs the summary. A run that could audit nothing raises,
+so the Functions host records the invocation as failed; partial failures are ERROR rows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.audit import run_audit
+from shared.config import load_settings
+from shared.store import RunInProgressError
+
+app = func.FunctionApp()
+
+
+@app.timer_trigger(schedule="%AUDIT_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+def clientcert_audit(timer: func.TimerRequest) -> None:
+    """Nightly audit of incoming client certificate settings across the tenant."""
+    if timer.past_due:
+        logging.warning("ClientCertAudit timer is past due; running now")
+    settings = load_settings()
+    try:
+        summary = run_audit(settings)
+    except RunInProgressError as exc:
+        logging.warning("ClientCertAudit skipped: %s", exc)
+        return
+    logging.info(
+        "ClientCertAudit run %s %s: %s; %d new failures; %d subscriptions read, %d failed; %.1fs",
+        summary.run_id,
+        summary.outcome,
+        ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())),
+        summary.new_failures,
+        summary.subscriptions_read,
+        summary.subscriptions_failed,
+        summary.duration_seconds,
+    )

@@ -1,0 +1,1 @@
+"""Client certificate audit engine for Azure App Service (pure core + Azure adapters)."""

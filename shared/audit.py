@@ -1,0 +1,466 @@
+"""The audit engine: inventory → evaluate → store → alert, one subscription at a time.
+
+Per subscription, in this order: list its sites and slots, evaluate them, read its
+last-known state, write tonight's result rows, then advance the state, then emit the events.
+A crash at any point leaves a state that a re-run (which resumes the same RunId) completes
+without flagging anything twice or losing a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError
+
+from . import events
+from .config import Settings
+from .evaluate import error_finding, evaluate
+from .exemptions import Exemption, apply_exemption, load_exemptions
+from .identity import build_credential
+from .inventory import ArmInventory, SubscriptionInfo
+from .keys import resource_key
+from .models import Finding, InventoryError, SiteRecord, Status
+from .state import Transition, gone_entity, state_entity, transition
+from .store import RUNS_PARTITION, RunInProgressError, TableStore
+
+log = logging.getLogger(__name__)
+
+RESUME_WINDOW = timedelta(hours=12)
+Checkpoint = Callable[[str, str], None]
+
+
+class AuditFailed(RuntimeError):
+    """The run could not audit (or could not record) anything trustworthy."""
+
+
+class Inventory(Protocol):
+    """What the engine needs from an inventory source (ARM or Resource Graph)."""
+
+    def subscriptions(self) -> list[SubscriptionInfo]: ...
+
+    def scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError]: ...
+
+
+@dataclass
+class SubscriptionResult:
+    """What one subscription contributed to the run."""
+
+    subscription_id: str
+    counts: Counter[str] = field(default_factory=Counter)
+    new_failures: int = 0
+    read: bool = True
+    partial: bool = False
+    rows: int = 0
+    transactions: int = 0
+    retired: int = 0
+
+
+@dataclass
+class RunSummary:
+    """The run as the RunSummary event, the runs table and the CLI report it."""
+
+    run_id: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    counts: Counter[str] = field(default_factory=Counter)
+    new_failures: int = 0
+    subscriptions_read: int = 0
+    subscriptions_failed: int = 0
+    partial: bool = False
+    failed: bool = False
+    baseline: bool = False
+    resumed: bool = False
+    rows: int = 0
+    transactions: int = 0
+    retired: int = 0
+    deleted_old_rows: int = 0
+    error: str = ""
+
+    @property
+    def outcome(self) -> str:
+        return "failed" if self.failed else ("partial" if self.partial else "complete")
+
+    @property
+    def duration_seconds(self) -> float:
+        end = self.ended_at or datetime.now(UTC)
+        return round((end - self.started_at).total_seconds(), 3)
+
+    def event(self) -> dict[str, Any]:
+        """Payload of the ``ClientCertAudit.RunSummary`` event (a contract: see README)."""
+        return {
+            "RunId": self.run_id,
+            "Outcome": self.outcome,
+            "Complete": self.outcome == "complete",
+            "Baseline": self.baseline,
+            "Resumed": self.resumed,
+            "Counts": {s.value: self.counts.get(s.value, 0) for s in Status},
+            "Total": sum(self.counts.values()),
+            "NewFailures": self.new_failures,
+            "SubscriptionsRead": self.subscriptions_read,
+            "SubscriptionsFailed": self.subscriptions_failed,
+            "DurationSeconds": self.duration_seconds,
+            "StartedAt": self.started_at.isoformat(),
+            "EndedAt": (self.ended_at or datetime.now(UTC)).isoformat(),
+            "Error": self.error,
+        }
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable and unique: later runs sort later, two runs in one second still differ."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def result_entity(
+    run_id: str, finding: Finding, change: Transition | None, audited_at: datetime, row_key: str
+) -> dict[str, Any]:
+    """One row of the results table (the schema in the README)."""
+    slot_kind = "slot" if finding.slot else ("site" if finding.app_name else "scope")
+    return {
+        "PartitionKey": f"{run_id}_{finding.subscription_id.lower()}",
+        "RowKey": row_key,
+        "RunId": run_id,
+        "ResourceId": finding.resource_id,
+        "ResourceType": slot_kind,
+        "SubscriptionId": finding.subscription_id,
+        "ResourceGroup": finding.resource_group,
+        "AppName": finding.app_name,
+        "Slot": finding.slot,
+        "Kind": finding.kind,
+        "State": finding.state,
+        "Location": finding.location,
+        "ClientCertEnabled": finding.client_cert_enabled,
+        "ClientCertMode": finding.client_cert_mode,
+        "ExclusionPaths": ", ".join(finding.exclusion_paths),
+        "Status": finding.status.value,
+        "Reason": finding.reason,
+        "Remediation": finding.remediation,
+        "Exemption": finding.exemption,
+        "HttpsOnly": finding.https_only,
+        "PublicNetworkAccess": finding.public_network_access or "",
+        "NewFailure": bool(change and change.new_failure),
+        "PreviousStatus": change.previous_status if change else "",
+        "FirstFailedAt": change.first_failed_at if change else "",
+        "AuditedAt": audited_at,
+    }
+
+
+def new_failure_event(run_id: str, finding: Finding) -> dict[str, Any]:
+    """Payload of one ``ClientCertAudit.NewFailure`` event (a contract: see README)."""
+    return {
+        "ResourceId": finding.resource_id,
+        "SubscriptionId": finding.subscription_id,
+        "ResourceGroup": finding.resource_group,
+        "AppName": finding.app_name,
+        "Slot": finding.slot,
+        "Kind": finding.kind,
+        "ClientCertMode": finding.client_cert_mode,
+        "Status": finding.status.value,
+        "Reason": finding.reason,
+        "RunId": run_id,
+    }
+
+
+class AuditRun:
+    """One run of the audit. Construct, then :meth:`execute`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: TableStore,
+        inventory: Inventory,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.inventory = inventory
+        self.now = now
+        self.checkpoint = checkpoint or (lambda stage, sub: None)
+        self.owner = secrets.token_hex(8)
+        self._lease: Any = {}
+        self._lease_lock = threading.Lock()
+        self._lease_renewed = 0.0
+        self.exemptions: Sequence[Exemption] = ()
+
+    # -- run lifecycle --------------------------------------------------------------------
+    def execute(self) -> RunSummary:
+        started = self.now()
+        try:
+            self.store.ensure_tables()
+            self._lease = self.store.acquire_lease(self.owner, self.settings.lease_seconds, started)
+            self._lease_renewed = time.monotonic()
+        except RunInProgressError:
+            raise
+        except AzureError as exc:
+            raise AuditFailed(f"results store unreachable: {_short(exc)}") from exc
+        summary = self._begin(started)
+        try:
+            self._run(summary)
+        except BaseException as exc:
+            summary.failed = True
+            summary.error = _short(exc)
+            summary.ended_at = self.now()
+            log.error("Audit run %s failed: %s", summary.run_id, summary.error)
+            self._record_run(summary, best_effort=True)
+            events.emit_run_summary(summary.event(), failed=True)
+            self._release(keep_run=True)
+            if isinstance(exc, Exception) and not isinstance(exc, AuditFailed):
+                raise AuditFailed(f"audit run {summary.run_id} failed: {summary.error}") from exc
+            raise
+        summary.ended_at = self.now()
+        self._record_run(summary)
+        summary.deleted_old_rows = self._retention(summary)
+        events.emit_run_summary(summary.event(), failed=summary.partial)
+        self._release(keep_run=False)
+        return summary
+
+    def _begin(self, started: datetime) -> RunSummary:
+        """Start a new run, or resume the one a crashed attempt left unfinished."""
+        previous = str(self._lease.get("RunId") or "")
+        record = self.store.get(self.store.runs, RUNS_PARTITION, previous) if previous else None
+        if record and record.get("Outcome") in ("running", "failed") and not record.get("StateAdvanced"):
+            begun = _as_utc(record.get("StartedAt"))
+            if begun and started - begun < RESUME_WINDOW:
+                log.warning("Resuming unfinished run %s (started %s)", previous, begun.isoformat())
+                summary = RunSummary(previous, begun, baseline=bool(record.get("Baseline")), resumed=True)
+                self._write_run_record(summary, attempt=int(record.get("Attempts") or 1) + 1)
+                return summary
+        run_id = new_run_id(started)
+        baseline = not self.store.has_any(self.store.latest)
+        summary = RunSummary(run_id, started, baseline=baseline)
+        self._write_run_record(summary, attempt=1)
+        self._lease = self.store.update_lease(self._lease, RunId=run_id)
+        if baseline:
+            log.info("Run %s is the baseline: no last-known state yet, so nothing is a new failure", run_id)
+        return summary
+
+    def _run(self, summary: RunSummary) -> None:
+        try:
+            self.exemptions = load_exemptions(self.store)
+            subscriptions = self.inventory.subscriptions()
+        except AzureError as exc:
+            raise AuditFailed(f"cannot list subscriptions: {_short(exc)}") from exc
+        log.info("Run %s: auditing %d subscriptions", summary.run_id, len(subscriptions))
+        results = self._fan_out(summary, subscriptions)
+        for result in results:
+            summary.counts.update(result.counts)
+            summary.new_failures += result.new_failures
+            summary.subscriptions_read += int(result.read)
+            summary.subscriptions_failed += int(not result.read)
+            summary.partial = summary.partial or result.partial or not result.read
+            summary.rows += result.rows
+            summary.transactions += result.transactions
+            summary.retired += result.retired
+
+    def _fan_out(self, summary: RunSummary, subscriptions: list[SubscriptionInfo]) -> list[SubscriptionResult]:
+        """Audit subscriptions concurrently (bounded), renewing the lease while they run."""
+        results: list[SubscriptionResult] = []
+        with ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="audit") as pool:
+            pending: set[Future[SubscriptionResult]] = {
+                pool.submit(self.audit_subscription, summary, sub.subscription_id) for sub in subscriptions
+            }
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        results.append(future.result())
+                    self._renew_lease()
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        return results
+
+    # -- one subscription -----------------------------------------------------------------
+    def audit_subscription(self, summary: RunSummary, subscription_id: str) -> SubscriptionResult:
+        run_id = summary.run_id
+        result = SubscriptionResult(subscription_id)
+        audited_at = self.now()
+        now_iso = audited_at.isoformat()
+        findings: dict[str, Finding] = {}
+        for item in self._scan(subscription_id):
+            if isinstance(item, InventoryError):
+                finding = error_finding(item)
+                result.partial = True
+                if item.scope_id.lower() == f"/subscriptions/{subscription_id}".lower():
+                    result.read = False
+                log.warning("Run %s: cannot read %s: %s", run_id, item.scope_id, item.message)
+            else:
+                finding = apply_exemption(evaluate(item), self.exemptions, audited_at)
+            findings.setdefault(resource_key(finding.resource_id), finding)
+
+        prior = self._prior_state(subscription_id) if result.read else {}
+        changes: dict[str, Transition] = {}
+        rows = []
+        for key, finding in findings.items():
+            change = None
+            if finding.status is not Status.ERROR:
+                change = transition(finding, prior.get(key), run_id, now_iso, baseline=summary.baseline)
+                changes[key] = change
+            rows.append(result_entity(run_id, finding, change, audited_at, key))
+            result.counts[finding.status.value] += 1
+        result.transactions += self.store.upsert_many(self.store.results, rows)
+        result.rows = len(rows)
+        self.checkpoint("rows_written", subscription_id)
+
+        if not result.read:
+            return result  # unreadable: its last-known state stays exactly as it was
+        states = [
+            state_entity(findings[key], change, prior.get(key), run_id, now_iso, key) for key, change in changes.items()
+        ]
+        if not result.partial:  # only a fully read subscription can prove that a resource is gone
+            states += [
+                gone_entity(state, run_id, now_iso)
+                for key, state in prior.items()
+                if key not in findings and not state.get("Gone")
+            ]
+        result.retired = len(states) - len(changes)
+        result.transactions += self.store.upsert_many(self.store.latest, states)
+        self.checkpoint("state_advanced", subscription_id)
+
+        for key, change in changes.items():
+            if change.new_failure:
+                result.new_failures += 1
+                if not change.already_advanced:
+                    events.emit_new_failure(new_failure_event(run_id, findings[key]))
+        if result.retired:
+            log.info("Run %s: %d resources of %s are gone", run_id, result.retired, subscription_id)
+        return result
+
+    def _scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError]:
+        """The inventory of one subscription; an unexpected failure becomes an ERROR row."""
+        try:
+            yield from self.inventory.scan(subscription_id)
+        except Exception as exc:  # noqa: BLE001 - one broken subscription never stops the run
+            yield InventoryError(f"/subscriptions/{subscription_id}", subscription_id, _short(exc))
+
+    def _prior_state(self, subscription_id: str) -> dict[str, Mapping[str, Any]]:
+        return {str(e["RowKey"]): e for e in self.store.partition(self.store.latest, subscription_id.lower())}
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _renew_lease(self) -> None:
+        if time.monotonic() - self._lease_renewed < self.settings.lease_seconds / 3:
+            return
+        with self._lease_lock:
+            expires = self.now() + timedelta(seconds=self.settings.lease_seconds)
+            self._lease = self.store.update_lease(self._lease, ExpiresAt=expires)
+            self._lease_renewed = time.monotonic()
+
+    def _release(self, *, keep_run: bool) -> None:
+        """Give the lease back; keep its RunId when the run should be resumed next time."""
+        try:
+            changes: dict[str, Any] = {"Owner": "", "ExpiresAt": self.now()}
+            if not keep_run:
+                changes["RunId"] = ""
+            self.store.update_lease(self._lease, **changes)
+        except (AzureError, RunInProgressError) as exc:
+            log.warning("Could not release the audit lease (it expires by itself): %s", _short(exc))
+
+    def _write_run_record(self, summary: RunSummary, attempt: int) -> None:
+        self.store.upsert_many(
+            self.store.runs,
+            [
+                {
+                    "PartitionKey": RUNS_PARTITION,
+                    "RowKey": summary.run_id,
+                    "RunId": summary.run_id,
+                    "StartedAt": summary.started_at,
+                    "Outcome": "running",
+                    "Complete": False,
+                    "Baseline": summary.baseline,
+                    "Attempts": attempt,
+                    "StateAdvanced": False,
+                    "ResultsTable": self.settings.results_table,
+                }
+            ],
+        )
+
+    def _record_run(self, summary: RunSummary, *, best_effort: bool = False) -> None:
+        event = summary.event()
+        entity = {
+            "PartitionKey": RUNS_PARTITION,
+            "RowKey": summary.run_id,
+            "RunId": summary.run_id,
+            "StartedAt": summary.started_at,
+            "EndedAt": summary.ended_at,
+            "Outcome": summary.outcome,
+            "Complete": summary.outcome == "complete",
+            "Baseline": summary.baseline,
+            "StateAdvanced": not summary.failed,
+            "Total": event["Total"],
+            "NewFailures": summary.new_failures,
+            "SubscriptionsRead": summary.subscriptions_read,
+            "SubscriptionsFailed": summary.subscriptions_failed,
+            "DurationSeconds": summary.duration_seconds,
+            "Rows": summary.rows,
+            "Transactions": summary.transactions,
+            "Retired": summary.retired,
+            "Error": summary.error,
+            "ResultsTable": self.settings.results_table,
+            **{f"Count{status}": count for status, count in event["Counts"].items()},
+        }
+        try:
+            self.store.upsert_many(self.store.runs, [entity])
+        except AzureError:
+            if not best_effort:
+                raise
+            log.exception("Could not record the failed run %s", summary.run_id)
+
+    def _retention(self, summary: RunSummary) -> int:
+        """Delete result rows older than ``AUDIT_RETENTION_DAYS``; state is never aged out."""
+        cutoff = summary.started_at - timedelta(days=self.settings.retention_days)
+        try:
+            deleted = self.store.delete_results_before(cutoff.strftime("%Y%m%dT%H%M%SZ"))
+        except AzureError as exc:
+            log.warning("Retention clean-up failed (retried next run): %s", _short(exc))
+            return 0
+        if deleted:
+            log.info("Retention: deleted %d result rows older than %d days", deleted, self.settings.retention_days)
+        return deleted
+
+
+def _short(exc: BaseException) -> str:
+    text = (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}"[:2000]
+
+
+def _as_utc(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
+
+
+def build_inventory(settings: Settings, credential: TokenCredential) -> Inventory:
+    """The configured inventory source."""
+    if settings.inventory_source.value == "resourcegraph":
+        from .resourcegraph import ResourceGraphInventory
+
+        return ResourceGraphInventory(credential, settings)
+    return ArmInventory(credential, settings)
+
+
+def run_audit(
+    settings: Settings,
+    *,
+    credential: TokenCredential | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> RunSummary:
+    """Run the audit once with the configured identity, store and inventory."""
+    credential = credential or build_credential(settings.client_id)
+    store = TableStore(settings, None if settings.table_connection_string else credential)
+    try:
+        inventory = build_inventory(settings, credential)
+        return AuditRun(settings, store, inventory, checkpoint=checkpoint).execute()
+    finally:
+        store.close()

@@ -1,0 +1,153 @@
+"""Settings: the audit is configured only by environment variables (Function app settings).
+
+Validation happens once, at start, and names the offending setting: a typo in an app setting
+must stop the run loudly rather than audit the wrong thing quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import urlparse
+
+DEFAULT_SCHEDULE = "0 0 2 * * *"
+DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the setting."""
+
+
+class InventorySource(StrEnum):
+    """Where the inventory comes from (see README: when to choose which)."""
+
+    ARM = "arm"
+    RESOURCE_GRAPH = "resourcegraph"
+
+
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+# NCRONTAB as Azure Functions reads it: six fields {second} {minute} {hour} {day} {month} {dow}.
+_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?|[A-Za-z]{3}(-[A-Za-z]{3})?)(/\d+)?(,(\d+(-\d+)?|[A-Za-z]{3})(/\d+)?)*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know, already validated."""
+
+    schedule: str = DEFAULT_SCHEDULE
+    arm_endpoint: str = DEFAULT_ARM_ENDPOINT
+    table_service_uri: str | None = None
+    table_connection_string: str | None = field(default=None, repr=False)
+    results_table: str = "ClientCertAudit"
+    latest_table: str = "ClientCertAuditLatest"
+    runs_table: str = "ClientCertAuditRuns"
+    exemptions_table: str = "ClientCertAuditExemptions"
+    subscriptions: tuple[str, ...] = ()
+    retention_days: int = 400
+    concurrency: int = 8
+    inventory_source: InventorySource = InventorySource.ARM
+    http_timeout: int = 60
+    retry_total: int = 4
+    lease_seconds: int = 600
+    client_id: str | None = None
+
+    @property
+    def arm_scope(self) -> str:
+        """Token scope for ARM: the endpoint's own audience works in every cloud."""
+        return self.arm_endpoint.rstrip("/") + "/.default"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer between {lo} and {hi}, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _https_url(name: str, raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise ConfigError(f"{name} must be an https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _table(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not _TABLE_NAME.match(value) or value.lower() == "tables":
+        raise ConfigError(
+            f"{name} must be a valid table name (3-63 letters or digits, starting with a letter), got {value!r}"
+        )
+    return value
+
+
+def validate_schedule(value: str, name: str = "AUDIT_SCHEDULE") -> str:
+    """Accept a six-field NCRONTAB expression; reject anything the Functions host would not."""
+    fields = value.split()
+    if len(fields) != 6 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ConfigError(
+            f"{name} must be a six-field NCRONTAB expression like '{DEFAULT_SCHEDULE}' "
+            f"({{second}} {{minute}} {{hour}} {{day}} {{month}} {{day-of-week}}), got {value!r}"
+        )
+    return value
+
+
+def _subscriptions(raw: str) -> tuple[str, ...]:
+    out: dict[str, None] = {}
+    for part in raw.replace(";", ",").split(","):
+        item = part.strip()
+        if not item:
+            continue
+        try:
+            out.setdefault(str(uuid.UUID(item)), None)
+        except ValueError:
+            raise ConfigError(f"AUDIT_SUBSCRIPTIONS contains {item!r}, which is not a subscription id") from None
+    return tuple(out)
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, require_table: bool = True) -> Settings:
+    """Read and validate the settings from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    uri = env.get("AUDIT_TABLE_SERVICE_URI", "").strip() or None
+    conn = env.get("AUDIT_TABLE_CONNECTION_STRING", "").strip() or None
+    if require_table and bool(uri) == bool(conn):
+        raise ConfigError(
+            "Set exactly one of AUDIT_TABLE_SERVICE_URI (identity-based, for Azure) or "
+            "AUDIT_TABLE_CONNECTION_STRING (local development only); " + ("both are set" if uri else "neither is set")
+        )
+    if conn and not all(k in conn for k in ("AccountName=", "TableEndpoint=")) and "UseDevelopmentStorage" not in conn:
+        raise ConfigError("AUDIT_TABLE_CONNECTION_STRING is not a storage connection string (needs TableEndpoint=)")
+    source_raw = env.get("AUDIT_INVENTORY_SOURCE", "").strip().lower() or InventorySource.ARM.value
+    try:
+        source = InventorySource(source_raw)
+    except ValueError:
+        raise ConfigError(f"AUDIT_INVENTORY_SOURCE must be 'arm' or 'resourcegraph', got {source_raw!r}") from None
+    return Settings(
+        schedule=validate_schedule(env.get("AUDIT_SCHEDULE", "").strip() or DEFAULT_SCHEDULE),
+        arm_endpoint=_https_url(
+            "AUDIT_ARM_ENDPOINT", env.get("AUDIT_ARM_ENDPOINT", "").strip() or DEFAULT_ARM_ENDPOINT
+        ),
+        table_service_uri=_https_url("AUDIT_TABLE_SERVICE_URI", uri) if uri else None,
+        table_connection_string=conn,
+        results_table=_table(env, "AUDIT_RESULTS_TABLE", "ClientCertAudit"),
+        latest_table=_table(env, "AUDIT_LATEST_TABLE", "ClientCertAuditLatest"),
+        runs_table=_table(env, "AUDIT_RUNS_TABLE", "ClientCertAuditRuns"),
+        exemptions_table=_table(env, "AUDIT_EXEMPTIONS_TABLE", "ClientCertAuditExemptions"),
+        subscriptions=_subscriptions(env.get("AUDIT_SUBSCRIPTIONS", "")),
+        retention_days=_int(env, "AUDIT_RETENTION_DAYS", 400, 1, 36500),
+        concurrency=_int(env, "AUDIT_CONCURRENCY", 8, 1, 64),
+        inventory_source=source,
+        http_timeout=_int(env, "AUDIT_HTTP_TIMEOUT", 60, 1, 600),
+        retry_total=_int(env, "AUDIT_RETRY_TOTAL", 4, 0, 10),
+        lease_seconds=_int(env, "AUDIT_LEASE_SECONDS", 600, 5, 86400),
+        client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
+    )

@@ -1,0 +1,139 @@
+"""The pure core: decide a resource's effective client certificate mode and its status.
+
+No I/O and no SDK types: plain data in, findings out, so every rule is unit-tested
+exhaustively and the same code serves the ARM and Resource Graph inventories.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .models import CertMode, Finding, InventoryError, SiteRecord, Status
+
+_PATH_SPLIT = re.compile(r"[,;]")
+_KNOWN_MODES = {m.value.lower(): m.value for m in CertMode if m is not CertMode.IGNORE}
+
+
+def effective_mode(client_cert_enabled: bool | None, client_cert_mode: str | None) -> str:
+    """Return the mode App Service actually enforces.
+
+    ``clientCertEnabled`` not true means certificates are ignored *whatever* ``clientCertMode``
+    says: Azure reports ``clientCertMode: Required`` on apps that have certificates off. With
+    certificates on and no mode, the platform default is ``Required``. Known modes are returned
+    in canonical casing; an unknown value is returned as ARM sent it (and fails).
+    """
+    if client_cert_enabled is not True:
+        return CertMode.IGNORE.value
+    if client_cert_mode is None or not str(client_cert_mode).strip():
+        return CertMode.REQUIRED.value
+    raw = str(client_cert_mode).strip()
+    return _KNOWN_MODES.get(raw.lower(), raw)
+
+
+def split_exclusion_paths(raw: str | None) -> tuple[str, ...]:
+    """Split ``clientCertExclusionPaths`` on ``,`` and ``;``, dropping blanks and duplicates."""
+    if not raw:
+        return ()
+    seen: dict[str, None] = {}
+    for part in _PATH_SPLIT.split(str(raw)):
+        path = part.strip()
+        if path:
+            seen.setdefault(path, None)
+    return tuple(seen)
+
+
+def _az_target(record: SiteRecord) -> str:
+    slot = f" --slot {record.slot}" if record.slot else ""
+    return f"--name {record.app_name} --resource-group {record.resource_group}{slot}"
+
+
+def remediation_for(record: SiteRecord, mode: str, paths: tuple[str, ...]) -> str:
+    """A concrete fix: where to click in the portal and the ``az`` command that does it."""
+    target = _az_target(record)
+    portal = "Portal: App Service > Configuration > General settings > Incoming client certificates"
+    if mode == CertMode.REQUIRED.value and paths:
+        return (
+            f"{portal}: remove the certificate exclusion paths if they are not needed. "
+            f'az webapp update {target} --set clientCertExclusionPaths=""'
+        )
+    if mode == CertMode.REQUIRED.value:
+        return ""
+    return (
+        f"{portal}: set 'Client certificate mode' to Require. "
+        f"az webapp update {target} --set clientCertEnabled=true clientCertMode=Required"
+    )
+
+
+def _reason(mode: str, record: SiteRecord, paths: tuple[str, ...]) -> tuple[Status, str]:
+    if mode == CertMode.REQUIRED.value:
+        if paths:
+            return Status.WARN, (
+                "Client certificates are required except on these paths, which accept requests "
+                f"without one: {', '.join(paths)}"
+            )
+        return Status.PASS, "Client certificates are required on every request."
+    if mode == CertMode.IGNORE.value:
+        note = (
+            f" (clientCertMode reports '{record.client_cert_mode}', but it has no effect while "
+            "certificates are disabled)"
+            if record.client_cert_mode
+            else ""
+        )
+        return Status.FAIL, f"Client certificates are disabled (clientCertEnabled is not true){note}."
+    if mode == CertMode.OPTIONAL.value:
+        return Status.FAIL, "Client certificates are optional (Allow): requests without one are accepted."
+    if mode == CertMode.OPTIONAL_INTERACTIVE_USER.value:
+        return Status.FAIL, (
+            "Client certificates are optional for interactive users (OptionalInteractiveUser): "
+            "browser requests without one are accepted."
+        )
+    return Status.FAIL, f"Unknown client certificate mode '{mode}': treated as not enforced."
+
+
+def evaluate(record: SiteRecord) -> Finding:
+    """Evaluate one site or slot. Total function: any input yields a finding, never raises."""
+    mode = effective_mode(record.client_cert_enabled, record.client_cert_mode)
+    paths = split_exclusion_paths(record.exclusion_paths) if mode == CertMode.REQUIRED.value else ()
+    status, reason = _reason(mode, record, paths)
+    return Finding(
+        resource_id=record.resource_id,
+        subscription_id=record.subscription_id,
+        resource_group=record.resource_group,
+        app_name=record.app_name,
+        slot=record.slot,
+        kind=record.kind,
+        state=record.state,
+        location=record.location,
+        client_cert_enabled=record.client_cert_enabled is True,
+        client_cert_mode=mode,
+        exclusion_paths=paths,
+        status=status,
+        reason=reason,
+        remediation=remediation_for(record, mode, paths),
+        https_only=record.https_only,
+        public_network_access=record.public_network_access,
+        tags=record.tags,
+    )
+
+
+def error_finding(error: InventoryError) -> Finding:
+    """A visible ERROR row for a scope that could not be read, instead of a silent gap."""
+    return Finding(
+        resource_id=error.scope_id,
+        subscription_id=error.subscription_id,
+        resource_group=error.resource_group,
+        app_name="",
+        slot="",
+        kind="",
+        state="",
+        location="",
+        client_cert_enabled=False,
+        client_cert_mode="",
+        exclusion_paths=(),
+        status=Status.ERROR,
+        reason=error.message,
+        remediation=(
+            "Check that the audit identity has the ClientCertAudit Reader role on this scope and "
+            "that the subscription is active; the next run retries automatically."
+        ),
+    )

@@ -1,0 +1,253 @@
+"""Inventory adapter: every App Service and deployment slot in the readable subscriptions.
+
+Calls are read-only list calls, and no per-app call is made for data a list already returns:
+production sites come from the subscription-wide list, slots from one
+``list_by_resource_group(rg, include_slots=True)`` per resource group that holds sites, and
+``list_slots`` only where that group list fails for a reason other than access. Paging,
+retries and ``Retry-After`` are azure-core's; we only guard against a ``nextLink`` loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.mgmt.resource.subscriptions import SubscriptionClient
+from azure.mgmt.web import WebSiteManagementClient
+
+from .config import Settings
+from .http import client_kwargs
+from .models import InventoryError, SiteRecord
+
+log = logging.getLogger(__name__)
+
+SKIPPED_SUBSCRIPTION_STATES = {"disabled", "deleted"}
+
+
+class PagingLoopError(AzureError):
+    """ARM returned a ``nextLink`` already followed: stop instead of looping forever."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionInfo:
+    """A subscription the identity can see."""
+
+    subscription_id: str
+    display_name: str = ""
+    state: str = ""
+
+
+def _raw(item: Any) -> Mapping[str, Any]:
+    """The JSON ARM sent for an SDK model (azure-mgmt-web 11 models are mappings over it)."""
+    if isinstance(item, Mapping):
+        return item
+    as_dict = getattr(item, "as_dict", None)
+    if callable(as_dict):
+        result = as_dict()
+        if isinstance(result, Mapping):
+            return result
+    return {}
+
+
+def guarded_pages(pager: Any, what: str) -> Iterator[Any]:
+    """Iterate an azure-core ``ItemPaged`` page by page, refusing to revisit a ``nextLink``."""
+    pages = pager.by_page()
+    seen: set[str] = set()
+    for page in pages:
+        yield from page
+        token = getattr(pages, "continuation_token", None)
+        if token:
+            if token in seen:
+                raise PagingLoopError(f"{what}: ARM returned nextLink {token!r} twice (paging loop)")
+            seen.add(token)
+
+
+def describe_error(exc: BaseException) -> tuple[str, int | None]:
+    """A short, secret-free description of an SDK error and its HTTP status."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, HttpResponseError):
+        code = getattr(getattr(exc, "error", None), "code", None) or getattr(exc, "reason", "") or ""
+        message = getattr(getattr(exc, "error", None), "message", None) or str(exc).splitlines()[0]
+        return f"HTTP {status} {code}: {message}".strip(), status
+    first_line = (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line}"[:1000], status
+
+
+def parse_site_id(resource_id: str) -> tuple[str, str, str, str]:
+    """Split a site or slot id into (subscription, resource group, app, slot), case-insensitively."""
+    parts = [unquote(p) for p in resource_id.strip("/").split("/")]
+    lower = [p.lower() for p in parts]
+    sub = parts[lower.index("subscriptions") + 1] if "subscriptions" in lower else ""
+    rg = parts[lower.index("resourcegroups") + 1] if "resourcegroups" in lower else ""
+    app = parts[lower.index("sites") + 1] if "sites" in lower else ""
+    slot = parts[lower.index("slots") + 1] if "slots" in lower else ""
+    return sub, rg, app, slot
+
+
+def _opt_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def site_record(raw: Mapping[str, Any], subscription_id: str = "") -> SiteRecord | None:
+    """Map one ARM site/slot JSON object to a record; ``None`` when it has no usable id."""
+    resource_id = raw.get("id")
+    if not isinstance(resource_id, str) or "/sites/" not in resource_id.lower():
+        return None
+    props = raw.get("properties")
+    props = props if isinstance(props, Mapping) else {}
+    sub, rg, app, slot = parse_site_id(resource_id)
+    tags = raw.get("tags")
+    return SiteRecord(
+        resource_id=resource_id,
+        subscription_id=sub or subscription_id,
+        resource_group=rg or str(props.get("resourceGroup") or ""),
+        app_name=app,
+        slot=slot,
+        kind=str(raw.get("kind") or ""),
+        state=str(props.get("state") or ""),
+        location=str(raw.get("location") or ""),
+        client_cert_enabled=_opt_bool(props.get("clientCertEnabled")),
+        client_cert_mode=_opt_str(props.get("clientCertMode")),
+        exclusion_paths=_opt_str(props.get("clientCertExclusionPaths")),
+        https_only=_opt_bool(props.get("httpsOnly")),
+        public_network_access=_opt_str(props.get("publicNetworkAccess")),
+        tags=tuple(sorted((str(k), str(v)) for k, v in tags.items())) if isinstance(tags, Mapping) else (),
+    )
+
+
+def _is_slot(raw: Mapping[str, Any]) -> bool:
+    return str(raw.get("type") or "").lower().endswith("/slots") or "/slots/" in str(raw.get("id") or "").lower()
+
+
+class ArmInventory:
+    """Lists subscriptions, sites and slots through the management SDKs."""
+
+    def __init__(self, credential: TokenCredential, settings: Settings) -> None:
+        self._credential = credential
+        self._settings = settings
+        self._kwargs: dict[str, Any] = {
+            "base_url": settings.arm_endpoint,
+            "credential_scopes": [settings.arm_scope],
+            **client_kwargs(settings.retry_total, settings.http_timeout),
+        }
+
+    def subscriptions(self) -> list[SubscriptionInfo]:
+        """Every subscription to audit: ``AUDIT_SUBSCRIPTIONS`` if set, else all listable ones.
+
+        Disabled and deleted subscriptions cannot be read and are skipped with a note.
+        Raises when the list itself cannot be read: then the run audits nothing and must fail.
+        """
+        if self._settings.subscriptions:
+            return [SubscriptionInfo(s) for s in self._settings.subscriptions]
+        client = SubscriptionClient(self._credential, **self._kwargs)
+        found: dict[str, SubscriptionInfo] = {}
+        with client:
+            for item in guarded_pages(client.subscriptions.list(), "subscription list"):
+                raw = _raw(item)
+                sub_id = str(raw.get("subscriptionId") or "").strip()
+                if not sub_id:
+                    continue
+                state = str(raw.get("state") or "")
+                if state.lower() in SKIPPED_SUBSCRIPTION_STATES:
+                    log.info("Skipping subscription %s (%s): state is %s", sub_id, raw.get("displayName"), state)
+                    continue
+                found.setdefault(sub_id.lower(), SubscriptionInfo(sub_id, str(raw.get("displayName") or ""), state))
+        return list(found.values())
+
+    def web_client(self, subscription_id: str) -> WebSiteManagementClient:
+        return WebSiteManagementClient(self._credential, subscription_id, **self._kwargs)
+
+    def scan(self, subscription_id: str) -> Iterator[SiteRecord | InventoryError]:
+        """Yield every site and slot of one subscription, and an error per unreadable scope.
+
+        A failure of the subscription-wide list yields one error for the subscription; a
+        failure in one resource group or one slot list yields an error for that scope only.
+        """
+        with self.web_client(subscription_id) as web:
+            yield from _scan(web, subscription_id)
+
+
+def _scan(web: WebSiteManagementClient, subscription_id: str) -> Iterator[SiteRecord | InventoryError]:
+    seen: set[str] = set()
+    groups: dict[str, tuple[str, list[str]]] = {}  # lower-cased group -> (name as listed, apps)
+    try:
+        for item in guarded_pages(web.web_apps.list(), f"site list of {subscription_id}"):
+            raw = _raw(item)
+            record = site_record(raw, subscription_id)
+            if record is None or _is_slot(raw) or record.key in seen:
+                continue
+            seen.add(record.key)
+            groups.setdefault(record.resource_group.lower(), (record.resource_group, []))[1].append(record.app_name)
+            yield record
+    except AzureError as exc:
+        message, status = describe_error(exc)
+        yield InventoryError(f"/subscriptions/{subscription_id}", subscription_id, message, status_code=status)
+        return
+    for rg, apps in groups.values():
+        yield from _slots_of_group(web, subscription_id, rg, apps, seen)
+
+
+def _slots_of_group(
+    web: WebSiteManagementClient, subscription_id: str, rg: str, apps: list[str], seen: set[str]
+) -> Iterator[SiteRecord | InventoryError]:
+    scope = f"/subscriptions/{subscription_id}/resourceGroups/{rg}"
+    try:
+        pager = web.web_apps.list_by_resource_group(rg, include_slots=True)
+        slots = list(_only_new_slots(guarded_pages(pager, f"sites of {scope}"), subscription_id, seen))
+    except ResourceNotFoundError:
+        return  # the group was deleted since the subscription list: nothing left to audit
+    except HttpResponseError as exc:
+        if exc.status_code in (401, 403):
+            message, status = describe_error(exc)
+            yield InventoryError(scope, subscription_id, f"slots not readable: {message}", rg, status)
+            return
+        log.warning("Slot list of %s failed (%s); falling back to per-app slot lists", scope, exc.status_code)
+        yield from _slots_per_app(web, subscription_id, rg, apps, seen)
+        return
+    except AzureError as exc:
+        log.warning("Slot list of %s failed (%s); falling back to per-app slot lists", scope, type(exc).__name__)
+        yield from _slots_per_app(web, subscription_id, rg, apps, seen)
+        return
+    yield from slots
+
+
+def _only_new_slots(items: Iterable[Any], subscription_id: str, seen: set[str]) -> Iterator[SiteRecord]:
+    for item in items:
+        raw = _raw(item)
+        if not _is_slot(raw):
+            continue
+        record = site_record(raw, subscription_id)
+        if record is None or record.key in seen:
+            continue
+        seen.add(record.key)
+        yield record
+
+
+def _slots_per_app(
+    web: WebSiteManagementClient, subscription_id: str, rg: str, apps: list[str], seen: set[str]
+) -> Iterator[SiteRecord | InventoryError]:
+    for app in apps:
+        scope = f"/subscriptions/{subscription_id}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}/slots"
+        try:
+            pager = web.web_apps.list_slots(rg, app)
+            yield from list(_only_new_slots(guarded_pages(pager, scope), subscription_id, seen))
+        except ResourceNotFoundError:
+            log.info("Site %s disappeared between the site list and its slot list", scope)
+        except AzureError as exc:
+            message, status = describe_error(exc)
+            yield InventoryError(scope, subscription_id, f"slots not readable: {message}", rg, status)

@@ -1,0 +1,46 @@
+"""Safe, stable Table Storage keys derived from ARM resource ids.
+
+Table keys forbid ``/ \\ # ?`` and control characters; ARM ids are full of ``/`` and resource
+groups may hold unicode, ``.``, ``(`` and ``)``. Keys are built from the *lower-cased* id so
+the same resource keeps the same key whatever casing an API returned it in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+_FORBIDDEN = set("/\\#?%|'")
+# Azurite caps keys at 512 characters (Azure at 1 KiB); leave room for a hash suffix.
+MAX_KEY_CHARS = 400
+
+
+def _escape_char(ch: str) -> str:
+    if ch == "/":
+        return "|"
+    code = ord(ch)
+    if ch in _FORBIDDEN or code < 0x20 or 0x7F <= code <= 0x9F:
+        return "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+    return ch
+
+
+def encode_key(value: str) -> str:
+    """Encode any string as a valid, readable Table key (``/`` becomes ``|``).
+
+    Distinct inputs give distinct keys (the escape is reversible). Over-long values are cut and
+    suffixed with a hash of the whole value, which keeps them distinct in practice.
+    """
+    encoded = "".join(_escape_char(ch) for ch in value)
+    if len(encoded) > MAX_KEY_CHARS:
+        digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+        encoded = f"{encoded[: MAX_KEY_CHARS - 18]}~{digest}"
+    return encoded
+
+
+def resource_key(resource_id: str) -> str:
+    """RowKey for a resource: case-insensitive, safe, stable across runs."""
+    return encode_key(resource_id.strip().lower().rstrip("/"))
+
+
+def odata_quote(value: str) -> str:
+    """Quote a string literal for an OData ``$filter`` (single quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,98 @@
+"""Plain records that flow through the audit: inventory → evaluation → store → alert.
+
+Nothing here does I/O. The inventory adapters produce :class:`SiteRecord` and
+:class:`InventoryError`; the pure evaluation turns a record into a :class:`Finding`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """Outcome of one audited resource (or of one unreadable scope, for ERROR)."""
+
+    PASS = "PASS"  # noqa: S105 (a status, not a password)
+    WARN = "WARN"
+    FAIL = "FAIL"
+    EXEMPT = "EXEMPT"
+    ERROR = "ERROR"
+
+
+class CertMode(StrEnum):
+    """Effective incoming client certificate mode, after ``clientCertEnabled`` is applied."""
+
+    REQUIRED = "Required"
+    OPTIONAL = "Optional"
+    OPTIONAL_INTERACTIVE_USER = "OptionalInteractiveUser"
+    IGNORE = "Ignore"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRecord:
+    """One ``Microsoft.Web/sites`` resource or deployment slot, as ARM listed it.
+
+    Fields hold what ARM returned (``None`` when absent) so the evaluation, not the
+    adapter, decides what a missing value means.
+    """
+
+    resource_id: str
+    subscription_id: str
+    resource_group: str
+    app_name: str
+    slot: str = ""
+    kind: str = ""
+    state: str = ""
+    location: str = ""
+    client_cert_enabled: bool | None = None
+    client_cert_mode: str | None = None
+    exclusion_paths: str | None = None
+    https_only: bool | None = None
+    public_network_access: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Case-insensitive identity: ARM returns the same id with different casing."""
+        return self.resource_id.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryError:
+    """A scope (subscription, resource group, slot list) that could not be read."""
+
+    scope_id: str
+    subscription_id: str
+    message: str
+    resource_group: str = ""
+    status_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """The verdict for one resource or one unreadable scope."""
+
+    resource_id: str
+    subscription_id: str
+    resource_group: str
+    app_name: str
+    slot: str
+    kind: str
+    state: str
+    location: str
+    client_cert_enabled: bool
+    client_cert_mode: str
+    exclusion_paths: tuple[str, ...]
+    status: Status
+    reason: str
+    remediation: str
+    https_only: bool | None = None
+    public_network_access: str | None = None
+    exemption: str = ""
+    tags: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        """Case-insensitive identity of the resource."""
+        return self.resource_id.lower()

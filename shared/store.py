@@ -1,0 +1,250 @@
+"""Results store adapter: Azure Table Storage (or Azurite) for results, state, runs and the lease.
+
+Schema (documented in the README):
+
+* results ``ClientCertAudit``: PartitionKey ``<RunId>_<subscriptionId>``, RowKey the encoded,
+  lower-cased resource id. A run is a PartitionKey range, one subscription in a run is one
+  partition, and a run's rows spread over as many partitions as it has subscriptions.
+* last-known state ``ClientCertAuditLatest``: PartitionKey subscription id, RowKey as above.
+* runs ``ClientCertAuditRuns``: PartitionKey ``run``, RowKey RunId; plus the lease entity.
+
+Writes are upserts with stable keys, so repeating any step after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.core.match_conditions import MatchConditions
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+
+from .config import Settings
+from .http import client_kwargs
+from .keys import odata_quote
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 100  # Table Storage's limit for one entity-group transaction
+MAX_STRING_CHARS = 32_000  # a string property holds at most 64 KiB of UTF-16
+RUNS_PARTITION = "run"
+LEASE_PARTITION = "lease"
+LEASE_ROW = "audit"
+
+
+class StoreError(RuntimeError):
+    """The results store rejected a write that the run cannot do without."""
+
+
+class RunInProgressError(RuntimeError):
+    """Another run holds the lease; running now would race it."""
+
+
+def truncate(value: str, limit: int = MAX_STRING_CHARS) -> str:
+    """Cut an over-long string visibly, so the row is written and the cut is obvious."""
+    if len(value) <= limit:
+        return value
+    marker = f"…[truncated {len(value) - limit + 40} chars]"
+    return value[: limit - len(marker) - 40] + marker
+
+
+def clean_entity(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop ``None`` (Tables has no null) and truncate strings that would be rejected."""
+    out: dict[str, Any] = {}
+    for key, value in entity.items():
+        if value is None:
+            continue
+        out[key] = truncate(value) if isinstance(value, str) else value
+    return out
+
+
+class TableStore:
+    """Thin wrapper over the four tables; every method is safe to repeat."""
+
+    def __init__(self, settings: Settings, credential: TokenCredential | None) -> None:
+        kwargs = client_kwargs(settings.retry_total, settings.http_timeout)
+        if settings.table_connection_string:
+            self.service = TableServiceClient.from_connection_string(settings.table_connection_string, **kwargs)
+        else:
+            if credential is None or settings.table_service_uri is None:
+                raise ValueError("identity-based table access needs AUDIT_TABLE_SERVICE_URI and a credential")
+            self.service = TableServiceClient(endpoint=settings.table_service_uri, credential=credential, **kwargs)
+        self.settings = settings
+        self.results = self.service.get_table_client(settings.results_table)
+        self.latest = self.service.get_table_client(settings.latest_table)
+        self.runs = self.service.get_table_client(settings.runs_table)
+        self.exemptions = self.service.get_table_client(settings.exemptions_table)
+
+    def close(self) -> None:
+        self.service.close()
+
+    def ensure_tables(self) -> None:
+        """Create missing tables (the Bicep creates them too; locally nothing else does)."""
+        for table in (self.results, self.latest, self.runs, self.exemptions):
+            with contextlib.suppress(ResourceExistsError):
+                self.service.create_table(table.table_name)
+
+    # -- batched writes -------------------------------------------------------------------
+    def upsert_many(self, table: TableClient, entities: Iterable[Mapping[str, Any]]) -> int:
+        """Upsert entities in transactions of ≤100 per partition; returns transactions sent.
+
+        A rejected transaction is retried entity by entity so one bad row cannot take its 99
+        neighbours down with it; a row the service still refuses raises :class:`StoreError`.
+        """
+        by_partition: dict[str, list[dict[str, Any]]] = {}
+        sent = 0
+        for entity in entities:
+            clean = clean_entity(entity)
+            batch = by_partition.setdefault(str(clean["PartitionKey"]), [])
+            batch.append(clean)
+            if len(batch) == BATCH_SIZE:
+                sent += self._submit(table, batch)
+                batch.clear()
+        for batch in by_partition.values():
+            if batch:
+                sent += self._submit(table, batch)
+        return sent
+
+    def _submit(self, table: TableClient, batch: list[dict[str, Any]]) -> int:
+        if len(batch) == 1:
+            self._upsert_one(table, batch[0])
+            return 1
+        try:
+            table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+            return 1
+        except TableTransactionError as exc:
+            log.warning(
+                "Transaction of %d rows rejected (%s); writing them one by one",
+                len(batch),
+                getattr(exc, "error_code", None),
+            )
+        for entity in batch:
+            self._upsert_one(table, entity)
+        return 1 + len(batch)
+
+    def _upsert_one(self, table: TableClient, entity: dict[str, Any]) -> None:
+        try:
+            table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except HttpResponseError as exc:
+            raise StoreError(
+                f"{table.table_name} rejected row {entity.get('PartitionKey')}/{entity.get('RowKey')}: "
+                f"{getattr(exc, 'error_code', None) or exc.status_code}"
+            ) from exc
+
+    # -- reads ----------------------------------------------------------------------------
+    def partition(self, table: TableClient, partition_key: str, select: list[str] | None = None) -> Iterator[Any]:
+        return iter(table.query_entities(f"PartitionKey eq {odata_quote(partition_key)}", select=select))
+
+    def get(self, table: TableClient, partition_key: str, row_key: str) -> Any | None:
+        try:
+            return table.get_entity(partition_key, row_key)
+        except ResourceNotFoundError:
+            return None
+
+    def has_any(self, table: TableClient) -> bool:
+        return next(iter(table.list_entities(results_per_page=1, select=["PartitionKey"])), None) is not None
+
+    def runs_list(self) -> list[Any]:
+        """All run records, oldest first (one per night: small)."""
+        rows = list(self.partition(self.runs, RUNS_PARTITION))
+        return sorted(rows, key=lambda e: str(e["RowKey"]))
+
+    def delete_results_before(self, cutoff_run_prefix: str) -> int:
+        """Delete result rows whose PartitionKey (RunId first) sorts before the cutoff."""
+        deleted = 0
+        rows = self.results.query_entities(
+            f"PartitionKey lt {odata_quote(cutoff_run_prefix)}", select=["PartitionKey", "RowKey"]
+        )
+        batch: dict[str, list[Any]] = {}
+        for row in rows:
+            pk = str(row["PartitionKey"])
+            items = batch.setdefault(pk, [])
+            items.append(("delete", {"PartitionKey": pk, "RowKey": row["RowKey"]}))
+            if len(items) == BATCH_SIZE:
+                self.results.submit_transaction(items)
+                deleted += len(items)
+                items.clear()
+        for items in batch.values():
+            if items:
+                self.results.submit_transaction(items)
+                deleted += len(items)
+        return deleted
+
+    # -- lease ----------------------------------------------------------------------------
+    def acquire_lease(self, owner: str, seconds: int, now: datetime) -> Any:
+        """Take the run lease, or raise :class:`RunInProgressError` while another holds it.
+
+        Optimistic concurrency (ETag) makes two racing runs see exactly one winner. The lease
+        entity also remembers the run it protects, so a run that died can be resumed.
+        """
+        current = self.get(self.runs, LEASE_PARTITION, LEASE_ROW)
+        entity = dict(current) if current else {"PartitionKey": LEASE_PARTITION, "RowKey": LEASE_ROW}
+        if current:
+            expires = _as_datetime(current.get("ExpiresAt"))
+            if current.get("Owner") and current.get("Owner") != owner and expires and expires > now:
+                raise RunInProgressError(
+                    f"run {current.get('RunId') or current.get('Owner')} holds the audit lease until "
+                    f"{expires.isoformat()}; not starting a second, overlapping run"
+                )
+        entity.update(Owner=owner, ExpiresAt=now + timedelta(seconds=seconds))
+        try:
+            if current:
+                self.runs.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            else:
+                self.runs.create_entity(entity)
+        except (ResourceModifiedError, ResourceExistsError) as exc:
+            raise RunInProgressError("another run took the audit lease at the same moment") from exc
+        except HttpResponseError as exc:
+            if exc.status_code in (409, 412):
+                raise RunInProgressError("another run took the audit lease at the same moment") from exc
+            raise
+        return self.get(self.runs, LEASE_PARTITION, LEASE_ROW) or entity
+
+    def update_lease(self, lease: Any, **changes: Any) -> Any:
+        """Renew or annotate the lease; raises :class:`RunInProgressError` if it was lost."""
+        entity = {k: v for k, v in lease.items()}
+        entity.update(changes)
+        try:
+            self.runs.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=lease.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise RunInProgressError("the audit lease was taken over by another run") from exc
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 409, 412):
+                raise RunInProgressError("the audit lease was taken over by another run") from exc
+            raise
+        fresh = self.get(self.runs, LEASE_PARTITION, LEASE_ROW)
+        if fresh is None:
+            raise RunInProgressError("the audit lease disappeared")
+        return fresh
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
