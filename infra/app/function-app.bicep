@@ -1,0 +1,194 @@
+// The auditor itself: a Linux Function app on the Flex Consumption (FC1) plan.
+// - managed identity only (system-assigned, or a user-assigned identity when one is passed);
+// - host storage, deployment package storage and Application Insights all reached with that
+//   identity (no connection strings with keys, no instrumentation-key ingestion);
+// - HTTPS only, TLS 1.2+, FTP(S) off, basic-auth publishing off;
+// - incoming client certificates REQUIRED: the app serves no HTTP at all (timer trigger only),
+//   and it must pass its own audit.
+
+@description('Name of the Function app (globally unique; becomes <name>.azurewebsites.net).')
+param name string
+
+@description('Name of the Flex Consumption plan.')
+param planName string
+
+@description('Azure region of the plan and the app (must offer Flex Consumption).')
+param location string = resourceGroup().location
+
+@description('Tags applied to the plan and the app; the app also gets azd-service-name.')
+param tags object = {}
+
+@description('azd service name from azure.yaml; `azd deploy` finds the app by this tag.')
+param serviceName string = 'audit'
+
+@description('Python version of the Functions runtime.')
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@description('Name of the existing storage account used by the Functions host and for the deployment package.')
+param hostStorageAccountName string
+
+@description('Blob container (in the host storage account) that holds the deployment package.')
+param deploymentContainerName string
+
+@description('Name of the existing Application Insights component.')
+param applicationInsightsName string
+
+@description('Which managed identity the app runs as. SystemAssigned: its own identity, deleted with the app. UserAssigned: the identity given by userAssignedIdentityId.')
+@allowed([
+  'SystemAssigned'
+  'UserAssigned'
+])
+param identityType string = 'SystemAssigned'
+
+@description('Resource id of the user-assigned identity to run as (identityType UserAssigned). Empty otherwise.')
+param userAssignedIdentityId string = ''
+
+@description('Client id of that user-assigned identity (sets AZURE_CLIENT_ID). Empty with a system-assigned identity.')
+param userAssignedIdentityClientId string = ''
+
+@description('Application settings of the audit (AUDIT_*); merged with the identity-based host settings.')
+param appSettings object = {}
+
+@description('Upper bound of instances. 40 is the smallest value Flex Consumption accepts; a nightly timer uses one.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Memory of each instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+var useUserAssigned = identityType == 'UserAssigned'
+
+resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: hostStorageAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  // checkov:skip=CKV_AZURE_225: A nightly timer tolerates a zone outage (the next run catches up), and zone-redundant Flex plans exist only in some regions.
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+// Identity-based settings only. APPLICATIONINSIGHTS_CONNECTION_STRING carries no secret because
+// the component has local auth disabled; APPLICATIONINSIGHTS_AUTHENTICATION_STRING makes the
+// host ingest with the app's identity.
+var hostSettings = {
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__blobServiceUri: hostStorage.properties.primaryEndpoints.blob
+  AzureWebJobsStorage__queueServiceUri: hostStorage.properties.primaryEndpoints.queue
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: useUserAssigned ? 'ClientId=${userAssignedIdentityClientId};Authorization=AAD' : 'Authorization=AAD'
+}
+
+// With a user-assigned identity, DefaultAzureCredential in the audit code and the host's storage
+// connection must be told which identity to use.
+var userAssignedSettings = useUserAssigned ? {
+  AzureWebJobsStorage__clientId: userAssignedIdentityClientId
+  AZURE_CLIENT_ID: userAssignedIdentityClientId
+} : {}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': serviceName })
+  kind: 'functionapp,linux'
+  identity: {
+    type: identityType
+    userAssignedIdentities: useUserAssigned ? {
+      '${userAssignedIdentityId}': {}
+    } : null
+  }
+  // Reviewed checkov findings that do not apply to this app:
+  // checkov:skip=CKV_AZURE_222: Publishing (azd deploy, func publish, config-zip) reaches the app's SCM endpoint over the public network with an Entra ID token; the app itself has no HTTP trigger and rejects every request without a client certificate.
+  // checkov:skip=CKV_AZURE_212: Flex Consumption has no fixed worker count (siteConfig.numberOfWorkers); a nightly timer needs no standby instance.
+  // checkov:skip=CKV_AZURE_213: No HTTP endpoint to probe: the app is timer-triggered and requires client certificates, so health-check pings would fail and recycle healthy instances.
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    // The app has no HTTP trigger. Requiring a client certificate closes the default hostname to
+    // every caller and makes our own app pass our own audit (ClientCertMode = Required).
+    clientCertEnabled: true
+    clientCertMode: 'Required'
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      remoteDebuggingEnabled: false
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${hostStorage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: useUserAssigned ? {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: userAssignedIdentityId
+          } : {
+            type: 'SystemAssignedIdentity'
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: pythonVersion
+      }
+    }
+  }
+
+  resource settings 'config' = {
+    name: 'appsettings'
+    properties: union(appSettings, hostSettings, userAssignedSettings)
+  }
+
+  // Publishing uses Entra ID (azd / func / az CLI tokens); FTP and SCM basic auth are off.
+  resource ftpBasicAuth 'basicPublishingCredentialsPolicies' = {
+    name: 'ftp'
+    properties: {
+      allow: false
+    }
+  }
+
+  resource scmBasicAuth 'basicPublishingCredentialsPolicies' = {
+    name: 'scm'
+    properties: {
+      allow: false
+    }
+  }
+}
+
+@description('Name of the Function app.')
+output name string = functionApp.name
+
+@description('Resource id of the Function app.')
+output id string = functionApp.id
+
+@description('Object id of the system-assigned identity; empty when a user-assigned identity is used.')
+output systemAssignedPrincipalId string = useUserAssigned ? '' : functionApp.identity.principalId

@@ -1,0 +1,103 @@
+// Data-plane role assignments inside the resource group. Nothing here reaches outside it; the
+// tenant-wide read access lives in ../tenant/audit-reader-role.bicep.
+// Every assignment is named guid(scope, principalId, roleDefinitionId), so redeploying is
+// idempotent and two principals never collide.
+
+@description('Object id of the identity the Function app runs as.')
+param functionPrincipalId string
+
+@description('Name of the storage account holding the audit result tables.')
+param resultsStorageAccountName string
+
+@description('Name of the storage account used by the Functions host and the deployment package.')
+param hostStorageAccountName string
+
+@description('Name of the Application Insights component the app sends telemetry to.')
+param applicationInsightsName string
+
+@description('Optional object id of a user or group given read-only access to the result tables. Empty: none.')
+param readerPrincipalId string = ''
+
+@description('Type of readerPrincipalId.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param readerPrincipalType string = 'User'
+
+// Built-in role definition ids (identical in every tenant).
+var roles = {
+  // Read, insert, update and delete table entities: the audit upserts results, the latest view
+  // and run records, prunes rows older than AUDIT_RETENTION_DAYS, and creates missing tables.
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  // Read table entities only (people checking the results).
+  storageTableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6'
+  // The role Microsoft documents for identity-based AzureWebJobsStorage: the host creates its
+  // containers and takes blob leases (timer singleton locks, schedule status) and the platform
+  // reads the Flex deployment package from the same account.
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  // Publish telemetry with an Entra ID token (Application Insights has local auth disabled).
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+resource resultsStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: resultsStorageAccountName
+}
+
+resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: hostStorageAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+var tableContributorRoleId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+var tableReaderRoleId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataReader)
+var blobOwnerRoleId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+var metricsPublisherRoleId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+
+resource resultsTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(resultsStorage.id, functionPrincipalId, tableContributorRoleId)
+  scope: resultsStorage
+  properties: {
+    roleDefinitionId: tableContributorRoleId
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Client-certificate auditor writes its result tables.'
+  }
+}
+
+resource hostBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, functionPrincipalId, blobOwnerRoleId)
+  scope: hostStorage
+  properties: {
+    roleDefinitionId: blobOwnerRoleId
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Functions host storage (AzureWebJobsStorage) and Flex deployment package.'
+  }
+}
+
+resource telemetryPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(applicationInsights.id, functionPrincipalId, metricsPublisherRoleId)
+  scope: applicationInsights
+  properties: {
+    roleDefinitionId: metricsPublisherRoleId
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Identity-based telemetry ingestion (local auth is disabled).'
+  }
+}
+
+resource resultsTableReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(readerPrincipalId)) {
+  name: guid(resultsStorage.id, readerPrincipalId, tableReaderRoleId)
+  scope: resultsStorage
+  properties: {
+    roleDefinitionId: tableReaderRoleId
+    principalId: readerPrincipalId
+    principalType: readerPrincipalType
+    description: 'Read the client-certificate audit results.'
+  }
+}

@@ -1,0 +1,240 @@
+// Client-certificate auditor: everything except the tenant-wide read role.
+// Deploy with `azd up`, or `az deployment sub create -l <region> -f infra/main.bicep -p ...`.
+// Then grant tenant-wide read access with infra/tenant/audit-reader-role.bicep (see docs/deploy.md).
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment (azd environment name). Seeds the unique suffix of every resource name and names the resource group rg-<environmentName>.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource. It must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Name of the resource group to create. Empty: rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('NCRONTAB schedule of the audit (AUDIT_SCHEDULE, six fields, UTC unless WEBSITE_TIME_ZONE is set). Default: 02:00 every day.')
+param auditSchedule string = '0 0 2 * * *'
+
+@description('Comma-separated subscription ids to audit (AUDIT_SUBSCRIPTIONS). Empty: every subscription the identity can read.')
+param auditSubscriptions string = ''
+
+@description('Days audit result rows are kept before the audit prunes them (AUDIT_RETENTION_DAYS).')
+@minValue(1)
+@maxValue(3650)
+param auditRetentionDays int = 400
+
+@description('Parallel ARM requests of one run (AUDIT_CONCURRENCY).')
+@minValue(1)
+@maxValue(64)
+param auditConcurrency int = 8
+
+@description('Inventory source (AUDIT_INVENTORY_SOURCE): arm lists sites per subscription, resourcegraph queries Azure Resource Graph.')
+@allowed([
+  'arm'
+  'resourcegraph'
+])
+param auditInventorySource string = 'arm'
+
+@description('Python version of the Function app.')
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@description('Run the app as a new user-assigned identity (sets AZURE_CLIENT_ID) instead of its system-assigned identity. A user-assigned identity survives deleting the app, so its tenant-wide role assignment does too.')
+param useUserAssignedIdentity bool = false
+
+@description('Email addresses notified by the alerts. May be empty: alerts still fire and are visible in Azure Monitor.')
+param alertEmailAddresses array = []
+
+@description('Object id of a user or group given read-only access to the result tables (Storage Table Data Reader). azd passes the signed-in user. Empty: none.')
+param principalId string = ''
+
+@description('Type of principalId.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+@description('Replication of both storage accounts. Standard_GZRS by default (zone- and geo-redundant audit evidence); Standard_GRS in a region without zones, Standard_ZRS in a region without a pair.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+param storageSkuName string = 'Standard_GZRS'
+
+@description('Days the Log Analytics workspace keeps the audit events.')
+@minValue(30)
+@maxValue(730)
+param logRetentionInDays int = 90
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+  workload: 'clientcert-audit'
+}
+
+var functionAppName = '${abbrs.webSitesFunctions}certaudit-${resourceToken}'
+var deploymentContainerName = 'app-package-${resourceToken}'
+
+// The four tables the audit uses; the code creates them too if they are missing.
+var tableNames = {
+  results: 'ClientCertAudit'
+  latest: 'ClientCertAuditLatest'
+  runs: 'ClientCertAuditRuns'
+  exemptions: 'ClientCertAuditExemptions'
+}
+
+// environment().resourceManager ends with a slash; the code expects none.
+var armEndpoint = endsWith(environment().resourceManager, '/') ? substring(environment().resourceManager, 0, length(environment().resourceManager) - 1) : environment().resourceManager
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'core/security/user-assigned-identity.bicep' = if (useUserAssignedIdentity) {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}certaudit-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module hostStorage 'core/storage/storage-account.bicep' = {
+  name: 'host-storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}fn${resourceToken}'
+    location: location
+    tags: tags
+    skuName: storageSkuName
+    containerNames: [
+      deploymentContainerName
+    ]
+  }
+}
+
+module resultsStorage 'core/storage/storage-account.bicep' = {
+  name: 'results-storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}audit${resourceToken}'
+    location: location
+    tags: tags
+    skuName: storageSkuName
+    tableNames: [
+      tableNames.results
+      tableNames.latest
+      tableNames.runs
+      tableNames.exemptions
+    ]
+  }
+}
+
+module monitoring 'core/monitor/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+    retentionInDays: logRetentionInDays
+  }
+}
+
+// primaryEndpoints.table ends with a slash; the code expects none.
+var tableServiceUri = resultsStorage.outputs.tableEndpoint
+var auditTableServiceUri = endsWith(tableServiceUri, '/') ? substring(tableServiceUri, 0, length(tableServiceUri) - 1) : tableServiceUri
+
+module functionApp 'app/function-app.bicep' = {
+  name: 'function'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'audit'
+    pythonVersion: pythonVersion
+    hostStorageAccountName: hostStorage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    identityType: useUserAssignedIdentity ? 'UserAssigned' : 'SystemAssigned'
+    userAssignedIdentityId: useUserAssignedIdentity ? identity.outputs.id : ''
+    userAssignedIdentityClientId: useUserAssignedIdentity ? identity.outputs.clientId : ''
+    // Every setting the audit reads. AUDIT_TABLE_CONNECTION_STRING is for local development
+    // only and is deliberately absent: the deployed app reaches tables with its identity.
+    appSettings: {
+      AUDIT_SCHEDULE: auditSchedule
+      AUDIT_ARM_ENDPOINT: armEndpoint
+      AUDIT_TABLE_SERVICE_URI: auditTableServiceUri
+      AUDIT_RESULTS_TABLE: tableNames.results
+      AUDIT_LATEST_TABLE: tableNames.latest
+      AUDIT_RUNS_TABLE: tableNames.runs
+      AUDIT_EXEMPTIONS_TABLE: tableNames.exemptions
+      AUDIT_SUBSCRIPTIONS: auditSubscriptions
+      AUDIT_RETENTION_DAYS: string(auditRetentionDays)
+      AUDIT_CONCURRENCY: string(auditConcurrency)
+      AUDIT_INVENTORY_SOURCE: auditInventorySource
+    }
+  }
+}
+
+var functionPrincipalId = useUserAssignedIdentity ? identity.outputs.principalId : functionApp.outputs.systemAssignedPrincipalId
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    functionPrincipalId: functionPrincipalId
+    resultsStorageAccountName: resultsStorage.outputs.name
+    hostStorageAccountName: hostStorage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    readerPrincipalId: principalId
+    readerPrincipalType: principalType
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    location: location
+    tags: tags
+    namePrefix: '${abbrs.insightsScheduledQueryRules}certaudit-'
+    actionGroupName: '${abbrs.insightsActionGroups}certaudit-${resourceToken}'
+    alertEmailAddresses: alertEmailAddresses
+    functionAppName: functionAppName
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_PRINCIPAL_ID string = functionPrincipalId
+output AZURE_RESULTS_STORAGE_ACCOUNT string = resultsStorage.outputs.name
+output AUDIT_TABLE_SERVICE_URI string = auditTableServiceUri
+output AUDIT_RUNS_TABLE string = tableNames.runs
+output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = monitoring.outputs.logAnalyticsCustomerId
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
