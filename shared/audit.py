@@ -25,7 +25,7 @@ from azure.core.exceptions import AzureError
 from . import events
 from .config import Settings
 from .evaluate import error_finding, evaluate
-from .exemptions import Exemption, apply_exemption, load_exemptions
+from .exemptions import Exemption, apply_exemption, exemption_request, load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory, SubscriptionInfo
 from .keys import resource_key
@@ -121,7 +121,13 @@ def new_run_id(now: datetime) -> str:
 
 
 def result_entity(
-    run_id: str, finding: Finding, change: Transition | None, audited_at: datetime, row_key: str
+    run_id: str,
+    finding: Finding,
+    change: Transition | None,
+    audited_at: datetime,
+    row_key: str,
+    *,
+    request_tag: str | None = None,
 ) -> dict[str, Any]:
     """One row of the results table (the schema in the README)."""
     slot_kind = "slot" if finding.slot else ("site" if finding.app_name else "scope")
@@ -145,6 +151,7 @@ def result_entity(
         "Reason": finding.reason,
         "Remediation": finding.remediation,
         "Exemption": finding.exemption,
+        "ExemptionRequest": exemption_request(finding, request_tag),
         "HttpsOnly": finding.https_only,
         "PublicNetworkAccess": finding.public_network_access or "",
         "NewFailure": bool(change and change.new_failure),
@@ -308,7 +315,9 @@ class AuditRun:
             if finding.status is not Status.ERROR:
                 change = transition(finding, prior.get(key), run_id, now_iso, baseline=summary.baseline)
                 changes[key] = change
-            rows.append(result_entity(run_id, finding, change, audited_at, key))
+            rows.append(
+                result_entity(run_id, finding, change, audited_at, key, request_tag=self.settings.exemption_request_tag)
+            )
             result.counts[finding.status.value] += 1
         result.transactions += self.store.upsert_many(self.store.results, rows)
         result.rows = len(rows)

@@ -54,6 +54,7 @@ class Settings:
     retry_total: int = 4
     lease_seconds: int = 600
     client_id: str | None = None
+    exemption_request_tag: str | None = None  # off when unset: a tag can only *request* an exemption
 
     @property
     def arm_scope(self) -> str:
@@ -88,6 +89,13 @@ def _table(env: Mapping[str, str], name: str, default: str) -> str:
             f"{name} must be a valid table name (3-63 letters or digits, starting with a letter), got {value!r}"
         )
     return value
+
+
+def _tag_name(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    if value and (len(value) > 512 or any(ch in value for ch in "<>%&\\?/")):
+        raise ConfigError(f"{name} must be an Azure tag name (at most 512 characters, none of <>%&\\?/), got {value!r}")
+    return value or None
 
 
 def validate_schedule(value: str, name: str = "AUDIT_SCHEDULE") -> str:
@@ -150,4 +158,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_table: bool =
         retry_total=_int(env, "AUDIT_RETRY_TOTAL", 4, 0, 10),
         lease_seconds=_int(env, "AUDIT_LEASE_SECONDS", 600, 5, 86400),
         client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
+        exemption_request_tag=_tag_name(env, "AUDIT_EXEMPTION_REQUEST_TAG"),
     )

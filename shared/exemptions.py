@@ -1,13 +1,59 @@
-"""Exemptions: security-team-owned, always expiring. (Pure matching; storage in the store.)"""
+"""Exemptions: owned by the security team, stored centrally, and always expiring.
+
+An exemption accepts that one resource (or everything under a resource group or subscription)
+does not require client certificates, for a stated reason, approved by a named person, until a
+date. It lives in the ``ClientCertAuditExemptions`` table, which only the security team can write,
+never in resource tags that app owners set themselves: a tag can at most *request* one (see
+:func:`exemption_request`), and the report lists such requests for approval.
+
+The first half of this module is pure (matching, validation, entity mapping); the storage
+functions at the end are thin and take the :class:`~shared.store.TableStore`. Every rule that
+keeps exemptions from becoming a silent backdoor is enforced twice: when one is added, and again
+when the audit loads the table, so a row written by hand in Storage Explorer gets no more power
+than one added with ``clientcert-audit exempt add``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import getpass
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+from .keys import odata_quote, resource_key
 from .models import Finding, Status
+
+if TYPE_CHECKING:
+    from .store import TableStore
+
+log = logging.getLogger(__name__)
+
+PARTITION = "exemption"
+MAX_EXEMPTION_DAYS = 365
+EXPIRING_SOON_DAYS = 14
+
+_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_RG = r"[\w\-.()]{0,89}[\w\-()]"  # ARM: 1-90 chars, unicode letters/digits, _-.(), not ending in '.'
+_SITE = r"[a-z0-9][a-z0-9-]{0,59}"
+_SCOPE = re.compile(
+    rf"^/subscriptions/{_GUID}"
+    rf"(/resourcegroups/{_RG}"
+    rf"(/providers/microsoft\.web/sites/{_SITE}"
+    rf"(/slots/{_SITE})?)?)?$",
+    re.IGNORECASE,
+)
+_RELATIVE = re.compile(r"^\+?(\d{1,4})\s*([mhdw])$", re.IGNORECASE)
+_RELATIVE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class ExemptionError(ValueError):
+    """An exemption that would be invalid; the message says which rule it breaks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +66,10 @@ class Exemption:
     created: datetime
     expires: datetime
     exemption_id: str = ""
+    recorded_by: str = ""
 
     def covers(self, resource_id: str) -> bool:
+        """Case-insensitive prefix match on a path boundary (``/sites/app`` never covers ``/sites/app2``)."""
         scope = self.scope.lower().rstrip("/")
         rid = resource_id.lower().rstrip("/")
         return rid == scope or rid.startswith(scope + "/")
@@ -48,6 +96,212 @@ def apply_exemption(finding: Finding, exemptions: Sequence[Exemption], at: datet
     return finding
 
 
-def load_exemptions(store: Any) -> list[Exemption]:
-    """All exemptions in the exemptions table (small: tens, not thousands)."""
-    return []
+def exemption_request(finding: Finding, tag_name: str | None) -> str:
+    """The value of the exemption-request tag on a failing or warning resource, else ``""``.
+
+    A request is only ever *listed* for the security team to approve; it never changes the
+    status. Tag names are case-insensitive in Azure, so the lookup is too.
+    """
+    if not tag_name or finding.status not in (Status.FAIL, Status.WARN):
+        return ""
+    wanted = tag_name.lower()
+    for key, value in finding.tags:
+        if key.lower() == wanted:
+            return value.strip() or "(requested, no reason given)"
+    return ""
+
+
+# -- validation (pure) ----------------------------------------------------------------------------
+def validate_scope(scope: str) -> str:
+    """Return the scope, trimmed, if it is a subscription, resource group, site or slot id.
+
+    Anything broader or looser (an empty string, ``/subscriptions``, a provider-less path) is
+    refused: a prefix like that would exempt far more than anyone approved.
+    """
+    value = scope.strip().rstrip("/")
+    if not _SCOPE.match(value):
+        raise ExemptionError(
+            f"scope {scope!r} is not a subscription, resource group, site or slot id; expected "
+            "/subscriptions/<guid>[/resourceGroups/<rg>[/providers/Microsoft.Web/sites/<app>[/slots/<slot>]]]"
+        )
+    return value
+
+
+def parse_expiry(text: str, now: datetime) -> datetime:
+    """Read ``--expires``: ``YYYY-MM-DD`` (00:00 UTC that day), an ISO date-time, or ``30d``/``12h``/``2w``/``90m``."""
+    raw = text.strip()
+    relative = _RELATIVE.match(raw)
+    if relative:
+        amount, unit = int(relative.group(1)), relative.group(2).lower()
+        return now + timedelta(**{_RELATIVE_UNITS[unit]: amount})
+    try:
+        if len(raw) == 10:
+            day = date.fromisoformat(raw)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ExemptionError(
+            f"expiry {text!r} is not a date (2025-06-30), a date-time (2025-06-30T18:00Z) or a duration (30d, 12h)"
+        ) from None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def new_exemption(
+    scope: str,
+    reason: str,
+    approver: str,
+    expires: datetime,
+    now: datetime,
+    *,
+    recorded_by: str = "",
+    max_days: int = MAX_EXEMPTION_DAYS,
+) -> Exemption:
+    """Build a valid exemption or raise :class:`ExemptionError` naming the broken rule.
+
+    Expiry is mandatory, in the future, and at most ``max_days`` away: there are no permanent
+    exemptions, only ones that someone must consciously renew.
+    """
+    if not reason.strip():
+        raise ExemptionError("a reason is required (why is this resource allowed to skip client certificates?)")
+    if not approver.strip():
+        raise ExemptionError("an approver is required (who on the security team accepted the risk?)")
+    if expires <= now:
+        raise ExemptionError(f"expiry {expires.isoformat()} is not in the future")
+    if expires - now > timedelta(days=max_days):
+        raise ExemptionError(
+            f"expiry {expires.date().isoformat()} is more than {max_days} days away; exemptions must be renewed"
+        )
+    return Exemption(
+        scope=validate_scope(scope),
+        reason=reason.strip(),
+        approver=approver.strip(),
+        created=now,
+        expires=expires,
+        recorded_by=recorded_by,
+    )
+
+
+def expiring_soon(exemptions: Iterable[Exemption], now: datetime, within: timedelta) -> list[Exemption]:
+    """Active exemptions that end within ``within``, soonest first: the report's renewal list."""
+    return sorted(
+        (e for e in exemptions if e.active(now) and e.expires <= now + within),
+        key=lambda e: e.expires,
+    )
+
+
+# -- entity mapping (pure) ------------------------------------------------------------------------
+def exemption_entity(exemption: Exemption) -> dict[str, Any]:
+    """The table row: one exemption per scope (adding one for the same scope replaces it)."""
+    return {
+        "PartitionKey": PARTITION,
+        "RowKey": resource_key(exemption.scope),
+        "Scope": exemption.scope,
+        "Reason": exemption.reason,
+        "Approver": exemption.approver,
+        "CreatedAt": exemption.created,
+        "ExpiresAt": exemption.expires,
+        "RecordedBy": exemption.recorded_by,
+    }
+
+
+def exemption_from_entity(entity: Mapping[str, Any], *, max_days: int = MAX_EXEMPTION_DAYS) -> Exemption | None:
+    """Read a row back, or ``None`` (logged) when it breaks a rule and must not exempt anything.
+
+    Rows can be written by hand, so the same rules as ``exempt add`` apply here; an expiry more
+    than ``max_days`` after creation is cut to ``max_days`` rather than honoured.
+    """
+    row = f"{entity.get('PartitionKey')}/{entity.get('RowKey')}"
+    created, expires = _utc(entity.get("CreatedAt")), _utc(entity.get("ExpiresAt"))
+    reason, approver = str(entity.get("Reason") or "").strip(), str(entity.get("Approver") or "").strip()
+    try:
+        scope = validate_scope(str(entity.get("Scope") or ""))
+    except ExemptionError as exc:
+        log.warning("Ignoring exemption %s: %s", row, exc)
+        return None
+    if created is None or expires is None or not reason or not approver:
+        log.warning("Ignoring exemption %s: CreatedAt, ExpiresAt, Reason and Approver are all required", row)
+        return None
+    if expires - created > timedelta(days=max_days):
+        log.warning("Exemption %s runs longer than %d days; honouring only the first %d", row, max_days, max_days)
+        expires = created + timedelta(days=max_days)
+    return Exemption(
+        scope=scope,
+        reason=reason,
+        approver=approver,
+        created=created,
+        expires=expires,
+        exemption_id=scope,
+        recorded_by=str(entity.get("RecordedBy") or ""),
+    )
+
+
+def _utc(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# -- storage --------------------------------------------------------------------------------------
+def _rows(store: TableStore) -> list[Mapping[str, Any]]:
+    try:
+        return list(store.exemptions.query_entities(f"PartitionKey eq {odata_quote(PARTITION)}"))
+    except ResourceNotFoundError:
+        return []  # no table yet: nothing is exempt
+
+
+def load_exemptions(store: TableStore) -> list[Exemption]:
+    """Every valid exemption in the table (tens, not thousands), expired ones included.
+
+    The engine checks validity per resource with :meth:`Exemption.active`. A read error other
+    than "no table" propagates and fails the run: auditing without the exemptions would page
+    the owners of every accepted exception.
+    """
+    loaded = (exemption_from_entity(row) for row in _rows(store))
+    return [e for e in loaded if e is not None]
+
+
+def list_exemptions(store: TableStore, now: datetime, *, include_expired: bool = False) -> list[Exemption]:
+    """Exemptions for ``exempt list`` and the report, soonest expiry first."""
+    found = load_exemptions(store)
+    return sorted((e for e in found if include_expired or e.expires > now), key=lambda e: (e.expires, e.scope))
+
+
+def add_exemption(store: TableStore, exemption: Exemption) -> Exemption | None:
+    """Store ``exemption``; return the one it replaced for the same scope, if any."""
+    with contextlib.suppress(ResourceExistsError):
+        store.service.create_table(store.exemptions.table_name)
+    entity = exemption_entity(exemption)
+    previous = store.get(store.exemptions, PARTITION, entity["RowKey"])
+    store.upsert_many(store.exemptions, [entity])
+    return exemption_from_entity(previous) if previous else None
+
+
+def remove_exemption(store: TableStore, scope: str) -> Exemption | None:
+    """Delete the exemption for ``scope``; return it, or ``None`` when there was none.
+
+    The scope is matched exactly (case-insensitively), never as a prefix: removing a
+    subscription-wide exemption must not silently remove the resource-level ones under it.
+    """
+    row_key = resource_key(scope.strip().rstrip("/"))
+    try:
+        previous = store.get(store.exemptions, PARTITION, row_key)
+    except ResourceNotFoundError:
+        return None
+    if previous is None:
+        return None
+    store.exemptions.delete_entity(PARTITION, row_key)
+    return exemption_from_entity(previous) or Exemption(
+        scope=str(previous.get("Scope") or scope),
+        reason=str(previous.get("Reason") or ""),
+        approver=str(previous.get("Approver") or ""),
+        created=_utc(previous.get("CreatedAt")) or datetime.min.replace(tzinfo=UTC),
+        expires=_utc(previous.get("ExpiresAt")) or datetime.min.replace(tzinfo=UTC),
+    )
+
+
+def current_user() -> str:
+    """Who ran ``exempt add`` on this machine (recorded beside the approver, for the trail)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return ""
