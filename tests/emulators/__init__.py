@@ -1,0 +1,1 @@
+"""Emulated Azure for the tests: ARM + managed identity (``arm``), Table Storage (``azurite``)."""

@@ -1,0 +1,892 @@
+"""Emulated Azure Resource Manager + App Service managed-identity endpoint, over real HTTPS.
+
+The product runs the real SDKs (azure-identity, azure-mgmt-resource-subscriptions, azure-mgmt-web)
+against this server, so what is tested is the product's behaviour on the wire: paging, retries,
+auth, odd ids and partial failures. One ``ThreadingHTTPServer`` on 127.0.0.1 serves:
+
+* ``GET /msi/token`` - App Service managed identity (protocol 2019-08-01, ``X-IDENTITY-HEADER``),
+  issuing unsigned-in-spirit JWTs (fake HS256) that Azurite ``--oauth basic`` accepts for storage;
+* ``GET /subscriptions`` and the ``Microsoft.Web/sites`` list/get routes, built from a
+  :class:`~tests.emulators.tenant.Tenant`, with ARM-style paging, errors and throttling;
+* fault injection (:mod:`tests.emulators.faults`) on any route, including the token endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import math
+import secrets
+import socket
+import ssl
+import struct
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, quote, unquote
+
+from .faults import FaultSet, Latency, MalformedJson, Reset, Stall, Status, Terminal, Truncated
+from .tenant import OMIT, Site, Subscription, Tenant
+from .tls import TlsMaterial
+
+__all__ = ["ROUTE_KINDS", "ArmEmulator", "RequestRecord", "ThrottleModel", "UserAssignedIdentity"]
+
+#: Request kinds counted by :meth:`ArmEmulator.stats`.
+ROUTE_KINDS: tuple[str, ...] = (
+    "subscriptions",
+    "sites_list",
+    "rg_sites_list",
+    "slots_list",
+    "site_get",
+    "token",
+    "other",
+)
+#: List routes (subject to paging options).
+LIST_KINDS: frozenset[str] = frozenset({"subscriptions", "sites_list", "rg_sites_list", "slots_list"})
+
+MI_API_VERSION = "2019-08-01"
+_DEFAULT_REMAINING_READS = 11999
+_ERROR_CODES = {
+    400: "BadRequest",
+    401: "InvalidAuthenticationToken",
+    403: "AuthorizationFailed",
+    404: "ResourceNotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}
+
+
+class RequestRecord(NamedTuple):
+    """One entry of :attr:`ArmEmulator.requests`: ``path`` includes the query string; ``status`` is 0
+    when the connection was reset without an answer."""
+
+    method: str
+    path: str
+    status: int
+
+
+@dataclass(frozen=True)
+class UserAssignedIdentity:
+    """A user-assigned identity the MI endpoint will issue tokens for (selected by any of its ids)."""
+
+    client_id: str
+    object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    resource_id: str | None = None
+
+
+@dataclass
+class ThrottleModel:
+    """ARM's read throttling, approximated as a token bucket per subscription (and one per tenant for
+    ``/subscriptions``): ``capacity`` reads, refilled at ``refill_per_second``."""
+
+    capacity: float = 250.0
+    refill_per_second: float = 25.0
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def take(self, key: str) -> tuple[bool, int, int]:
+        """Consume one read: ``(allowed, remaining, retry_after_seconds)``."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.refill_per_second)
+            if tokens >= 1.0:
+                tokens -= 1.0
+                self._buckets[key] = (tokens, now)
+                return True, int(tokens), 0
+            self._buckets[key] = (tokens, now)
+            wait = (1.0 - tokens) / self.refill_per_second
+            return False, 0, max(1, math.ceil(wait))
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def arm_error(code: str, message: str) -> bytes:
+    """ARM's error envelope."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def normalize_audience(resource: str) -> str:
+    """``https://x/.default`` and ``https://x/`` -> ``https://x`` (what a token's ``aud`` carries)."""
+    aud = resource.strip()
+    if aud.endswith("/.default"):
+        aud = aud[: -len("/.default")]
+    return aud.rstrip("/")
+
+
+class _Server(ThreadingHTTPServer):
+    """Threaded server doing the TLS handshake in the worker thread, so a client that connects and
+    never speaks TLS cannot block the accept loop."""
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, emulator: ArmEmulator, ssl_context: ssl.SSLContext) -> None:
+        self.emulator = emulator
+        self.ssl_context = ssl_context
+        self.connections: set[ssl.SSLSocket] = set()
+        self.conn_lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(10.0)
+        try:
+            conn = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        with self.conn_lock:
+            self.connections.add(conn)
+        try:
+            _Handler(conn, client_address, self)
+        except (ConnectionError, ssl.SSLError, TimeoutError, OSError, ValueError):
+            pass
+        finally:
+            with self.conn_lock:
+                self.connections.discard(conn)
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Client-side disconnects are normal here (resets are injected on purpose); stay quiet."""
+
+    def close_all_connections(self) -> None:
+        with self.conn_lock:
+            conns = list(self.connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ArmEmulator/1.0"
+    sys_version = ""
+    timeout = 30  # idle keep-alive connections are dropped after this
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default stderr access log; :attr:`ArmEmulator.requests` keeps one."""
+
+    def _dispatch(self) -> None:
+        self.server.emulator._handle(self)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch
+
+
+class ArmEmulator:
+    """ARM + managed identity for one :class:`Tenant`, served over TLS on an ephemeral port.
+
+    Options (all attributes may be changed while running):
+
+    * ``page_size``: items per list page, an int or ``{route_kind: int}`` (missing kinds: 50);
+    * ``latency``: seconds added to every answer;
+    * ``empty_page_every``: after every N data pages insert an empty page that still has a nextLink;
+    * ``trailing_empty_page``: end every paged list with an empty page (ARM does this);
+    * ``next_link_loop_to``: the last page's nextLink points back to this page index (0 = first page,
+      1 = the exact nextLink already served after page 0) instead of ending - for loop detection;
+    * ``paging_kinds``: route kinds the three options above apply to (default all list kinds);
+    * ``throttle``: ``True`` or a :class:`ThrottleModel` to enable ARM-like 429s (off by default);
+    * ``token_lifetime``: seconds until issued tokens expire (MSAL refreshes under 5 minutes);
+    * ``user_assigned``: identities selectable with ``client_id``/``object_id``/``mi_res_id``;
+    * ``list_deleted_subscriptions``: whether ``Deleted`` subscriptions appear in ``/subscriptions``.
+    """
+
+    def __init__(
+        self,
+        tenant: Tenant,
+        tls: TlsMaterial,
+        *,
+        page_size: int | Mapping[str, int] = 50,
+        latency: float = 0.0,
+        empty_page_every: int | None = None,
+        trailing_empty_page: bool = False,
+        next_link_loop_to: int | None = None,
+        paging_kinds: frozenset[str] | set[str] = LIST_KINDS,
+        throttle: bool | ThrottleModel = False,
+        token_lifetime: int = 3600,
+        user_assigned: tuple[UserAssignedIdentity, ...] | list[UserAssignedIdentity] = (),
+        system_assigned: bool = True,
+        list_deleted_subscriptions: bool = True,
+        request_log_size: int = 10000,
+    ) -> None:
+        self.tenant = tenant
+        self.tls = tls
+        self.page_size = page_size
+        self.latency = latency
+        self.empty_page_every = empty_page_every
+        self.trailing_empty_page = trailing_empty_page
+        self.next_link_loop_to = next_link_loop_to
+        self.paging_kinds = frozenset(paging_kinds)
+        self.throttle: ThrottleModel | None = ThrottleModel() if throttle is True else (throttle or None)
+        self.token_lifetime = token_lifetime
+        self.user_assigned = list(user_assigned)
+        self.system_assigned = system_assigned
+        self.list_deleted_subscriptions = list_deleted_subscriptions
+        self.faults = FaultSet()
+        #: Identity of the system-assigned MI (the token's ``oid``/``appid``).
+        self.principal_id = str(uuid.uuid4())
+        self.client_id = str(uuid.uuid4())
+        self.identity_header = secrets.token_urlsafe(24)
+        #: Raw access tokens handed out, so tests can grep logs and tables for leaks.
+        self.issued_tokens: list[str] = []
+        #: ``(resource, client_id or None)`` per successful token request.
+        self.token_requests: list[tuple[str, str | None]] = []
+        self._secret = secrets.token_bytes(32)
+        self._stats_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._request_log_size = request_log_size
+        self.reset_stats()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> ArmEmulator:
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        self._server = _Server(self, self.tls.server_ssl_context())
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="arm-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.close_all_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> ArmEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("emulator is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """ARM endpoint, e.g. ``https://127.0.0.1:PORT`` (no trailing slash)."""
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def identity_endpoint(self) -> str:
+        return f"{self.url}/msi/token"
+
+    @property
+    def credential_scopes(self) -> list[str]:
+        """What to pass as ``credential_scopes`` to the management clients."""
+        return [f"{self.url}/.default"]
+
+    def env(self) -> dict[str, str]:
+        """Environment for a process (or ``monkeypatch.setenv``) that should use this emulator."""
+        ca = str(self.tls.ca_file)
+        return {
+            "IDENTITY_ENDPOINT": self.identity_endpoint,
+            "IDENTITY_HEADER": self.identity_header,
+            "AUDIT_ARM_ENDPOINT": self.url,
+            "SSL_CERT_FILE": ca,
+            "REQUESTS_CA_BUNDLE": ca,
+        }
+
+    # -- stats ------------------------------------------------------------------------------
+    def reset_stats(self) -> None:
+        with self._stats_lock:
+            self._by_kind: Counter[str] = Counter()
+            self._by_status: Counter[int] = Counter()
+            self._api_versions: Counter[str] = Counter()
+            self._throttled_by_model = 0
+            self.requests: deque[RequestRecord] = deque(maxlen=self._request_log_size)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts since start / :meth:`reset_stats`.
+
+        ``by_kind`` (every kind in :data:`ROUTE_KINDS`), ``by_status`` (0 = reset), ``total``,
+        ``throttled`` (all 429s, injected or modelled), ``throttled_by_model``, ``api_versions``.
+        """
+        with self._stats_lock:
+            by_kind = {kind: self._by_kind.get(kind, 0) for kind in ROUTE_KINDS}
+            return {
+                "total": sum(self._by_kind.values()),
+                "by_kind": by_kind,
+                "by_status": dict(self._by_status),
+                "throttled": self._by_status.get(429, 0),
+                "throttled_by_model": self._throttled_by_model,
+                "api_versions": dict(self._api_versions),
+            }
+
+    def _record(self, method: str, raw_path: str, kind: str, status: int, api_version: str | None) -> None:
+        with self._stats_lock:
+            self._by_kind[kind] += 1
+            self._by_status[status] += 1
+            if api_version is not None:
+                self._api_versions[api_version] += 1
+            self.requests.append(RequestRecord(method, raw_path, status))
+
+    # -- request handling -------------------------------------------------------------------
+    def _handle(self, h: _Handler) -> None:
+        method = h.command
+        raw_path, _, raw_query = h.path.partition("?")
+        length = int(h.headers.get("Content-Length") or 0)
+        if length:
+            h.rfile.read(length)
+        segments = [unquote(s, errors="replace") for s in raw_path.split("/") if s]
+        decoded_path = "/" + "/".join(segments)
+        query: dict[str, str] = {}
+        for key, value in parse_qsl(raw_query, keep_blank_values=True):
+            query[key.lower()] = value
+        kind, route = _classify(segments)
+        api_version = query.get("api-version")
+
+        delays, action = self.faults.evaluate(method, decoded_path, raw_query)
+        total_delay = self.latency + sum(d.seconds for d in delays if isinstance(d, Latency | Stall))
+        if total_delay > 0 and self._stopping.wait(total_delay):
+            self._abort(h, method, h.path, kind, api_version)
+            return
+
+        if isinstance(action, Reset):
+            self._abort(h, method, h.path, kind, api_version)
+            return
+        if isinstance(action, Status | MalformedJson):
+            response = self._fault_response(action, kind)
+        else:
+            try:
+                response = self._answer(h, method, kind, route, raw_path, query)
+            except Exception as exc:  # an emulator bug must surface as a readable 500, not a reset
+                response = _Response(500, arm_error("EmulatorError", f"{type(exc).__name__}: {exc}"))
+        self._send(h, response, method, kind, api_version, truncate=action if isinstance(action, Truncated) else None)
+
+    def _abort(self, h: _Handler, method: str, path: str, kind: str, api_version: str | None) -> None:
+        """Reset the connection: SO_LINGER 0 turns close() into an RST, no response is sent."""
+        # Record before the client can observe the outcome, so stats are exact when a call returns.
+        self._record(method, path, kind, 0, api_version)
+        h.close_connection = True
+        try:
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            h.connection.close()
+        except OSError:
+            pass
+
+    def _send(
+        self,
+        h: _Handler,
+        response: _Response,
+        method: str,
+        kind: str,
+        api_version: str | None,
+        truncate: Truncated | None = None,
+    ) -> None:
+        body = response.body
+        # Record before any byte goes out: a test reading stats right after its call returns must see it.
+        self._record(method, h.path, kind, response.status, api_version)
+        h.send_response(response.status)
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "x-ms-request-id": str(uuid.uuid4()),
+            "x-ms-correlation-request-id": h.headers.get("x-ms-client-request-id") or str(uuid.uuid4()),
+        }
+        client_request_id = h.headers.get("x-ms-client-request-id")
+        if client_request_id:
+            headers["x-ms-client-request-id"] = client_request_id
+        headers.update(response.headers)
+        for name, value in headers.items():
+            h.send_header(name, value)
+        h.send_header("Content-Length", str(len(body)))
+        if truncate is not None:
+            h.send_header("Connection", "close")
+            h.close_connection = True
+        h.end_headers()
+        if method != "HEAD":
+            if truncate is not None:
+                body = body[: max(0, min(len(body) - 1, int(len(body) * truncate.fraction)))]
+            try:
+                h.wfile.write(body)
+            except OSError:
+                h.close_connection = True
+
+    def _fault_response(self, action: Terminal, kind: str) -> _Response:
+        if isinstance(action, MalformedJson):
+            return _Response(action.status, b'{"value": [{"id": "/subscriptions/\x00, "name": tru')
+        assert isinstance(action, Status)
+        headers = dict(action.headers)
+        if action.retry_after is not None:
+            ra = action.retry_after
+            if isinstance(ra, datetime):
+                headers["Retry-After"] = format_datetime(ra, usegmt=True)
+            elif isinstance(ra, float) and ra.is_integer():
+                headers["Retry-After"] = str(int(ra))
+            else:
+                headers["Retry-After"] = str(ra)
+        if action.body is not None:
+            return _Response(action.status, action.body, headers)
+        code = action.code or _ERROR_CODES.get(action.status, f"Http{action.status}")
+        message = action.message or f"Injected fault: {action.status} {code}."
+        if kind == "token":
+            body = json.dumps({"statusCode": action.status, "message": message}).encode()
+        else:
+            body = arm_error(code, message)
+        return _Response(action.status, body, headers)
+
+    def _answer(
+        self, h: _Handler, method: str, kind: str, route: tuple[str, ...], raw_path: str, query: dict[str, str]
+    ) -> _Response:
+        if kind == "token":
+            return self._token(h, method, query)
+        auth_error = self._check_auth(h)
+        if auth_error is not None:
+            return auth_error
+        if "api-version" not in query:
+            return _Response(
+                400,
+                arm_error(
+                    "MissingApiVersionParameter",
+                    "The api-version query parameter (?api-version=) is required for all requests.",
+                ),
+            )
+        if method not in ("GET", "HEAD"):
+            return _Response(405, arm_error("MethodNotAllowed", f"The emulator does not support {method}."))
+        limit_headers: dict[str, str] = {}
+        if kind != "other" or route:
+            scope = route[1] if len(route) > 1 else "tenant"
+            header = (
+                "x-ms-ratelimit-remaining-tenant-reads"
+                if scope == "tenant"
+                else "x-ms-ratelimit-remaining-subscription-reads"
+            )
+            if self.throttle is not None:
+                allowed, remaining, retry_after = self.throttle.take(scope.lower())
+                if not allowed:
+                    with self._stats_lock:
+                        self._throttled_by_model += 1
+                    target = "tenant" if scope == "tenant" else f"subscription '{scope}'"
+                    return _Response(
+                        429,
+                        arm_error(
+                            "SubscriptionRequestsThrottled" if scope != "tenant" else "TenantRequestsThrottled",
+                            f"Number of 'read' requests for {target} exceeded. Please try again after "
+                            f"'{retry_after}' seconds after additional tokens are available. Refer to "
+                            "https://aka.ms/arm-throttling for additional information.",
+                        ),
+                        {"Retry-After": str(retry_after), header: "0"},
+                    )
+                limit_headers[header] = str(remaining)
+            else:
+                limit_headers[header] = str(_DEFAULT_REMAINING_READS)
+        with self.tenant.lock:
+            response = self._route(kind, route, raw_path, query)
+        response.headers.update(limit_headers)
+        return response
+
+    # -- auth -------------------------------------------------------------------------------
+    def _unauthorized(self, code: str, message: str) -> _Response:
+        challenge = (
+            'Bearer authorization_uri="https://login.microsoftonline.com/'
+            f'{self.tenant.tenant_id}", error="invalid_token", error_description="{message}"'
+        )
+        return _Response(401, arm_error(code, message), {"WWW-Authenticate": challenge})
+
+    def _check_auth(self, h: _Handler) -> _Response | None:
+        header = h.headers.get("Authorization")
+        if not header:
+            return self._unauthorized(
+                "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return self._unauthorized(
+                "AuthenticationFailed", "Authentication failed. The 'Authorization' header is not a Bearer token."
+            )
+        claims = self.decode_token(token.strip())
+        if claims is None:
+            return self._unauthorized("InvalidAuthenticationToken", "The access token is invalid.")
+        if normalize_audience(str(claims.get("aud", ""))).lower() != self.url.lower():
+            return self._unauthorized(
+                "InvalidAuthenticationToken",
+                f"The access token has been obtained for wrong audience or resource '{claims.get('aud')}'. "
+                f"It should exactly match with one of the allowed audiences '{self.url}/','{self.url}'.",
+            )
+        if float(claims.get("exp", 0)) < time.time():
+            return self._unauthorized(
+                "ExpiredAuthenticationToken", "The access token expiry UTC time is earlier than current UTC time."
+            )
+        return None
+
+    def make_token(self, audience: str, *, lifetime: int | None = None, **extra: Any) -> str:
+        """Mint a token signed with this emulator's key (tests use it for wrong-audience cases)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": normalize_audience(audience),
+            "iss": f"https://sts.windows.net/{self.tenant.tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + (self.token_lifetime if lifetime is None else lifetime),
+            "oid": self.principal_id,
+            "sub": self.principal_id,
+            "tid": self.tenant.tenant_id,
+            "appid": self.client_id,
+            "appidacr": "2",
+            "idtyp": "app",
+            "uti": _b64url(secrets.token_bytes(12)),
+            "ver": "1.0",
+        }
+        claims.update(extra)
+        header = _b64url(json.dumps({"typ": "JWT", "alg": "HS256", "kid": "arm-emulator"}).encode())
+        payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+        signature = hmac.new(self._secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        return f"{header}.{payload}.{_b64url(signature)}"
+
+    def decode_token(self, token: str) -> dict[str, Any] | None:
+        """Claims of a token this emulator issued, or None (bad shape or foreign signature)."""
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        expected = hmac.new(self._secret, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
+        try:
+            if not hmac.compare_digest(_b64url_decode(parts[2]), expected):
+                return None
+            claims = json.loads(_b64url_decode(parts[1]))
+        except (ValueError, TypeError):
+            return None
+        return claims if isinstance(claims, dict) else None
+
+    def _token(self, h: _Handler, method: str, query: dict[str, str]) -> _Response:
+        def mi_error(status: int, message: str) -> _Response:
+            return _Response(status, json.dumps({"statusCode": status, "message": message}).encode())
+
+        if method != "GET":
+            return mi_error(405, "Only GET is supported.")
+        if h.headers.get("X-IDENTITY-HEADER") != self.identity_header:
+            return mi_error(401, "The X-IDENTITY-HEADER header is missing or does not match IDENTITY_HEADER.")
+        if query.get("api-version") != MI_API_VERSION:
+            return mi_error(400, f"Unsupported api-version; expected {MI_API_VERSION}.")
+        resource = query.get("resource", "")
+        if not resource:
+            return mi_error(400, "The 'resource' parameter is required.")
+        client_id, object_id = self.client_id, self.principal_id
+        selector = {k: query[k] for k in ("client_id", "object_id", "mi_res_id", "principal_id") if query.get(k)}
+        if selector:
+            match = next(
+                (
+                    ua
+                    for ua in self.user_assigned
+                    if selector.get("client_id", ua.client_id).lower() == ua.client_id.lower()
+                    and selector.get("object_id", selector.get("principal_id", ua.object_id)).lower()
+                    == ua.object_id.lower()
+                    and ("mi_res_id" not in selector or selector["mi_res_id"].lower() == (ua.resource_id or "").lower())
+                ),
+                None,
+            )
+            if match is None:
+                return mi_error(
+                    400,
+                    "No User Assigned or Delegated Managed Identity found for specified "
+                    "ClientId/ResourceId/PrincipalId.",
+                )
+            client_id, object_id = match.client_id, match.object_id
+        elif not self.system_assigned:
+            return mi_error(400, "No Managed Identity found for the app (system-assigned identity is disabled).")
+        token = self.make_token(resource, oid=object_id, sub=object_id, appid=client_id)
+        claims = self.decode_token(token) or {}
+        with self._stats_lock:
+            self.issued_tokens.append(token)
+            self.token_requests.append((resource, selector.get("client_id")))
+        body = {
+            "access_token": token,
+            # App Service (2019-08-01) sends epoch seconds as a *string*; MSAL int()s it.
+            "expires_on": str(claims.get("exp")),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": client_id,
+        }
+        return _Response(200, json.dumps(body).encode())
+
+    # -- ARM routes -------------------------------------------------------------------------
+    def _route(self, kind: str, route: tuple[str, ...], raw_path: str, query: dict[str, str]) -> _Response:
+        if kind == "subscriptions":
+            subs = [s for s in self.tenant.subscriptions if self.list_deleted_subscriptions or s.state != "Deleted"]
+            return self._page(kind, subs, self._subscription_json, raw_path, query)
+        if not route:
+            return _Response(404, arm_error("NotFound", "No HTTP resource was found that matches the request URI."))
+        sub = self.tenant.get_subscription(route[1]) if len(route) > 1 else None
+        if sub is None or sub.state == "Deleted":
+            return _Response(
+                404, arm_error("SubscriptionNotFound", f"The subscription '{route[1]}' could not be found.")
+            )
+        op = route[0]
+        if op == "subscription":
+            return _Response(200, json.dumps(self._subscription_json(sub), ensure_ascii=False).encode())
+        if op == "sites_list":
+            return self._page(kind, sub.sites, lambda s: self._site_json(s, kind), raw_path, query)
+        rg_name = sub.resource_group_name(route[2])
+        if op == "rg_list":
+            rgs = sub.resource_groups
+            return self._page(kind, rgs, lambda rg: self._rg_json(sub, rg), raw_path, query)
+        if rg_name is None:
+            return _Response(
+                404, arm_error("ResourceGroupNotFound", f"Resource group '{route[2]}' could not be found.")
+            )
+        if op == "rg_get":
+            return _Response(200, json.dumps(self._rg_json(sub, rg_name), ensure_ascii=False).encode())
+        if op == "rg_sites_list":
+            include_slots = query.get("includeslots", "").lower() == "true"
+            items = sub.sites_in_group(rg_name, include_slots=include_slots) or []
+            return self._page(kind, items, lambda s: self._site_json(s, kind), raw_path, query)
+        site = sub.get_site(rg_name, route[3])
+        if site is None:
+            return self._not_found("Microsoft.Web/sites", route[3], rg_name)
+        if op == "site_get":
+            return _Response(200, json.dumps(self._site_json(site, kind), ensure_ascii=False).encode())
+        if op == "slots_list":
+            return self._page(kind, site.slots, lambda s: self._site_json(s, kind), raw_path, query)
+        slot = site.get_slot(route[4])
+        if slot is None:
+            return self._not_found("Microsoft.Web/sites/slots", f"{site.name}/{route[4]}", rg_name)
+        return _Response(200, json.dumps(self._site_json(slot, kind), ensure_ascii=False).encode())
+
+    @staticmethod
+    def _not_found(resource_type: str, name: str, rg: str) -> _Response:
+        return _Response(
+            404,
+            arm_error(
+                "ResourceNotFound",
+                f"The Resource '{resource_type}/{name}' under resource group '{rg}' was not found. "
+                "For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+            ),
+        )
+
+    def _page_size_for(self, kind: str) -> int:
+        size = self.page_size
+        if isinstance(size, Mapping):
+            return max(1, int(size.get(kind, 50)))
+        return max(1, int(size))
+
+    def _page(
+        self,
+        kind: str,
+        items: list[Any],
+        render: Callable[[Any], dict[str, Any]],
+        raw_path: str,
+        query: dict[str, str],
+    ) -> _Response:
+        """One page of ``items``. ``$skiptoken`` is ``N`` (data from offset N) or ``Ne`` (an empty
+        page before offset N); the token is opaque to a correct client."""
+        size = self._page_size_for(kind)
+        token = query.get("$skiptoken", "0")
+        empty = token.endswith("e")
+        try:
+            offset = max(0, int(token[:-1] if empty else token))
+        except ValueError:
+            return _Response(400, arm_error("InvalidSkipToken", f"The skip token '{token}' is invalid."))
+        paging_opts = kind in self.paging_kinds
+        total = len(items)
+        next_token: str | None
+        if empty:
+            page: list[Any] = []
+            next_token = str(offset) if offset < total else None
+        else:
+            page = items[offset : offset + size]
+            end = offset + len(page)
+            next_token = str(end) if end < total else None
+            if paging_opts and next_token is not None and self.empty_page_every:
+                page_index = offset // size
+                if (page_index + 1) % self.empty_page_every == 0:
+                    next_token = f"{end}e"
+            if paging_opts and next_token is None and self.trailing_empty_page:
+                next_token = f"{end}e"
+        if paging_opts and next_token is None and self.next_link_loop_to is not None:
+            next_token = str(self.next_link_loop_to * size)
+        doc: dict[str, Any] = {"value": [render(item) for item in page]}
+        if next_token is not None:
+            doc["nextLink"] = self._next_link(raw_path, query, next_token)
+        return _Response(200, json.dumps(doc, ensure_ascii=False).encode())
+
+    def _next_link(self, raw_path: str, query: dict[str, str], token: str) -> str:
+        params = [f"api-version={quote(query['api-version'], safe='')}"]
+        for key, value in query.items():
+            if key in ("api-version", "$skiptoken"):
+                continue
+            name = "includeSlots" if key == "includeslots" else key
+            params.append(f"{quote(name, safe='$')}={quote(value, safe='')}")
+        params.append(f"$skiptoken={quote(token, safe='')}")
+        return f"{self.url}{raw_path.rstrip('/')}?{'&'.join(params)}"
+
+    # -- JSON shapes --------------------------------------------------------------------------
+    def _subscription_json(self, sub: Subscription) -> dict[str, Any]:
+        return {
+            "id": f"/subscriptions/{sub.subscription_id}",
+            "authorizationSource": "RoleBased",
+            "managedByTenants": [],
+            "subscriptionId": sub.subscription_id,
+            "tenantId": self.tenant.tenant_id,
+            "displayName": sub.display_name,
+            "state": sub.state,
+            "subscriptionPolicies": {
+                "locationPlacementId": "Public_2014-09-01",
+                "quotaId": "PayAsYouGo_2014-09-01",
+                "spendingLimit": "Off",
+            },
+            "tags": {},
+        }
+
+    @staticmethod
+    def _rg_json(sub: Subscription, rg: str) -> dict[str, Any]:
+        return {
+            "id": f"/subscriptions/{sub.subscription_id}/resourceGroups/{rg}",
+            "name": rg,
+            "type": "Microsoft.Resources/resourceGroups",
+            "location": "eastus",
+            "properties": {"provisioningState": "Succeeded"},
+        }
+
+    @staticmethod
+    def _site_json(site: Site, kind: str) -> dict[str, Any]:
+        """A site or slot as ``Microsoft.Web/sites`` (shape of ListWebApps.json / ListWebAppSlots.json)."""
+        sub_id = site.subscription.subscription_id
+        rg = site.resource_group
+        host_label = site.name if site.slot_name is None else f"{site.name}-{site.slot_name}"
+        host = f"{host_label}.azurewebsites.net".lower()
+        scm = f"{host_label}.scm.azurewebsites.net".lower()
+        linux = bool(site.kind and "linux" in site.kind)
+        doc: dict[str, Any] = {
+            "id": site.served_id(kind),
+            "name": site.full_name,
+            "type": "Microsoft.Web/sites" if site.slot_name is None else "Microsoft.Web/sites/slots",
+        }
+        if site.kind is not None:
+            doc["kind"] = site.kind
+        doc["location"] = site.location
+        omit = site.omit_properties_on_get if kind == "site_get" else site.omit_properties
+        if omit:
+            return doc
+        props: dict[str, Any] = {
+            "name": site.full_name,
+            "state": site.state,
+            "hostNames": [host],
+            "repositorySiteName": site.name,
+            "usageState": "Normal",
+            "enabled": True,
+            "enabledHostNames": [host, scm],
+            "availabilityState": "Normal",
+            "hostNameSslStates": [
+                {"name": host, "sslState": "Disabled", "hostType": "Standard"},
+                {"name": scm, "sslState": "Disabled", "hostType": "Repository"},
+            ],
+            "serverFarmId": f"/subscriptions/{sub_id}/resourceGroups/{rg}/providers/Microsoft.Web/serverfarms/asp-{site.name}",
+            "reserved": linux,
+            "isXenon": False,
+            "hyperV": False,
+            "lastModifiedTimeUtc": "2025-06-01T12:00:00.000Z",
+            "siteConfig": {
+                "numberOfWorkers": 1,
+                "linuxFxVersion": "PYTHON|3.11" if linux else "",
+                "minTlsVersion": "1.2",
+                "ftpsState": "FtpsOnly",
+                "http20Enabled": True,
+            },
+            "scmSiteAlsoStopped": False,
+            "clientAffinityEnabled": True,
+            **site.client_cert_properties(),
+            "hostNamesDisabled": False,
+            "outboundIpAddresses": "20.0.0.1,20.0.0.2",
+            "containerSize": 0,
+            "dailyMemoryTimeQuota": 0,
+            "resourceGroup": rg,
+            "defaultHostName": host,
+            "httpsOnly": site.https_only,
+            "redundancyMode": "None",
+            "storageAccountRequired": False,
+            "keyVaultReferenceIdentity": "SystemAssigned",
+        }
+        if site.public_network_access is not None:
+            props["publicNetworkAccess"] = site.public_network_access
+        if kind == "site_get":
+            props["sku"] = "Standard"
+        override = site.raw_properties_override
+        if override:
+            for key, value in override.items():
+                if value is OMIT:
+                    props.pop(key, None)
+                else:
+                    props[key] = value
+        doc["properties"] = props
+        return doc
+
+
+def _classify(segments: list[str]) -> tuple[str, tuple[str, ...]]:
+    """Map decoded path segments to ``(route_kind, route)``; route is ``(op, sub, rg, site, slot)``
+    with as many parts as the op needs, or ``()`` for unknown paths. Literal segments compare
+    case-insensitively, as ARM does."""
+    low = [s.lower() for s in segments]
+    n = len(low)
+    if low == ["msi", "token"]:
+        return "token", ("token",)
+    if not low or low[0] != "subscriptions":
+        return "other", ()
+    if n == 1:
+        return "subscriptions", ("subscriptions",)
+    sub = segments[1]
+    if n == 2:
+        return "other", ("subscription", sub)
+    if n == 5 and low[2:5] == ["providers", "microsoft.web", "sites"]:
+        return "sites_list", ("sites_list", sub)
+    if low[2] != "resourcegroups":
+        return "other", ()
+    if n == 3:
+        return "other", ("rg_list", sub, "")
+    rg = segments[3]
+    if n == 4:
+        return "other", ("rg_get", sub, rg)
+    if n < 7 or low[4:7] != ["providers", "microsoft.web", "sites"]:
+        return "other", ()
+    if n == 7:
+        return "rg_sites_list", ("rg_sites_list", sub, rg)
+    site = segments[7]
+    if n == 8:
+        return "site_get", ("site_get", sub, rg, site)
+    if low[8] != "slots":
+        return "other", ()
+    if n == 9:
+        return "slots_list", ("slots_list", sub, rg, site)
+    if n == 10:
+        return "site_get", ("slot_get", sub, rg, site, segments[9])
+    return "other", ()
