@@ -140,10 +140,16 @@ class ArmInventory:
     def __init__(self, credential: TokenCredential, settings: Settings) -> None:
         self._credential = credential
         self._settings = settings
-        self._kwargs: dict[str, Any] = {
-            "base_url": settings.arm_endpoint,
-            "credential_scopes": [settings.arm_scope],
-            **client_kwargs(settings.retry_total, settings.http_timeout),
+
+    @property
+    def _kwargs(self) -> dict[str, Any]:
+        """Fresh for every client: a policy instance is linked into one pipeline (``policy.next``), so a
+        retry policy shared by two clients sends one client's requests down the other's transport
+        (closed when that client's subscription is done: "HTTP transport has already been closed")."""
+        return {
+            "base_url": self._settings.arm_endpoint,
+            "credential_scopes": [self._settings.arm_scope],
+            **client_kwargs(self._settings.retry_total, self._settings.http_timeout),
         }
 
     def subscriptions(self) -> list[SubscriptionInfo]:
