@@ -56,7 +56,7 @@ param useUserAssignedIdentity bool = false
 @description('Email addresses notified by the alerts. May be empty: alerts still fire and are visible in Azure Monitor.')
 param alertEmailAddresses array = []
 
-@description('Object id of a user or group given read-only access to the result tables (Storage Table Data Reader). azd passes the signed-in user. Empty: none.')
+@description('Object id of the security team (a user or group): Storage Table Data Reader on the results account and Storage Table Data Contributor on the exemptions table only. azd passes the signed-in user. Empty: none.')
 param principalId string = ''
 
 @description('Type of principalId.')
@@ -209,6 +209,7 @@ module rbac 'app/rbac.bicep' = {
     resultsStorageAccountName: resultsStorage.outputs.name
     hostStorageAccountName: hostStorage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    exemptionsTableName: tableNames.exemptions
     readerPrincipalId: principalId
     readerPrincipalType: principalType
   }

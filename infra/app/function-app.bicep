@@ -91,13 +91,15 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-// Identity-based settings only. APPLICATIONINSIGHTS_CONNECTION_STRING carries no secret because
+// Identity-based settings only. The host of a timer-only app needs blob storage alone (timer
+// schedule status and singleton locks); no queue or table service URI is configured, so the
+// identity needs no queue or table role on this account.
+// APPLICATIONINSIGHTS_CONNECTION_STRING carries no secret because
 // the component has local auth disabled; APPLICATIONINSIGHTS_AUTHENTICATION_STRING makes the
 // host ingest with the app's identity.
 var hostSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__blobServiceUri: hostStorage.properties.primaryEndpoints.blob
-  AzureWebJobsStorage__queueServiceUri: hostStorage.properties.primaryEndpoints.queue
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: useUserAssigned ? 'ClientId=${userAssignedIdentityClientId};Authorization=AAD' : 'Authorization=AAD'
 }
@@ -108,6 +110,8 @@ var userAssignedSettings = useUserAssigned ? {
   AzureWebJobsStorage__clientId: userAssignedIdentityClientId
   AZURE_CLIENT_ID: userAssignedIdentityClientId
 } : {}
+
+var allSettings = union(appSettings, hostSettings, userAssignedSettings)
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   name: name
@@ -138,6 +142,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       ftpsState: 'Disabled'
       http20Enabled: true
       remoteDebuggingEnabled: false
+      appSettings: [for setting in items(allSettings): {
+        name: setting.key
+        value: setting.value
+      }]
     }
     functionAppConfig: {
       deployment: {
@@ -162,25 +170,22 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
     }
   }
+}
 
-  resource settings 'config' = {
-    name: 'appsettings'
-    properties: union(appSettings, hostSettings, userAssignedSettings)
+// Publishing uses Entra ID (azd / func / az CLI tokens); FTP and SCM basic auth are off.
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
   }
+}
 
-  // Publishing uses Entra ID (azd / func / az CLI tokens); FTP and SCM basic auth are off.
-  resource ftpBasicAuth 'basicPublishingCredentialsPolicies' = {
-    name: 'ftp'
-    properties: {
-      allow: false
-    }
-  }
-
-  resource scmBasicAuth 'basicPublishingCredentialsPolicies' = {
-    name: 'scm'
-    properties: {
-      allow: false
-    }
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
   }
 }
 

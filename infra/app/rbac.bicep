@@ -15,7 +15,10 @@ param hostStorageAccountName string
 @description('Name of the Application Insights component the app sends telemetry to.')
 param applicationInsightsName string
 
-@description('Optional object id of a user or group given read-only access to the result tables. Empty: none.')
+@description('Name of the exemptions table (in the results account) that readerPrincipalId may also write.')
+param exemptionsTableName string = 'ClientCertAuditExemptions'
+
+@description('Optional object id of the security team (a user or group): read access to every result table, write access to the exemptions table only. Empty: none.')
 param readerPrincipalId string = ''
 
 @description('Type of readerPrincipalId.')
@@ -43,6 +46,16 @@ var roles = {
 
 resource resultsStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: resultsStorageAccountName
+}
+
+resource resultsTableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
+  parent: resultsStorage
+  name: 'default'
+}
+
+resource exemptionsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
+  parent: resultsTableService
+  name: exemptionsTableName
 }
 
 resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -99,5 +112,18 @@ resource resultsTableReader 'Microsoft.Authorization/roleAssignments@2022-04-01'
     principalId: readerPrincipalId
     principalType: readerPrincipalType
     description: 'Read the client-certificate audit results.'
+  }
+}
+
+// Exemptions are the security team's decision (clientcert-audit exempt add): write access to
+// that one table, scoped to the table itself, not to the results.
+resource exemptionsTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(readerPrincipalId)) {
+  name: guid(exemptionsTable.id, readerPrincipalId, tableContributorRoleId)
+  scope: exemptionsTable
+  properties: {
+    roleDefinitionId: tableContributorRoleId
+    principalId: readerPrincipalId
+    principalType: readerPrincipalType
+    description: 'Manage client-certificate audit exemptions.'
   }
 }
