@@ -4,8 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+INFRA_VENV  := .venv-infra
+INFRA_STAMP := $(INFRA_VENV)/.installed
 
-.PHONY: help install demo test lint typecheck unit integration test-infra bench clean
+.PHONY: help install infra-tools demo test lint typecheck unit integration test-infra bench clean
 
 help:
 	@echo "make demo   - run the audit once against an emulated tenant and print the summary"
@@ -24,6 +26,14 @@ $(NODE_STAMP): package.json package-lock.json
 
 install: $(STAMP) $(NODE_STAMP)
 
+# checkov + pycep-parser (fully pinned) in their own venv: their pins clash with the app's.
+$(INFRA_STAMP): requirements-infra.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	touch $@
+
+infra-tools: $(INFRA_STAMP) $(NODE_STAMP)
+
 demo: install
 	$(PY) -m tests.demo
 
@@ -40,11 +50,14 @@ unit: $(STAMP)
 integration: install
 	$(PY) -m pytest -q -n 2 tests -m integration
 
-test: install lint typecheck
+test-infra: install infra-tools
+	$(PY) -m pytest -q -p no:cacheprovider tests -m infra
+
+test: install infra-tools lint typecheck
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider tests
 
 bench: install
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .azurite .demo
+	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .azurite .demo
