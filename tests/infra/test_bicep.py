@@ -1,0 +1,388 @@
+"""Structure of infra/: every template parses, and the security properties the issue asks for hold.
+
+The trees come from pycep-parser (the Bicep parser checkov uses), so these checks read the same
+syntax a deployment would, not grep patterns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra.bicep_tree import accessor, deployed, function_call, module_params, resources
+from tests.infra.conftest import BICEP_FILES, INFRA, KQL_FILES, REPO, rel
+
+pytestmark = pytest.mark.infra
+
+MAIN = "infra/main.bicep"
+FUNCTION = "infra/app/function-app.bicep"
+TENANT = "infra/tenant/audit-reader-role.bicep"
+DEPLOY_DOC = REPO / "docs" / "deploy.md"
+
+# The app settings the audit code reads (its contract), and the ones that must never be deployed.
+CONTRACT_SETTINGS = {
+    "AUDIT_SCHEDULE",
+    "AUDIT_ARM_ENDPOINT",
+    "AUDIT_TABLE_SERVICE_URI",
+    "AUDIT_RESULTS_TABLE",
+    "AUDIT_LATEST_TABLE",
+    "AUDIT_RUNS_TABLE",
+    "AUDIT_EXEMPTIONS_TABLE",
+    "AUDIT_SUBSCRIPTIONS",
+    "AUDIT_RETENTION_DAYS",
+    "AUDIT_CONCURRENCY",
+    "AUDIT_INVENTORY_SOURCE",
+}
+LOCAL_ONLY_SETTINGS = {"AUDIT_TABLE_CONNECTION_STRING"}
+
+ROLE_IDS = {
+    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+}
+
+
+def _bicep_text() -> str:
+    """All Bicep source without // comments (comments may name what the code must not do)."""
+    code = "\n".join(p.read_text() for p in BICEP_FILES)
+    return re.sub(r"(^|\s)//.*$", r"\1", code, flags=re.M)
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [rel(p) for p in BICEP_FILES])
+def test_every_bicep_file_parses_with_pycep(bicep_trees: dict[str, Any], path: str) -> None:
+    tree = bicep_trees[path]
+    assert "__error__" not in tree, f"{path} does not parse with pycep-parser: {tree.get('__error__')}"
+
+
+def test_layout_is_complete() -> None:
+    for required in (
+        "main.bicep",
+        "main.parameters.json",
+        "abbreviations.json",
+        "app/function-app.bicep",
+        "app/alerts.bicep",
+        "app/rbac.bicep",
+        "core/storage/storage-account.bicep",
+        "core/monitor/monitoring.bicep",
+        "tenant/audit-reader-role.bicep",
+    ):
+        assert (INFRA / required).is_file(), f"infra/{required} is missing"
+    assert KQL_FILES, "infra/queries/*.kql (the README's example queries) are missing"
+    assert (REPO / "azure.yaml").is_file(), "azure.yaml (for `azd up`) is missing"
+
+
+def test_every_module_path_exists(bicep_trees: dict[str, Any]) -> None:
+    for file, tree in bicep_trees.items():
+        for symbol, module in (tree.get("modules") or {}).items():
+            target = (REPO / file).parent / module["detail"]["path"]
+            assert target.is_file(), f"{file}: module {symbol} points at missing {module['detail']['path']}"
+
+
+# -- parameters and outputs -----------------------------------------------------------------
+
+
+def test_every_parameter_has_a_description(bicep_trees: dict[str, Any]) -> None:
+    missing = []
+    for file, tree in bicep_trees.items():
+        for name, param in (tree.get("parameters") or {}).items():
+            descriptions = [d for d in param.get("decorators", []) if d.get("type") == "description"]
+            if not descriptions or not str(descriptions[0].get("argument", "")).strip():
+                missing.append(f"{file}: {name}")
+    assert not missing, "parameters without @description: " + ", ".join(missing)
+
+
+def test_main_is_azd_compatible(bicep_trees: dict[str, Any]) -> None:
+    main = bicep_trees[MAIN]
+    assert main["globals"]["scope"]["value"] == "subscription"
+    params = main["parameters"]
+    assert {"environmentName", "location", "principalId"} <= set(params)
+    location_meta = [d for d in params["location"]["decorators"] if d.get("type") == "metadata"]
+    assert location_meta, "location needs @metadata({azd: {type: 'location'}}) for azd"
+    assert deployed(bicep_trees, "Microsoft.Resources/resourceGroups"), "main.bicep must create the resource group"
+    token = main["variables"]["resourceToken"]["value"]
+    assert function_call(token) is not None and function_call(token)[0] == "to_lower"  # type: ignore[index]
+    outputs = main["outputs"]
+    assert outputs, "main.bicep has no outputs"
+    for name in outputs:
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]*", name), f"output {name} is not UPPER_SNAKE (azd env values)"
+    assert {"AZURE_LOCATION", "AZURE_TENANT_ID", "AZURE_FUNCTION_APP_NAME", "AZURE_FUNCTION_PRINCIPAL_ID"} <= set(
+        outputs
+    )
+
+
+def test_parameters_file_matches_main(bicep_trees: dict[str, Any]) -> None:
+    data = json.loads((INFRA / "main.parameters.json").read_text())
+    declared = set(bicep_trees[MAIN]["parameters"])
+    given = set(data["parameters"])
+    assert given <= declared, f"main.parameters.json sets unknown parameters: {sorted(given - declared)}"
+    required = {n for n, p in bicep_trees[MAIN]["parameters"].items() if "default" not in p}
+    assert required <= given, f"required parameters missing from main.parameters.json: {sorted(required - given)}"
+
+
+def test_azure_yaml_deploys_the_function_service(bicep_trees: dict[str, Any]) -> None:
+    text = (REPO / "azure.yaml").read_text()
+    assert re.search(r"^services:\s*\n\s+audit:\s*\n(\s+.*\n)*?\s+host:\s*function\s*$", text, re.M), text
+    assert re.search(r"^\s+language:\s*python\s*$", text, re.M)
+    site = deployed(bicep_trees, "Microsoft.Web/sites")[0]
+    tags = site.body["tags"]
+    assert "'azd-service-name'" in json.dumps(tags), "the site needs the azd-service-name tag for `azd deploy`"
+    assert module_params(bicep_trees, MAIN, "functionApp")["serviceName"] == "audit"
+
+
+# -- resources ---------------------------------------------------------------------------------
+
+
+def test_required_resource_types_exist(bicep_trees: dict[str, Any]) -> None:
+    types = {r.type.lower() for r in resources(bicep_trees) if not r.existing}
+    for required in (
+        "Microsoft.Resources/resourceGroups",
+        "Microsoft.Web/serverfarms",
+        "Microsoft.Web/sites",
+        "Microsoft.Web/sites/basicPublishingCredentialsPolicies",
+        "Microsoft.Storage/storageAccounts",
+        "Microsoft.Storage/storageAccounts/blobServices/containers",
+        "Microsoft.Storage/storageAccounts/tableServices/tables",
+        "Microsoft.OperationalInsights/workspaces",
+        "Microsoft.Insights/components",
+        "Microsoft.Insights/actionGroups",
+        "Microsoft.Insights/scheduledQueryRules",
+        "Microsoft.Authorization/roleAssignments",
+        "Microsoft.Authorization/roleDefinitions",
+        "Microsoft.ManagedIdentity/userAssignedIdentities",
+    ):
+        assert required.lower() in types, f"no {required} is deployed"
+    assert len(deployed(bicep_trees, "Microsoft.Insights/scheduledQueryRules")) == 3
+
+
+def test_storage_forbids_shared_keys_and_anonymous_access(bicep_trees: dict[str, Any]) -> None:
+    accounts = deployed(bicep_trees, "Microsoft.Storage/storageAccounts")
+    assert accounts
+    for account in accounts:
+        p = account.properties
+        assert p.get("allowSharedKeyAccess") is False, f"{account.file}: shared keys must be disabled"
+        assert p.get("defaultToOAuthAuthentication") is True
+        assert p.get("allowBlobPublicAccess") is False
+        assert p.get("minimumTlsVersion") == "TLS1_2"
+        assert p.get("supportsHttpsTrafficOnly") is True
+        assert p.get("isLocalUserEnabled") is False
+        assert p.get("allowCrossTenantReplication") is False
+    for container in deployed(bicep_trees, "Microsoft.Storage/storageAccounts/blobServices/containers"):
+        assert container.properties.get("publicAccess") == "None"
+    # Both accounts come from the one module; main uses it for host and results storage.
+    modules = bicep_trees[MAIN]["modules"]
+    storage_modules = [m for m in modules.values() if m["detail"]["path"] == "core/storage/storage-account.bicep"]
+    assert len(storage_modules) == 2
+
+
+def test_no_keys_or_connection_strings_anywhere() -> None:
+    text = _bicep_text()
+    for forbidden in ("listKeys(", "listkeys(", "AccountKey=", "SharedAccessSignature", "InstrumentationKey="):
+        assert forbidden not in text, f"infra/ uses {forbidden!r}: the deployment must be key-less"
+    for setting in LOCAL_ONLY_SETTINGS:
+        assert setting not in text, f"{setting} is for local development only and must not be deployed"
+    assert re.search(r"\bAzureWebJobsStorage\s*:", text) is None, "AzureWebJobsStorage must be identity-based (__*)"
+
+
+def test_all_four_tables_are_created(bicep_trees: dict[str, Any]) -> None:
+    results = module_params(bicep_trees, MAIN, "resultsStorage")
+    names = [accessor(n) for n in results["tableNames"]]
+    table_vars = bicep_trees[MAIN]["variables"]["tableNames"]["value"]
+    created = {table_vars[n.split(".", 1)[1]] for n in names if n}
+    assert created == {"ClientCertAudit", "ClientCertAuditLatest", "ClientCertAuditRuns", "ClientCertAuditExemptions"}
+
+
+def test_function_app_is_flex_and_locked_down(bicep_trees: dict[str, Any]) -> None:
+    plan = deployed(bicep_trees, "Microsoft.Web/serverfarms")[0].body
+    assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
+    assert plan["properties"]["reserved"] is True  # Linux
+    site = deployed(bicep_trees, "Microsoft.Web/sites")[0]
+    body, p = site.body, site.properties
+    assert body["kind"] == "functionapp,linux"
+    assert body["identity"]["type"] == "identityType"
+    param = bicep_trees[FUNCTION]["parameters"]["identityType"]
+    assert param["default"] == "SystemAssigned"
+    assert p["httpsOnly"] is True
+    assert p["siteConfig"]["minTlsVersion"] == "1.2"
+    assert p["siteConfig"]["ftpsState"] == "Disabled"
+    runtime = p["functionAppConfig"]["runtime"]
+    assert runtime["name"] == "python"
+    allowed = next(
+        d for d in bicep_trees[FUNCTION]["parameters"]["pythonVersion"]["decorators"] if d["type"] == "allowed"
+    )
+    assert set(allowed["argument"]) <= {"3.11", "3.12"}
+    auth = p["functionAppConfig"]["deployment"]["storage"]["authentication"]["operator"]["operands"]
+    assert auth["false_value"] == {"type": "SystemAssignedIdentity"}
+    assert auth["true_value"]["type"] == "UserAssignedIdentity"
+    for policy in deployed(bicep_trees, "Microsoft.Web/sites/basicPublishingCredentialsPolicies"):
+        assert policy.properties == {"allow": False}, "basic-auth publishing must be off"
+
+
+def test_site_requires_client_certificates(bicep_trees: dict[str, Any]) -> None:
+    # The app serves no HTTP; it must pass its own audit (ClientCertMode Required).
+    sites = deployed(bicep_trees, "Microsoft.Web/sites")
+    assert len(sites) == 1
+    p = sites[0].properties
+    assert p["clientCertEnabled"] is True
+    assert p["clientCertMode"] == "Required"
+    assert "clientCertExclusionPaths" not in p, "no path may be excluded from the client certificate requirement"
+
+
+def test_app_settings_cover_the_contract(bicep_trees: dict[str, Any]) -> None:
+    settings = module_params(bicep_trees, MAIN, "functionApp")["appSettings"]
+    assert set(settings) == CONTRACT_SETTINGS
+    # Every AUDIT_* name the template sets is one the code reads (no typo goes unnoticed).
+    code = (REPO / "shared" / "config.py").read_text()
+    read_by_code = set(re.findall(r"\"(AUDIT_[A-Z_]+)\"", code))
+    assert set(settings) <= read_by_code, f"settings the code never reads: {sorted(set(settings) - read_by_code)}"
+    params = bicep_trees[MAIN]["parameters"]
+    assert settings["AUDIT_SCHEDULE"] == "auditSchedule"
+    assert params["auditSchedule"]["default"] == "0 0 2 * * *"
+    assert params["auditInventorySource"]["default"] == "arm"
+    assert params["auditRetentionDays"]["default"] == 400
+    assert params["auditConcurrency"]["default"] == 8
+    assert params["auditSubscriptions"]["default"] == ""
+    assert settings["AUDIT_ARM_ENDPOINT"] == "armEndpoint"
+    assert "environment().resourceManager" in (INFRA / "main.bicep").read_text()
+    assert settings["AUDIT_TABLE_SERVICE_URI"] == "auditTableServiceUri"
+    # The site's appSettings are exactly union(appSettings, hostSettings, userAssignedSettings).
+    site = deployed(bicep_trees, "Microsoft.Web/sites")[0]
+    loop = site.properties["siteConfig"]["appSettings"]
+    assert loop["loop_type"]["detail"]["object_name"] == "allSettings"
+    union = function_call(bicep_trees[FUNCTION]["variables"]["allSettings"]["value"])
+    assert union == ("union", ["appSettings", "hostSettings", "userAssignedSettings"])
+    host = bicep_trees[FUNCTION]["variables"]["hostSettings"]["value"]
+    assert host["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert "AzureWebJobsStorage__blobServiceUri" in host
+    assert (
+        host["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]["operator"]["operands"]["false_value"] == "Authorization=AAD"
+    )
+    user_assigned = bicep_trees[FUNCTION]["variables"]["userAssignedSettings"]["value"]["operator"]["operands"]
+    assert set(user_assigned["true_value"]) == {"AZURE_CLIENT_ID", "AzureWebJobsStorage__clientId"}
+    assert user_assigned["false_value"] == {}, "AZURE_CLIENT_ID only with a user-assigned identity"
+
+
+def test_monitoring_is_workspace_based_without_local_auth(bicep_trees: dict[str, Any]) -> None:
+    component = deployed(bicep_trees, "Microsoft.Insights/components")[0].properties
+    assert component["DisableLocalAuth"] is True
+    assert accessor(component["WorkspaceResourceId"]) == "logAnalytics.id"
+    workspace = deployed(bicep_trees, "Microsoft.OperationalInsights/workspaces")[0].properties
+    assert workspace["features"]["disableLocalAuth"] is True
+
+
+# -- role assignments --------------------------------------------------------------------------
+
+
+def test_role_assignments_are_named_scope_principal_role(bicep_trees: dict[str, Any]) -> None:
+    assignments = deployed(bicep_trees, "Microsoft.Authorization/roleAssignments")
+    assert len(assignments) >= 4
+    for a in assignments:
+        call = function_call(a.body["name"])
+        assert call and call[0] == "guid" and len(call[1]) == 3, (
+            f"{a.file}:{a.symbol} name is not guid(scope, principal, role)"
+        )
+        scope_arg, principal_arg, role_arg = (accessor(x) for x in call[1])
+        scope = a.body.get("scope")
+        expected_scope = f"{scope}.id" if scope else "management_group().id"
+        assert scope_arg == expected_scope, f"{a.symbol}: first guid() argument is {scope_arg}, not the scope's id"
+        assert principal_arg == accessor(a.properties["principalId"]), f"{a.symbol}: second guid() argument"
+        assert role_arg == accessor(a.properties["roleDefinitionId"]), f"{a.symbol}: third guid() argument"
+
+
+def test_the_identity_gets_exactly_the_data_roles_it_needs(bicep_trees: dict[str, Any]) -> None:
+    rbac = bicep_trees["infra/app/rbac.bicep"]
+    role_ids = rbac["variables"]["roles"]["value"]
+    for name, role_id in ROLE_IDS.items():
+        assert role_id in role_ids.values(), f"{name} is not assigned"
+    by_symbol = {a.symbol: a for a in deployed(bicep_trees, "Microsoft.Authorization/roleAssignments")}
+    assert by_symbol["resultsTableContributor"].body["scope"] == "resultsStorage"
+    assert by_symbol["hostBlobOwner"].body["scope"] == "hostStorage"
+    assert by_symbol["telemetryPublisher"].body["scope"] == "applicationInsights"
+    for symbol in ("resultsTableContributor", "hostBlobOwner", "telemetryPublisher"):
+        assert by_symbol[symbol].properties["principalType"] == "ServicePrincipal"
+    assert by_symbol["resultsTableReader"].conditional, "the human reader assignment must be optional"
+
+
+# -- tenant-wide read access -------------------------------------------------------------------
+
+
+def documented_actions() -> list[str]:
+    """The actions listed in docs/deploy.md's custom-role table (rows starting with | `Microsoft.)."""
+    text = DEPLOY_DOC.read_text()
+    return re.findall(r"^\|\s*`(Microsoft\.[A-Za-z]+/[^`]+)`\s*\|", text, re.M)
+
+
+def test_custom_role_actions_are_exactly_the_documented_list(bicep_trees: dict[str, Any]) -> None:
+    tenant = bicep_trees[TENANT]
+    assert tenant["globals"]["scope"]["value"] == "managementGroup"
+    actions = tenant["variables"]["auditActions"]["value"]
+    assert actions == [
+        "Microsoft.Resources/subscriptions/read",
+        "Microsoft.Web/sites/read",
+        "Microsoft.Web/sites/slots/read",
+        "Microsoft.ResourceGraph/resources/read",
+    ]
+    assert sorted(actions) == sorted(documented_actions()), "docs/deploy.md and the custom role disagree"
+    assert all("*" not in a and a.endswith("/read") for a in actions), "read-only, no wildcards"
+    role = deployed(bicep_trees, "Microsoft.Authorization/roleDefinitions")[0].properties
+    assert role["type"] == "CustomRole"
+    (permissions,) = role["permissions"]
+    assert permissions["actions"] == "auditActions"
+    assert permissions["notActions"] == [] and permissions["dataActions"] == [] and permissions["notDataActions"] == []
+    assert [accessor(s) for s in role["assignableScopes"]] == ["management_group().id"]
+    (assignment,) = [a for a in deployed(bicep_trees, "Microsoft.Authorization/roleAssignments") if a.file == TENANT]
+    assert accessor(assignment.properties["roleDefinitionId"]) == "auditReaderRole.id"
+    assert bicep_trees[TENANT]["parameters"]["principalType"]["default"] == "ServicePrincipal"
+
+
+def test_no_built_in_reader_or_broad_role_is_assigned() -> None:
+    text = _bicep_text()
+    reader = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+    contributor = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+    owner = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+    for role_id in (reader, contributor, owner):
+        assert role_id not in text
+
+
+def test_docs_explain_the_deploy(bicep_trees: dict[str, Any]) -> None:
+    text = DEPLOY_DOC.read_text()
+    for needle in (
+        "azd up",
+        "az deployment sub create",
+        "az deployment mg create",
+        "infra/tenant/audit-reader-role.bicep",
+        "ClientCertAuditRuns",
+        "Reader",
+        "func azure functionapp publish",
+    ):
+        assert needle in text, f"docs/deploy.md does not mention {needle!r}"
+    for rule in deployed(bicep_trees, "Microsoft.Insights/scheduledQueryRules"):
+        name = rule.properties["displayName"]
+        assert name in text, f"docs/deploy.md does not explain the alert {name!r}"
+    for kql in KQL_FILES:
+        assert rel(kql) in text, f"docs/deploy.md does not point at {rel(kql)}"
+
+
+def test_main_outputs_exist_for_the_docs() -> None:
+    text = DEPLOY_DOC.read_text()
+    for used in set(re.findall(r"azd env get-value ([A-Z_]+)", text)):
+        assert f"output {used} " in (INFRA / "main.bicep").read_text(), (
+            f"docs use {used}, which main.bicep does not output"
+        )
+
+
+def _files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def test_no_registry_modules_everything_is_local(bicep_trees: dict[str, Any]) -> None:
+    for file, tree in bicep_trees.items():
+        for symbol, module in (tree.get("modules") or {}).items():
+            assert module["type"] == "local", f"{file}: module {symbol} is not a local file (no registry access)"
+    assert _files_under(INFRA)
