@@ -1,0 +1,394 @@
+"""``clientcert-audit report``: rendering of plain rows (unit) and the command against Azurite with
+several runs written by the real engine (integration)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tracemalloc
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared import report
+from shared.exemptions import new_exemption
+from shared.report_cli import (
+    NoDataError,
+    find_run,
+    latest_complete,
+    parse_since,
+    runs_since,
+    trend_runs,
+)
+from tests.reportbed import SUB_A, SUB_B, AuditBed
+
+NOW = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+SUB = "11111111-2222-3333-4444-555555555555"
+
+
+def row(
+    app: str, status: str, *, new: bool = False, slot: str = "", rg: str = "rg-web", **extra: Any
+) -> dict[str, Any]:
+    rid = f"/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}" + (
+        f"/slots/{slot}" if slot else ""
+    )
+    return {
+        "PartitionKey": f"r1_{SUB}",
+        "RowKey": rid.lower().replace("/", "|"),
+        "RunId": "r1",
+        "Status": status,
+        "NewFailure": new,
+        "SubscriptionId": SUB,
+        "ResourceGroup": rg,
+        "AppName": app,
+        "Slot": slot,
+        "Kind": "app,linux",
+        "ClientCertMode": "Optional" if status == "FAIL" else "Required",
+        "Reason": f"why {app}",
+        "Remediation": f"fix {app}" if status != "PASS" else "",
+        "ResourceId": rid,
+        "AuditedAt": NOW,
+        **extra,
+    }
+
+
+ROWS = [
+    row("ok", "PASS"),
+    row("api", "WARN"),
+    row("shop", "FAIL", new=True),
+    row("shop", "PASS", slot="staging"),
+    row("old", "FAIL"),
+    row("legacy", "EXEMPT"),
+]
+
+
+def run_record(i: int, outcome: str = "complete", **counts: int) -> dict[str, Any]:
+    return {
+        "PartitionKey": "run",
+        "RowKey": f"202603{i:02d}T020000Z-abcdef",
+        "Outcome": outcome,
+        "StartedAt": NOW + timedelta(days=i),
+        "NewFailures": counts.pop("new", 0),
+        **{f"Count{k}": v for k, v in counts.items()},
+    }
+
+
+def ctx(**kw: Any) -> report.ReportContext:
+    return report.ReportContext(runs=(run_record(1, PASS=2, FAIL=2),), generated_at=NOW, **kw)
+
+
+# -- filters --------------------------------------------------------------------------------------
+def test_filter_matches_case_insensitively_and_by_kind_parts() -> None:
+    r = row("jobs", "FAIL", rg="RG-Func", Kind="functionapp,linux")
+    assert report.RowFilter(resource_group="rg-func").matches(r)
+    assert report.RowFilter(subscription=SUB.upper()).matches(r)
+    assert report.RowFilter(kinds=("linux",)).matches(r)
+    assert report.RowFilter(kinds=("functionapp", "linux")).matches(r)
+    assert not report.RowFilter(kinds=("app",)).matches(r)
+    assert not report.RowFilter(statuses=frozenset({"WARN"})).matches(r)
+    assert not report.RowFilter(new_only=True).matches(r)
+    assert report.RowFilter(resource=r["ResourceId"].upper().replace("/SUBSCRIPTIONS/", "/subscriptions/")).matches(r)
+
+
+def test_filter_odata_and_description() -> None:
+    flt = report.RowFilter(statuses=frozenset({"FAIL", "WARN"}), new_only=True, resource_group="rg")
+    assert flt.odata() == "(Status eq 'FAIL' or Status eq 'WARN') and NewFailure eq true"
+    assert flt.describe() == "status WARN/FAIL, new failures only, resource group rg"
+    assert report.RowFilter().odata() == ""
+    assert report.RowFilter().describe() == "all resources"
+
+
+# -- table ----------------------------------------------------------------------------------------
+def test_table_summarises_everything_and_lists_fail_first() -> None:
+    out = io.StringIO()
+    summary = report.write_table(iter(ROWS), out, ctx())
+    text = out.getvalue()
+    assert summary.by_status == {"PASS": 2, "WARN": 1, "FAIL": 2, "EXEMPT": 1}
+    assert summary.has_fail and summary.new_failures == 1
+    assert "run 20260301T020000Z-abcdef (complete" in text
+    assert f"  {SUB:<38}       2       1       2       1       0       6" in text
+    listing = text.split("FAIL/ERROR/WARN resources: 3\n", 1)[1]
+    assert [line.split()[0] for line in listing.splitlines()[1:] if not line.startswith(" ")] == [
+        "FAIL",
+        "FAIL",
+        "WARN",
+    ]
+    assert "FAIL    new shop" in listing and "why shop" in listing and "Fix: fix shop" in listing
+    assert "staging" not in listing and " ok " not in listing  # PASS is counted, not listed
+
+
+def test_table_with_status_filter_lists_those_and_says_so() -> None:
+    out = io.StringIO()
+    flt = report.RowFilter(statuses=frozenset({"PASS"}))
+    summary = report.write_table((r for r in ROWS if flt.matches(r)), out, ctx(flt=flt))
+    assert not summary.has_fail
+    assert "Selection: status PASS" in out.getvalue()
+    assert "shop/staging" in out.getvalue()
+
+
+def test_table_shows_expiring_exemptions_and_tag_requests() -> None:
+    ex = new_exemption(
+        f"/subscriptions/{SUB}/resourceGroups/rg-x", "partner API", "alice", NOW + timedelta(days=3), NOW
+    )
+    rows = [*ROWS, row("public", "FAIL", ExemptionRequest="marketing site, no PII")]
+    out = io.StringIO()
+    report.write_table(rows, out, ctx(expiring=(ex,)))
+    text = out.getvalue()
+    assert "Exemptions expiring within 14 days" in text and "rg-x  (partner API; approved by alice)" in text
+    assert "Exemption requests from resource tags (1) - NOT exemptions" in text
+    assert "request: marketing site, no PII" in text
+
+
+def test_nothing_to_act_on() -> None:
+    out = io.StringIO()
+    summary = report.write_table([row("ok", "PASS")], out, ctx())
+    assert not summary.has_fail
+    assert "FAIL/ERROR/WARN resources: 0 - nothing to act on." in out.getvalue()
+
+
+# -- csv / json -----------------------------------------------------------------------------------
+def test_csv_has_every_selected_row_and_defuses_formulas() -> None:
+    rows = [*ROWS, row("evil", "FAIL", ExemptionRequest='=HYPERLINK("http://x")')]
+    out = io.StringIO()
+    report.write_csv(rows, out)
+    parsed = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert len(parsed) == 7
+    assert list(parsed[0]) == list(report.RESULT_COLUMNS)
+    assert parsed[2]["Status"] == "FAIL" and parsed[2]["NewFailure"] == "true" and parsed[0]["NewFailure"] == "false"
+    assert parsed[2]["AuditedAt"] == "2026-03-01T02:00:00Z"
+    assert parsed[-1]["ExemptionRequest"] == '\'=HYPERLINK("http://x")'
+
+
+def test_json_is_one_document_with_summary_last() -> None:
+    out = io.StringIO()
+    report.write_json(ROWS, out, ctx(flt=report.RowFilter(kinds=("linux",))))
+    doc = json.loads(out.getvalue())
+    assert list(doc) == ["report", "results", "summary"]
+    assert doc["report"]["runs"][0]["runId"] == "20260301T020000Z-abcdef"
+    assert doc["report"]["selection"]["kinds"] == ["linux"]
+    assert len(doc["results"]) == 6 and doc["results"][2]["NewFailure"] is True
+    assert doc["summary"]["byStatus"] == {"PASS": 2, "WARN": 1, "FAIL": 2, "EXEMPT": 1, "ERROR": 0}
+    assert doc["summary"]["bySubscription"][SUB]["FAIL"] == 2
+    empty = io.StringIO()
+    report.write_json([], empty, ctx())
+    assert json.loads(empty.getvalue())["results"] == []
+
+
+class _Sink(io.TextIOBase):
+    """Counts what is written and keeps none of it (so memory measures the renderer, not the output)."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+
+    def write(self, s: str) -> int:
+        self.chars += len(s)
+        return len(s)
+
+
+def _many(n: int) -> Iterator[dict[str, Any]]:
+    for i in range(n):
+        yield row(f"app-{i:06d}", ("FAIL", "PASS", "WARN", "PASS")[i % 4], new=i % 40 == 0)
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json", "html"])
+def test_100k_rows_stream_in_bounded_memory(fmt: str) -> None:
+    sink = _Sink()
+    tracemalloc.start()
+    try:
+        if fmt == "csv":
+            summary = report.write_csv(_many(100_000), sink)
+        else:
+            summary = getattr(report, f"write_{fmt}")(_many(100_000), sink, ctx())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.total == 100_000 and summary.by_status["FAIL"] == 25_000 and summary.new_failures == 2_500
+    assert sink.chars > 5_000_000  # the output really is large...
+    assert peak < 24 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"  # ...and memory stays small
+
+
+# -- diff -----------------------------------------------------------------------------------------
+def test_diff_reports_changes_appearances_and_disappearances() -> None:
+    older = [row("a", "PASS"), row("b", "FAIL"), row("gone", "WARN"), row("same", "FAIL")]
+    newer = [row("a", "FAIL"), row("b", "PASS"), row("same", "FAIL"), row("fresh", "FAIL")]
+    changes = list(report.diff_rows(older, newer))
+    assert [(c.app_name, c.before, c.after, c.kind) for c in changes] == [
+        ("a", "PASS", "FAIL", "changed"),
+        ("b", "FAIL", "PASS", "changed"),
+        ("fresh", "", "FAIL", "appeared"),
+        ("gone", "WARN", "", "disappeared"),
+    ]
+    out = io.StringIO()
+    counts = report.write_diff(iter(changes), out, "json", "r1", "r2")
+    doc = json.loads(out.getvalue())
+    assert doc["from"] == "r1" and len(doc["changes"]) == 4
+    assert counts == {"PASS->FAIL": 1, "FAIL->PASS": 1, "-->FAIL": 1, "WARN->-": 1}
+    table = io.StringIO()
+    report.write_diff(iter(changes), table, "table", "r1", "r2")
+    assert "Changes from run r1 to run r2: 4" in table.getvalue()
+    assert "PASS   -> FAIL    a" in table.getvalue()
+
+
+# -- trend chart ----------------------------------------------------------------------------------
+def test_trend_svg_draws_a_line_per_status_and_hollow_partial_runs() -> None:
+    runs = [run_record(i, "partial" if i == 2 else "complete", PASS=10 * i, FAIL=5 - i) for i in range(1, 5)]
+    svg = report.trend_svg(runs)
+    assert svg.startswith('<svg id="trend-chart"') and svg.endswith("</svg>")
+    assert svg.count("<polyline") == 5 and svg.count("<circle") == 20
+    assert svg.count('fill="#fff"') == 5  # the partial run's five markers
+    assert ">50<" in svg  # y axis rounded up to 50 for a maximum of 40
+    issues = report.trend_svg(runs, report.ISSUE_STATUSES, "x")
+    assert ">5<" in issues  # FAIL peaks at 4: its own scale tops out at 5, not at PASS's 50
+    assert issues.count("<polyline") == 4
+    assert report.trend_svg([]).startswith("<p")
+
+
+def test_html_escapes_everything_from_the_estate() -> None:
+    hostile = row("x", "FAIL", Reason="<script>alert(1)</script>", ResourceGroup='rg"><img src=x>')
+    out = io.StringIO()
+    report.write_html([hostile], out, ctx(trend=(run_record(1, PASS=1),)))
+    page = out.getvalue()
+    assert "<script>" not in page and "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "default-src 'none'" in page  # CSP: no external loads, no script
+
+
+# -- choosing runs --------------------------------------------------------------------------------
+def test_run_selection() -> None:
+    runs = [run_record(1), run_record(2), run_record(3, "partial"), run_record(4, "running")]
+    assert latest_complete(runs, "T")["RowKey"] == runs[1]["RowKey"]
+    with pytest.raises(NoDataError, match="No audit run is recorded in table T"):
+        latest_complete([], "T")
+    with pytest.raises(NoDataError, match=r"latest is .* \(partial\)\. Report on it anyway with --run"):
+        latest_complete([run_record(3, "partial")], "T")
+    with pytest.raises(NoDataError, match="No run 'nope'"):
+        find_run(runs, "nope", "T")
+    assert [r["RowKey"][:8] for r in runs_since(runs, NOW + timedelta(days=2))] == ["20260302", "20260303"]
+    assert [r["RowKey"][:8] for r in trend_runs(runs, runs[1], 30)] == ["20260301", "20260302"]
+    assert len(trend_runs(runs, runs[2], 2)) == 2
+
+
+def test_parse_since() -> None:
+    assert parse_since("2026-03-01", NOW) == datetime(2026, 3, 1, tzinfo=UTC)
+    assert parse_since("7d", NOW) == NOW - timedelta(days=7)
+    assert parse_since("2026-03-01T01:00:00+01:00", NOW) == datetime(2026, 3, 1, 0, tzinfo=UTC)
+
+
+# -- against Azurite, with runs written by the real engine ----------------------------------------
+@pytest.fixture
+def bed(azurite: Any, make_arm: Any, monkeypatch: pytest.MonkeyPatch) -> AuditBed:
+    return AuditBed(azurite, make_arm, monkeypatch)
+
+
+def _three_runs(bed: AuditBed) -> list[str]:
+    """Baseline; then intranet breaks and shop is fixed; then the slot is fixed and blog appears failing."""
+    bed.run()
+    bed.sites["intranet"].update(client_cert_mode="Optional")
+    bed.sites["shop"].update(client_cert_mode="Required")
+    bed.run()
+    bed.sites["api/staging"].update(client_cert_mode="Required")
+    bed.tenant.get_subscription(SUB_B).add_site("rg-dev", "blog", client_cert_enabled=False)  # type: ignore[union-attr]
+    bed.run()
+    return [s.run_id for s in bed.summaries]
+
+
+def _csv(out: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(out)))
+
+
+@pytest.mark.integration
+def test_report_before_any_run_says_so(bed: AuditBed, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = bed.cli(capsys, ["report"])
+    assert code == 5 and out == ""
+    assert "No audit run is recorded in table Runs" in err and "clientcert-audit run" in err
+
+
+@pytest.mark.integration
+def test_report_formats_filters_history_and_diff(
+    bed: AuditBed, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    run1, run2, run3 = _three_runs(bed)
+    expected = {e.id: e.status for e in bed.tenant.expected().values()}  # the oracle, after run 3
+
+    code, out, _ = bed.cli(capsys, ["report", "--format", "csv"])
+    assert code == 1  # the selection contains FAIL
+    rows = _csv(out)
+    assert {r["ResourceId"].lower(): r["Status"] for r in rows} == {k.lower(): v for k, v in expected.items()}
+    assert {r["RunId"] for r in rows} == {run3}
+    assert [r["AppName"] for r in rows if r["NewFailure"] == "true"] == ["blog"]
+
+    code, out, _ = bed.cli(capsys, ["report"])
+    assert code == 1
+    assert f"run {run3} (complete" in out
+    assert f"  {SUB_A:<38}       3       1       1       0       0       5" in out  # shop, api, slot / portal / jobs
+    assert f"  {SUB_B:<38}       0       0       2       0       0       2" in out
+    listing = out.split("FAIL/ERROR/WARN resources: 4\n", 1)[1]
+    assert "FAIL    new blog" in listing and "intranet" in listing and "jobs" in listing and "portal" in listing
+    assert "az webapp update --name jobs --resource-group rg-func" in listing
+    assert "shop" not in listing
+
+    code, out, _ = bed.cli(capsys, ["report", "--format", "json", "--status", "WARN"])
+    doc = json.loads(out)
+    assert code == 0  # no FAIL in this selection: a pipeline gate passes
+    assert [r["AppName"] for r in doc["results"]] == ["portal"]
+    assert doc["summary"]["byStatus"]["WARN"] == 1 and doc["report"]["runs"][0]["runId"] == run3
+
+    assert [r["AppName"] for r in _csv(bed.cli(capsys, ["report", "--format", "csv", "--new"])[1])] == ["blog"]
+    sub_b = _csv(bed.cli(capsys, ["report", "--format", "csv", "--subscription", SUB_B.upper()])[1])
+    assert sorted(r["AppName"] for r in sub_b) == ["blog", "intranet"]
+    rg_web = _csv(bed.cli(capsys, ["report", "--format", "csv", "--resource-group", "RG-WEB", "--status", "PASS"])[1])
+    assert sorted((r["AppName"], r["Slot"]) for r in rg_web) == [("api", ""), ("api", "staging"), ("shop", "")]
+    functions = _csv(bed.cli(capsys, ["report", "--format", "csv", "--kind", "functionapp"])[1])
+    assert [r["AppName"] for r in functions] == ["jobs"]
+
+    code, out, _ = bed.cli(capsys, ["report", "--format", "csv", "--run", run1])
+    assert {r["AppName"] + r["Slot"]: r["Status"] for r in _csv(out)}["shop"] == "FAIL"
+
+    since = (bed.summaries[0].started_at - timedelta(minutes=1)).isoformat()
+    shop = bed.site_id("shop")
+    code, out, _ = bed.cli(capsys, ["report", "--format", "csv", "--since", since, "--resource", shop])
+    assert [(r["RunId"], r["Status"]) for r in _csv(out)] == [(run1, "FAIL"), (run2, "PASS"), (run3, "PASS")]
+    assert code == 1
+    code, out, _ = bed.cli(capsys, ["report", "--since", since])
+    assert "3 runs from" in out and "Run totals" in out and run2 in out
+
+    code, out, _ = bed.cli(capsys, ["report", "--diff", run1, run3, "--format", "json"])
+    changes = {(c["AppName"], c["Slot"]): (c["Before"], c["After"]) for c in json.loads(out)["changes"]}
+    assert changes == {
+        ("shop", ""): ("FAIL", "PASS"),
+        ("api", "staging"): ("FAIL", "PASS"),
+        ("intranet", ""): ("PASS", "FAIL"),
+        ("blog", ""): ("", "FAIL"),
+    }
+    assert code == 1
+    code, out, _ = bed.cli(capsys, ["report", "--diff", run1, run3, "--new", "--format", "csv"])
+    assert sorted(r["AppName"] for r in _csv(out)) == ["blog", "intranet"]
+
+    code, _, err = bed.cli(capsys, ["report", "--run", "20000101T000000Z-000000"])
+    assert code == 5 and "No run '20000101T000000Z-000000'" in err and run3 in err
+
+    page = tmp_path / "report.html"
+    code, out, _ = bed.cli(capsys, ["report", "--format", "html", "-o", str(page)])
+    assert code == 1 and f"Wrote {page}" in out and "FAIL 3" in out
+    assert page.read_text(encoding="utf-8").count('<polyline class="series') == 9
+
+
+@pytest.mark.integration
+def test_tag_requests_are_listed_never_exempt(
+    bed: AuditBed, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tags = {"shop": {"ClientCert-Exemption": "public storefront, owner bob"}, "api": {"clientcert-exemption": "x"}}
+    bed.run(tags=tags)  # the setting is off: the tag is ignored
+    code, out, _ = bed.cli(capsys, ["report"])
+    assert "Exemption requests" not in out
+    monkeypatch.setenv("AUDIT_EXEMPTION_REQUEST_TAG", "clientcert-exemption")
+    bed.run(tags=tags)
+    code, out, _ = bed.cli(capsys, ["report"])
+    assert code == 1
+    assert "Exemption requests from resource tags (1) - NOT exemptions" in out
+    assert "request: public storefront, owner bob" in out  # api passes: its request is moot
+    rows = _csv(bed.cli(capsys, ["report", "--format", "csv", "--resource", bed.site_id("shop")])[1])
+    assert rows[0]["Status"] == "FAIL" and rows[0]["ExemptionRequest"] == "public storefront, owner bob"
