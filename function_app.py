@@ -20,7 +20,7 @@ app = func.FunctionApp()
 @app.timer_trigger(schedule="%AUDIT_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def clientcert_audit(timer: func.TimerRequest) -> None:
     """Nightly audit of incoming client certificate settings across the tenant."""
-    if timer.past_due:
+    if getattr(timer, "past_due", False):
         logging.warning("ClientCertAudit timer is past due; running now")
     settings = load_settings()
     try:

@@ -1,0 +1,141 @@
+"""Runs the real timer function against the emulators and reads back what it wrote.
+
+The function is invoked as the Functions Python worker does: find it in
+``app.get_functions()``, then call ``get_user_function()`` with a ``TimerRequest``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import azure.functions as func
+from azure.functions.timer import TimerRequest
+import pytest
+from azure.data.tables import TableServiceClient
+
+from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVENT
+from tests.emulators.arm import ArmEmulator
+from tests.emulators.azurite import Azurite
+
+
+@functools.cache
+def timer_function() -> Any:
+    """The one timer function of ``function_app``, as the worker indexes it (once per process:
+    ``get_functions()`` refuses to index the same app twice)."""
+    function_app = importlib.import_module("function_app")
+    functions = function_app.app.get_functions()
+    assert len(functions) == 1, [f.get_function_name() for f in functions]
+    return functions[0]
+
+
+def event_payloads(records: list[logging.LogRecord], prefix: str) -> list[dict[str, Any]]:
+    import json
+
+    out = []
+    for record in records:
+        message = record.getMessage()
+        if message.startswith(prefix + " "):
+            out.append(json.loads(message[len(prefix) + 1 :]))
+    return out
+
+
+@dataclass
+class AuditHarness:
+    """One isolated audit deployment: its own table names on the shared Azurite."""
+
+    arm: ArmEmulator
+    azurite: Azurite
+    monkeypatch: pytest.MonkeyPatch
+    caplog: pytest.LogCaptureFixture
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        suffix = uuid.uuid4().hex[:10]
+        self.tables = {
+            "AUDIT_RESULTS_TABLE": f"Results{suffix}",
+            "AUDIT_LATEST_TABLE": f"Latest{suffix}",
+            "AUDIT_RUNS_TABLE": f"Runs{suffix}",
+            "AUDIT_EXEMPTIONS_TABLE": f"Exempt{suffix}",
+        }
+        self.env = {
+            **self.arm.env(),
+            "AUDIT_TABLE_SERVICE_URI": self.azurite.table_service_uri,
+            "AUDIT_SCHEDULE": "0 0 2 * * *",
+            "AUDIT_RETRY_TOTAL": "3",
+            "AUDIT_HTTP_TIMEOUT": "10",
+            **self.tables,
+        }
+        self.apply_env()
+        self.caplog.set_level(logging.INFO, logger=EVENT_LOGGER_NAME)
+        self.caplog.set_level(logging.INFO, logger="shared")
+
+    def apply_env(self, **extra: str) -> None:
+        for key in ("AUDIT_TABLE_CONNECTION_STRING", "AUDIT_SUBSCRIPTIONS", "AZURE_CLIENT_ID"):
+            self.monkeypatch.delenv(key, raising=False)
+        for key, value in {**self.env, **extra}.items():
+            self.monkeypatch.setenv(key, value)
+
+    # -- running ----------------------------------------------------------------------------
+    def run_timer(self) -> None:
+        """Invoke the timer function exactly as the Functions worker would."""
+        timer_function().get_user_function()(TimerRequest(past_due=False))
+
+    # -- reading back -------------------------------------------------------------------------
+    def service(self) -> TableServiceClient:
+        return TableServiceClient.from_connection_string(self.azurite.connection_string)
+
+    def table(self, setting: str) -> list[dict[str, Any]]:
+        with self.service() as svc:
+            return [dict(e) for e in svc.get_table_client(self.tables[setting]).list_entities()]
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = [r for r in self.table("AUDIT_RUNS_TABLE") if r["PartitionKey"] == "run"]
+        return sorted(rows, key=lambda r: r["RowKey"])
+
+    def last_run_id(self) -> str:
+        return str(self.runs()[-1]["RunId"])
+
+    def rows(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        run_id = run_id or self.last_run_id()
+        with self.service() as svc:
+            client = svc.get_table_client(self.tables["AUDIT_RESULTS_TABLE"])
+            flt = f"PartitionKey ge '{run_id}_' and PartitionKey lt '{run_id}`'"
+            return [dict(e) for e in client.query_entities(flt)]
+
+    def rows_by_id(self, run_id: str | None = None) -> dict[str, dict[str, Any]]:
+        rows = self.rows(run_id)
+        by_id = {r["ResourceId"].lower(): r for r in rows}
+        assert len(by_id) == len(rows), "duplicate rows for one resource in one run"
+        return by_id
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        return {r["ResourceId"].lower(): r for r in self.table("AUDIT_LATEST_TABLE")}
+
+    def events(self, prefix: str) -> list[dict[str, Any]]:
+        records = [r for r in self.caplog.records if r.name == EVENT_LOGGER_NAME]
+        return event_payloads(records, prefix)
+
+    def new_failure_events(self) -> list[dict[str, Any]]:
+        return self.events(NEW_FAILURE_EVENT)
+
+    def run_summaries(self) -> list[dict[str, Any]]:
+        return self.events(RUN_SUMMARY_EVENT)
+
+    def clear_events(self) -> None:
+        self.caplog.clear()
+
+
+@pytest.fixture
+def harness_factory(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> Iterator[Any]:
+    def make(arm: ArmEmulator) -> AuditHarness:
+        return AuditHarness(arm, azurite, monkeypatch, caplog)
+
+    yield make
