@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.installed
 INFRA_VENV  := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed
 
-.PHONY: help install infra-tools demo test lint typecheck unit integration test-infra bench clean
+.PHONY: help install infra-tools chromium demo test lint typecheck unit integration test-infra bench clean
 
 help:
 	@echo "make demo   - run the audit once against an emulated tenant and print the summary"
@@ -34,6 +34,12 @@ $(INFRA_STAMP): requirements-infra.txt
 
 infra-tools: $(INFRA_STAMP) $(NODE_STAMP)
 
+# Debian's headless Chromium renders the HTML report in tests/test_report_html.py; installed only if missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "WARNING: could not install chromium (needs root: sudo apt-get install chromium); the HTML report test will skip"
+
 demo: install
 	$(PY) -m tests.demo
 
@@ -47,13 +53,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q tests -m "not integration and not infra"
 
-integration: install
+integration: install chromium
 	$(PY) -m pytest -q -n 2 tests -m integration
 
 test-infra: install infra-tools
 	$(PY) -m pytest -q -p no:cacheprovider tests -m infra
 
-test: install infra-tools lint typecheck
+test: install infra-tools chromium lint typecheck
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider tests
 
 bench: install

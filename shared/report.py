@@ -549,9 +549,11 @@ def trend_svg(
             f'<text x="{left - 8}" y="{y(value) + 4:.1f}" text-anchor="end" class="axis">{value}</text>'
         )
     step = max(1, math.ceil(len(runs) / 10))
+    days = [run_started(r)[:10] for r in runs]
+    same_day = len(set(days)) < len(days)  # several runs a day: label them by time as well
     for i, run in enumerate(runs):
         if i % step == 0 or i == len(runs) - 1:
-            label = html.escape(run_started(run)[:10])
+            label = html.escape(run_started(run)[5:16] if same_day else days[i])
             parts.append(
                 f'<text x="{x(i):.1f}" y="{top + plot_h + 18}" text-anchor="middle" class="axis">{label}</text>'
             )

@@ -1,0 +1,218 @@
+"""The HTML report, opened in headless Chromium (Debian ``chromium``): the DOM after rendering has the
+chart and the tables, and screenshots show the trend lines in their status colours.
+
+``make chromium`` installs the browser (``make test`` depends on it). Without it the test is skipped
+with a loud reason on a developer machine, and fails under CI, where it must run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import zlib
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.report import COLOURS
+from tests.reportbed import SUB_B, AuditBed
+
+pytestmark = pytest.mark.integration
+
+WINDOW = (1200, 900)
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    reason = (
+        "HTML REPORT NOT RENDERED: Debian `chromium` is not installed; run `make chromium` (apt-get install chromium)"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Headless Chromium with everything that could reach the network switched off."""
+    argv = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        *args,
+    ]
+    result = subprocess.run(argv, capture_output=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
+    return result
+
+
+# -- a minimal PNG reader (stdlib only) -----------------------------------------------------------
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+
+
+def _unfilter(kind: int, line: bytearray, prev: bytes, bpp: int) -> bytearray:
+    if kind == 0:
+        return line
+    if kind == 2:
+        return bytearray((x + y) & 0xFF for x, y in zip(line, prev, strict=True))
+    out = bytearray(len(line))
+    for i, x in enumerate(line):
+        a = out[i - bpp] if i >= bpp else 0
+        b = prev[i]
+        c = prev[i - bpp] if i >= bpp else 0
+        if kind == 1:
+            predictor = a
+        elif kind == 3:
+            predictor = (a + b) // 2
+        else:
+            predictor = _paeth(a, b, c)
+        out[i] = (x + predictor) & 0xFF
+    return out
+
+
+def png_colours(path: Path) -> tuple[int, int, Counter[tuple[int, int, int]]]:
+    """Width, height and a count of every RGB colour of an 8-bit RGB/RGBA, non-interlaced PNG."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, header = 8, bytearray(), b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    assert depth == 8 and colour_type in (2, 6) and interlace == 0, (depth, colour_type, interlace)
+    bpp = 4 if colour_type == 6 else 3
+    raw = zlib.decompress(bytes(idat))
+    stride = width * bpp
+    prev = bytes(stride)
+    colours: Counter[tuple[int, int, int]] = Counter()
+    for y in range(height):
+        start = y * (stride + 1)
+        line = _unfilter(raw[start], bytearray(raw[start + 1 : start + 1 + stride]), prev, bpp)
+        colours.update(zip(line[0::bpp], line[1::bpp], line[2::bpp], strict=True))
+        prev = bytes(line)
+    return width, height, colours
+
+
+def rgb(hex_colour: str) -> tuple[int, int, int]:
+    return int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16)
+
+
+# -- what the DOM holds after Chromium rendered it ------------------------------------------------
+class _Dom(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: Counter[str] = Counter()
+        self.tags: Counter[str] = Counter()
+        self.classes: Counter[str] = Counter()
+        self.finding_rows = 0
+        self._table: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = dict(attrs)
+        self.tags[tag] += 1
+        if attr.get("id"):
+            self.ids[str(attr["id"])] += 1
+        for name in str(attr.get("class") or "").split():
+            self.classes[name] += 1
+        if tag == "table":
+            self._table.append(str(attr.get("id") or ""))
+        if (
+            tag == "tr"
+            and self._table
+            and self._table[-1] == "findings"
+            and str(attr.get("class", "")).startswith("status-")
+        ):
+            self.finding_rows += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table" and self._table:
+            self._table.pop()
+
+
+def _estate_with_history(bed: AuditBed) -> None:
+    """Five runs whose counts move, so the trend has a shape."""
+    bed.run()
+    bed.sites["intranet"].update(client_cert_mode="Optional")
+    bed.run()
+    sub_b = bed.tenant.get_subscription(SUB_B)
+    assert sub_b is not None
+    for i in range(4):
+        sub_b.add_site("rg-dev", f"new-{i}", client_cert_enabled=False)
+    bed.run()
+    bed.sites["shop"].update(client_cert_mode="Required")
+    bed.run()
+    bed.sites["portal"].update(exclusion_paths=None)
+    bed.run()
+
+
+@pytest.fixture
+def bed(azurite: Any, make_arm: Any, monkeypatch: pytest.MonkeyPatch) -> AuditBed:
+    return AuditBed(azurite, make_arm, monkeypatch)
+
+
+def test_html_report_renders_chart_and_table_in_chromium(
+    bed: AuditBed, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    chromium()  # skip (or fail under CI) before spending time on the runs
+    _estate_with_history(bed)
+    page = tmp_path / "report.html"
+    code, out, _ = bed.cli(capsys, ["report", "--format", "html", "-o", str(page)])
+    assert code == 1 and f"Wrote {page}" in out
+    failing = bed.summaries[-1].counts["FAIL"] + bed.summaries[-1].counts["WARN"]
+
+    dom = _Dom()
+    dom.feed(run_chromium(tmp_path, "--dump-dom", page.as_uri()).stdout.decode("utf-8"))
+    assert dom.ids["trend-chart"] == 1 and dom.ids["trend-chart-issues"] == 1
+    assert dom.classes["series"] == 9  # a line per status in both charts
+    assert dom.tags["circle"] == 9 * 5  # a marker per status per run
+    assert dom.ids["findings"] == 1 and dom.finding_rows == failing == 7
+    assert dom.ids["by-subscription"] == 1 and dom.ids["trend-table"] == 1
+    assert dom.tags["script"] == 0
+
+    shot = tmp_path / "report.png"
+    run_chromium(tmp_path, f"--screenshot={shot}", page.as_uri())
+    width, height, colours = png_colours(shot)
+    assert (width, height) == WINDOW
+    assert len(colours) > 50, "the page rendered (nearly) blank"
+    for status in ("PASS", "FAIL", "WARN", "EXEMPT", "ERROR"):
+        assert colours[rgb(COLOURS[status])] > 500, f"{status} colour missing from the page"
+
+    # The chart alone: hide everything else, so the colours can only come from the SVG's lines.
+    chart_only = tmp_path / "chart.html"
+    chart_only.write_text(
+        page.read_text(encoding="utf-8").replace(
+            "</head>", "<style>body>*:not(#trend){display:none!important}</style></head>", 1
+        ),
+        encoding="utf-8",
+    )
+    shot = tmp_path / "chart.png"
+    run_chromium(tmp_path, f"--screenshot={shot}", chart_only.as_uri())
+    _, _, colours = png_colours(shot)
+    legend_square = 14 * 14
+    for status in ("PASS", "FAIL", "WARN"):  # the statuses that occur: lines and markers, not just the legend
+        assert colours[rgb(COLOURS[status])] > legend_square + 300, f"no {status} line drawn"
+    assert colours[rgb(COLOURS["EXEMPT"])] >= legend_square  # in the legend although every count is 0
