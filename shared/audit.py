@@ -80,6 +80,7 @@ class RunSummary:
     failed: bool = False
     baseline: bool = False
     resumed: bool = False
+    attempt: int = 1
     rows: int = 0
     transactions: int = 0
     retired: int = 0
@@ -116,8 +117,14 @@ class RunSummary:
 
 
 def new_run_id(now: datetime) -> str:
-    """Sortable and unique: later runs sort later, two runs in one second still differ."""
-    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+    """Sortable and unique: later runs sort later (microseconds; runs never overlap, see the
+    lease), and a random suffix keeps ids distinct across deployments sharing a table."""
+    return f"{run_id_prefix(now)}Z-{secrets.token_hex(3)}"
+
+
+def run_id_prefix(at: datetime) -> str:
+    """The time part of a RunId; RunIds (and result PartitionKeys) sort like these."""
+    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%f")
 
 
 def result_entity(
@@ -240,13 +247,19 @@ class AuditRun:
             begun = _as_utc(record.get("StartedAt"))
             if begun and started - begun < RESUME_WINDOW:
                 log.warning("Resuming unfinished run %s (started %s)", previous, begun.isoformat())
-                summary = RunSummary(previous, begun, baseline=bool(record.get("Baseline")), resumed=True)
-                self._write_run_record(summary, attempt=int(record.get("Attempts") or 1) + 1)
+                summary = RunSummary(
+                    previous,
+                    begun,
+                    baseline=bool(record.get("Baseline")),
+                    resumed=True,
+                    attempt=int(record.get("Attempts") or 1) + 1,
+                )
+                self._write_run_record(summary)
                 return summary
         run_id = new_run_id(started)
         baseline = not self.store.has_any(self.store.latest)
         summary = RunSummary(run_id, started, baseline=baseline)
-        self._write_run_record(summary, attempt=1)
+        self._write_run_record(summary)
         self._lease = self.store.update_lease(self._lease, RunId=run_id)
         if baseline:
             log.info("Run %s is the baseline: no last-known state yet, so nothing is a new failure", run_id)
@@ -376,7 +389,7 @@ class AuditRun:
         except (AzureError, RunInProgressError) as exc:
             log.warning("Could not release the audit lease (it expires by itself): %s", _short(exc))
 
-    def _write_run_record(self, summary: RunSummary, attempt: int) -> None:
+    def _write_run_record(self, summary: RunSummary) -> None:
         self.store.upsert_many(
             self.store.runs,
             [
@@ -388,7 +401,7 @@ class AuditRun:
                     "Outcome": "running",
                     "Complete": False,
                     "Baseline": summary.baseline,
-                    "Attempts": attempt,
+                    "Attempts": summary.attempt,
                     "StateAdvanced": False,
                     "ResultsTable": self.settings.results_table,
                 }
@@ -407,6 +420,7 @@ class AuditRun:
             "Complete": summary.outcome == "complete",
             "Baseline": summary.baseline,
             "StateAdvanced": not summary.failed,
+            "Attempts": summary.attempt,
             "Total": event["Total"],
             "NewFailures": summary.new_failures,
             "SubscriptionsRead": summary.subscriptions_read,
@@ -430,7 +444,7 @@ class AuditRun:
         """Delete result rows older than ``AUDIT_RETENTION_DAYS``; state is never aged out."""
         cutoff = summary.started_at - timedelta(days=self.settings.retention_days)
         try:
-            deleted = self.store.delete_results_before(cutoff.strftime("%Y%m%dT%H%M%SZ"))
+            deleted = self.store.delete_results_before(run_id_prefix(cutoff))
         except AzureError as exc:
             log.warning("Retention clean-up failed (retried next run): %s", _short(exc))
             return 0

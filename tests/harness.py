@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import azure.functions as func
-from azure.functions.timer import TimerRequest
 import pytest
 from azure.data.tables import TableServiceClient
+from azure.functions.timer import TimerRequest
 
 from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVENT
 from tests.emulators.arm import ArmEmulator
