@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
 
 from .keys import odata_quote, resource_key
 from .models import Finding, Status
@@ -267,12 +268,19 @@ def list_exemptions(store: TableStore, now: datetime, *, include_expired: bool =
 
 
 def add_exemption(store: TableStore, exemption: Exemption) -> Exemption | None:
-    """Store ``exemption``; return the one it replaced for the same scope, if any."""
-    with contextlib.suppress(ResourceExistsError):
-        store.service.create_table(store.exemptions.table_name)
+    """Store ``exemption``; return the one it replaced for the same scope, if any.
+
+    The table is created only when it is missing (locally): in Azure the Bicep creates it, and the
+    security team may write to that one table but create none.
+    """
     entity = exemption_entity(exemption)
     previous = store.get(store.exemptions, PARTITION, entity["RowKey"])
-    store.upsert_many(store.exemptions, [entity])
+    try:
+        store.exemptions.upsert_entity(entity, mode=UpdateMode.REPLACE)
+    except ResourceNotFoundError:
+        with contextlib.suppress(ResourceExistsError):
+            store.exemptions.create_table()
+        store.exemptions.upsert_entity(entity, mode=UpdateMode.REPLACE)
     return exemption_from_entity(previous) if previous else None
 
 

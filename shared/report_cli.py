@@ -7,22 +7,24 @@ or ``AUDIT_TABLE_CONNECTION_STRING`` locally). This module reads the tables and 
 Exit codes of ``report``: 0 the selection has no FAIL, 1 it has (usable as a pipeline gate),
 4 invalid arguments, 5 nothing to report (no run yet, or an unknown run id).
 Exit codes of ``exempt``: 0 done, 1 nothing to remove, 4 refused (the message says which rule).
+Both exit 6 when the tables cannot be read or written (not signed in, no role, unreachable).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
 
 from . import report
 from .config import load_settings
@@ -43,7 +45,7 @@ from .identity import build_credential
 from .keys import odata_quote, resource_key
 from .store import TableStore
 
-EXIT_OK, EXIT_FAIL_FOUND, EXIT_INVALID, EXIT_NO_DATA = 0, 1, 4, 5
+EXIT_OK, EXIT_FAIL_FOUND, EXIT_INVALID, EXIT_NO_DATA, EXIT_STORE = 0, 1, 4, 5, 6
 DEFAULT_HTML = "clientcert-audit-report.html"
 TREND_OUTCOMES = ("complete", "partial")
 _SUBSCRIPTION = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
@@ -241,7 +243,7 @@ def _register_report(subparsers: Any) -> None:
         metavar="N",
         help=f"list exemptions expiring within N days ({EXPIRING_SOON_DAYS})",
     )
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=_guarded(cmd_report))
 
 
 def _register_exempt(subparsers: Any) -> None:
@@ -259,17 +261,46 @@ def _register_exempt(subparsers: Any) -> None:
     add.add_argument(
         "--expires", required=True, help="2026-06-30, 2026-06-30T18:00Z or 30d/12h/2w (at most 365 days away)"
     )
-    add.set_defaults(func=cmd_exempt_add)
+    add.set_defaults(func=_guarded(cmd_exempt_add))
     lst = sub.add_parser("list", help="list exemptions (valid ones; --all adds expired)")
     lst.add_argument("--all", action="store_true", help="include expired exemptions")
     lst.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    lst.set_defaults(func=cmd_exempt_list)
+    lst.set_defaults(func=_guarded(cmd_exempt_list))
     rm = sub.add_parser("remove", help="remove the exemption of exactly this scope")
     rm.add_argument("scope")
-    rm.set_defaults(func=cmd_exempt_remove)
+    rm.set_defaults(func=_guarded(cmd_exempt_remove))
 
 
 # -- commands -------------------------------------------------------------------------------------
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn a store error into one actionable line and exit 6, instead of an SDK traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except AzureError as exc:
+            print(f"Cannot use the results tables: {store_error_hint(exc)}", file=sys.stderr)
+            return EXIT_STORE
+
+    return run
+
+
+def store_error_hint(exc: AzureError) -> str:
+    """What went wrong with the tables, and what the analyst can do about it."""
+    if isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) is None:
+        return f"no signed-in identity ({type(exc).__name__}); sign in with `az login` first."
+    status = getattr(exc, "status_code", None)
+    if status in (401, 403) or isinstance(exc, ClientAuthenticationError):
+        return (
+            f"access denied ({status} {getattr(exc, 'error_code', '') or ''}). Reading needs the "
+            "Storage Table Data Reader role on the results account; `exempt add/remove` also needs "
+            "Storage Table Data Contributor on the exemptions table (see docs/security-team.md)."
+        )
+    first_line = (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line[:300]}"
+
+
 def open_store() -> TableStore:
     """The results store with the audit's own settings and identity."""
     settings = load_settings()

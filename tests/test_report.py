@@ -3,6 +3,7 @@ several runs written by the real engine (integration)."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -23,6 +24,7 @@ from shared.report_cli import (
     runs_since,
     trend_runs,
 )
+from tests.emulators.azurite import ACCOUNT_KEY
 from tests.reportbed import SUB_A, SUB_B, AuditBed
 
 NOW = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
@@ -392,3 +394,24 @@ def test_tag_requests_are_listed_never_exempt(
     assert "request: public storefront, owner bob" in out  # api passes: its request is moot
     rows = _csv(bed.cli(capsys, ["report", "--format", "csv", "--resource", bed.site_id("shop")])[1])
     assert rows[0]["Status"] == "FAIL" and rows[0]["ExemptionRequest"] == "public storefront, owner bob"
+
+
+@pytest.mark.integration
+def test_store_errors_are_one_actionable_line(
+    bed: AuditBed, azurite: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong_key = azurite.connection_string.replace(ACCOUNT_KEY, base64.b64encode(bytes(64)).decode())
+    monkeypatch.setenv("AUDIT_TABLE_CONNECTION_STRING", wrong_key)
+    code, out, err = bed.cli(capsys, ["report"])
+    assert code == 6 and out == ""
+    assert err.startswith("Cannot use the results tables: access denied (") and "Traceback" not in err
+    assert "Storage Table Data Reader" in err
+    assert bed.cli(capsys, ["exempt", "list"])[0] == 6
+
+
+def test_missing_sign_in_is_explained() -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from shared.report_cli import store_error_hint
+
+    assert "az login" in store_error_hint(ClientAuthenticationError("DefaultAzureCredential failed"))
