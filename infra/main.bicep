@@ -53,8 +53,8 @@ param pythonVersion string = '3.11'
 @description('Run the app as a new user-assigned identity (sets AZURE_CLIENT_ID) instead of its system-assigned identity. A user-assigned identity survives deleting the app, so its tenant-wide role assignment does too.')
 param useUserAssignedIdentity bool = false
 
-@description('Email addresses notified by the alerts. May be empty: alerts still fire and are visible in Azure Monitor.')
-param alertEmailAddresses array = []
+@description('Comma-separated email addresses notified by the alerts (a string, so azd can pass it from AUDIT_ALERT_EMAILS). Empty: no receivers; alerts still fire and are visible in Azure Monitor.')
+param alertEmailAddresses string = ''
 
 @description('Object id of the security team (a user or group): Storage Table Data Reader on the results account and Storage Table Data Contributor on the exemptions table only. azd passes the signed-in user. Empty: none.')
 param principalId string = ''
@@ -98,6 +98,8 @@ var tableNames = {
   runs: 'ClientCertAuditRuns'
   exemptions: 'ClientCertAuditExemptions'
 }
+
+var alertEmails = empty(trim(alertEmailAddresses)) ? [] : split(replace(alertEmailAddresses, ' ', ''), ',')
 
 // environment().resourceManager ends with a slash; the code expects none.
 var armEndpoint = endsWith(environment().resourceManager, '/') ? substring(environment().resourceManager, 0, length(environment().resourceManager) - 1) : environment().resourceManager
@@ -224,7 +226,7 @@ module alerts 'app/alerts.bicep' = {
     tags: tags
     namePrefix: '${abbrs.insightsScheduledQueryRules}certaudit-'
     actionGroupName: '${abbrs.insightsActionGroups}certaudit-${resourceToken}'
-    alertEmailAddresses: alertEmailAddresses
+    alertEmailAddresses: alertEmails
     functionAppName: functionAppName
   }
 }
