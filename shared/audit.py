@@ -205,11 +205,13 @@ class AuditRun:
         self._lease: Any = {}
         self._lease_lock = threading.Lock()
         self._lease_renewed = 0.0
+        self._deadline = float("inf")
         self.exemptions: Sequence[Exemption] = ()
 
     # -- run lifecycle --------------------------------------------------------------------
     def execute(self) -> RunSummary:
         started = self.now()
+        self._deadline = time.monotonic() + self.settings.run_deadline_minutes * 60
         try:
             self.store.ensure_tables()
             self._lease = self.store.acquire_lease(self.owner, self.settings.lease_seconds, started)
@@ -217,7 +219,11 @@ class AuditRun:
         except RunInProgressError:
             raise
         except AzureError as exc:
-            raise AuditFailed(f"results store unreachable: {_short(exc)}") from exc
+            failed = RunSummary(new_run_id(started), started, failed=True, ended_at=self.now())
+            failed.error = f"results store unreachable: {_short(exc)}"
+            log.error("Audit run %s failed before it started: %s", failed.run_id, failed.error)
+            events.emit_run_summary(failed.event(), failed=True)
+            raise AuditFailed(failed.error) from exc
         summary = self._begin(started)
         try:
             self._run(summary)
@@ -360,12 +366,27 @@ class AuditRun:
             log.info("Run %s: %d resources of %s are gone", run_id, result.retired, subscription_id)
         return result
 
+    def _past_deadline(self) -> bool:
+        return time.monotonic() > self._deadline
+
     def _scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError]:
-        """The inventory of one subscription; an unexpected failure becomes an ERROR row."""
+        """The inventory of one subscription; an unexpected failure or the run's deadline
+        becomes an ERROR row for the subscription, so a gap is always visible."""
+        scope = f"/subscriptions/{subscription_id}"
+        deadline_note = (
+            f"the run reached its deadline (AUDIT_RUN_DEADLINE_MINUTES={self.settings.run_deadline_minutes})"
+        )
+        if self._past_deadline():
+            yield InventoryError(scope, subscription_id, f"not audited: {deadline_note}")
+            return
         try:
-            yield from self.inventory.scan(subscription_id)
+            for item in self.inventory.scan(subscription_id):
+                yield item
+                if self._past_deadline():
+                    yield InventoryError(scope, subscription_id, f"listing incomplete: {deadline_note}")
+                    return
         except Exception as exc:  # noqa: BLE001 - one broken subscription never stops the run
-            yield InventoryError(f"/subscriptions/{subscription_id}", subscription_id, _short(exc))
+            yield InventoryError(scope, subscription_id, _short(exc))
 
     def _prior_state(self, subscription_id: str) -> dict[str, Mapping[str, Any]]:
         return {str(e["RowKey"]): e for e in self.store.partition(self.store.latest, subscription_id.lower())}

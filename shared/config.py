@@ -53,6 +53,7 @@ class Settings:
     http_timeout: int = 60
     retry_total: int = 4
     lease_seconds: int = 600
+    run_deadline_minutes: int = 45
     client_id: str | None = None
     exemption_request_tag: str | None = None  # off when unset: a tag can only *request* an exemption
 
@@ -157,6 +158,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_table: bool =
         http_timeout=_int(env, "AUDIT_HTTP_TIMEOUT", 60, 1, 600),
         retry_total=_int(env, "AUDIT_RETRY_TOTAL", 4, 0, 10),
         lease_seconds=_int(env, "AUDIT_LEASE_SECONDS", 600, 5, 86400),
+        run_deadline_minutes=_int(env, "AUDIT_RUN_DEADLINE_MINUTES", 45, 1, 1440),
         client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
         exemption_request_tag=_tag_name(env, "AUDIT_EXEMPTION_REQUEST_TAG"),
     )

@@ -30,6 +30,11 @@ class BoundedRetryPolicy(RetryPolicy):  # type: ignore[type-arg]
         return max(0.0, min(float(value), self._max_retry_after))
 
 
+def operation_budget_seconds(read_timeout: int) -> int:
+    """Total time one logical call may take, all attempts and waits included."""
+    return 2 * read_timeout
+
+
 def client_kwargs(retry_total: int, read_timeout: int) -> dict[str, Any]:
     """Keyword arguments for any azure-core based client (ARM, Tables, identity)."""
     return {
@@ -37,7 +42,7 @@ def client_kwargs(retry_total: int, read_timeout: int) -> dict[str, Any]:
             retry_total=retry_total,
             retry_backoff_factor=0.8,
             retry_backoff_max=20,
-            timeout=max(120, read_timeout * (retry_total + 1)),
+            timeout=operation_budget_seconds(read_timeout),
         ),
         "connection_timeout": CONNECTION_TIMEOUT_SECONDS,
         "read_timeout": read_timeout,
@@ -45,6 +50,9 @@ def client_kwargs(retry_total: int, read_timeout: int) -> dict[str, Any]:
 
 
 def worst_case_call_seconds(retry_total: int, read_timeout: int) -> float:
-    """Upper bound of one logical call: every attempt times out, every wait is maximal."""
-    attempts = retry_total + 1
-    return attempts * (CONNECTION_TIMEOUT_SECONDS + read_timeout) + retry_total * MAX_RETRY_AFTER_SECONDS
+    """Upper bound of one logical call: azure-core stops retrying once the operation budget is
+    spent, and the last attempt's connect + read can still run to its own timeouts."""
+    attempts_bound = (retry_total + 1) * (
+        CONNECTION_TIMEOUT_SECONDS + read_timeout
+    ) + retry_total * MAX_RETRY_AFTER_SECONDS
+    return min(attempts_bound, operation_budget_seconds(read_timeout) + CONNECTION_TIMEOUT_SECONDS + read_timeout)

@@ -122,11 +122,11 @@ class TableStore:
         try:
             table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
             return 1
-        except TableTransactionError as exc:
+        except (TableTransactionError, HttpResponseError) as exc:
             log.warning(
                 "Transaction of %d rows rejected (%s); writing them one by one",
                 len(batch),
-                getattr(exc, "error_code", None),
+                getattr(exc, "error_code", None) or getattr(exc, "status_code", None),
             )
         for entity in batch:
             self._upsert_one(table, entity)
