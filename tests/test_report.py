@@ -7,15 +7,19 @@ import base64
 import csv
 import io
 import json
+import re
+import shlex
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shared import report
 from shared.exemptions import new_exemption
+from shared.keys import resource_key
 from shared.report_cli import (
     NoDataError,
     find_run,
@@ -415,3 +419,81 @@ def test_missing_sign_in_is_explained() -> None:
     from shared.report_cli import store_error_hint
 
     assert "az login" in store_error_hint(ClientAuthenticationError("DefaultAzureCredential failed"))
+
+
+# -- docs/security-team.md stays true -------------------------------------------------------------
+DOC = Path(__file__).resolve().parents[1] / "docs" / "security-team.md"
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+
+
+def _doc_commands() -> list[list[str]]:
+    """Every ``clientcert-audit ...`` command in the doc's bash blocks, placeholders filled in."""
+    commands = []
+    for block in _blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if not line.startswith("clientcert-audit ") and not line.startswith(".venv/bin/clientcert-audit "):
+                continue
+            line = re.sub(r"\s+#.*$", "", line).split(" | ")[0]
+            line = line.replace("<subscription-id>", SUB)
+            commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def test_doc_commands_parse() -> None:
+    from shared.cli import build_parser
+
+    commands = _doc_commands()
+    assert len(commands) >= 10
+    for argv in commands:
+        args = build_parser().parse_args(argv)  # argparse exits (fails the test) on anything invalid
+        assert args.func is not None
+
+
+@pytest.mark.infra
+def test_doc_kql_is_valid() -> None:
+    from tests.infra.conftest import run_kql_check
+
+    queries = {f"security-team.md kusto block {i}": q for i, q in enumerate(_blocks("kusto"))}
+    assert len(queries) >= 4
+    code, result = run_kql_check("--stdin", stdin=json.dumps(queries))
+    assert code == 0 and result["ok"], json.dumps(result, indent=2)
+
+
+@pytest.mark.integration
+def test_doc_odata_filters_run_against_azurite(bed: AuditBed, capsys: pytest.CaptureFixture[str]) -> None:
+    _three_runs(bed)
+    shop = bed.site_id("shop")
+    bed.cli(capsys, ["exempt", "add", "--scope", shop, "--reason", "r", "--approver", "a", "--expires", "30d"])
+    store = bed.store()
+    tables = {
+        "ClientCertAudit": store.results,
+        "ClientCertAuditLatest": store.latest,
+        "ClientCertAuditRuns": store.runs,
+        "ClientCertAuditExemptions": store.exemptions,
+    }
+    values = {"<RunId>": bed.summaries[-1].run_id, "<subscription>": SUB_A, "<resource key>": resource_key(shop)}
+    matched: dict[str, int] = {}
+    try:
+        for block in _blocks("odata"):
+            table = tables[re.search(r"# table: (\w+)", block).group(1)]  # type: ignore[union-attr]
+            for line in block.splitlines():
+                if not line.strip() or line.startswith("#"):
+                    continue
+                query = line
+                for placeholder, value in values.items():
+                    query = query.replace(placeholder, value)
+                matched[line] = len(list(table.query_entities(query)))  # a malformed filter raises here
+    finally:
+        store.close()
+    assert len(matched) >= 18
+    assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`'"] == 7
+    assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and NewFailure eq true"] == 1
+    assert matched["PartitionKey eq '<RunId>_<subscription>' and Status eq 'FAIL'"] == 1
+    assert matched["RowKey eq '<resource key>'"] == 3
+    assert matched["Status eq 'FAIL' and Gone eq false"] == 3
+    assert matched["PartitionKey eq 'run' and Outcome eq 'complete'"] == 3
+    assert matched["PartitionKey eq 'exemption'"] == 1
