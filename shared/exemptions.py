@@ -89,12 +89,18 @@ def apply_exemption(finding: Finding, exemptions: Sequence[Exemption], at: datet
                 finding,
                 status=Status.EXEMPT,
                 reason=(
-                    f"Exempt until {exemption.expires.date().isoformat()} ({exemption.reason}; approved by "
+                    f"Exempt until {_when(exemption.expires)} ({exemption.reason}; approved by "
                     f"{exemption.approver}). Without the exemption: {finding.status.value}: {finding.reason}"
                 ),
                 exemption=exemption.exemption_id or exemption.scope,
             )
     return finding
+
+
+def _when(moment: datetime) -> str:
+    """``2026-09-30`` for a midnight (UTC) expiry, else ``2026-09-30 18:00 UTC``."""
+    utc = moment.astimezone(UTC)
+    return utc.date().isoformat() if (utc.hour, utc.minute) == (0, 0) else f"{utc:%Y-%m-%d %H:%M} UTC"
 
 
 def exemption_request(finding: Finding, tag_name: str | None) -> str:

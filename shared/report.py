@@ -236,7 +236,11 @@ class ReportContext:
         if self.multi_run:
             return f"{len(self.runs)} runs from {run_started(self.runs[0])} to {run_started(self.runs[-1])}"
         run = self.runs[0]
-        return f"run {run.get('RowKey')} ({run.get('Outcome')}, started {run_started(run)})"
+        outcome = str(run.get("Outcome") or "")
+        if outcome == "partial":
+            unreadable = int(run.get("SubscriptionsFailed") or 0)
+            outcome = f"partial: {unreadable} subscription(s) unreadable, see the ERROR rows"
+        return f"run {run.get('RowKey')} ({outcome}, started {run_started(run)})"
 
 
 # -- value formatting -----------------------------------------------------------------------------

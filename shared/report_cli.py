@@ -109,16 +109,22 @@ def _no_run_message(table: str) -> str:
     )
 
 
-def latest_complete(runs: Sequence[Mapping[str, Any]], table: str) -> Mapping[str, Any]:
-    """The newest run whose Outcome is ``complete``: the default subject of the report."""
-    complete = [run for run in runs if run.get("Outcome") == "complete"]
-    if complete:
-        return complete[-1]
+def latest_finished(runs: Sequence[Mapping[str, Any]], table: str) -> Mapping[str, Any]:
+    """The newest run that finished writing its rows (Outcome ``complete`` or ``partial``).
+
+    A partial run is included on purpose: a tenant with one subscription the audit may not read
+    has *only* partial runs, and its readable subscriptions still need reporting. The report's
+    header says "partial" and the unreadable scopes are ERROR rows. A run that failed or is still
+    running is never picked silently.
+    """
+    finished = [run for run in runs if run.get("Outcome") in TREND_OUTCOMES]
+    if finished:
+        return finished[-1]
     if not runs:
         raise NoDataError(_no_run_message(table))
     last = runs[-1]
     raise NoDataError(
-        f"No complete run yet; the latest is {last.get('RowKey')} ({last.get('Outcome')}). "
+        f"No finished run yet; the latest is {last.get('RowKey')} ({last.get('Outcome')}). "
         f"Report on it anyway with --run {last.get('RowKey')}."
     )
 
@@ -210,12 +216,12 @@ def register(subparsers: Any) -> None:
 def _register_report(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "report",
-        help="report on the latest complete run (or another run, a period, or a diff of two runs)",
+        help="report on the latest finished run (or another run, a period, or a diff of two runs)",
         description="Summary by status and subscription, then the failing and warning resources with "
         "their reason and fix. Exits 1 when the selection contains FAIL, 5 when there is no run yet.",
     )
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--run", metavar="RUNID", help="report on this run instead of the latest complete one")
+    which.add_argument("--run", metavar="RUNID", help="report on this run instead of the latest finished one")
     which.add_argument(
         "--since",
         metavar="DATE",
@@ -372,7 +378,7 @@ def _report_runs(
             flt = replace(flt, statuses=report.ACTIONABLE)  # one query per run lists only what to act on
         last = selected[-1]
     else:
-        last = find_run(runs, args.run, table) if args.run else latest_complete(runs, table)
+        last = find_run(runs, args.run, table) if args.run else latest_finished(runs, table)
         selected = [last]
     ctx = report.ReportContext(
         runs=tuple(selected),

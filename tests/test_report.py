@@ -23,7 +23,7 @@ from shared.keys import resource_key
 from shared.report_cli import (
     NoDataError,
     find_run,
-    latest_complete,
+    latest_finished,
     parse_since,
     runs_since,
     trend_runs,
@@ -265,11 +265,12 @@ def test_html_escapes_everything_from_the_estate() -> None:
 # -- choosing runs --------------------------------------------------------------------------------
 def test_run_selection() -> None:
     runs = [run_record(1), run_record(2), run_record(3, "partial"), run_record(4, "running")]
-    assert latest_complete(runs, "T")["RowKey"] == runs[1]["RowKey"]
+    assert latest_finished(runs, "T")["RowKey"] == runs[2]["RowKey"]  # partial counts; running does not
+    assert latest_finished(runs[:2], "T")["RowKey"] == runs[1]["RowKey"]
     with pytest.raises(NoDataError, match="No audit run is recorded in table T"):
-        latest_complete([], "T")
-    with pytest.raises(NoDataError, match=r"latest is .* \(partial\)\. Report on it anyway with --run"):
-        latest_complete([run_record(3, "partial")], "T")
+        latest_finished([], "T")
+    with pytest.raises(NoDataError, match=r"latest is .* \(running\)\. Report on it anyway with --run"):
+        latest_finished([run_record(4, "running")], "T")
     with pytest.raises(NoDataError, match="No run 'nope'"):
         find_run(runs, "nope", "T")
     assert [r["RowKey"][:8] for r in runs_since(runs, NOW + timedelta(days=2))] == ["20260302", "20260303"]
