@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.installed
 INFRA_VENV  := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed
 
-.PHONY: help install infra-tools chromium demo test lint typecheck unit integration test-infra bench clean
+.PHONY: help install infra-tools chromium demo test lint typecheck audit-deps unit integration test-infra bench clean
 
 help:
 	@echo "make demo   - run the audit once against an emulated tenant and print the summary"
@@ -50,6 +50,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
+# Known vulnerabilities in the runtime dependencies (pip-audit; skipped with a warning offline).
+audit-deps: $(STAMP)
+	$(PY) tools/audit_deps.py
+
 unit: $(STAMP)
 	$(PY) -m pytest -q tests -m "not integration and not infra"
 
@@ -59,7 +63,7 @@ integration: install chromium
 test-infra: install infra-tools
 	$(PY) -m pytest -q -p no:cacheprovider tests -m infra
 
-test: install infra-tools chromium lint typecheck
+test: install infra-tools chromium lint typecheck audit-deps
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider tests
 
 bench: install

@@ -201,9 +201,10 @@ def _scan(web: WebSiteManagementClient, subscription_id: str) -> Iterator[SiteRe
             groups.setdefault(record.resource_group.lower(), (record.resource_group, []))[1].append(record.app_name)
             yield record
     except AzureError as exc:
+        # The subscription is reported unreadable (its state stays untouched), but the slots of
+        # the groups already seen are still audited: nothing that can be read is dropped.
         message, status = describe_error(exc)
         yield InventoryError(f"/subscriptions/{subscription_id}", subscription_id, message, status_code=status)
-        return
     for rg, apps in groups.values():
         yield from _slots_of_group(web, subscription_id, rg, apps, seen)
 

@@ -1,0 +1,25 @@
+"""Test helper: run ``clientcert-audit run`` and die like a killed process (``os._exit``, no
+clean-up, no ``finally``) right after the results rows are written and before the last-known
+state is advanced. Used by tests/test_reliability.py; never part of the product."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from shared.cli import main
+from shared.store import TableStore
+
+_real = TableStore.upsert_many
+
+
+def _die_before_state(self: TableStore, table, entities):  # type: ignore[no-untyped-def]
+    if table.table_name == self.settings.latest_table:
+        sys.stderr.write("crash_run: killed between writing rows and advancing state\n")
+        sys.stderr.flush()
+        os._exit(137)
+    return _real(self, table, entities)
+
+
+TableStore.upsert_many = _die_before_state  # type: ignore[method-assign]
+sys.exit(main(["run"]))

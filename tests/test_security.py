@@ -1,0 +1,72 @@
+"""Security review of our own code, as tests: read-only ARM calls, TLS verification always on,
+no shell-outs, no secrets, dependency pins with upper bounds."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCT = [*sorted((ROOT / "shared").glob("*.py")), ROOT / "function_app.py"]
+
+
+def product_source() -> dict[Path, str]:
+    return {p: p.read_text(encoding="utf-8") for p in PRODUCT}
+
+
+def test_tls_verification_is_never_disabled() -> None:
+    for path, text in product_source().items():
+        assert not re.search(r"verify\s*=\s*False|connection_verify\s*=\s*False|CERT_NONE|check_hostname\s*=\s*False",
+                             text), path
+
+
+def test_no_shell_outs_or_dynamic_code() -> None:
+    banned_modules = {"subprocess", "os.system", "pty", "shlex"}
+    for path, text in product_source().items():
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = {a.name for a in node.names} | ({node.module} if isinstance(node, ast.ImportFrom) and node.module else set())
+                assert not names & banned_modules, (path, names)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in {"eval", "exec", "compile", "__import__"}, path
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in {"system", "popen", "spawnl", "execv"}, (path, node.attr)
+
+
+def test_arm_calls_are_read_only() -> None:
+    """The inventory adapters call only list/get operations (the custom role grants only reads)."""
+    allowed = {"list", "list_by_resource_group", "list_slots", "resources"}
+    for name in ("inventory.py", "resourcegraph.py"):
+        tree = ast.parse((ROOT / "shared" / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Attribute)
+                    and node.func.value.attr in {"web_apps", "subscriptions", "_client"}):
+                assert node.func.attr in allowed, f"{name}: {node.func.value.attr}.{node.func.attr}"
+    text = (ROOT / "shared" / "inventory.py").read_text() + (ROOT / "shared" / "resourcegraph.py").read_text()
+    assert not re.search(r"\.(begin_|create_or_update|update|delete|restart|start|stop)\w*\(", text)
+
+
+def test_no_secret_in_tracked_product_files() -> None:
+    for path, text in product_source().items():
+        assert not re.search(r"AccountKey=[A-Za-z0-9+/]{20,}|client_secret\s*=|SharedAccessSignature=", text), path
+    for name in ("host.json", "requirements.txt"):
+        assert "AccountKey" not in (ROOT / name).read_text()
+
+
+def test_runtime_dependencies_are_pinned_with_upper_bounds() -> None:
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        assert re.match(r"^[A-Za-z0-9_.\-\[\]]+\s*(>=|==)[^,]+,\s*<\S+$", line) or "==" in line, line
+
+
+def test_functions_host_does_not_sample_away_alert_events() -> None:
+    import json
+
+    host = json.loads((ROOT / "host.json").read_text())
+    excluded = host["logging"]["applicationInsights"]["samplingSettings"]["excludedTypes"]
+    assert "Trace" in excluded.split(";"), "NewFailure/RunSummary traces must never be sampled out"
