@@ -220,6 +220,7 @@ class ReportContext:
     trend: tuple[Mapping[str, Any], ...] = ()
     expiring: tuple[Exemption, ...] = ()
     expiring_days: int = 14
+    html_rows: int = 5000  # a page with 100,000 rows helps nobody; CSV has them all
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -443,15 +444,19 @@ def _copy(spool: IO[str], out: IO[str]) -> None:
 
 
 class ListSpool:
-    """Rendered list lines held per status on disk-backed spools, replayed worst status first.
+    """Rendered list entries held per status on disk-backed spools, replayed worst status first.
 
     Rows arrive in table order (subscription, then resource); the reader wants every FAIL before
     the first WARN. One spool per status keeps that ordering without holding the rows in memory.
+    With ``limit``, at most that many entries are replayed (worst first), and entries must be one
+    line each; :attr:`count` still counts every entry.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self._stack = contextlib.ExitStack()
         self._spools: dict[str, IO[str]] = {}
+        self._kept: Counter[str] = Counter()
+        self.limit = limit
         self.count = 0
 
     def __enter__(self) -> ListSpool:
@@ -461,15 +466,33 @@ class ListSpool:
         self._stack.close()
 
     def write(self, status: str, rendered: str) -> None:
+        self.count += 1
+        if self.limit is not None and self._kept[status] >= self.limit:
+            return  # never replayed: no need to keep it
         spool = self._spools.get(status)
         if spool is None:
             spool = self._spools[status] = self._stack.enter_context(_spool())
         spool.write(rendered)
-        self.count += 1
+        self._kept[status] += 1
+
+    @property
+    def shown(self) -> int:
+        """How many entries :meth:`copy_to` writes."""
+        kept = sum(self._kept.values())
+        return kept if self.limit is None else min(kept, self.limit)
 
     def copy_to(self, out: IO[str]) -> None:
+        room = self.shown
         for status in sorted(self._spools, key=_list_rank):
-            _copy(self._spools[status], out)
+            spool = self._spools[status]
+            if self._kept[status] <= room:
+                _copy(spool, out)
+                room -= self._kept[status]
+                continue
+            spool.seek(0)
+            for _ in range(room):
+                out.write(spool.readline())
+            return
 
 
 def _list_rank(status: str) -> int:
@@ -627,7 +650,8 @@ def _html_row(row: Mapping[str, Any], with_run: bool) -> str:
         + (f'<div class="fix">{_e(row.get("Remediation"))}</div>' if row.get("Remediation") else "")
         + "</td>",
     ]
-    return f'<tr class="status-{html.escape(status)}">' + "".join(cells) + "</tr>\n"
+    line = "".join(cells).replace("\r", " ").replace("\n", " ")  # one line per row: ListSpool replays by line
+    return f'<tr class="status-{html.escape(status)}">{line}</tr>\n'
 
 
 def _html_summary(summary: Summary) -> list[str]:
@@ -697,12 +721,12 @@ def write_html(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportConte
     the same offline, and a hostile app name or tag cannot run anything in an analyst's browser.
     """
     summary = Summary()
-    with ListSpool() as spool:
+    with ListSpool(ctx.html_rows) as spool:
         for row in rows:
             summary.add(row)
             if str(row.get("Status")) in ctx.listed:
                 spool.write(str(row.get("Status")), _html_row(row, ctx.multi_run))
-        listed = spool.count
+        listed, shown = spool.count, spool.shown
         which = "/".join(s for s in LIST_ORDER if s in ctx.listed)
         columns = ("<th>Run</th>" if ctx.multi_run else "") + (
             "<th>Status</th><th>New</th><th>App</th><th>Resource group</th><th>Subscription</th>"
@@ -725,7 +749,14 @@ def write_html(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportConte
             else "",
             _html_trend_table(ctx.trend) if ctx.trend else "",
             *_html_exemptions(ctx, summary),
-            f'<h2>{which} resources ({listed})</h2><table id="findings"><thead><tr>{columns}</tr></thead><tbody>\n',
+            f"<h2>{which} resources ({listed})</h2>"
+            + (
+                f'<p class="meta" id="truncated">The first {shown} of {listed}, worst first; every one of them: '
+                "<code>--format csv</code>, or a larger <code>--html-rows</code>.</p>"
+                if shown < listed
+                else ""
+            )
+            + f'<table id="findings"><thead><tr>{columns}</tr></thead><tbody>\n',
         ]
         out.write("\n".join(page))
         spool.copy_to(out)
@@ -767,6 +798,9 @@ class Change:
         }
 
 
+_KEPT = ("ResourceId", "SubscriptionId", "ResourceGroup", "AppName", "Slot")
+
+
 def _row_identity(row: Mapping[str, Any]) -> tuple[str, str]:
     return str(row.get("SubscriptionId") or "").lower(), str(row.get("RowKey") or resource_key(str(row["ResourceId"])))
 
@@ -789,17 +823,17 @@ def diff_rows(older: Iterable[Mapping[str, Any]], newer: Iterable[Mapping[str, A
 
     Only the older run is held in memory, and only what a disappearance needs to be reported.
     """
-    before: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    before: dict[tuple[str, str], tuple[str, ...]] = {}  # a tuple per row: 100,000 of them stay small
     for row in older:
-        keep = {k: row.get(k) for k in ("ResourceId", "SubscriptionId", "ResourceGroup", "AppName", "Slot")}
-        before[_row_identity(row)] = (str(row.get("Status") or ""), keep)
+        before[_row_identity(row)] = (str(row.get("Status") or ""), *(str(row.get(k) or "") for k in _KEPT))
     for row in newer:
         previous = before.pop(_row_identity(row), None)
         status = str(row.get("Status") or "")
         if previous is None or previous[0] != status:
             yield _change(previous[0] if previous else "", status, row)
-    for status, keep in sorted(before.values(), key=lambda item: str(item[1].get("ResourceId") or "").lower()):
-        yield _change(status, "", {**keep, "Reason": "No longer listed (deleted, moved, or its scope was unreadable)."})
+    for status, *kept in sorted(before.values(), key=lambda item: item[1].lower()):
+        gone = dict(zip(_KEPT, kept, strict=True))
+        yield _change(status, "", {**gone, "Reason": "No longer listed (deleted, moved, or its scope was unreadable)."})
 
 
 def write_diff(changes: Iterable[Change], out: IO[str], fmt: str, run_a: str, run_b: str) -> Counter[str]:

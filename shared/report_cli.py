@@ -243,6 +243,13 @@ def _register_report(subparsers: Any) -> None:
     )
     p.add_argument("--trend", type=_positive, default=30, metavar="N", help="runs in the HTML trend chart (30)")
     p.add_argument(
+        "--html-rows",
+        type=_positive,
+        default=5000,
+        metavar="N",
+        help="resources listed in the HTML page, worst first (5000)",
+    )
+    p.add_argument(
         "--expiring-days",
         type=_positive,
         default=EXPIRING_SOON_DAYS,
@@ -386,6 +393,7 @@ def _report_runs(
         trend=tuple(trend_runs(runs, last, args.trend)),
         expiring=tuple(_expiring(store, now, args.expiring_days)),
         expiring_days=args.expiring_days,
+        html_rows=args.html_rows,
         generated_at=now,
     )
     rows = _chain(source.results(str(run.get("RowKey")), flt) for run in selected)
