@@ -28,6 +28,7 @@ from .models import InventoryError, SiteRecord
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
+API_VERSION = "2024-04-01"  # newest stable; the SDK's default (2021-03-01) has the same shapes
 # The query the emulator recognises verbatim: keep it in this one place.
 SITES_QUERY = (
     "resources"
@@ -64,6 +65,7 @@ class ResourceGraphInventory:
             credential,
             base_url=settings.arm_endpoint,
             credential_scopes=[settings.arm_scope],
+            api_version=API_VERSION,
             **client_kwargs(settings.retry_total, settings.http_timeout),
         )
         self._settings = settings

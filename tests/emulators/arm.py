@@ -8,6 +8,9 @@ auth, odd ids and partial failures. One ``ThreadingHTTPServer`` on 127.0.0.1 ser
   issuing unsigned-in-spirit JWTs (fake HS256) that Azurite ``--oauth basic`` accepts for storage;
 * ``GET /subscriptions`` and the ``Microsoft.Web/sites`` list/get routes, built from a
   :class:`~tests.emulators.tenant.Tenant`, with ARM-style paging, errors and throttling;
+* ``POST /providers/Microsoft.ResourceGraph/resources`` for exactly the product's sites query
+  (``shared.resourcegraph.SITES_QUERY``), paged with ``$skipToken``, with Resource Graph's own
+  per-principal quota (15 queries per 5 s window; quota headers on every answer);
 * fault injection (:mod:`tests.emulators.faults`) on any route, including the token endpoint.
 """
 
@@ -39,7 +42,15 @@ from .faults import FaultSet, Latency, MalformedJson, Reset, Stall, Status, Term
 from .tenant import OMIT, Site, Subscription, Tenant
 from .tls import TlsMaterial
 
-__all__ = ["ROUTE_KINDS", "ArmEmulator", "RequestRecord", "ThrottleModel", "UserAssignedIdentity"]
+__all__ = [
+    "RESOURCE_GRAPH_API_VERSIONS",
+    "ROUTE_KINDS",
+    "ArmEmulator",
+    "RequestRecord",
+    "ResourceGraphQuota",
+    "ThrottleModel",
+    "UserAssignedIdentity",
+]
 
 #: Request kinds counted by :meth:`ArmEmulator.stats`.
 ROUTE_KINDS: tuple[str, ...] = (
@@ -48,6 +59,7 @@ ROUTE_KINDS: tuple[str, ...] = (
     "rg_sites_list",
     "slots_list",
     "site_get",
+    "resourcegraph",
     "token",
     "other",
 )
@@ -55,6 +67,10 @@ ROUTE_KINDS: tuple[str, ...] = (
 LIST_KINDS: frozenset[str] = frozenset({"subscriptions", "sites_list", "rg_sites_list", "slots_list"})
 
 MI_API_VERSION = "2019-08-01"
+#: Resource Graph api-versions with the request/response shape emulated here (2024-04-01 is the newest stable).
+RESOURCE_GRAPH_API_VERSIONS: frozenset[str] = frozenset({"2021-03-01", "2022-10-01", "2024-04-01"})
+RESOURCE_GRAPH_MAX_TOP = 1000
+RESOURCE_GRAPH_DEFAULT_TOP = 100
 _DEFAULT_REMAINING_READS = 11999
 _ERROR_CODES = {
     400: "BadRequest",
@@ -91,8 +107,8 @@ class UserAssignedIdentity:
 
 @dataclass
 class ThrottleModel:
-    """ARM's read throttling, approximated as a token bucket per subscription (and one per tenant for
-    ``/subscriptions``): ``capacity`` reads, refilled at ``refill_per_second``."""
+    """ARM's read throttling, approximated as a token bucket per subscription and principal (and one per
+    tenant and principal for ``/subscriptions``): ``capacity`` reads, refilled at ``refill_per_second``."""
 
     capacity: float = 250.0
     refill_per_second: float = 25.0
@@ -112,6 +128,38 @@ class ThrottleModel:
             self._buckets[key] = (tokens, now)
             wait = (1.0 - tokens) / self.refill_per_second
             return False, 0, max(1, math.ceil(wait))
+
+
+@dataclass
+class ResourceGraphQuota:
+    """Resource Graph's own throttling: ``queries`` per ``window_seconds`` per principal (a fixed window
+    that starts with the first query after the previous one ran out), reported on every answer as
+    ``x-ms-user-quota-remaining`` and ``x-ms-user-quota-resets-after`` (``hh:mm:ss``)."""
+
+    queries: int = 15
+    window_seconds: float = 5.0
+    _windows: dict[str, tuple[float, int]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def take(self, principal: str) -> tuple[bool, int, float]:
+        """Consume one query: ``(allowed, remaining, seconds_until_reset)``."""
+        now = time.monotonic()
+        with self._lock:
+            start, used = self._windows.get(principal, (now, 0))
+            if now - start >= self.window_seconds:
+                start, used = now, 0
+            resets = max(0.0, start + self.window_seconds - now)
+            if used >= self.queries:
+                self._windows[principal] = (start, used)
+                return False, 0, resets
+            used += 1
+            self._windows[principal] = (start, used)
+            return True, self.queries - used, resets
+
+
+def _hms(seconds: float) -> str:
+    whole = max(0, math.ceil(seconds))
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
 @dataclass
@@ -159,6 +207,10 @@ class _Server(ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(10.0)
+        # Headers and body go out as two writes: without TCP_NODELAY, Nagle holds the body until the
+        # client's delayed ACK (~40 ms), which would add 40 ms to every answer.
+        with contextlib.suppress(OSError):
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             conn = self.ssl_context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError):
@@ -192,6 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 30  # idle keep-alive connections are dropped after this
     server: _Server
+    principal = ""  # object id of the caller of the request being answered (set by the auth check)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr access log; :attr:`ArmEmulator.requests` keeps one."""
@@ -217,7 +270,9 @@ class ArmEmulator:
     * ``throttle``: ``True`` or a :class:`ThrottleModel` to enable ARM-like 429s (off by default);
     * ``token_lifetime``: seconds until issued tokens expire (MSAL refreshes under 5 minutes);
     * ``user_assigned``: identities selectable with ``client_id``/``object_id``/``mi_res_id``;
-    * ``list_deleted_subscriptions``: whether ``Deleted`` subscriptions appear in ``/subscriptions``.
+    * ``list_deleted_subscriptions``: whether ``Deleted`` subscriptions appear in ``/subscriptions``;
+    * ``resource_graph_quota``: a :class:`ResourceGraphQuota` (default: Resource Graph's 15 per 5 s) or
+      ``None`` for no limit (the quota headers are sent either way).
     """
 
     def __init__(
@@ -237,6 +292,7 @@ class ArmEmulator:
         system_assigned: bool = True,
         list_deleted_subscriptions: bool = True,
         request_log_size: int = 10000,
+        resource_graph_quota: ResourceGraphQuota | bool | None = True,
     ) -> None:
         self.tenant = tenant
         self.tls = tls
@@ -251,6 +307,12 @@ class ArmEmulator:
         self.user_assigned = list(user_assigned)
         self.system_assigned = system_assigned
         self.list_deleted_subscriptions = list_deleted_subscriptions
+        self.resource_graph_quota: ResourceGraphQuota | None = (
+            ResourceGraphQuota() if resource_graph_quota is True else (resource_graph_quota or None)
+        )
+        #: Request bodies of the Resource Graph queries received (parsed JSON), for tests.
+        self.resource_graph_queries: list[Any] = []
+        self._rg_rows: tuple[int, list[dict[str, Any]]] | None = None
         self.faults = FaultSet()
         #: Identity of the system-assigned MI (the token's ``oid``/``appid``).
         self.principal_id = str(uuid.uuid4())
@@ -335,13 +397,15 @@ class ArmEmulator:
             self._by_status: Counter[int] = Counter()
             self._api_versions: Counter[str] = Counter()
             self._throttled_by_model = 0
+            self._resource_graph_throttled = 0
             self.requests: deque[RequestRecord] = deque(maxlen=self._request_log_size)
 
     def stats(self) -> dict[str, Any]:
         """Counts since start / :meth:`reset_stats`.
 
         ``by_kind`` (every kind in :data:`ROUTE_KINDS`), ``by_status`` (0 = reset), ``total``,
-        ``throttled`` (all 429s, injected or modelled), ``throttled_by_model``, ``api_versions``.
+        ``throttled`` (all 429s, injected or modelled), ``throttled_by_model`` (ARM's read model),
+        ``resource_graph_throttled`` (Resource Graph's quota), ``api_versions``.
         """
         with self._stats_lock:
             by_kind = {kind: self._by_kind.get(kind, 0) for kind in ROUTE_KINDS}
@@ -351,6 +415,7 @@ class ArmEmulator:
                 "by_status": dict(self._by_status),
                 "throttled": self._by_status.get(429, 0),
                 "throttled_by_model": self._throttled_by_model,
+                "resource_graph_throttled": self._resource_graph_throttled,
                 "api_versions": dict(self._api_versions),
             }
 
@@ -367,8 +432,7 @@ class ArmEmulator:
         method = h.command
         raw_path, _, raw_query = h.path.partition("?")
         length = int(h.headers.get("Content-Length") or 0)
-        if length:
-            h.rfile.read(length)
+        body = h.rfile.read(length) if length else b""
         segments = [unquote(s, errors="replace") for s in raw_path.split("/") if s]
         decoded_path = "/" + "/".join(segments)
         query: dict[str, str] = {}
@@ -390,7 +454,7 @@ class ArmEmulator:
             response = self._fault_response(action, kind)
         else:
             try:
-                response = self._answer(h, method, kind, route, raw_path, query)
+                response = self._answer(h, method, kind, route, raw_path, query, body)
             except Exception as exc:  # an emulator bug must surface as a readable 500, not a reset
                 response = _Response(500, arm_error("EmulatorError", f"{type(exc).__name__}: {exc}"))
         self._send(h, response, method, kind, api_version, truncate=action if isinstance(action, Truncated) else None)
@@ -468,13 +532,22 @@ class ArmEmulator:
         return _Response(action.status, body, headers)
 
     def _answer(
-        self, h: _Handler, method: str, kind: str, route: tuple[str, ...], raw_path: str, query: dict[str, str]
+        self,
+        h: _Handler,
+        method: str,
+        kind: str,
+        route: tuple[str, ...],
+        raw_path: str,
+        query: dict[str, str],
+        body: bytes = b"",
     ) -> _Response:
         if kind == "token":
             return self._token(h, method, query)
         auth_error = self._check_auth(h)
         if auth_error is not None:
             return auth_error
+        if kind == "resourcegraph":
+            return self._resource_graph(h, method, query, body)
         if "api-version" not in query:
             return _Response(
                 400,
@@ -494,7 +567,7 @@ class ArmEmulator:
                 else "x-ms-ratelimit-remaining-subscription-reads"
             )
             if self.throttle is not None:
-                allowed, remaining, retry_after = self.throttle.take(scope.lower())
+                allowed, remaining, retry_after = self.throttle.take(f"{scope.lower()}|{h.principal}")
                 if not allowed:
                     with self._stats_lock:
                         self._throttled_by_model += 1
@@ -516,6 +589,152 @@ class ArmEmulator:
             response = self._route(kind, route, raw_path, query)
         response.headers.update(limit_headers)
         return response
+
+    # -- Resource Graph -----------------------------------------------------------------------
+    def _resource_graph(self, h: _Handler, method: str, query: dict[str, str], body: bytes) -> _Response:
+        """``POST /providers/Microsoft.ResourceGraph/resources``: the product's sites query only."""
+        from shared.resourcegraph import SITES_QUERY  # the one query the product sends
+
+        def bad(code: str, message: str, status: int = 400) -> _Response:
+            return _Response(status, arm_error(code, message))
+
+        if method != "POST":
+            return bad("MethodNotAllowed", f"The requested resource does not support http method '{method}'.", 405)
+        version = query.get("api-version")
+        if version is None:
+            return bad(
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        if version not in RESOURCE_GRAPH_API_VERSIONS:
+            return bad(
+                "InvalidApiVersionParameter",
+                f"The api-version '{version}' is invalid. The supported versions are "
+                f"'{','.join(sorted(RESOURCE_GRAPH_API_VERSIONS))}'.",
+            )
+        quota_headers: dict[str, str] = {}
+        if self.resource_graph_quota is not None:
+            allowed, remaining, resets = self.resource_graph_quota.take(h.principal)
+            quota_headers = {
+                "x-ms-user-quota-remaining": str(remaining),
+                "x-ms-user-quota-resets-after": _hms(resets),
+            }
+            if not allowed:
+                with self._stats_lock:
+                    self._resource_graph_throttled += 1
+                return _Response(
+                    429,
+                    arm_error(
+                        "RateLimiting",
+                        "Please provide below info when asking for support: timestamp, correlationId. "
+                        "Details: Too many requests. Please retry.",
+                    ),
+                    {"Retry-After": str(max(1, math.ceil(resets))), **quota_headers},
+                )
+        else:
+            quota_headers = {"x-ms-user-quota-remaining": "15", "x-ms-user-quota-resets-after": "00:00:05"}
+        try:
+            request = json.loads(body or b"null")
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            return _Response(
+                400, arm_error("BadRequest", "The request body is not a valid query request."), quota_headers
+            )
+        with self._stats_lock:
+            self.resource_graph_queries.append(request)
+        if request.get("query") != SITES_QUERY:
+            return _Response(
+                400,
+                arm_error(
+                    "BadRequest",
+                    "Please provide below info when asking for support: timestamp, correlationId. "
+                    "Details: the emulator answers only shared.resourcegraph.SITES_QUERY, verbatim.",
+                ),
+                quota_headers,
+            )
+        options = request.get("options") or {}
+        if not isinstance(options, dict):
+            options = {}
+        result_format = options.get("resultFormat", "objectArray")
+        if result_format != "objectArray":
+            return _Response(
+                400, arm_error("BadRequest", f"resultFormat '{result_format}' is not emulated."), quota_headers
+            )
+        try:
+            top = int(options.get("$top") or RESOURCE_GRAPH_DEFAULT_TOP)
+            skip = int(options.get("$skip") or 0)
+        except (TypeError, ValueError):
+            return _Response(400, arm_error("BadRequest", "$top and $skip must be integers."), quota_headers)
+        top = max(1, min(top, RESOURCE_GRAPH_MAX_TOP))
+        token = options.get("$skipToken")
+        offset = skip
+        if token:
+            try:
+                offset = int(_b64url_decode(str(token)).decode())
+            except (ValueError, UnicodeDecodeError):
+                return _Response(
+                    400, arm_error("InvalidSkipToken", f"The skip token '{token}' is invalid."), quota_headers
+                )
+        subscriptions = request.get("subscriptions")
+        with self.tenant.lock:
+            rows = self._resource_graph_rows()
+        if isinstance(subscriptions, list) and subscriptions:
+            wanted = {str(s).lower() for s in subscriptions}
+            rows = [r for r in rows if r["subscriptionId"].lower() in wanted]
+        page = rows[offset : offset + top]
+        end = offset + len(page)
+        doc: dict[str, Any] = {
+            "totalRecords": len(rows),
+            "count": len(page),
+            "data": page,
+            "facets": [],
+            "resultTruncated": "false",
+        }
+        if end < len(rows):
+            doc["$skipToken"] = _b64url(str(end).encode())
+        return _Response(200, json.dumps(doc, ensure_ascii=False).encode(), quota_headers)
+
+    def _resource_graph_rows(self) -> list[dict[str, Any]]:
+        """Every site and slot of every non-deleted subscription, projected as ``SITES_QUERY`` does and
+        ordered by ``subscriptionId, id`` (cached until the tenant changes)."""
+        cached = self._rg_rows
+        if cached is not None and cached[0] == self.tenant.version:
+            return cached[1]
+        rows: list[dict[str, Any]] = []
+        for sub in self.tenant.subscriptions:
+            if sub.state == "Deleted":
+                continue
+            for site in sub.iter_resources():
+                full = self._site_json(site, "site_get")
+                props = full.get("properties") or {}
+                rows.append(
+                    {
+                        "id": site.served_id("resourcegraph"),
+                        "name": site.full_name,
+                        # Resource Graph lower-cases type and resourceGroup and normalises location.
+                        "type": full["type"].lower(),
+                        "kind": site.kind or "",
+                        "location": site.location.replace(" ", "").lower(),
+                        "subscriptionId": sub.subscription_id,
+                        "resourceGroup": site.resource_group.lower(),
+                        "tags": {},
+                        "properties": {
+                            key: props.get(key)
+                            for key in (
+                                "state",
+                                "clientCertEnabled",
+                                "clientCertMode",
+                                "clientCertExclusionPaths",
+                                "httpsOnly",
+                                "publicNetworkAccess",
+                            )
+                        },
+                    }
+                )
+        rows.sort(key=lambda r: (r["subscriptionId"].lower(), r["id"].lower()))
+        self._rg_rows = (self.tenant.version, rows)
+        return rows
 
     # -- auth -------------------------------------------------------------------------------
     def _unauthorized(self, code: str, message: str) -> _Response:
@@ -549,6 +768,7 @@ class ArmEmulator:
             return self._unauthorized(
                 "ExpiredAuthenticationToken", "The access token expiry UTC time is earlier than current UTC time."
             )
+        h.principal = str(claims.get("oid") or claims.get("appid") or "")
         return None
 
     def make_token(self, audience: str, *, lifetime: int | None = None, **extra: Any) -> str:
@@ -860,6 +1080,8 @@ def _classify(segments: list[str]) -> tuple[str, tuple[str, ...]]:
     n = len(low)
     if low == ["msi", "token"]:
         return "token", ("token",)
+    if low == ["providers", "microsoft.resourcegraph", "resources"]:
+        return "resourcegraph", ("resourcegraph",)
     if not low or low[0] != "subscriptions":
         return "other", ()
     if n == 1:
