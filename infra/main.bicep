@@ -1,6 +1,6 @@
 // Client-certificate auditor: everything except the tenant-wide read role.
 // Deploy with `azd up`, or `az deployment sub create -l <region> -f infra/main.bicep -p ...`.
-// Then grant tenant-wide read access with infra/tenant/audit-reader-role.bicep (see docs/deploy.md).
+// Then grant tenant-wide read access with infra/tenant/audit-reader-role.bicep (see README.md (Deploy)).
 targetScope = 'subscription'
 
 @minLength(1)

@@ -308,7 +308,7 @@ def store_error_hint(exc: AzureError) -> str:
         return (
             f"access denied ({status} {getattr(exc, 'error_code', '') or ''}). Reading needs the "
             "Storage Table Data Reader role on the results account; `exempt add/remove` also needs "
-            "Storage Table Data Contributor on the exemptions table (see docs/security-team.md)."
+            "Storage Table Data Contributor on the exemptions table (see README.md, 'For the security team')."
         )
     first_line = (str(exc).splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first_line[:300]}"

@@ -440,8 +440,8 @@ def test_missing_sign_in_is_explained() -> None:
     assert "az login" in store_error_hint(ClientAuthenticationError("DefaultAzureCredential failed"))
 
 
-# -- docs/security-team.md stays true -------------------------------------------------------------
-DOC = Path(__file__).resolve().parents[1] / "docs" / "security-team.md"
+# -- README.md (For the security team) stays true -------------------------------------------------------------
+DOC = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _blocks(language: str) -> list[str]:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.infra
 MAIN = "infra/main.bicep"
 FUNCTION = "infra/app/function-app.bicep"
 TENANT = "infra/tenant/audit-reader-role.bicep"
-DEPLOY_DOC = REPO / "docs" / "deploy.md"
+DEPLOY_DOC = REPO / "README.md"
 
 # The app settings the audit code reads (its contract), and the ones that must never be deployed.
 CONTRACT_SETTINGS = {
@@ -313,7 +313,7 @@ def test_the_identity_gets_exactly_the_data_roles_it_needs(bicep_trees: dict[str
 
 
 def documented_actions() -> list[str]:
-    """The actions listed in docs/deploy.md's custom-role table (rows starting with | `Microsoft.)."""
+    """The actions listed in README.md (Deploy)'s custom-role table (rows starting with | `Microsoft.)."""
     text = DEPLOY_DOC.read_text()
     return re.findall(r"^\|\s*`(Microsoft\.[A-Za-z]+/[^`]+)`\s*\|", text, re.M)
 
@@ -328,7 +328,7 @@ def test_custom_role_actions_are_exactly_the_documented_list(bicep_trees: dict[s
         "Microsoft.Web/sites/slots/read",
         "Microsoft.ResourceGraph/resources/read",
     ]
-    assert sorted(actions) == sorted(documented_actions()), "docs/deploy.md and the custom role disagree"
+    assert sorted(actions) == sorted(documented_actions()), "README.md (Deploy) and the custom role disagree"
     assert all("*" not in a and a.endswith("/read") for a in actions), "read-only, no wildcards"
     role = deployed(bicep_trees, "Microsoft.Authorization/roleDefinitions")[0].properties
     assert role["type"] == "CustomRole"
@@ -361,12 +361,12 @@ def test_docs_explain_the_deploy(bicep_trees: dict[str, Any]) -> None:
         "Reader",
         "func azure functionapp publish",
     ):
-        assert needle in text, f"docs/deploy.md does not mention {needle!r}"
+        assert needle in text, f"README.md (Deploy) does not mention {needle!r}"
     for rule in deployed(bicep_trees, "Microsoft.Insights/scheduledQueryRules"):
         name = rule.properties["displayName"]
-        assert name in text, f"docs/deploy.md does not explain the alert {name!r}"
+        assert name in text, f"README.md (Deploy) does not explain the alert {name!r}"
     for kql in KQL_FILES:
-        assert rel(kql) in text, f"docs/deploy.md does not point at {rel(kql)}"
+        assert rel(kql) in text, f"README.md (Deploy) does not point at {rel(kql)}"
 
 
 def test_main_outputs_exist_for_the_docs() -> None:
