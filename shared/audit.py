@@ -142,13 +142,8 @@ def result_entity(
         "PartitionKey": f"{run_id}_{finding.subscription_id.lower()}",
         "RowKey": row_key,
         "RunId": run_id,
-        "ResourceId": finding.resource_id,
+        **finding.identity(),
         "ResourceType": slot_kind,
-        "SubscriptionId": finding.subscription_id,
-        "ResourceGroup": finding.resource_group,
-        "AppName": finding.app_name,
-        "Slot": finding.slot,
-        "Kind": finding.kind,
         "State": finding.state,
         "Location": finding.location,
         "ClientCertEnabled": finding.client_cert_enabled,
@@ -171,12 +166,7 @@ def result_entity(
 def new_failure_event(run_id: str, finding: Finding) -> dict[str, Any]:
     """Payload of one ``ClientCertAudit.NewFailure`` event (a contract: see README)."""
     return {
-        "ResourceId": finding.resource_id,
-        "SubscriptionId": finding.subscription_id,
-        "ResourceGroup": finding.resource_group,
-        "AppName": finding.app_name,
-        "Slot": finding.slot,
-        "Kind": finding.kind,
+        **finding.identity(),
         "ClientCertMode": finding.client_cert_mode,
         "Status": finding.status.value,
         "Reason": finding.reason,

@@ -21,7 +21,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -29,6 +29,7 @@ from azure.data.tables import UpdateMode
 
 from .keys import odata_quote, resource_key
 from .models import Finding, Status
+from .when import parse_when
 
 if TYPE_CHECKING:
     from .store import TableStore
@@ -49,8 +50,6 @@ _SCOPE = re.compile(
     rf"(/slots/{_SITE})?)?)?$",
     re.IGNORECASE,
 )
-_RELATIVE = re.compile(r"^\+?(\d{1,4})\s*([mhdw])$", re.IGNORECASE)
-_RELATIVE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 class ExemptionError(ValueError):
@@ -136,21 +135,12 @@ def validate_scope(scope: str) -> str:
 
 def parse_expiry(text: str, now: datetime) -> datetime:
     """Read ``--expires``: ``YYYY-MM-DD`` (00:00 UTC that day), an ISO date-time, or ``30d``/``12h``/``2w``/``90m``."""
-    raw = text.strip()
-    relative = _RELATIVE.match(raw)
-    if relative:
-        amount, unit = int(relative.group(1)), relative.group(2).lower()
-        return now + timedelta(**{_RELATIVE_UNITS[unit]: amount})
     try:
-        if len(raw) == 10:
-            day = date.fromisoformat(raw)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return parse_when(text, now, direction=1)
     except ValueError:
         raise ExemptionError(
             f"expiry {text!r} is not a date (2025-06-30), a date-time (2025-06-30T18:00Z) or a duration (30d, 12h)"
         ) from None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def new_exemption(

@@ -96,3 +96,14 @@ class Finding:
     def key(self) -> str:
         """Case-insensitive identity of the resource."""
         return self.resource_id.lower()
+
+    def identity(self) -> dict[str, str]:
+        """The properties that name the resource, alike in result rows, state rows and events."""
+        return {
+            "ResourceId": self.resource_id,
+            "SubscriptionId": self.subscription_id,
+            "ResourceGroup": self.resource_group,
+            "AppName": self.app_name,
+            "Slot": self.slot,
+            "Kind": self.kind,
+        }

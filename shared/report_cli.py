@@ -21,7 +21,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
@@ -44,12 +44,12 @@ from .exemptions import (
 from .identity import build_credential
 from .keys import odata_quote, resource_key
 from .store import TableStore
+from .when import parse_when
 
 EXIT_OK, EXIT_FAIL_FOUND, EXIT_INVALID, EXIT_NO_DATA, EXIT_STORE = 0, 1, 4, 5, 6
 DEFAULT_HTML = "clientcert-audit-report.html"
 TREND_OUTCOMES = ("complete", "partial")
 _SUBSCRIPTION = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
-_AGO = re.compile(r"^(\d{1,5})\s*([hdw])$", re.IGNORECASE)
 
 
 class NoDataError(LookupError):
@@ -157,21 +157,12 @@ def trend_runs(runs: Sequence[Mapping[str, Any]], last: Mapping[str, Any], count
 
 def parse_since(value: str, now: datetime) -> datetime:
     """``--since``: ``YYYY-MM-DD`` (00:00 UTC), an ISO date-time, or ``7d``/``12h``/``2w`` ago."""
-    raw = value.strip()
-    ago = _AGO.match(raw)
-    if ago:
-        unit = {"h": "hours", "d": "days", "w": "weeks"}[ago.group(2).lower()]
-        return now - timedelta(**{unit: int(ago.group(1))})
     try:
-        if len(raw) == 10:
-            day = date.fromisoformat(raw)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return parse_when(value, now, direction=-1)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a date (2026-03-01), a date-time (2026-03-01T02:00Z) or an age (7d, 12h, 2w)"
         ) from None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 # -- argument types -------------------------------------------------------------------------------

@@ -67,12 +67,7 @@ def state_entity(
     return {
         "PartitionKey": finding.subscription_id.lower(),
         "RowKey": row_key,
-        "ResourceId": finding.resource_id,
-        "SubscriptionId": finding.subscription_id,
-        "ResourceGroup": finding.resource_group,
-        "AppName": finding.app_name,
-        "Slot": finding.slot,
-        "Kind": finding.kind,
+        **finding.identity(),
         "Status": finding.status.value,
         "ClientCertMode": finding.client_cert_mode,
         "FirstFailedAt": change.first_failed_at,
