@@ -14,10 +14,15 @@ Writes are upserts with stable keys, so repeating any step after a crash is harm
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
+import re
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
+from urllib.parse import quote
 
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
@@ -27,6 +32,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
+from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from .config import Settings
@@ -120,7 +126,11 @@ class TableStore:
             self._upsert_one(table, batch[0])
             return 1
         try:
-            table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+            bodies = [odata_entity(e) for e in batch]
+            if all(b is not None for b in bodies):
+                send_upsert_batch(table, batch, cast(list[str], bodies))
+            else:  # a property type the fast path does not serialise: the SDK's own transaction
+                table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
             return 1
         except (TableTransactionError, HttpResponseError) as exc:
             log.warning(
@@ -236,6 +246,96 @@ class TableStore:
         if fresh is None:
             raise RunInProgressError("the audit lease disappeared")
         return fresh
+
+
+_INT32 = range(-(2**31), 2**31)
+
+
+def odata_entity(entity: Mapping[str, Any]) -> str | None:
+    """An entity as the JSON body of one Table operation, or ``None`` for a type not handled here.
+
+    The SDK's transaction builder costs about 0.5 ms of CPU per row (a typed property map, a
+    request object and an ``http.client`` serialisation per entity, then ``email`` parsing of the
+    response); this writes the same JSON with ``@odata.type`` only where Table Storage needs it
+    (DateTime, Int64, Double; strings, booleans and Int32 are typed by JSON itself).
+    """
+    out: dict[str, Any] = {}
+    for key, value in entity.items():
+        kind = type(value)
+        if kind is str or kind is bool:
+            out[key] = value
+        elif value is None:
+            continue
+        elif kind is int:
+            if value in _INT32:
+                out[key] = value
+            else:
+                out[key] = str(value)
+                out[key + "@odata.type"] = "Edm.Int64"
+        elif isinstance(value, datetime):
+            service_value = getattr(value, "tables_service_value", None)  # read back unchanged
+            if service_value:
+                out[key] = service_value
+            else:
+                utc = value.astimezone(UTC) if value.tzinfo else value
+                out[key] = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            out[key + "@odata.type"] = "Edm.DateTime"
+        elif kind is float and math.isfinite(value):
+            out[key] = value
+            out[key + "@odata.type"] = "Edm.Double"
+        else:
+            return None
+    return json.dumps(out, ensure_ascii=False)
+
+
+def send_upsert_batch(table: TableClient, entities: list[dict[str, Any]], bodies: list[str]) -> None:
+    """One entity-group transaction of upserts (insert-or-replace), built as Table Storage's
+    ``$batch`` multipart body and sent through the table client's own pipeline (``send_request``:
+    its auth, retry, timeouts and headers policies), as ``TableClient.submit_transaction`` does.
+
+    Raises :class:`TableTransactionError` when the service rejects the transaction (it is then
+    rolled back whole) and :class:`HttpResponseError` when the request itself fails.
+    """
+    base = table.url.split("?", 1)[0].rstrip("/")  # the account endpoint (path-style for Azurite)
+    table_url = f"{base}/{table.table_name}"
+    batch_id, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
+    parts = [f"--{batch_id}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"]
+    for index, (entity, body) in enumerate(zip(entities, bodies, strict=True)):
+        pk = quote(str(entity["PartitionKey"]).replace("'", "''"), safe="")
+        rk = quote(str(entity["RowKey"]).replace("'", "''"), safe="")
+        data = body.encode("utf-8")
+        parts.append(
+            f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
+            f"Content-ID: {index}\r\n\r\nPUT {table_url}(PartitionKey='{pk}',RowKey='{rk}') HTTP/1.1\r\n"
+            "Content-Type: application/json\r\nAccept: application/json;odata=minimalmetadata\r\n"
+            f"DataServiceVersion: 3.0\r\nContent-Length: {len(data)}\r\n\r\n{body}\r\n"
+        )
+    parts.append(f"--{changeset}--\r\n\r\n--{batch_id}--\r\n")
+    request = HttpRequest(
+        "POST",
+        f"{base}/$batch",
+        headers={
+            "x-ms-version": table.api_version,
+            "DataServiceVersion": "3.0",
+            "MaxDataServiceVersion": "3.0;NetFx",
+            "Content-Type": f"multipart/mixed; boundary={batch_id}",
+            "Accept": "application/json",
+        },
+        content="".join(parts).encode("utf-8"),
+    )
+    # The generated client's pipeline, exactly as the SDK's own $batch (streamed: azure-core cannot
+    # decode multipart/mixed), then read whole.
+    response = table._client.send_request(request, stream=True)
+    response.read()
+    if response.status_code != 202:
+        raise HttpResponseError(message=f"$batch answered HTTP {response.status_code}", response=response)
+    statuses = _PART_STATUS.findall(response.text())
+    if len(statuses) != len(entities) or any(not code.startswith("2") for code in statuses):
+        failed = next((code for code in statuses if not code.startswith("2")), "missing parts")
+        raise TableTransactionError(message=f"transaction rejected: {failed}", response=response)
+
+
+_PART_STATUS = re.compile(r"^HTTP/1\.1 (\d{3})", re.MULTILINE)
 
 
 def _as_datetime(value: Any) -> datetime | None:
