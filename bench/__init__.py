@@ -1,0 +1,1 @@
+"""Benchmark of the nightly audit on a large emulated tenant (see bench/README.md)."""

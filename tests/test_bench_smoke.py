@@ -1,0 +1,49 @@
+"""The benchmark end to end on a tiny tenant, so ``bench/`` cannot rot (the real runs are ``make bench``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.run import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_runs_on_a_tiny_tenant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "figures.json"
+    code = main(
+        [
+            "--sites",
+            "60",
+            "--subscriptions",
+            "4",
+            "--latency",
+            "0.002",
+            "--baseline-budget",
+            "30",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ]
+    )
+    assert code == 0
+    figures = json.loads(out.read_text())
+    runs = {r["source"]: r for r in figures["runs"]}
+    assert set(runs) == {"arm", "resourcegraph"}
+    for run in runs.values():
+        assert run["outcome"] == "complete" and run["matches_oracle"]
+        assert run["resources"] == figures["tenant"]["resources"] == 78
+        assert run["rows_written"] == 2 * run["resources"]
+        assert run["peak_rss_mb"] > 0 and run["cpu_seconds"] > 0
+        assert set(run["targets"]) >= {"cpu_le_0.5ms_per_resource", "peak_rss_le_300mb", "wall_le_1.3x_bound"}
+    assert runs["arm"]["arm_requests"] == figures["arm_floor"]["total"]  # exactly the list strategy
+    assert runs["arm"]["arm_requests_by_kind"]["site_get"] == 0
+    assert runs["resourcegraph"]["arm_requests"] == figures["resourcegraph_floor"]
+    assert figures["raw_ingest"]["rows"] == 156
+    assert figures["baseline"]["sample_requests"] > 0 and figures["baseline"]["estimated_wall_seconds"] > 0
+    printed = capsys.readouterr().out
+    assert "Targets:" in printed and "faster than the baseline" in printed
