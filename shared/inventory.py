@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, DecodeError, HttpResponseError, ResourceNotFoundError
 from azure.core.paging import ItemPaged
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
@@ -99,7 +99,10 @@ def _raw_page(pipeline_response: Any, pacer: ReadPacer | None = None) -> tuple[s
     """``extract_data`` that keeps ARM's JSON: the next link and the page's ``value`` items as dicts."""
     if pacer is not None:
         pacer.observe(pipeline_response)
-    body = pipeline_response.http_response.json()
+    try:
+        body = pipeline_response.http_response.json()
+    except ValueError as exc:  # as the SDK's own deserializer would: an AzureError, so a visible ERROR row
+        raise DecodeError(f"ARM returned a page that is not valid JSON: {exc}") from exc
     if not isinstance(body, Mapping):
         return None, iter(())
     return body.get("nextLink") or None, iter(body.get("value") or ())
