@@ -66,33 +66,45 @@ class ReadPacer:
     """Keeps one subscription's concurrent reads under ARM's throttling instead of collecting 429s.
 
     ARM meters reads per subscription and principal as a bucket (250 reads, refilled at 25 a
-    second) and reports what is left in ``x-ms-ratelimit-remaining-subscription-reads``. While
-    plenty is left, calls go out at once; once it runs low, calls are spaced at the refill rate.
+    second) and reports what is left in ``x-ms-ratelimit-remaining-subscription-reads``. The pacer
+    mirrors that bucket: each answer resets it to what ARM reported, each call takes one token
+    (calls in flight are not in ARM's figure yet: ``reserve`` covers them), and it refills a little
+    slower than ARM does. While tokens are left calls go out at once; then they wait their turn.
     A 429 that still happens is retried by azure-core after its ``Retry-After``.
     """
 
-    def __init__(self, refill_per_second: float = 25.0, low_water: int = 20) -> None:
-        self._interval = 1.0 / refill_per_second
-        self._low_water = low_water
-        self._remaining: int | None = None
-        self._next = 0.0
+    def __init__(self, refill_per_second: float = 22.0, reserve: int = 8) -> None:
+        self._refill = refill_per_second
+        self._reserve = reserve
+        self._tokens: float | None = None
+        self._at = 0.0
         self._lock = threading.Lock()
 
     def observe(self, pipeline_response: Any) -> None:
         value = pipeline_response.http_response.headers.get("x-ms-ratelimit-remaining-subscription-reads")
-        if value is not None:
-            with contextlib.suppress(ValueError):
-                self._remaining = int(value)
+        if value is None:
+            return
+        with contextlib.suppress(ValueError), self._lock:
+            reported = float(int(value))
+            now = time.monotonic()
+            # Keep a reservation already handed out (tokens below zero) rather than forgetting it.
+            if self._tokens is None or self._at <= now:
+                self._tokens, self._at = reported, now
 
     def wait(self) -> None:
-        if self._remaining is None or self._remaining > self._low_water:
-            return
         with self._lock:
+            if self._tokens is None:
+                return
             now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self._interval
-        if slot > now:
-            time.sleep(slot - now)
+            start = max(now, self._at)
+            tokens = self._tokens + (start - self._at) * self._refill
+            need = self._reserve + 1.0
+            delay = max(0.0, (need - tokens) / self._refill)
+            self._tokens = tokens + delay * self._refill - 1.0
+            self._at = start + delay
+            pause = self._at - now
+        if pause > 0:
+            time.sleep(pause)
 
 
 def _raw_page(pipeline_response: Any, pacer: ReadPacer | None = None) -> tuple[str | None, Iterator[Any]]:
@@ -325,7 +337,9 @@ def _slots_of_group(
     except ResourceNotFoundError:
         return  # the group was deleted since the subscription list: nothing left to audit
     except HttpResponseError as exc:
-        if exc.status_code in (401, 403):
+        # Access denied, or still throttled after azure-core's retries: per-app lists would only
+        # multiply the calls that cannot succeed, so the group is reported unreadable.
+        if exc.status_code in (401, 403, 429):
             message, status = describe_error(exc)
             yield InventoryError(scope, subscription_id, f"slots not readable: {message}", rg, status)
             return
