@@ -73,63 +73,87 @@ def batch_body(table_url: str, entities: list[dict[str, Any]]) -> tuple[str, byt
     return batch, "".join(parts).encode()
 
 
+Step = tuple[str, str, int]  # (table, partition key, rows)
+
+
+def spread_jobs(rows: int, tables: tuple[str, ...], partition_rows: int = 1000) -> list[list[Step]]:
+    """``rows`` rows split evenly over ``tables``, in partitions of at most ``partition_rows``."""
+    jobs: list[list[Step]] = []
+    for n, table in enumerate(tables):
+        share = rows // len(tables) + (1 if n < rows % len(tables) else 0)
+        for k in range(0, share, partition_rows):
+            jobs.append([(table, f"p{k // partition_rows:05d}", min(partition_rows, share - k))])
+    return jobs
+
+
 def raw_ingest(
     service_uri: str,
-    table: str,
     token: str,
     ca_file: str,
-    rows: int,
+    jobs: list[list[Step]],
     *,
     concurrency: int = 8,
-    partition_rows: int = 1000,
 ) -> dict[str, Any]:
-    """Create ``table`` and write ``rows`` rows into it; returns the figures."""
+    """Write every job: ``concurrency`` threads take jobs in order; a job is a list of
+    ``(table, partition, rows)`` steps written one after another as consecutive 100-entity
+    transactions (as the audit writes one subscription: its result rows, then its state rows)."""
     headers = {"Authorization": f"Bearer {token}", "x-ms-version": "2019-02-02", "Accept": "application/json"}
     with requests.Session() as session:
-        created = session.post(
-            f"{service_uri}/Tables",
-            json={"TableName": table},
-            headers={**headers, "Content-Type": "application/json", "DataServiceVersion": "3.0"},
-            verify=ca_file,
-            timeout=60,
-        )
-        created.raise_for_status()
-    batches = (rows + BATCH - 1) // BATCH
-    partitions = max(1, (rows + partition_rows - 1) // partition_rows)
+        for table in sorted({step[0] for job in jobs for step in job}):
+            created = session.post(
+                f"{service_uri}/Tables",
+                json={"TableName": table},
+                headers={**headers, "Content-Type": "application/json", "DataServiceVersion": "3.0"},
+                verify=ca_file,
+                timeout=60,
+            )
+            created.raise_for_status()
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    table_url = f"{service_uri}/{table}"
-    next_batch = [0]
+    next_job = [0]
     lock = threading.Lock()
     errors: list[str] = []
+    batches = [0]
 
     def worker() -> None:
         with requests.Session() as session:
-            while True:
+            while not errors:
                 with lock:
-                    index = next_batch[0]
-                    next_batch[0] += 1
-                if index >= batches or errors:
+                    index = next_job[0]
+                    next_job[0] += 1
+                if index >= len(jobs):
                     return
-                partition = f"p{index % partitions:05d}"
-                first = index * BATCH
-                entities = [sample_entity(i, partition, now) for i in range(first, min(rows, first + BATCH))]
-                boundary, body = batch_body(table_url, entities)
-                response = session.post(
-                    f"{service_uri}/$batch",
-                    data=body,
-                    headers={
-                        **headers,
-                        "Content-Type": f"multipart/mixed; boundary={boundary}",
-                        "DataServiceVersion": "3.0",
-                        "MaxDataServiceVersion": "3.0;NetFx",
-                    },
-                    verify=ca_file,
-                    timeout=120,
-                )
-                text = response.text
-                if response.status_code != 202 or text.count("HTTP/1.1 204") != len(entities):
-                    errors.append(f"batch {index}: HTTP {response.status_code} {text[:300]!r}")
+                for table, partition, count in jobs[index]:
+                    if not write(session, index, table, partition, count):
+                        return
 
+    def write(session: requests.Session, index: int, table: str, partition: str, count: int) -> bool:
+        for first in range(0, count, BATCH):
+            entities = [
+                sample_entity(index * 1_000_000 + i, partition, now) for i in range(first, min(count, first + BATCH))
+            ]
+            boundary, body = batch_body(f"{service_uri}/{table}", entities)
+            response = session.post(
+                f"{service_uri}/$batch",
+                data=body,
+                headers={
+                    **headers,
+                    "Content-Type": f"multipart/mixed; boundary={boundary}",
+                    "DataServiceVersion": "3.0",
+                    "MaxDataServiceVersion": "3.0;NetFx",
+                },
+                verify=ca_file,
+                timeout=600,
+            )
+            text = response.text
+            with lock:
+                batches[0] += 1
+            if response.status_code != 202 or text.count("HTTP/1.1 204") != len(entities):
+                errors.append(f"{table}/{partition}: HTTP {response.status_code} {text[:300]!r}")
+                return False
+        return True
+
+    steps = [step for job in jobs for step in job]
+    rows = sum(step[2] for step in steps)
     started = time.monotonic()
     threads = [threading.Thread(target=worker, name=f"ingest-{n}") for n in range(concurrency)]
     for thread in threads:
@@ -139,10 +163,13 @@ def raw_ingest(
     wall = time.monotonic() - started
     if errors:
         raise RuntimeError(f"raw ingest failed: {errors[0]}")
+    sizes = sorted((step[2] for step in steps), reverse=True)
     return {
         "rows": rows,
-        "transactions": batches,
-        "partitions": partitions,
+        "tables": len({step[0] for step in steps}),
+        "transactions": batches[0],
+        "partitions": len(steps),
+        "largest_partition_rows": sizes[0] if sizes else 0,
         "concurrency": concurrency,
         "wall_seconds": round(wall, 3),
         "rows_per_second": round(rows / wall, 1) if wall else None,
