@@ -135,3 +135,16 @@ def test_missing_table_setting_is_a_clear_error(make_arm, harness_factory, monke
 
     with pytest.raises(ValueError, match="AUDIT_TABLE_SERVICE_URI"):
         timer_function().get_user_function()(TimerRequest())
+
+
+def test_user_assigned_identity_when_azure_client_id_is_set(make_arm, harness_factory) -> None:  # noqa: F811
+    from tests.emulators.arm import UserAssignedIdentity
+
+    client_id = "0f0f0f0f-1111-4222-8333-444444444444"
+    tenant = generate_tenant(seed=17, subscriptions=1, sites=5, slot_share=0.2)
+    arm = make_arm(tenant, user_assigned=[UserAssignedIdentity(client_id)], system_assigned=False)
+    h = harness_factory(arm)
+    h.apply_env(AZURE_CLIENT_ID=client_id)
+    h.run_timer()
+    assert_matches_oracle(h, tenant)
+    assert arm.token_requests and all(cid == client_id for _, cid in arm.token_requests)
