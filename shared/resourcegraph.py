@@ -56,8 +56,20 @@ def _quota_wait(headers: Mapping[str, str]) -> float:
     return min(h * 3600 + m * 60 + s, 60.0)
 
 
+#: Records the loader may hold that no scan has asked for yet (it waits beyond that, see _load).
+MAX_BUFFERED = 20_000
+#: A loader nobody has asked anything of for this long gives up (the run is gone).
+ABANDON_SECONDS = 600.0
+
+
 class ResourceGraphInventory:
-    """Same interface as :class:`~shared.inventory.ArmInventory`, fed by one paged query."""
+    """Same interface as :class:`~shared.inventory.ArmInventory`, fed by one paged query.
+
+    The query's rows come ordered by subscription, and :meth:`subscriptions` lists subscriptions in
+    that order, so a background loader hands each subscription to the engine as soon as the query
+    has moved past it: memory holds the subscriptions being audited plus at most
+    :data:`MAX_BUFFERED` records read ahead, not the tenant.
+    """
 
     def __init__(self, credential: TokenCredential, settings: Settings) -> None:
         self._arm = ArmInventory(credential, settings)
@@ -69,13 +81,23 @@ class ResourceGraphInventory:
             **client_kwargs(settings.retry_total, settings.http_timeout),
         )
         self._settings = settings
-        self._lock = threading.Lock()
-        self._by_subscription: dict[str, list[SiteRecord]] | None = None
+        self._cond = threading.Condition()
+        self._loader: threading.Thread | None = None
+        self._ready: dict[str, list[SiteRecord]] = {}  # complete subscriptions not yet scanned
+        self._position: str | None = None  # the subscription the query is reading (lower-cased)
+        self._waiting: set[str] = set()  # subscriptions a scan is waiting for
+        self._wanted: set[str] | None = None  # subscriptions the run audits (None: keep all)
+        self._buffered = 0
+        self._finished = False
         self._error: str | None = None
         self.requests = 0
+        self.peak_buffered = 0
 
     def subscriptions(self) -> list[SubscriptionInfo]:
-        return self._arm.subscriptions()
+        subs = sorted(self._arm.subscriptions(), key=lambda s: s.subscription_id.lower())
+        with self._cond:
+            self._wanted = {s.subscription_id.lower() for s in subs}
+        return subs
 
     def _page(self, skip_token: str | None) -> tuple[Mapping[str, Any], Mapping[str, str]]:
         request = QueryRequest(
@@ -90,25 +112,55 @@ class ResourceGraphInventory:
         )
         return result[0], result[1]
 
-    def _load(self) -> dict[str, list[SiteRecord]]:
-        """Run the query once (all pages); rows grouped by subscription, duplicates dropped."""
-        grouped: dict[str, list[SiteRecord]] = {}
-        seen: set[str] = set()
+    def _is_complete(self, key: str) -> bool:
+        """The query has moved past this subscription (rows come ordered by subscription id), or ended."""
+        return self._finished or (self._position is not None and key < self._position)
+
+    def _move_to(self, previous: str | None, records: list[SiteRecord], subscription: str | None) -> None:
+        """Hand over ``previous`` (complete now) and start reading ``subscription`` (None: the end)."""
+        if previous is not None and subscription is not None and subscription < previous:
+            raise AzureError(f"Resource Graph returned rows of subscription {subscription} out of order")
+        with self._cond:
+            if previous is not None and records and (self._wanted is None or previous in self._wanted):
+                self._ready[previous] = records
+                self._buffered += len(records)
+                self.peak_buffered = max(self.peak_buffered, self._buffered)
+            self._position = subscription if subscription is not None else "\uffff"
+            self._cond.notify_all()
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure: read further only while the engine keeps up, or is waiting for more."""
+        with self._cond:
+            idle_since = time.monotonic()
+            while self._buffered > MAX_BUFFERED and all(self._is_complete(k) for k in self._waiting):
+                if not self._cond.wait(timeout=5.0) and time.monotonic() - idle_since > ABANDON_SECONDS:
+                    raise AzureError("Resource Graph loader abandoned: nothing asked for its rows")
+
+    def _load(self) -> None:
+        """Run the query (all pages) and hand over each subscription once its rows are complete."""
         tokens: set[str] = set()
         token: str | None = None
+        current: str | None = None
+        records: list[SiteRecord] = []
+        seen: set[str] = set()
         while True:
             body, headers = self._page(token)
             for row in body.get("data") or []:
                 if not isinstance(row, Mapping):
                     continue
                 record = site_record(row, str(row.get("subscriptionId") or ""))
-                if record is None or record.key in seen:
+                if record is None:
                     continue
-                seen.add(record.key)
-                grouped.setdefault(record.subscription_id.lower(), []).append(record)
+                subscription = record.subscription_id.lower()
+                if subscription != current:
+                    self._move_to(current, records, subscription)
+                    current, records, seen = subscription, [], set()
+                if record.key not in seen:
+                    seen.add(record.key)
+                    records.append(record)
             token = body.get("$skipToken") or None
             if not token:
-                return grouped
+                break
             if token in tokens:
                 raise AzureError("Resource Graph returned the same $skipToken twice (paging loop)")
             tokens.add(token)
@@ -116,18 +168,43 @@ class ResourceGraphInventory:
             if wait:
                 log.info("Resource Graph quota exhausted; waiting %.1fs", wait)
                 time.sleep(wait)
+            self._wait_for_room()
+        self._move_to(current, records, None)
+
+    def _run_loader(self) -> None:
+        error: str | None = None
+        try:
+            self._load()
+        except AzureError as exc:
+            error = describe_error(exc)[0]
+        except Exception as exc:  # noqa: BLE001 - reported on every subscription not yet handed over
+            error = f"{type(exc).__name__}: {exc}"
+        with self._cond:
+            self._error = error
+            self._finished = True
+            self._cond.notify_all()
 
     def scan(self, subscription_id: str) -> Iterator[SiteRecord | InventoryError]:
-        with self._lock:
-            if self._by_subscription is None and self._error is None:
-                try:
-                    self._by_subscription = self._load()
-                except AzureError as exc:
-                    self._error = describe_error(exc)[0]
-        if self._error is not None:
+        key = subscription_id.lower()
+        with self._cond:
+            if self._loader is None:
+                self._loader = threading.Thread(target=self._run_loader, name="resourcegraph", daemon=True)
+                self._loader.start()
+            self._waiting.add(key)
+            self._cond.notify_all()
+            while not self._is_complete(key):
+                self._cond.wait()
+            self._waiting.discard(key)
+            records = self._ready.pop(key, None)
+            if records:
+                self._buffered -= len(records)
+                self._cond.notify_all()
+            # A subscription the query had moved past before it failed is complete; the others are not.
+            passed = self._position is not None and key < self._position
+            error = None if passed else self._error
+        if error is not None:
             yield InventoryError(
-                f"/subscriptions/{subscription_id}", subscription_id, f"Resource Graph query failed: {self._error}"
+                f"/subscriptions/{subscription_id}", subscription_id, f"Resource Graph query failed: {error}"
             )
             return
-        assert self._by_subscription is not None
-        yield from self._by_subscription.pop(subscription_id.lower(), [])
+        yield from records or ()

@@ -46,6 +46,7 @@ def test_arm_calls_are_read_only() -> None:
                     and node.func.value.attr in {"web_apps", "subscriptions", "_client"}):
                 assert node.func.attr in allowed, f"{name}: {node.func.value.attr}.{node.func.attr}"
     text = (ROOT / "shared" / "inventory.py").read_text() + (ROOT / "shared" / "resourcegraph.py").read_text()
+    text = text.replace("self._loader.start()", "")  # the Resource Graph loader thread, not an ARM call
     assert not re.search(r"\.(begin_|create_or_update|update|delete|restart|start|stop)\w*\(", text)
 
 
