@@ -432,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         for source in [s.strip() for s in args.sources.split(",") if s.strip()]:
             print(f"Audit with AUDIT_INVENTORY_SOURCE={source} ...", flush=True)
             figures["runs"].append(measure_audit(source, args, arm, tls, workdir, expected))
+            partial = workdir / "figures-partial.json"  # a long run's figures so far, in case it is stopped
+            partial.write_text(json.dumps(figures, indent=2, default=str) + "\n")
         if not args.skip_baseline:
             print("Peer-style baseline on a sample of subscriptions ...", flush=True)
             arm.command("reset")
