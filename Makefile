@@ -41,7 +41,7 @@ chromium:
 	  echo "WARNING: could not install chromium (needs root: sudo apt-get install chromium); the HTML report test will skip"
 
 demo: install
-	$(PY) -m tests.demo
+	$(PY) -m tests.demo $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
