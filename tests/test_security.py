@@ -71,3 +71,18 @@ def test_functions_host_does_not_sample_away_alert_events() -> None:
     host = json.loads((ROOT / "host.json").read_text())
     excluded = host["logging"]["applicationInsights"]["samplingSettings"]["excludedTypes"]
     assert "Trace" in excluded.split(";"), "NewFailure/RunSummary traces must never be sampled out"
+
+
+def test_worst_case_run_fits_the_functions_timeout() -> None:
+    """The bound the README states: run deadline + one call's whole retry budget + writing the
+    subscriptions in flight (allowed 10 minutes here) stays inside host.json's functionTimeout."""
+    import json
+
+    from shared.config import load_settings
+    from shared.http import worst_case_call_seconds
+
+    settings = load_settings({"AUDIT_TABLE_SERVICE_URI": "https://a.table.core.windows.net"})
+    call = worst_case_call_seconds(settings.retry_total, settings.http_timeout)
+    assert call <= 200, "one logical call is bounded to about 3 minutes"
+    h, m, s = (int(x) for x in json.loads((ROOT / "host.json").read_text())["functionTimeout"].split(":"))
+    assert settings.run_deadline_minutes * 60 + call + 600 < h * 3600 + m * 60 + s
