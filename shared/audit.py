@@ -29,13 +29,18 @@ from .exemptions import Exemption, apply_exemption, exemption_request, load_exem
 from .identity import build_credential
 from .inventory import ArmInventory, SubscriptionInfo
 from .keys import resource_key
+from .layout import results_partition, state_partition, state_shards
 from .models import Finding, InventoryError, SiteRecord, Status
 from .state import Transition, gone_entity, state_entity, transition
 from .store import RUNS_PARTITION, RunInProgressError, TableStore
+from .writer import PackedWriter
 
 log = logging.getLogger(__name__)
 
 RESUME_WINDOW = timedelta(hours=12)
+# Resources whose subscription waits for its rows to be stored (their findings and prior state are
+# held until then); past this, partial batches are sent early to let them go.
+MAX_HELD_RESOURCES = 60_000
 Checkpoint = Callable[[str, str], None]
 
 
@@ -61,8 +66,62 @@ class SubscriptionResult:
     read: bool = True
     partial: bool = False
     rows: int = 0
-    transactions: int = 0
     retired: int = 0
+
+
+@dataclass
+class _PendingState:
+    """A readable subscription between queuing its result rows and storing its state."""
+
+    subscription_id: str
+    run_id: str
+    now_iso: str
+    findings: dict[str, Finding]
+    changes: dict[str, Transition]
+    prior: dict[str, Any]
+    extra: list[tuple[str, str]]  # older copies of state rows in other partitions
+    partial: bool
+    written: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def held(self) -> int:
+        return len(self.findings) + len(self.prior)
+
+    def _gone(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        if self.partial:  # only a fully read subscription can prove that a resource is gone
+            return
+        for key, state in self.prior.items():
+            if key not in self.findings and not state.get("Gone"):
+                yield key, state
+
+    def retiring(self) -> int:
+        return sum(1 for _ in self._gone())
+
+    def state_rows(self) -> Iterator[dict[str, Any]]:
+        """Tonight's state rows, each in tonight's layout; gone resources are retired in place."""
+        size = len(self.changes)
+        for key, change in self.changes.items():
+            partition = state_partition(self.subscription_id, size, key)
+            self.written[key] = partition
+            yield state_entity(
+                self.findings[key], change, self.prior.get(key), self.run_id, self.now_iso, key, partition
+            )
+        for key, state in self._gone():
+            self.written[key] = str(state["PartitionKey"])
+            yield gone_entity(state, self.run_id, self.now_iso)
+
+    def stale_copies(self) -> list[tuple[str, str]]:
+        """Keys of state rows left in a partition other than the one holding the current copy."""
+        stale: set[tuple[str, str]] = set()
+        for key, state in self.prior.items():
+            old = str(state["PartitionKey"])
+            if self.written.get(key, old) != old:
+                stale.add((old, key))
+        for partition, key in self.extra:
+            keep = self.written.get(key) or str(self.prior[key]["PartitionKey"])
+            if partition != keep:
+                stale.add((partition, key))
+        return sorted(stale)
 
 
 @dataclass
@@ -139,7 +198,7 @@ def result_entity(
     """One row of the results table (the schema in the README)."""
     slot_kind = "slot" if finding.slot else ("site" if finding.app_name else "scope")
     return {
-        "PartitionKey": f"{run_id}_{finding.subscription_id.lower()}",
+        "PartitionKey": "",  # set by the results writer: rows are packed into run partitions
         "RowKey": row_key,
         "RunId": run_id,
         **finding.identity(),
@@ -197,6 +256,16 @@ class AuditRun:
         self._lease_renewed = 0.0
         self._deadline = float("inf")
         self.exemptions: Sequence[Exemption] = ()
+        self._tally_lock = threading.Lock()
+        self._held = 0
+        self._extra_transactions = 0
+        self._run_id = ""
+        self._results = PackedWriter(
+            lambda rows: store.write_batch(store.results, rows),
+            sequential=lambda index: results_partition(self._run_id, index),
+            name="results",
+        )
+        self._state = PackedWriter(lambda rows: store.write_batch(store.latest, rows), name="state")
 
     # -- run lifecycle --------------------------------------------------------------------
     def execute(self) -> RunSummary:
@@ -268,7 +337,17 @@ class AuditRun:
         except AzureError as exc:
             raise AuditFailed(f"cannot list subscriptions: {_short(exc)}") from exc
         log.info("Run %s: auditing %d subscriptions", summary.run_id, len(subscriptions))
+        if summary.resumed:  # rows of the crashed attempt: written again below, in new partitions
+            deleted = self.store.delete_run_results(summary.run_id)
+            log.info("Run %s: removed %d rows of the interrupted attempt", summary.run_id, deleted)
+        self._run_id = summary.run_id
         results = self._fan_out(summary, subscriptions)
+        self._results.flush()  # the last partial batches; their subscriptions' state follows
+        self._state.flush()
+        unfinished = self._results.waiting_owners + self._state.waiting_owners
+        if unfinished:
+            raise AuditFailed(f"{unfinished} subscriptions' rows or state could not be stored")
+        summary.transactions = self._results.transactions + self._state.transactions + self._extra_transactions
         for result in results:
             summary.counts.update(result.counts)
             summary.new_failures += result.new_failures
@@ -276,7 +355,6 @@ class AuditRun:
             summary.subscriptions_failed += int(not result.read)
             summary.partial = summary.partial or result.partial or not result.read
             summary.rows += result.rows
-            summary.transactions += result.transactions
             summary.retired += result.retired
 
     def _fan_out(self, summary: RunSummary, subscriptions: list[SubscriptionInfo]) -> list[SubscriptionResult]:
@@ -300,6 +378,8 @@ class AuditRun:
 
     # -- one subscription -----------------------------------------------------------------
     def audit_subscription(self, summary: RunSummary, subscription_id: str) -> SubscriptionResult:
+        """Inventory and evaluate one subscription and queue its rows; the state and the events
+        follow when the writers report its rows durable (:meth:`_advance_state`, :meth:`_alert`)."""
         run_id = summary.run_id
         result = SubscriptionResult(subscription_id)
         audited_at = self.now()
@@ -316,11 +396,10 @@ class AuditRun:
                 finding = apply_exemption(evaluate(item), self.exemptions, audited_at)
             findings.setdefault(resource_key(finding.resource_id), finding)
 
-        prior = self._prior_state(subscription_id) if result.read else {}
+        prior, extra = self.store.subscription_state(subscription_id) if result.read else ({}, [])
         changes: dict[str, Transition] = {}
 
-        # Rows are generated as the store sends them (it keeps at most one batch per partition), so a
-        # subscription of 37,000 resources never holds 37,000 row dicts at once.
+        # Rows are generated as the writer takes them (it holds at most one batch per partition).
         def result_rows() -> Iterator[dict[str, Any]]:
             for key, finding in findings.items():
                 change = None
@@ -333,32 +412,56 @@ class AuditRun:
                 result.counts[finding.status.value] += 1
                 result.rows += 1
 
-        result.transactions += self.store.upsert_many(self.store.results, result_rows())
-        self.checkpoint("rows_written", subscription_id)
-
-        if not result.read:
-            return result  # unreadable: its last-known state stays exactly as it was
-
-        def state_rows() -> Iterator[dict[str, Any]]:
-            for key, change in changes.items():
-                yield state_entity(findings[key], change, prior.get(key), run_id, now_iso, key)
-            if not result.partial:  # only a fully read subscription can prove that a resource is gone
-                for key, state in prior.items():
-                    if key not in findings and not state.get("Gone"):
-                        result.retired += 1
-                        yield gone_entity(state, run_id, now_iso)
-
-        result.transactions += self.store.upsert_many(self.store.latest, state_rows())
-        self.checkpoint("state_advanced", subscription_id)
-
-        for key, change in changes.items():
-            if change.new_failure:
-                result.new_failures += 1
-                if not change.already_advanced:
-                    events.emit_new_failure(new_failure_event(run_id, findings[key]))
-        if result.retired:
-            log.info("Run %s: %d resources of %s are gone", run_id, result.retired, subscription_id)
+        if not result.read:  # unreadable: its last-known state stays exactly as it was
+            self._results.add(subscription_id, result_rows(), lambda: self.checkpoint("rows_written", subscription_id))
+            return result
+        pending = _PendingState(subscription_id, run_id, now_iso, findings, changes, prior, extra, result.partial)
+        self._hold(len(findings) + len(prior))
+        self._results.add(subscription_id, result_rows(), lambda: self._advance_state(pending))
+        result.new_failures = sum(1 for change in changes.values() if change.new_failure)
+        result.retired = pending.retiring()
         return result
+
+    def _advance_state(self, pending: _PendingState) -> None:
+        """The subscription's result rows are stored: advance its last-known state."""
+        self.checkpoint("rows_written", pending.subscription_id)
+        size = len(pending.changes)
+        own = state_shards(size) > 0
+        self._state.add(pending.subscription_id, pending.state_rows(), lambda: self._alert(pending), flush_own=own)
+
+    def _alert(self, pending: _PendingState) -> None:
+        """The subscription's state is stored: emit its new failures, then tidy moved rows."""
+        self.checkpoint("state_advanced", pending.subscription_id)
+        for key, change in pending.changes.items():
+            if change.new_failure and not change.already_advanced:
+                events.emit_new_failure(new_failure_event(pending.run_id, pending.findings[key]))
+        stale = pending.stale_copies()
+        if stale:
+            try:
+                deleted, sent = self.store.delete_keys(self.store.latest, stale)
+                with self._tally_lock:
+                    self._extra_transactions += sent
+                log.info(
+                    "Run %s: moved %d state rows of %s to tonight's layout",
+                    pending.run_id,
+                    deleted,
+                    pending.subscription_id,
+                )
+            except AzureError as exc:  # the copies are harmless (the newer one wins); retried next run
+                log.warning(
+                    "Could not delete %d old state rows of %s: %s", len(stale), pending.subscription_id, _short(exc)
+                )
+        self._hold(-pending.held)
+
+    def _hold(self, resources: int) -> None:
+        """Track resources held in memory until their subscription's state is stored; past
+        :data:`MAX_HELD_RESOURCES`, send the partial batches so they can be let go."""
+        with self._tally_lock:
+            self._held += resources
+            over = resources > 0 and self._held > MAX_HELD_RESOURCES
+        if over:
+            self._results.flush()
+            self._state.flush()
 
     def _past_deadline(self) -> bool:
         return time.monotonic() > self._deadline
@@ -381,9 +484,6 @@ class AuditRun:
                     return
         except Exception as exc:  # noqa: BLE001 - one broken subscription never stops the run
             yield InventoryError(scope, subscription_id, _short(exc))
-
-    def _prior_state(self, subscription_id: str) -> dict[str, Mapping[str, Any]]:
-        return {str(e["RowKey"]): e for e in self.store.partition(self.store.latest, subscription_id.lower())}
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _renew_lease(self) -> None:

@@ -58,14 +58,21 @@ def transition(
 
 
 def state_entity(
-    finding: Finding, change: Transition, state: Mapping[str, Any] | None, run_id: str, now_iso: str, row_key: str
+    finding: Finding,
+    change: Transition,
+    state: Mapping[str, Any] | None,
+    run_id: str,
+    now_iso: str,
+    row_key: str,
+    partition_key: str,
 ) -> dict[str, Any]:
-    """The last-known state row after this run saw ``finding``."""
+    """The last-known state row after this run saw ``finding`` (stored in ``partition_key``,
+    which ``layout.state_partition`` chooses)."""
     previous_gone = (
         bool(state.get("PreviousGone")) if change.already_advanced and state else bool(state and state.get("Gone"))
     )
     return {
-        "PartitionKey": finding.subscription_id.lower(),
+        "PartitionKey": partition_key,
         "RowKey": row_key,
         **finding.identity(),
         "Status": finding.status.value,

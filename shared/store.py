@@ -1,11 +1,12 @@
 """Results store adapter: Azure Table Storage (or Azurite) for results, state, runs and the lease.
 
-Schema (documented in the README):
+Schema (documented in the README; the partition layout and its reasons are in ``layout.py``):
 
-* results ``ClientCertAudit``: PartitionKey ``<RunId>_<subscriptionId>``, RowKey the encoded,
-  lower-cased resource id. A run is a PartitionKey range, one subscription in a run is one
-  partition, and a run's rows spread over as many partitions as it has subscriptions.
-* last-known state ``ClientCertAuditLatest``: PartitionKey subscription id, RowKey as above.
+* results ``ClientCertAudit``: PartitionKey ``<RunId>_<NNNNN>`` (≤ 1,000 rows each), RowKey the
+  encoded, lower-cased resource id. A run is a PartitionKey range, one subscription in a run a
+  RowKey range inside it.
+* last-known state ``ClientCertAuditLatest``: PartitionKey a shared bucket or the subscription's own
+  shard, RowKey as above.
 * runs ``ClientCertAuditRuns``: PartitionKey ``run``, RowKey RunId; plus the lease entity.
 
 Writes are upserts with stable keys, so repeating any step after a crash is harmless.
@@ -38,10 +39,10 @@ from azure.data.tables import TableClient, TableServiceClient, TableTransactionE
 from .config import Settings
 from .http import client_kwargs
 from .keys import odata_quote
+from .layout import BATCH_SIZE, run_range, state_filters
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 100  # Table Storage's limit for one entity-group transaction
 MAX_STRING_CHARS = 32_000  # a string property holds at most 64 KiB of UTF-16
 RUNS_PARTITION = "run"
 LEASE_PARTITION = "lease"
@@ -102,26 +103,27 @@ class TableStore:
 
     # -- batched writes -------------------------------------------------------------------
     def upsert_many(self, table: TableClient, entities: Iterable[Mapping[str, Any]]) -> int:
-        """Upsert entities in transactions of ≤100 per partition; returns transactions sent.
+        """Upsert entities in transactions of ≤100 per partition; returns transactions sent."""
+        by_partition: dict[str, list[dict[str, Any]]] = {}
+        sent = 0
+        for entity in entities:
+            batch = by_partition.setdefault(str(entity["PartitionKey"]), [])
+            batch.append(dict(entity))
+            if len(batch) == BATCH_SIZE:
+                sent += self.write_batch(table, batch)
+                batch.clear()
+        for batch in by_partition.values():
+            if batch:
+                sent += self.write_batch(table, batch)
+        return sent
+
+    def write_batch(self, table: TableClient, entities: list[dict[str, Any]]) -> int:
+        """Upsert ≤100 entities of one partition as one transaction; returns transactions used.
 
         A rejected transaction is retried entity by entity so one bad row cannot take its 99
         neighbours down with it; a row the service still refuses raises :class:`StoreError`.
         """
-        by_partition: dict[str, list[dict[str, Any]]] = {}
-        sent = 0
-        for entity in entities:
-            clean = clean_entity(entity)
-            batch = by_partition.setdefault(str(clean["PartitionKey"]), [])
-            batch.append(clean)
-            if len(batch) == BATCH_SIZE:
-                sent += self._submit(table, batch)
-                batch.clear()
-        for batch in by_partition.values():
-            if batch:
-                sent += self._submit(table, batch)
-        return sent
-
-    def _submit(self, table: TableClient, batch: list[dict[str, Any]]) -> int:
+        batch = [clean_entity(e) for e in entities]
         if len(batch) == 1:
             self._upsert_one(table, batch[0])
             return 1
@@ -151,6 +153,23 @@ class TableStore:
                 f"{getattr(exc, 'error_code', None) or exc.status_code}"
             ) from exc
 
+    def delete_keys(self, table: TableClient, keys: Iterable[tuple[str, str]]) -> tuple[int, int]:
+        """Delete rows by key, batched per partition; returns (rows deleted, transactions)."""
+        batches: dict[str, list[Any]] = {}
+        deleted = sent = 0
+        for pk, rk in keys:
+            items = batches.setdefault(pk, [])
+            items.append(("delete", {"PartitionKey": pk, "RowKey": rk}))
+            if len(items) == BATCH_SIZE:
+                table.submit_transaction(items)
+                deleted, sent = deleted + len(items), sent + 1
+                items.clear()
+        for items in batches.values():
+            if items:
+                table.submit_transaction(items)
+                deleted, sent = deleted + len(items), sent + 1
+        return deleted, sent
+
     # -- reads ----------------------------------------------------------------------------
     def partition(self, table: TableClient, partition_key: str, select: list[str] | None = None) -> Iterator[Any]:
         return iter(table.query_entities(f"PartitionKey eq {odata_quote(partition_key)}", select=select))
@@ -169,25 +188,43 @@ class TableStore:
         rows = list(self.partition(self.runs, RUNS_PARTITION))
         return sorted(rows, key=lambda e: str(e["RowKey"]))
 
+    def subscription_state(self, subscription_id: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """A subscription's last-known state by RowKey, wherever an earlier run's layout put it,
+        and the keys of extra copies (a row moved to another partition whose old copy remains).
+
+        When a resource has two copies (a crash between moving it and deleting the old one), the
+        one written by the later run wins.
+        """
+        state: dict[str, Any] = {}
+        extra: list[tuple[str, str]] = []
+        for flt in state_filters(subscription_id):
+            for row in self.latest.query_entities(flt):
+                key = str(row["RowKey"])
+                other = state.get(key)
+                if other is None:
+                    state[key] = row
+                    continue
+                keep, drop = (
+                    (row, other)
+                    if str(row.get("LastRunId") or "") > str(other.get("LastRunId") or "")
+                    else (other, row)
+                )
+                state[key] = keep
+                extra.append((str(drop["PartitionKey"]), key))
+        return state, extra
+
+    def delete_run_results(self, run_id: str) -> int:
+        """Delete every result row of one run (before a resumed run writes them again)."""
+        low, high = run_range(run_id)
+        return self._delete_results(f"PartitionKey ge {odata_quote(low)} and PartitionKey lt {odata_quote(high)}")
+
     def delete_results_before(self, cutoff_run_prefix: str) -> int:
         """Delete result rows whose PartitionKey (RunId first) sorts before the cutoff."""
-        deleted = 0
-        rows = self.results.query_entities(
-            f"PartitionKey lt {odata_quote(cutoff_run_prefix)}", select=["PartitionKey", "RowKey"]
-        )
-        batch: dict[str, list[Any]] = {}
-        for row in rows:
-            pk = str(row["PartitionKey"])
-            items = batch.setdefault(pk, [])
-            items.append(("delete", {"PartitionKey": pk, "RowKey": row["RowKey"]}))
-            if len(items) == BATCH_SIZE:
-                self.results.submit_transaction(items)
-                deleted += len(items)
-                items.clear()
-        for items in batch.values():
-            if items:
-                self.results.submit_transaction(items)
-                deleted += len(items)
+        return self._delete_results(f"PartitionKey lt {odata_quote(cutoff_run_prefix)}")
+
+    def _delete_results(self, flt: str) -> int:
+        rows = self.results.query_entities(flt, select=["PartitionKey", "RowKey"])
+        deleted, _ = self.delete_keys(self.results, ((str(r["PartitionKey"]), str(r["RowKey"])) for r in rows))
         return deleted
 
     # -- lease ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import sys
 from shared.cli import main
 from shared.store import TableStore
 
-_real = TableStore.upsert_many
+_real = TableStore.write_batch
 
 
 def _die_before_state(self: TableStore, table, entities):  # type: ignore[no-untyped-def]
@@ -21,5 +21,5 @@ def _die_before_state(self: TableStore, table, entities):  # type: ignore[no-unt
     return _real(self, table, entities)
 
 
-TableStore.upsert_many = _die_before_state  # type: ignore[method-assign]
+TableStore.write_batch = _die_before_state  # type: ignore[method-assign]
 sys.exit(main(["run"]))

@@ -191,7 +191,7 @@ def test_store_unreachable_then_recovers(make_arm, harness_factory) -> None:  # 
 
 
 def test_batch_rejected_mid_run_loses_nothing(make_arm, harness_factory, azurite, tls) -> None:  # noqa: F811
-    tenant = small_tenant()
+    tenant = generate_tenant(seed=21, subscriptions=3, sites=150, slot_share=0.5)  # ≥ 5 transactions when packed
     with FaultProxy(azurite.port, tls) as proxy:
         proxy.faults.add(FaultRule(Status(400, code="InvalidInput"), method="POST", path=r"/\$batch$", skip=1, times=1))
         proxy.faults.add(FaultRule(Status(503), method="POST", path=r"/\$batch$", skip=3, times=2))

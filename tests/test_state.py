@@ -23,7 +23,7 @@ WARNING = evaluate(replace(REC, exclusion_paths="/health"))
 
 def advance(finding, state, run_id, now):  # type: ignore[no-untyped-def]
     change = transition(finding, state, run_id, now, baseline=False)
-    return change, state_entity(finding, change, state, run_id, now, "rk")
+    return change, state_entity(finding, change, state, run_id, now, "rk", "pk")
 
 
 def test_never_seen_failure_is_new_but_not_on_baseline() -> None:

@@ -129,7 +129,7 @@ def test_crash_between_rows_and_state_then_rerun(make_arm, harness_factory, monk
     sites["dev_pass"].update(client_cert_enabled=False)
     h.clear_events()
 
-    real = TableStore.upsert_many
+    real = TableStore.write_batch
     crashed = []
 
     def crash_on_state(self, table, entities):  # type: ignore[no-untyped-def]
@@ -138,7 +138,7 @@ def test_crash_between_rows_and_state_then_rerun(make_arm, harness_factory, monk
             raise RuntimeError("injected crash after writing rows, before advancing state")
         return real(self, table, entities)
 
-    monkeypatch.setattr(TableStore, "upsert_many", crash_on_state)
+    monkeypatch.setattr(TableStore, "write_batch", crash_on_state)
     with pytest.raises(RuntimeError, match="injected crash"):
         h.run_timer()
     crashed_run = h.runs()[-1]
