@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
 
-from . import report
+from . import layout, report
 from .config import load_settings
 from .exemptions import (
     EXPIRING_SOON_DAYS,
@@ -49,7 +49,6 @@ from .when import parse_when
 EXIT_OK, EXIT_FAIL_FOUND, EXIT_INVALID, EXIT_NO_DATA, EXIT_STORE = 0, 1, 4, 5, 6
 DEFAULT_HTML = "clientcert-audit-report.html"
 TREND_OUTCOMES = ("complete", "partial")
-_SUBSCRIPTION = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
 
 
 class NoDataError(LookupError):
@@ -71,34 +70,34 @@ class ReportSource:
             return []
 
     def results(self, run_id: str, flt: report.RowFilter) -> Iterator[Mapping[str, Any]]:
-        """The rows of one run that match ``flt``; the cheapest query that can answer it.
+        """The rows of one run that match ``flt``; the narrowest query that can answer it.
 
-        One resource is a point read; one subscription is one partition; otherwise the run's
-        PartitionKey range (``<RunId>_`` up to the next character after ``_``).
+        A run is the ``PartitionKey`` range of its partitions (``<RunId>_`` up to the character after
+        ``_``, see :func:`layout.run_range`). Rows of many subscriptions share those partitions, so
+        one subscription is that range narrowed to the subscription's ``RowKey`` range, and one
+        resource is that range with ``RowKey eq`` its key: neither partition can be derived from
+        the id any more, so there is no point read.
         """
+        low, high = layout.run_range(run_id)
+        parts = [f"PartitionKey ge {odata_quote(low)}", f"PartitionKey lt {odata_quote(high)}"]
         if flt.resource:
-            yield from self._one_resource(run_id, flt)
-            return
-        if flt.subscription:
-            keys = f"PartitionKey eq {odata_quote(f'{run_id}_{flt.subscription.lower()}')}"
-        else:
-            keys = f"PartitionKey ge {odata_quote(run_id + '_')} and PartitionKey lt {odata_quote(run_id + '`')}"
-        server = flt.odata()
-        query = f"{keys} and {server}" if server else keys
+            parts.append(f"RowKey eq {odata_quote(resource_key(flt.resource))}")
+        elif flt.subscription:
+            first, after = layout.subscription_row_range(flt.subscription)
+            parts += [f"RowKey ge {odata_quote(first)}", f"RowKey lt {odata_quote(after)}"]
+        if server := flt.odata():
+            parts.append(server)
         try:
-            for row in self.store.results.query_entities(query, results_per_page=1000):
-                if flt.matches(row):
+            for row in self.store.results.query_entities(" and ".join(parts), results_per_page=1000):
+                if flt.matches(row) and _in_subscription(row, flt.subscription):
                     yield row
         except ResourceNotFoundError:
             return
 
-    def _one_resource(self, run_id: str, flt: report.RowFilter) -> Iterator[Mapping[str, Any]]:
-        match = _SUBSCRIPTION.match(flt.resource.strip())
-        if not match:
-            return
-        row = self.store.get(self.store.results, f"{run_id}_{match.group(1).lower()}", resource_key(flt.resource))
-        if row is not None and flt.matches(row):
-            yield row
+
+def _in_subscription(row: Mapping[str, Any], subscription: str) -> bool:
+    """Exactly ``subscription``'s rows (its RowKey range also admits a longer id with the same start)."""
+    return not subscription or layout.in_subscription(str(row.get("RowKey") or ""), subscription)
 
 
 # -- choosing runs (pure) -------------------------------------------------------------------------

@@ -10,18 +10,22 @@ import json
 import re
 import shlex
 import tracemalloc
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from azure.data.tables import TableServiceClient
 
-from shared import report
+from shared import layout, report
 from shared.exemptions import new_exemption
 from shared.keys import resource_key
 from shared.report_cli import (
     NoDataError,
+    ReportSource,
     find_run,
     latest_finished,
     parse_since,
@@ -42,7 +46,7 @@ def row(
         f"/slots/{slot}" if slot else ""
     )
     return {
-        "PartitionKey": f"r1_{SUB}",
+        "PartitionKey": layout.results_partition("r1", 0),
         "RowKey": rid.lower().replace("/", "|"),
         "RunId": "r1",
         "Status": status,
@@ -303,6 +307,96 @@ def test_parse_since() -> None:
 
 
 # -- against Azurite, with runs written by the real engine ----------------------------------------
+# -- ReportSource: the queries of the partition layout ------------------------------------------------
+OTHER = "11111111-2222-3333-4444-5555555555ff"  # shares its first 34 characters with SUB
+
+
+class _Results:
+    """A results table that records the filter it was asked and returns every row it holds."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows, self.queries = rows, list[str]()
+
+    def query_entities(self, query: str, results_per_page: int = 1000) -> Iterator[dict[str, Any]]:
+        self.queries.append(query)
+        return iter(self.rows)
+
+
+def _source(rows: list[dict[str, Any]]) -> tuple[ReportSource, _Results]:
+    results = _Results(rows)
+    return ReportSource(SimpleNamespace(results=results)), results  # type: ignore[arg-type]
+
+
+def _sub_row(subscription: str, app: str, run_id: str = "r1", index: int = 0) -> dict[str, Any]:
+    rid = f"/subscriptions/{subscription}/resourceGroups/rg/providers/Microsoft.Web/sites/{app}"
+    return {
+        **row(app, "FAIL"),
+        "PartitionKey": layout.results_partition(run_id, index),
+        "RowKey": resource_key(rid),
+        "RunId": run_id,
+        "SubscriptionId": subscription,
+        "ResourceId": rid,
+    }
+
+
+def test_report_source_queries_the_run_range_narrowed_by_row_key() -> None:
+    source, results = _source([])
+    list(source.results("r1", report.RowFilter()))
+    list(source.results("r1", report.RowFilter(subscription=SUB.upper(), statuses=frozenset({"FAIL"}))))
+    shop = f"/subscriptions/{SUB}/resourceGroups/RG/providers/Microsoft.Web/sites/Shop"
+    list(source.results("r1", report.RowFilter(resource=shop)))
+    run = "PartitionKey ge 'r1_' and PartitionKey lt 'r1`'"
+    assert results.queries == [
+        run,
+        f"{run} and RowKey ge '|subscriptions|{SUB}' and RowKey lt '|subscriptions|{SUB}}}' and (Status eq 'FAIL')",
+        f"{run} and RowKey eq '{resource_key(shop)}'",
+    ]
+
+
+def test_report_source_keeps_only_the_subscription_asked_for() -> None:
+    """The RowKey range admits a longer id with the same start; such rows are dropped client-side."""
+    longer = {**_sub_row(SUB, "impostor"), "RowKey": layout.subscription_key_prefix(SUB) + "0|x", "SubscriptionId": SUB}
+    rows = [_sub_row(SUB, "shop"), _sub_row(OTHER, "blog"), longer]
+    source, _ = _source(rows)
+    assert [r["AppName"] for r in source.results("r1", report.RowFilter(subscription=SUB))] == ["shop"]
+    assert [r["AppName"] for r in source.results("r1", report.RowFilter())] == ["shop", "blog", "impostor"]
+
+
+@pytest.mark.integration
+def test_report_source_selects_a_subscription_within_shared_partitions(
+    azurite: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two subscriptions in one partition (and one spread over two), next to another run."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(azurite.tls.ca_file))
+    rows = [
+        _sub_row(SUB, "shop", index=0),
+        _sub_row(OTHER, "blog", index=0),
+        _sub_row(OTHER, "wiki", index=1),
+        _sub_row(SUB, "shop", run_id="r10"),  # "r10_" sorts below the range of run "r1"
+        {
+            **_sub_row(SUB, "", index=1),
+            "RowKey": layout.subscription_key_prefix(SUB),
+            "ResourceId": f"/subscriptions/{SUB}",
+            "AppName": "scope",
+        },
+    ]
+    with TableServiceClient.from_connection_string(azurite.connection_string) as service:
+        table = service.create_table(f"Shared{uuid.uuid4().hex[:8]}")
+        for entity in rows:
+            table.upsert_entity(entity)
+        source = ReportSource(SimpleNamespace(results=table))  # type: ignore[arg-type]
+        mine = sorted(r["AppName"] for r in source.results("r1", report.RowFilter(subscription=SUB)))
+        theirs = sorted(r["AppName"] for r in source.results("r1", report.RowFilter(subscription=OTHER)))
+        everything = list(source.results("r1", report.RowFilter()))
+        wiki = list(source.results("r1", report.RowFilter(resource=_sub_row(OTHER, "wiki")["ResourceId"].upper())))
+        nothing = list(source.results("r1", report.RowFilter(subscription=SUB, resource=wiki[0]["ResourceId"])))
+    assert mine == ["scope", "shop"]
+    assert theirs == ["blog", "wiki"]
+    assert len(everything) == 4 and {r["RunId"] for r in everything} == {"r1"}
+    assert [(r["AppName"], r["PartitionKey"]) for r in wiki] == [("wiki", "r1_00001")]
+    assert nothing == []
+
+
 @pytest.fixture
 def bed(azurite: Any, make_arm: Any, monkeypatch: pytest.MonkeyPatch) -> AuditBed:
     return AuditBed(azurite, make_arm, monkeypatch)
@@ -494,7 +588,12 @@ def test_doc_odata_filters_run_against_azurite(bed: AuditBed, capsys: pytest.Cap
         "ClientCertAuditRuns": store.runs,
         "ClientCertAuditExemptions": store.exemptions,
     }
-    values = {"<RunId>": bed.summaries[-1].run_id, "<subscription>": SUB_A, "<resource key>": resource_key(shop)}
+    values = {
+        "<RunId>": bed.summaries[-1].run_id,
+        "<subscription>": SUB_A,
+        "<resource key>": resource_key(shop),
+        "<c>": SUB_A[0],
+    }
     matched: dict[str, int] = {}
     try:
         for block in _blocks("odata"):
@@ -508,11 +607,17 @@ def test_doc_odata_filters_run_against_azurite(bed: AuditBed, capsys: pytest.Cap
                 matched[line] = len(list(table.query_entities(query)))  # a malformed filter raises here
     finally:
         store.close()
-    assert len(matched) >= 18
+    assert len(matched) >= 21
     assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`'"] == 7
     assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and NewFailure eq true"] == 1
-    assert matched["PartitionKey eq '<RunId>_<subscription>' and Status eq 'FAIL'"] == 1
+    one_sub = "RowKey ge '|subscriptions|<subscription>' and RowKey lt '|subscriptions|<subscription>}'"
+    assert matched[f"PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and {one_sub} and Status eq 'FAIL'"] == 1
+    assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and RowKey eq '<resource key>'"] == 1
     assert matched["RowKey eq '<resource key>'"] == 3
     assert matched["Status eq 'FAIL' and Gone eq false"] == 3
+    # SUB_A's 5 resources: a small subscription, so all in its bucket and none in own partitions
+    assert matched["SubscriptionId eq '<subscription>'"] == 5
+    assert matched[f"PartitionKey eq 'bucket-<c>' and {one_sub}"] == 5
+    assert matched["PartitionKey ge '<subscription>' and PartitionKey lt '<subscription>~'"] == 0
     assert matched["PartitionKey eq 'run' and Outcome eq 'complete'"] == 3
     assert matched["PartitionKey eq 'exemption'"] == 1
