@@ -59,7 +59,8 @@ class PackedWriter:
         self.name = name
         self._lock = threading.Lock()
         self._buffers: dict[str, list[tuple[str, Row]]] = {}
-        self._owners: dict[str, _Owner] = {}
+        self._owners: dict[str, _Owner] = {}  # owners not signalled yet
+        self._added: set[str] = set()  # every owner ever added: each is signalled at most once
         self._index = 0
         self._in_partition = 0
         self.transactions = 0
@@ -83,8 +84,9 @@ class PackedWriter:
         would only delay the owner. An owner is added once per writer.
         """
         with self._lock:
-            if owner in self._owners:
+            if owner in self._added:
                 raise ValueError(f"{self.name}: rows of {owner} were already added")
+            self._added.add(owner)
             self._owners[owner] = _Owner()
         touched: set[str] = set()
         for row in rows:
