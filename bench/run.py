@@ -27,6 +27,7 @@ from azure.data.tables import TableServiceClient
 from bench.armproc import build_tenant
 from bench.baseline import run_baseline
 from bench.ingest import raw_ingest, spread_jobs
+from shared.layout import PARTITION_ROWS, state_bucket, state_shards
 from tests.emulators.arm import ArmEmulator
 from tests.emulators.azurite import Azurite, repo_root
 from tests.emulators.tenant import ACTIVE_STATES, Tenant
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument(
-        "--skip-ingest-as-audit", action="store_true", help="skip the raw ingest in the audit's own partitions"
+        "--skip-ingest-as-audit", action="store_true", help="skip the raw ingest in the audit's own partition layout"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile every thread of the audit")
     parser.add_argument(
@@ -413,14 +414,20 @@ def main(argv: list[str] | None = None) -> int:
                 concurrency=args.concurrency,
             )
         if not args.skip_ingest_as_audit:
-            # The same rows in the partitions the audit uses: one per subscription in each table,
-            # a subscription's result rows then its state rows, subscriptions in list order.
-            jobs = []
+            # The same rows in the partitions the audit uses (shared/layout.py): results in run
+            # partitions of PARTITION_ROWS; state in a shared bucket per first character of the
+            # subscription id, or in the subscription's own shards when it is large.
+            jobs = spread_jobs(resources, ("AsAuditResults",), PARTITION_ROWS)
+            buckets: Counter[str] = Counter()
             for sub in tenant.subscriptions:
                 n = sum(1 for _ in sub.iter_resources()) if sub.state in ACTIVE_STATES else 0
-                if n:
-                    sid = sub.subscription_id.lower()
-                    jobs.append([("AsAuditResults", f"run_{sid}", n), ("AsAuditState", sid, n)])
+                shards = state_shards(n)
+                if n and not shards:
+                    buckets[state_bucket(sub.subscription_id)] += n
+                for shard in range(shards):
+                    share = n // shards + (1 if shard < n % shards else 0)
+                    jobs.append([("AsAuditState", f"{sub.subscription_id.lower()}_{shard:04d}", share)])
+            jobs += [[("AsAuditState", bucket, n)] for bucket, n in sorted(buckets.items())]
             print(f"Azurite raw ingest of {rows} rows in the audit's partitions ...", flush=True)
             with Azurite(workdir / "azurite-ingest-as-audit", tls) as azurite:
                 figures["raw_ingest_as_audit"] = raw_ingest(
