@@ -29,9 +29,9 @@ from .exemptions import Exemption, apply_exemption, exemption_request, load_exem
 from .identity import build_credential
 from .inventory import ArmInventory, SubscriptionInfo
 from .keys import resource_key
-from .layout import results_partition, state_partition, state_shards
+from .layout import BATCH_SIZE, results_partition, state_partition, state_shards
 from .models import Finding, InventoryError, SiteRecord, Status
-from .state import Transition, gone_entity, state_entity, transition
+from .state import Transition, already_alerted, gone_entity, state_entity, transition
 from .store import RUNS_PARTITION, RunInProgressError, TableStore
 from .writer import PackedWriter
 
@@ -103,12 +103,30 @@ class _PendingState:
         for key, change in self.changes.items():
             partition = state_partition(self.subscription_id, size, key)
             self.written[key] = partition
-            yield state_entity(
-                self.findings[key], change, self.prior.get(key), self.run_id, self.now_iso, key, partition
-            )
+            yield self.state_row(key, change, alerted=already_alerted(self.prior.get(key), change))
         for key, state in self._gone():
             self.written[key] = str(state["PartitionKey"])
             yield gone_entity(state, self.run_id, self.now_iso)
+
+    def state_row(self, key: str, change: Transition, *, alerted: bool) -> dict[str, Any]:
+        return state_entity(
+            self.findings[key],
+            change,
+            self.prior.get(key),
+            self.run_id,
+            self.now_iso,
+            key,
+            self.written[key],
+            alerted=alerted,
+        )
+
+    def alerts_due(self) -> list[str]:
+        """New failures whose event no attempt of this run has sent yet."""
+        return [
+            key
+            for key, change in self.changes.items()
+            if change.new_failure and not already_alerted(self.prior.get(key), change)
+        ]
 
     def stale_copies(self) -> list[tuple[str, str]]:
         """Keys of state rows left in a partition other than the one holding the current copy."""
@@ -430,11 +448,26 @@ class AuditRun:
         self._state.add(pending.subscription_id, pending.state_rows(), lambda: self._alert(pending), flush_own=own)
 
     def _alert(self, pending: _PendingState) -> None:
-        """The subscription's state is stored: emit its new failures, then tidy moved rows."""
+        """The subscription's state is stored: send its new failures, then tidy moved rows.
+
+        Each batch of new-failure rows is marked ``NewFailureAlerted`` *before* its events are
+        logged: a store failure leaves them unmarked and unsent (the resumed run sends them), and
+        a mark that was stored means its events follow at once, so none is sent twice.
+        """
         self.checkpoint("state_advanced", pending.subscription_id)
-        for key, change in pending.changes.items():
-            if change.new_failure and not change.already_advanced:
-                events.emit_new_failure(new_failure_event(pending.run_id, pending.findings[key]))
+        due = pending.alerts_due()
+        by_partition: dict[str, list[str]] = {}
+        for key in due:
+            by_partition.setdefault(pending.written[key], []).append(key)
+        for keys in by_partition.values():
+            for first in range(0, len(keys), BATCH_SIZE):
+                batch = keys[first : first + BATCH_SIZE]
+                marks = [pending.state_row(key, pending.changes[key], alerted=True) for key in batch]
+                sent = self.store.write_batch(self.store.latest, marks)
+                with self._tally_lock:
+                    self._extra_transactions += sent
+                for key in batch:
+                    events.emit_new_failure(new_failure_event(pending.run_id, pending.findings[key]))
         stale = pending.stale_copies()
         if stale:
             try:

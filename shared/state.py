@@ -65,9 +65,16 @@ def state_entity(
     now_iso: str,
     row_key: str,
     partition_key: str,
+    *,
+    alerted: bool = False,
 ) -> dict[str, Any]:
     """The last-known state row after this run saw ``finding`` (stored in ``partition_key``,
-    which ``layout.state_partition`` chooses)."""
+    which ``layout.state_partition`` chooses).
+
+    ``NewFailureAlerted`` records that this run's ``NewFailure`` event for the resource went out:
+    the row is written first with ``False`` and marked once the event is due, so a crash between
+    two state batches of one subscription cannot make a resumed run skip an alert never sent.
+    """
     previous_gone = (
         bool(state.get("PreviousGone")) if change.already_advanced and state else bool(state and state.get("Gone"))
     )
@@ -85,7 +92,13 @@ def state_entity(
         "PreviousGone": previous_gone,
         "Gone": False,
         "GoneAt": "",
+        "NewFailureAlerted": change.new_failure and alerted,
     }
+
+
+def already_alerted(state: Mapping[str, Any] | None, change: Transition) -> bool:
+    """This run's NewFailure event for the resource was sent by an earlier attempt of the run."""
+    return bool(change.already_advanced and change.new_failure and state and state.get("NewFailureAlerted"))
 
 
 def _previous_first_failed(state: Mapping[str, Any] | None, change: Transition) -> str:
