@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -73,7 +73,7 @@ class ReadPacer:
     A 429 that still happens is retried by azure-core after its ``Retry-After``.
     """
 
-    def __init__(self, refill_per_second: float = 22.0, reserve: int = 8) -> None:
+    def __init__(self, refill_per_second: float = 24.0, reserve: int = 8) -> None:
         self._refill = refill_per_second
         self._reserve = reserve
         self._tokens: float | None = None
@@ -139,7 +139,7 @@ def raw_json_pages(pager: Any, pacer: ReadPacer | None = None) -> Any:
 
 def guarded_pages(pager: Any, what: str, pacer: ReadPacer | None = None) -> Iterator[Any]:
     """Iterate an azure-core ``ItemPaged`` page by page (as ARM's JSON items), refusing to revisit
-    a ``nextLink``."""
+    a ``nextLink``; with a ``pacer``, every page after the first waits for its read token."""
     pages = raw_json_pages(pager, pacer).by_page()
     seen: set[str] = set()
     for page in pages:
@@ -149,6 +149,8 @@ def guarded_pages(pager: Any, what: str, pacer: ReadPacer | None = None) -> Iter
             if token in seen:
                 raise PagingLoopError(f"{what}: ARM returned nextLink {token!r} twice (paging loop)")
             seen.add(token)
+            if pacer is not None:  # the next page is a read too (the first one's caller waited)
+                pacer.wait()
 
 
 def describe_error(exc: BaseException) -> tuple[str, int | None]:
@@ -273,63 +275,65 @@ class ArmInventory:
 
 
 def _scan(web: WebSiteManagementClient, subscription_id: str) -> Iterator[SiteRecord | InventoryError]:
+    """The subscription-wide site list, and the group lists started *while* it pages.
+
+    A large subscription's reads are bounded by ARM's bucket (25 a second after the first 250);
+    paging the site list alone runs at ARM's latency, well under that rate, so group lists start
+    as soon as a page names a new group, :data:`GROUP_LIST_CONCURRENCY` at a time under the
+    subscription's :class:`ReadPacer`. Their results are yielded in discovery order after the
+    site list. A group whose list fails over to per-app slot lists waits for the end of the site
+    list, when all of its apps are known.
+    """
     seen: set[str] = set()
     groups: dict[str, tuple[str, list[str]]] = {}  # lower-cased group -> (name as listed, apps)
     pacer = ReadPacer()
-    try:
-        for item in guarded_pages(web.web_apps.list(), f"site list of {subscription_id}", pacer):
-            raw = _raw(item)
-            record = site_record(raw, subscription_id)
-            if record is None or _is_slot(raw) or record.key in seen:
-                continue
-            seen.add(record.key)
-            groups.setdefault(record.resource_group.lower(), (record.resource_group, []))[1].append(record.app_name)
-            yield record
-    except AzureError as exc:
-        # The subscription is reported unreadable (its state stays untouched), but the slots of
-        # the groups already seen are still audited: nothing that can be read is dropped.
-        message, status = describe_error(exc)
-        yield InventoryError(f"/subscriptions/{subscription_id}", subscription_id, message, status_code=status)
-    yield from _slots_of_groups(web, subscription_id, list(groups.values()), seen, pacer)
+    pool = ThreadPoolExecutor(max_workers=GROUP_LIST_CONCURRENCY, thread_name_prefix="groups")
+    started: list[tuple[tuple[str, list[str]], Future[list[SiteRecord | InventoryError | _PerApp]]]] = []
 
-
-def _slots_of_groups(
-    web: WebSiteManagementClient,
-    subscription_id: str,
-    groups: list[tuple[str, list[str]]],
-    seen: set[str],
-    pacer: ReadPacer,
-) -> Iterator[SiteRecord | InventoryError]:
-    """The group lists of one subscription, :data:`GROUP_LIST_CONCURRENCY` at a time, in order.
-
-    A large subscription has thousands of groups; one after another at ARM's latency they were the
-    critical path of the whole run. Groups are disjoint, so the lists are independent.
-    """
-
-    def one(group: tuple[str, list[str]]) -> list[SiteRecord | InventoryError]:
+    def group_list(group: tuple[str, list[str]]) -> list[SiteRecord | InventoryError | _PerApp]:
         pacer.wait()
-        return list(_slots_of_group(web, subscription_id, group[0], group[1], seen, pacer))
+        return list(_slots_of_group(web, subscription_id, group[0], seen, pacer))
 
-    if len(groups) <= 1 or GROUP_LIST_CONCURRENCY <= 1:
-        for group in groups:
-            yield from one(group)
-        return
-    pool = ThreadPoolExecutor(max_workers=min(GROUP_LIST_CONCURRENCY, len(groups)), thread_name_prefix="groups")
     try:
-        for items in pool.map(one, groups):
-            yield from items
+        try:
+            for item in guarded_pages(web.web_apps.list(), f"site list of {subscription_id}", pacer):
+                raw = _raw(item)
+                record = site_record(raw, subscription_id)
+                if record is None or _is_slot(raw) or record.key in seen:
+                    continue
+                seen.add(record.key)
+                group = groups.get(record.resource_group.lower())
+                if group is None:
+                    group = groups[record.resource_group.lower()] = (record.resource_group, [])
+                    started.append((group, pool.submit(group_list, group)))
+                group[1].append(record.app_name)
+                yield record
+        except AzureError as exc:
+            # The subscription is reported unreadable (its state stays untouched), but the slots of
+            # the groups already seen are still audited: nothing that can be read is dropped.
+            message, status = describe_error(exc)
+            yield InventoryError(f"/subscriptions/{subscription_id}", subscription_id, message, status_code=status)
+        for (rg, apps), future in started:
+            for found in future.result():
+                if isinstance(found, _PerApp):
+                    yield from _slots_per_app(web, subscription_id, rg, apps, seen)
+                else:
+                    yield found
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _PerApp:
+    """A group list failed in a way per-app slot lists may get around (run once its apps are known)."""
 
 
 def _slots_of_group(
     web: WebSiteManagementClient,
     subscription_id: str,
     rg: str,
-    apps: list[str],
     seen: set[str],
     pacer: ReadPacer | None = None,
-) -> Iterator[SiteRecord | InventoryError]:
+) -> Iterator[SiteRecord | InventoryError | _PerApp]:
     scope = f"/subscriptions/{subscription_id}/resourceGroups/{rg}"
     try:
         pager = web.web_apps.list_by_resource_group(rg, include_slots=True)
@@ -344,11 +348,11 @@ def _slots_of_group(
             yield InventoryError(scope, subscription_id, f"slots not readable: {message}", rg, status)
             return
         log.warning("Slot list of %s failed (%s); falling back to per-app slot lists", scope, exc.status_code)
-        yield from _slots_per_app(web, subscription_id, rg, apps, seen)
+        yield _PerApp()
         return
     except AzureError as exc:
         log.warning("Slot list of %s failed (%s); falling back to per-app slot lists", scope, type(exc).__name__)
-        yield from _slots_per_app(web, subscription_id, rg, apps, seen)
+        yield _PerApp()
         return
     yield from slots
 

@@ -342,3 +342,30 @@ def test_process_killed_between_rows_and_state_then_rerun(make_arm, harness_fact
     assert {k for k, r in h.rows_by_id().items() if r["NewFailure"]} == expected_new
     assert {e["ResourceId"].lower() for e in h.new_failure_events()} == expected_new
     assert len(h.new_failure_events()) == len(expected_new), "no duplicate events"
+
+
+def test_group_lists_start_while_the_site_list_pages_and_fall_back_with_every_app(make_arm, harness_factory) -> None:  # noqa: F811
+    # A group's includeSlots list starts as soon as a site-list page names the group (pipelined, to use
+    # ARM's read budget while the site list pages); if it fails over to per-app slot lists, that waits
+    # until the site list is done, so apps listed on later pages still get their slots audited.
+    tenant = Tenant()
+    sub = tenant.add_subscription()
+    apps = [sub.add_site("rg-late", f"app-{n}", client_cert_enabled=True, client_cert_mode="Required") for n in range(6)]
+    slots = [app.add_slot("staging", client_cert_enabled=False) for app in apps]
+    sub.add_site("rg-other", "other", client_cert_enabled=True, client_cert_mode="Optional")
+    arm = make_arm(tenant, latency=0.03, page_size={"sites_list": 1})
+    sid = sub.subscription_id
+    arm.faults.add(FaultRule(Status(500), path=RG_SITES.format(sub=sid, rg="rg-late")))
+    h = harness_factory(arm)
+    h.apply_env(AUDIT_RETRY_TOTAL="0")
+    h.run_timer()
+    rows = h.rows_by_id()
+    assert not errors(h)
+    assert {s.key for s in slots} <= set(rows), "slots of apps listed after the failed group list started"
+    assert all(rows[s.key]["Status"] == "FAIL" for s in slots)
+    assert arm.stats()["by_kind"].get("slots_list", 0) == len(apps)
+    paths = [r.path.lower() for r in arm.requests]
+    site_pages = [i for i, p in enumerate(paths) if p.startswith(f"/subscriptions/{sid}/providers/microsoft.web/sites")]
+    group_lists = [i for i, p in enumerate(paths) if "/resourcegroups/rg-late/providers/microsoft.web/sites?" in p]
+    assert len(site_pages) >= len(apps) and group_lists
+    assert group_lists[0] < site_pages[-1], "the group list went out while the site list was still paging"
