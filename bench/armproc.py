@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 out = {**emulator.stats(), "cpu_seconds": usage.ru_utime + usage.ru_stime}
                 print(json.dumps(out), flush=True)
-            elif command == "reset":
+            elif command == "reset":  # counters zeroed and read budgets full: a new, measured run
                 emulator.reset_stats()
+                emulator.refill_quotas()
                 print("{}", flush=True)
             elif command == "quit":
                 break

@@ -33,14 +33,16 @@ def test_bench_runs_on_a_tiny_tenant(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 0
     figures = json.loads(out.read_text())
     runs = {r["source"]: r for r in figures["runs"]}
-    assert set(runs) == {"arm", "resourcegraph"}
+    assert set(runs) == {"arm", "resourcegraph", "arm+state", "resourcegraph+state"}  # + the next night
     for run in runs.values():
         assert run["outcome"] == "complete" and run["matches_oracle"]
         assert run["resources"] == figures["tenant"]["resources"] == 78
         assert run["rows_written"] == 2 * run["resources"]
         assert run["peak_rss_mb"] > 0 and run["cpu_seconds"] > 0
         assert set(run["targets"]) >= {"cpu_le_0.5ms_per_resource", "peak_rss_le_300mb", "wall_le_1.3x_bound"}
+    assert runs["arm"]["night"] == "baseline" and runs["arm+state"]["night"] == "nightly"
     assert runs["arm"]["arm_requests"] == figures["arm_floor"]["total"]  # exactly the list strategy
+    assert runs["arm+state"]["arm_requests"] == figures["arm_floor"]["total"]
     assert runs["arm"]["arm_requests_by_kind"]["site_get"] == 0
     assert runs["resourcegraph"]["arm_requests"] == figures["resourcegraph_floor"]
     assert figures["raw_ingest"]["rows"] == 156

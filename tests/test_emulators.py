@@ -444,6 +444,9 @@ def test_throttle_model(make_arm: MakeArm) -> None:
     assert [r.status for r in emu.requests] == [200, 200, 200, 429, 200]
     emu.reset_stats()
     assert emu.stats()["total"] == 0 and not emu.requests
+    assert raw_get(emu, path, token=token).status_code == 429, "resetting counters leaves the budget drained"
+    emu.refill_quotas()  # the next night: a full bucket again
+    assert raw_get(emu, path, token=token).headers["x-ms-ratelimit-remaining-subscription-reads"] == "2"
 
 
 # -- Table Storage through Azurite ----------------------------------------------------------------

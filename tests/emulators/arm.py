@@ -115,6 +115,11 @@ class ThrottleModel:
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def refill(self) -> None:
+        """Every bucket full again, as after a quiet day (a benchmark's next night)."""
+        with self._lock:
+            self._buckets.clear()
+
     def take(self, key: str) -> tuple[bool, int, int]:
         """Consume one read: ``(allowed, remaining, retry_after_seconds)``."""
         now = time.monotonic()
@@ -140,6 +145,11 @@ class ResourceGraphQuota:
     window_seconds: float = 5.0
     _windows: dict[str, tuple[float, int]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def refill(self) -> None:
+        """Every principal's window fresh again."""
+        with self._lock:
+            self._windows.clear()
 
     def take(self, principal: str) -> tuple[bool, int, float]:
         """Consume one query: ``(allowed, remaining, seconds_until_reset)``."""
@@ -391,6 +401,14 @@ class ArmEmulator:
         }
 
     # -- stats ------------------------------------------------------------------------------
+    def refill_quotas(self) -> None:
+        """Full read budgets everywhere (ARM's buckets and Resource Graph's windows), like the next
+        night: without it, a run measured right after another starts on a drained budget."""
+        if self.throttle is not None:
+            self.throttle.refill()
+        if self.resource_graph_quota is not None:
+            self.resource_graph_quota.refill()
+
     def reset_stats(self) -> None:
         with self._stats_lock:
             self._by_kind: Counter[str] = Counter()
