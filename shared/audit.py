@@ -84,6 +84,8 @@ class _PendingState:
     extra: list[tuple[str, str]]  # older copies of state rows in other partitions
     partial: bool
     written: dict[str, str] = field(default_factory=dict)
+    counted: bool = False  # in AuditRun._held
+    released: bool = False  # state stored
 
     @property
     def held(self) -> int:
@@ -436,8 +438,8 @@ class AuditRun:
             self._results.add(subscription_id, result_rows(), lambda: self.checkpoint("rows_written", subscription_id))
             return result
         pending = _PendingState(subscription_id, run_id, now_iso, findings, changes, prior, extra, result.partial)
-        self._hold(len(findings) + len(prior))
         self._results.add(subscription_id, result_rows(), lambda: self._advance_state(pending))
+        self._hold(pending)
         result.new_failures = sum(1 for change in changes.values() if change.new_failure)
         result.retired = pending.retiring()
         return result
@@ -486,17 +488,28 @@ class AuditRun:
                 log.warning(
                     "Could not delete %d old state rows of %s: %s", len(stale), pending.subscription_id, _short(exc)
                 )
-        self._hold(-pending.held)
+        self._let_go(pending)
 
-    def _hold(self, resources: int) -> None:
-        """Track resources held in memory until their subscription's state is stored; past
-        :data:`MAX_HELD_RESOURCES`, send the partial batches so they can be let go."""
+    def _hold(self, pending: _PendingState) -> None:
+        """Count a subscription that waits for shared partitions to fill (its findings and prior
+        state stay in memory until its state is stored). Past :data:`MAX_HELD_RESOURCES` waiting,
+        the partial batches go out early, which lets every waiting subscription go at once."""
         with self._tally_lock:
-            self._held += resources
-            over = resources > 0 and self._held > MAX_HELD_RESOURCES
+            if pending.released:  # stored already (its batches filled while it was being added)
+                return
+            pending.counted = True
+            self._held += pending.held
+            over = self._held > MAX_HELD_RESOURCES
         if over:
+            log.info("Sending partial batches early: %d resources wait for shared partitions", self._held)
             self._results.flush()
             self._state.flush()
+
+    def _let_go(self, pending: _PendingState) -> None:
+        with self._tally_lock:
+            pending.released = True
+            if pending.counted:
+                self._held -= pending.held
 
     def _past_deadline(self) -> bool:
         return time.monotonic() > self._deadline

@@ -125,6 +125,44 @@ def test_results_are_packed_into_numbered_partitions_of_bounded_size(make_arm, h
         assert run["Rows"] == total
 
 
+def test_waiting_subscriptions_past_the_memory_cap_send_partial_batches_early(
+    make_arm, harness_factory, monkeypatch  # noqa: F811
+) -> None:
+    # Small subscriptions wait (findings and prior state in memory) until their shared partitions
+    # fill; past MAX_HELD_RESOURCES the partial batches go out early. With a cap of 10 resources,
+    # 20 subscriptions of 4 force early flushes: more (partial) transactions, the same rows, state
+    # and alerts as with the default cap.
+    from shared import audit
+
+    def run_twice(cap: int, firsts: str) -> tuple[dict[str, Any], set[str]]:
+        monkeypatch.setattr(audit, "MAX_HELD_RESOURCES", cap)
+        tenant = Tenant()
+        subs = [tenant.add_subscription(sub_id(firsts[k % 2], k)) for k in range(20)]
+        sites = [site for sub in subs for site in add_sites(sub, 4)]
+        h: AuditHarness = harness_factory(make_arm(tenant))
+        h.run_timer()
+        for site in sites[::3]:
+            site.update(**FAILING)
+        h.clear_events()
+        h.run_timer()
+        run = h.runs()[-1]
+        assert run["Outcome"] == "complete"
+        assert set(h.rows_by_id()) == set(tenant.expected())
+        state = state_rows(h)
+        assert_no_duplicate_state(state)
+        assert {r["LastRunId"] for r in state} == {run["RunId"]}
+        events = Counter(e["ResourceId"].lower() for e in h.new_failure_events())
+        assert set(events) == {s.key for s in sites[::3]} and set(events.values()) == {1}
+        return run, {key.split("/", 3)[3] for key in new_failures(h)}  # without the subscription
+
+    default, default_new = run_twice(audit.MAX_HELD_RESOURCES, "cd")
+    capped, capped_new = run_twice(10, "ab")
+    assert capped_new == default_new
+    # Default: 4 results partitions, 2 buckets, and one NewFailureAlerted mark per subscription.
+    assert default["Transactions"] == 4 + 2 + 20
+    assert capped["Transactions"] > default["Transactions"], "the cap sent partial batches early"
+
+
 # -- b. state layout ------------------------------------------------------------------------------
 def test_state_layout_buckets_and_shards(make_arm, harness_factory) -> None:  # noqa: F811
     tenant = Tenant()
