@@ -418,7 +418,7 @@ class AuditRun:
                 finding = apply_exemption(evaluate(item), self.exemptions, audited_at)
             findings.setdefault(resource_key(finding.resource_id), finding)
 
-        prior, extra = self.store.subscription_state(subscription_id) if result.read else ({}, [])
+        prior, extra = self.store.subscription_state(subscription_id, findings) if result.read else ({}, [])
         changes: dict[str, Transition] = {}
 
         # Rows are generated as the writer takes them (it holds at most one batch per partition).

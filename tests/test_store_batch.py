@@ -80,3 +80,49 @@ def test_a_rejected_transaction_is_retried_row_by_row(store: TableStore, azurite
     worse = [*good, {"PartitionKey": "p", "RowKey": "r/slash", "V": "x"}]  # '/' is not allowed in a key
     with pytest.raises(StoreError, match="r/slash"):
         store.upsert_many(store.results, worse)
+
+
+def test_state_reads_page_through_every_row_as_plain_json(store: TableStore, azurite: Azurite) -> None:
+    # 1,050 state rows of one large subscription in its own shards, 3 of a neighbour in the shared
+    # bucket, and a row with quotes and unicode: the plain-JSON reader follows Azurite's 1,000-row
+    # pages, sends filters with braces and quotes intact, and returns exactly this subscription's rows.
+    sub, other = "5ab00000-0000-4000-8000-000000000001", "5ab00000-0000-4000-8000-000000000002"
+    big = [
+        {
+            "PartitionKey": f"{sub}_{i % 2:04d}",
+            "RowKey": f"|subscriptions|{sub}|resourcegroups|rg|providers|microsoft.web|sites|app-{i:05d}",
+            "Status": "PASS",
+            "LastRunId": "r1",
+            "Gone": False,
+            "ResourceId": f"/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Web/sites/app-{i:05d}",
+        }
+        for i in range(1050)
+    ]
+    odd_key = f"|subscriptions|{other}|resourcegroups|rg-%27é|providers|microsoft.web|sites|x"
+    small = [
+        {"PartitionKey": "bucket-5", "RowKey": f"|subscriptions|{other}|resourcegroups|rg|x{i}", "Status": "FAIL"}
+        for i in range(2)
+    ] + [{"PartitionKey": "bucket-5", "RowKey": odd_key, "Status": "WARN", "Note": "it's ü"}]
+    store.upsert_many(store.latest, big + small)
+
+    present = {row["RowKey"] for row in big[:10]}
+    pages: list[int] = []
+    send = store.latest._client.send_request
+
+    def counting(request, **kwargs):  # type: ignore[no-untyped-def]
+        pages.append(1)
+        return send(request, **kwargs)
+
+    store.latest._client.send_request = counting  # type: ignore[method-assign]
+    state, extra = store.subscription_state(sub, present)
+    assert len(pages) >= 3, "the bucket query, then the shards over at least two pages"
+    assert len(state) == 1050 and not extra
+    assert set(state) == {row["RowKey"] for row in big}
+    assert set(state[big[0]["RowKey"]]) == {"PartitionKey", "RowKey", "Status", "LastRunId", "Gone"}, "lean"
+    assert state[big[20]["RowKey"]]["ResourceId"] == big[20]["ResourceId"], "full row where it may be gone"
+    assert "Timestamp" not in state[big[20]["RowKey"]]
+    assert state[big[0]["RowKey"]]["Gone"] is False
+
+    neighbour, _ = store.subscription_state(other)
+    assert set(neighbour) == {row["RowKey"] for row in small}
+    assert neighbour[odd_key]["Note"] == "it's ü"
