@@ -57,6 +57,8 @@ class Inventory(Protocol):
 
     def scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError]: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass
 class SubscriptionResult:
@@ -647,6 +649,9 @@ def run_audit(
     store = TableStore(settings, None if settings.table_connection_string else credential)
     try:
         inventory = build_inventory(settings, credential)
-        return AuditRun(settings, store, inventory, checkpoint=checkpoint).execute()
+        try:
+            return AuditRun(settings, store, inventory, checkpoint=checkpoint).execute()
+        finally:
+            inventory.close()
     finally:
         store.close()

@@ -20,14 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+import requests
+import requests.adapters
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, DecodeError, HttpResponseError, ResourceNotFoundError
 from azure.core.paging import ItemPaged
+from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
 from .config import Settings
-from .http import client_kwargs
+from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
 from .models import InventoryError, SiteRecord
 
 log = logging.getLogger(__name__)
@@ -226,16 +229,32 @@ class ArmInventory:
     def __init__(self, credential: TokenCredential, settings: Settings) -> None:
         self._credential = credential
         self._settings = settings
+        # One connection pool for every subscription's client: a client per subscription with its own
+        # transport opened new TLS connections (a handshake and a CA-bundle load each) for every one
+        # of a thousand subscriptions. Sized for the audit's threads (subscriptions × group lists).
+        self._session = requests.Session()
+        pool = max(16, settings.concurrency * (GROUP_LIST_CONCURRENCY + 1) + 4)
+        self._session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
+
+    def close(self) -> None:
+        self._session.close()
 
     @property
     def _kwargs(self) -> dict[str, Any]:
         """Fresh for every client: a policy instance is linked into one pipeline (``policy.next``), so a
-        retry policy shared by two clients sends one client's requests down the other's transport
-        (closed when that client's subscription is done: "HTTP transport has already been closed")."""
+        retry policy shared by two clients sends one client's requests down the other's transport.
+        The transport is per client too, over the shared session (``session_owner=False``: closing a
+        client leaves the pool open)."""
         return {
             "base_url": self._settings.arm_endpoint,
             "credential_scopes": [self._settings.arm_scope],
             **client_kwargs(self._settings.retry_total, self._settings.http_timeout),
+            "transport": RequestsTransport(
+                session=self._session,
+                session_owner=False,
+                connection_timeout=CONNECTION_TIMEOUT_SECONDS,
+                read_timeout=self._settings.http_timeout,
+            ),
         }
 
     def subscriptions(self) -> list[SubscriptionInfo]:

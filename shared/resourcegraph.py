@@ -93,6 +93,10 @@ class ResourceGraphInventory:
         self.requests = 0
         self.peak_buffered = 0
 
+    def close(self) -> None:
+        self._client.close()
+        self._arm.close()
+
     def subscriptions(self) -> list[SubscriptionInfo]:
         subs = sorted(self._arm.subscriptions(), key=lambda s: s.subscription_id.lower())
         with self._cond:

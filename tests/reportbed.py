@@ -37,6 +37,9 @@ class _Tagged:
     def subscriptions(self) -> Any:
         return self.inner.subscriptions()
 
+    def close(self) -> None:
+        self.inner.close()
+
     def scan(self, subscription_id: str) -> Iterator[SiteRecord | InventoryError]:
         for item in self.inner.scan(subscription_id):
             extra = self.tags.get(item.resource_id.lower()) if isinstance(item, SiteRecord) else None
