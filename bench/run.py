@@ -238,6 +238,7 @@ def _figures(
         "rows_written": rows,
         "row_breakdown": {"results": result_rows, "state": state_rows},
         "table_transactions": transactions,
+        "table_partitions": int(record.get("Partitions") or 0),
         "transactions_per_100_rows": round(100 * transactions / rows, 3) if rows else None,
         "emulator_cpu_seconds": round(float(stats.get("cpu_seconds", 0.0)), 1),
     }
@@ -325,6 +326,7 @@ def print_report(figures: dict[str, Any]) -> None:
         ("429s received", "http_429"),
         ("table rows written", "rows_written"),
         ("table transactions", "table_transactions"),
+        ("table partitions written", "table_partitions"),
         ("transactions per 100 rows", "transactions_per_100_rows"),
         ("CPU user+sys (s)", "cpu_seconds"),
         ("CPU per resource (ms)", "cpu_ms_per_resource"),

@@ -166,6 +166,7 @@ class RunSummary:
     attempt: int = 1
     rows: int = 0
     transactions: int = 0
+    partitions: int = 0  # results and state partitions written to
     retired: int = 0
     deleted_old_rows: int = 0
     error: str = ""
@@ -372,6 +373,7 @@ class AuditRun:
         if unfinished:
             raise AuditFailed(f"{unfinished} subscriptions' rows or state could not be stored")
         summary.transactions = self._results.transactions + self._state.transactions + self._extra_transactions
+        summary.partitions = len(self._results.partitions) + len(self._state.partitions)
         for result in results:
             summary.counts.update(result.counts)
             summary.new_failures += result.new_failures
@@ -593,6 +595,7 @@ class AuditRun:
             "DurationSeconds": summary.duration_seconds,
             "Rows": summary.rows,
             "Transactions": summary.transactions,
+            "Partitions": summary.partitions,
             "Retired": summary.retired,
             "Error": summary.error,
             "ResultsTable": self.settings.results_table,

@@ -38,6 +38,7 @@ def test_bench_runs_on_a_tiny_tenant(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert run["outcome"] == "complete" and run["matches_oracle"]
         assert run["resources"] == figures["tenant"]["resources"] == 78
         assert run["rows_written"] == 2 * run["resources"]
+        assert 0 < run["table_partitions"] <= run["table_transactions"]  # a transaction holds one partition
         assert run["peak_rss_mb"] > 0 and run["cpu_seconds"] > 0
         assert set(run["targets"]) >= {"cpu_le_0.5ms_per_resource", "peak_rss_le_300mb", "wall_le_1.3x_bound"}
     assert runs["arm"]["night"] == "baseline" and runs["arm+state"]["night"] == "nightly"

@@ -121,6 +121,7 @@ def test_results_are_packed_into_numbered_partitions_of_bounded_size(make_arm, h
         bound = sum(math.ceil(n / 100) for n in sizes.values()) + sum(math.ceil(n / 100) for n in state_sizes.values())
         assert bound == 4 + 2
         assert run["Transactions"] <= bound, run["Transactions"]
+        assert run["Partitions"] == len(sizes) + len(state_sizes) == 6
         assert run["Transactions"] < len(subs) * 2 / 5, "one partial transaction per subscription and table is gone"
         assert run["Rows"] == total
 
