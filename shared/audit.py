@@ -29,7 +29,7 @@ from .exemptions import Exemption, apply_exemption, exemption_request, load_exem
 from .identity import build_credential
 from .inventory import ArmInventory, SubscriptionInfo
 from .keys import resource_key
-from .layout import BATCH_SIZE, results_partition, state_partition, state_shards
+from .layout import partition_batches, results_partition, state_partition, state_shards
 from .models import Finding, InventoryError, SiteRecord, Status
 from .state import Transition, already_alerted, gone_entity, state_entity, transition
 from .store import RUNS_PARTITION, RunInProgressError, TableStore
@@ -463,19 +463,16 @@ class AuditRun:
         a mark that was stored means its events follow at once, so none is sent twice.
         """
         self.checkpoint("state_advanced", pending.subscription_id)
-        due = pending.alerts_due()
-        by_partition: dict[str, list[str]] = {}
-        for key in due:
-            by_partition.setdefault(pending.written[key], []).append(key)
-        for keys in by_partition.values():
-            for first in range(0, len(keys), BATCH_SIZE):
-                batch = keys[first : first + BATCH_SIZE]
-                marks = [pending.state_row(key, pending.changes[key], alerted=True) for key in batch]
-                sent = self.store.write_batch(self.store.latest, marks)
-                with self._tally_lock:
-                    self._extra_transactions += sent
-                for key in batch:
-                    events.emit_new_failure(new_failure_event(pending.run_id, pending.findings[key]))
+        for batch in partition_batches(pending.alerts_due(), pending.written.__getitem__):
+            marks = [pending.state_row(key, pending.changes[key], alerted=True) for key in batch]
+            sent = self.store.write_batch(self.store.latest, marks)
+            with self._tally_lock:
+                self._extra_transactions += sent
+            for key in batch:
+                events.emit_new_failure(new_failure_event(pending.run_id, pending.findings[key]))
+        retired = pending.retiring()
+        if retired:
+            log.info("Run %s: %d resources of %s are gone", pending.run_id, retired, pending.subscription_id)
         stale = pending.stale_copies()
         if stale:
             try:

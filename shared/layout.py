@@ -24,8 +24,12 @@ write grows with the partition, real Table Storage caps a partition at ~2,000 en
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from .keys import encode_key, odata_quote
+
+T = TypeVar("T")
 
 BATCH_SIZE = 100  # Table Storage's limit for one entity-group transaction (one partition)
 PARTITION_ROWS = 1_000  # rows per partition: 10 full transactions, far below a partition's limits
@@ -91,6 +95,18 @@ def state_filters(subscription_id: str) -> tuple[str, str]:
     sub = subscription_id.strip().lower()
     own = f"PartitionKey ge {odata_quote(sub)} and PartitionKey lt {odata_quote(sub + _AFTER_ALL)}"
     return bucket, own
+
+
+def partition_batches(items: Iterable[T], partition_of: Callable[[T], str]) -> Iterator[list[T]]:
+    """Group items into transactions: ≤ :data:`BATCH_SIZE` of one partition each. A batch is
+    yielded as soon as it is full (so a stream is never held whole), the partial ones at the end."""
+    open_batches: dict[str, list[T]] = {}
+    for item in items:
+        batch = open_batches.setdefault(partition_of(item), [])
+        batch.append(item)
+        if len(batch) == BATCH_SIZE:
+            yield open_batches.pop(partition_of(item))
+    yield from (batch for batch in open_batches.values() if batch)
 
 
 def _key_hash(row_key: str) -> int:

@@ -39,7 +39,7 @@ from azure.data.tables import TableClient, TableServiceClient, TableTransactionE
 from .config import Settings
 from .http import client_kwargs
 from .keys import odata_quote
-from .layout import BATCH_SIZE, run_range, state_filters
+from .layout import partition_batches, run_range, state_filters
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +104,8 @@ class TableStore:
     # -- batched writes -------------------------------------------------------------------
     def upsert_many(self, table: TableClient, entities: Iterable[Mapping[str, Any]]) -> int:
         """Upsert entities in transactions of ≤100 per partition; returns transactions sent."""
-        by_partition: dict[str, list[dict[str, Any]]] = {}
-        sent = 0
-        for entity in entities:
-            batch = by_partition.setdefault(str(entity["PartitionKey"]), [])
-            batch.append(dict(entity))
-            if len(batch) == BATCH_SIZE:
-                sent += self.write_batch(table, batch)
-                batch.clear()
-        for batch in by_partition.values():
-            if batch:
-                sent += self.write_batch(table, batch)
-        return sent
+        rows = (dict(entity) for entity in entities)
+        return sum(self.write_batch(table, batch) for batch in partition_batches(rows, _partition_key))
 
     def write_batch(self, table: TableClient, entities: list[dict[str, Any]]) -> int:
         """Upsert ≤100 entities of one partition as one transaction; returns transactions used.
@@ -155,19 +145,10 @@ class TableStore:
 
     def delete_keys(self, table: TableClient, keys: Iterable[tuple[str, str]]) -> tuple[int, int]:
         """Delete rows by key, batched per partition; returns (rows deleted, transactions)."""
-        batches: dict[str, list[Any]] = {}
         deleted = sent = 0
-        for pk, rk in keys:
-            items = batches.setdefault(pk, [])
-            items.append(("delete", {"PartitionKey": pk, "RowKey": rk}))
-            if len(items) == BATCH_SIZE:
-                table.submit_transaction(items)
-                deleted, sent = deleted + len(items), sent + 1
-                items.clear()
-        for items in batches.values():
-            if items:
-                table.submit_transaction(items)
-                deleted, sent = deleted + len(items), sent + 1
+        for batch in partition_batches(keys, lambda key: key[0]):
+            table.submit_transaction([("delete", {"PartitionKey": pk, "RowKey": rk}) for pk, rk in batch])
+            deleted, sent = deleted + len(batch), sent + 1
         return deleted, sent
 
     # -- reads ----------------------------------------------------------------------------
@@ -317,7 +298,7 @@ def query_json(table: TableClient, flt: str) -> Iterator[dict[str, Any]]:
     into a ``TableEntity`` (about 50 µs and 1.4 KB per entity); the state reads of a nightly run
     hold one row per resource.
     """
-    base = table.url.split("?", 1)[0].rstrip("/")
+    base = _account_url(table)
     params = {"$filter": flt}
     while True:
         # The query string is encoded here, braces included: the client formats the URL as a template.
@@ -396,7 +377,7 @@ def send_upsert_batch(table: TableClient, entities: list[dict[str, Any]], bodies
     Raises :class:`TableTransactionError` when the service rejects the transaction (it is then
     rolled back whole) and :class:`HttpResponseError` when the request itself fails.
     """
-    base = table.url.split("?", 1)[0].rstrip("/")  # the account endpoint (path-style for Azurite)
+    base = _account_url(table)
     table_url = f"{base}/{table.table_name}"
     batch_id, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
     parts = [f"--{batch_id}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"]
@@ -433,6 +414,15 @@ def send_upsert_batch(table: TableClient, entities: list[dict[str, Any]], bodies
     if len(statuses) != len(entities) or any(not code.startswith("2") for code in statuses):
         failed = next((code for code in statuses if not code.startswith("2")), "missing parts")
         raise TableTransactionError(message=f"transaction rejected: {failed}", response=response)
+
+
+def _account_url(table: TableClient) -> str:
+    """The account endpoint a table client talks to (path-style, account included, for Azurite)."""
+    return table.url.split("?", 1)[0].rstrip("/")
+
+
+def _partition_key(entity: Mapping[str, Any]) -> str:
+    return str(entity["PartitionKey"])
 
 
 _PART_STATUS = re.compile(r"^HTTP/1\.1 (\d{3})", re.MULTILINE)

@@ -175,3 +175,21 @@ def test_state_filters_name_the_bucket_range_and_the_own_shards() -> None:
         assert low <= partition < high
     assert not low <= f"{NEIGHBOUR}_0000" < high
     assert not low <= layout.state_bucket(SUB) < high
+
+
+def test_partition_batches_are_single_partition_full_first_and_streamed() -> None:
+    items = [(p, i) for i in range(250) for p in ("a", "b")] + [("c", 0)]
+    seen_before_end: list[int] = []
+
+    def stream():  # type: ignore[no-untyped-def]
+        for n, item in enumerate(items):
+            yield item
+            seen_before_end.append(n)
+
+    batches = []
+    for batch in layout.partition_batches(stream(), lambda item: item[0]):
+        batches.append((len(seen_before_end), batch))
+    assert sorted(item for _, b in batches for item in b) == sorted(items), "every item exactly once"
+    assert all(len({p for p, _ in b}) == 1 and len(b) <= layout.BATCH_SIZE for _, b in batches)
+    assert [len(b) for _, b in batches] == [100, 100, 100, 100, 50, 50, 1]
+    assert batches[0][0] < 250, "a full batch goes out before the stream ends"
