@@ -406,7 +406,10 @@ def send_upsert_batch(table: TableClient, entities: list[dict[str, Any]], bodies
     )
     # The generated client's pipeline, exactly as the SDK's own $batch (streamed: azure-core cannot
     # decode multipart/mixed), then read whole.
-    response = table._client.send_request(request, stream=True)
+    # Every operation is an upsert (insert-or-replace), so the whole transaction is idempotent: a
+    # connection dropped before the answer (a kept-alive connection the service closed) is sent
+    # again. azure-core retries no POST after a read error by default.
+    response = table._client.send_request(request, stream=True, retry_on_methods=_IDEMPOTENT_BATCH)
     response.read()
     if response.status_code != 202:
         raise HttpResponseError(message=f"$batch answered HTTP {response.status_code}", response=response)
@@ -414,6 +417,9 @@ def send_upsert_batch(table: TableClient, entities: list[dict[str, Any]], bodies
     if len(statuses) != len(entities) or any(not code.startswith("2") for code in statuses):
         failed = next((code for code in statuses if not code.startswith("2")), "missing parts")
         raise TableTransactionError(message=f"transaction rejected: {failed}", response=response)
+
+
+_IDEMPOTENT_BATCH = frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST"})
 
 
 def _account_url(table: TableClient) -> str:

@@ -202,6 +202,20 @@ def test_batch_rejected_mid_run_loses_nothing(make_arm, harness_factory, azurite
     assert_complete(h, tenant)
 
 
+def test_batch_connection_dropped_is_replayed(make_arm, harness_factory, azurite, tls) -> None:  # noqa: F811
+    # A $batch of upserts is idempotent (insert-or-replace): when the connection drops without an
+    # answer (e.g. the service closed a kept-alive connection), it is sent again, not failed.
+    tenant = small_tenant()
+    with FaultProxy(azurite.port, tls) as proxy:
+        rule = proxy.faults.add(FaultRule(Reset(), method="POST", path=r"/\$batch$", skip=1, times=1))
+        h = harness_factory(make_arm(tenant))
+        h.apply_env(AUDIT_TABLE_SERVICE_URI=proxy.url())
+        h.run_timer()
+        assert rule.applied
+    assert_complete(h, tenant)
+    assert h.runs()[-1]["Outcome"] == "complete"
+
+
 def test_results_cannot_be_written_fails_loudly_and_next_run_recovers(make_arm, harness_factory, azurite, tls) -> None:  # noqa: F811
     tenant = small_tenant()
     with FaultProxy(azurite.port, tls) as proxy:
