@@ -13,27 +13,37 @@ import azure.functions as func
 from shared.audit import run_audit
 from shared.config import load_settings
 from shared.store import RunInProgressError
+from shared.threads import invocation_initializer
+
+# host.json's logLevel categories do not filter Python loggers (the host files every user record
+# under Function.<name>.User), so azure-core's per-request traces are cut here, as the CLI does.
+logging.getLogger("azure").setLevel(logging.WARNING)
 
 app = func.FunctionApp()
 
 
 @app.timer_trigger(schedule="%AUDIT_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
-def clientcert_audit(timer: func.TimerRequest) -> None:
-    """Nightly audit of incoming client certificate settings across the tenant."""
+def clientcert_audit(timer: func.TimerRequest, context: func.Context) -> None:
+    """Nightly audit of incoming client certificate settings across the tenant.
+
+    ``context`` gives every thread the audit starts the invocation id, without which the host
+    drops their records (the NewFailure events among them).
+    """
     if getattr(timer, "past_due", False):
         logging.warning("ClientCertAudit timer is past due; running now")
     settings = load_settings()
     try:
-        summary = run_audit(settings)
+        summary = run_audit(settings, thread_init=invocation_initializer(context))
     except RunInProgressError as exc:
         logging.warning("ClientCertAudit skipped: %s", exc)
         return
     logging.info(
-        "ClientCertAudit run %s %s: %s; %d new failures; %d subscriptions read, %d failed; %.1fs",
+        "ClientCertAudit run %s %s: %s; %d new failures, %d alerts sent; %d subscriptions read, %d failed; %.1fs",
         summary.run_id,
         summary.outcome,
         ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())),
         summary.new_failures,
+        summary.alerts_sent,
         summary.subscriptions_read,
         summary.subscriptions_failed,
         summary.duration_seconds,

@@ -16,12 +16,17 @@ from typing import Any
 
 
 def run_timer() -> None:
+    import uuid
+
     from azure.functions.timer import TimerRequest
 
     import function_app
+    from tests.harness import WORKER_THREAD_LOCAL, WorkerContext
 
     functions = function_app.app.get_functions()
-    functions[0].get_user_function()(TimerRequest(past_due=False))
+    invocation_id = str(uuid.uuid4())
+    WORKER_THREAD_LOCAL.invocation_id = invocation_id  # as the worker does, on the invoking thread
+    functions[0].get_user_function()(TimerRequest(past_due=False), context=WorkerContext(invocation_id, "clientcert_audit"))
 
 
 def profiled(target: Any, out: str) -> None:

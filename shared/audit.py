@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -31,8 +31,9 @@ from .inventory import ArmInventory, SubscriptionInfo
 from .keys import resource_key
 from .layout import partition_batches, results_partition, state_partition, state_shards
 from .models import Finding, InventoryError, SiteRecord, Status
-from .state import Transition, already_alerted, gone_entity, state_entity, transition
+from .state import Transition, gone_entity, observed, state_entity, transition
 from .store import RUNS_PARTITION, RunInProgressError, TableStore
+from .threads import NO_CONTEXT, ThreadInit, executor
 from .writer import PackedWriter
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class _PendingState:
         for key, change in self.changes.items():
             partition = state_partition(self.subscription_id, size, key)
             self.written[key] = partition
-            yield self.state_row(key, change, alerted=already_alerted(self.prior.get(key), change))
+            yield self.state_row(key, change, alerted=False)
         for key, state in self._gone():
             self.written[key] = str(state["PartitionKey"])
             yield gone_entity(state, self.run_id, self.now_iso)
@@ -127,12 +128,12 @@ class _PendingState:
         )
 
     def alerts_due(self) -> list[str]:
-        """New failures whose event no attempt of this run has sent yet."""
-        return [
-            key
-            for key, change in self.changes.items()
-            if change.new_failure and not already_alerted(self.prior.get(key), change)
-        ]
+        """Owed alerts: tonight's new failures and those an earlier run stored but never sent."""
+        return [key for key, change in self.changes.items() if change.alert_pending]
+
+    def alerts_dropped(self) -> list[str]:
+        """Owed alerts of resources that no longer fail (the alert is not sent, and not owed)."""
+        return [key for key, change in self.changes.items() if change.dropped_alert]
 
     def stale_copies(self) -> list[tuple[str, str]]:
         """Keys of state rows left in a partition other than the one holding the current copy."""
@@ -157,6 +158,7 @@ class RunSummary:
     ended_at: datetime | None = None
     counts: Counter[str] = field(default_factory=Counter)
     new_failures: int = 0
+    alerts_sent: int = 0  # NewFailure events this run logged: its new failures and owed ones
     subscriptions_read: int = 0
     subscriptions_failed: int = 0
     partial: bool = False
@@ -191,6 +193,7 @@ class RunSummary:
             "Counts": {s.value: self.counts.get(s.value, 0) for s in Status},
             "Total": sum(self.counts.values()),
             "NewFailures": self.new_failures,
+            "AlertsSent": self.alerts_sent,
             "SubscriptionsRead": self.subscriptions_read,
             "SubscriptionsFailed": self.subscriptions_failed,
             "DurationSeconds": self.duration_seconds,
@@ -247,14 +250,21 @@ def result_entity(
     }
 
 
-def new_failure_event(run_id: str, finding: Finding) -> dict[str, Any]:
-    """Payload of one ``ClientCertAudit.NewFailure`` event (a contract: see README)."""
+def new_failure_event(run_id: str, finding: Finding, change: Transition, *, sent_by: str) -> dict[str, Any]:
+    """Payload of one ``ClientCertAudit.NewFailure`` event (a contract: see README).
+
+    ``RunId`` is the run that found the new failure (its result row has ``NewFailure`` true);
+    ``SentByRunId`` the run that logged the event, later when the alert was owed (``Owed``).
+    """
     return {
         **finding.identity(),
         "ClientCertMode": finding.client_cert_mode,
         "Status": finding.status.value,
         "Reason": finding.reason,
         "RunId": run_id,
+        "SentByRunId": sent_by,
+        "Owed": run_id != sent_by,
+        "FirstFailedAt": change.first_failed_at,
     }
 
 
@@ -269,8 +279,10 @@ class AuditRun:
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         checkpoint: Checkpoint | None = None,
+        thread_init: ThreadInit = NO_CONTEXT,
     ) -> None:
         self.settings = settings
+        self.thread_init = thread_init
         self.store = store
         self.inventory = inventory
         self.now = now
@@ -284,6 +296,7 @@ class AuditRun:
         self._tally_lock = threading.Lock()
         self._held = 0
         self._extra_transactions = 0
+        self._alerts_sent = 0
         self._run_id = ""
         self._results = PackedWriter(
             lambda rows: store.write_batch(store.results, rows),
@@ -313,6 +326,7 @@ class AuditRun:
             self._run(summary)
         except BaseException as exc:
             summary.failed = True
+            summary.alerts_sent = self._alerts_sent
             summary.error = _short(exc)
             summary.ended_at = self.now()
             log.error("Audit run %s failed: %s", summary.run_id, summary.error)
@@ -374,6 +388,7 @@ class AuditRun:
             raise AuditFailed(f"{unfinished} subscriptions' rows or state could not be stored")
         summary.transactions = self._results.transactions + self._state.transactions + self._extra_transactions
         summary.partitions = len(self._results.partitions) + len(self._state.partitions)
+        summary.alerts_sent = self._alerts_sent
         for result in results:
             summary.counts.update(result.counts)
             summary.new_failures += result.new_failures
@@ -386,7 +401,7 @@ class AuditRun:
     def _fan_out(self, summary: RunSummary, subscriptions: list[SubscriptionInfo]) -> list[SubscriptionResult]:
         """Audit subscriptions concurrently (bounded), renewing the lease while they run."""
         results: list[SubscriptionResult] = []
-        with ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="audit") as pool:
+        with executor(self.settings.concurrency, "audit", self.thread_init) as pool:
             pending: set[Future[SubscriptionResult]] = {
                 pool.submit(self.audit_subscription, summary, sub.subscription_id) for sub in subscriptions
             }
@@ -422,7 +437,9 @@ class AuditRun:
                 finding = apply_exemption(evaluate(item), self.exemptions, audited_at)
             findings.setdefault(resource_key(finding.resource_id), finding)
 
-        prior, extra = self.store.subscription_state(subscription_id, findings) if result.read else ({}, [])
+        # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
+        # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
+        prior, extra = self.store.subscription_state(subscription_id, findings)
         changes: dict[str, Transition] = {}
 
         # Rows are generated as the writer takes them (it holds at most one batch per partition).
@@ -430,7 +447,11 @@ class AuditRun:
             for key, finding in findings.items():
                 change = None
                 if finding.status is not Status.ERROR:
-                    change = transition(finding, prior.get(key), run_id, now_iso, baseline=summary.baseline)
+                    change = (
+                        transition(finding, prior.get(key), run_id, now_iso, baseline=summary.baseline)
+                        if result.read
+                        else observed(finding, prior.get(key), run_id)
+                    )
                     changes[key] = change
                 yield result_entity(
                     run_id, finding, change, audited_at, key, request_tag=self.settings.exemption_request_tag
@@ -463,13 +484,25 @@ class AuditRun:
         a mark that was stored means its events follow at once, so none is sent twice.
         """
         self.checkpoint("state_advanced", pending.subscription_id)
+        for key in pending.alerts_dropped():
+            log.info(
+                "Run %s: dropped the owed NewFailure alert of %s: it no longer fails (now %s)",
+                pending.run_id,
+                pending.findings[key].resource_id,
+                pending.findings[key].status.value,
+            )
         for batch in partition_batches(pending.alerts_due(), pending.written.__getitem__):
             marks = [pending.state_row(key, pending.changes[key], alerted=True) for key in batch]
             sent = self.store.write_batch(self.store.latest, marks)
             with self._tally_lock:
                 self._extra_transactions += sent
+                self._alerts_sent += len(batch)
             for key in batch:
-                events.emit_new_failure(new_failure_event(pending.run_id, pending.findings[key]))
+                change = pending.changes[key]
+                events.emit_new_failure(
+                    new_failure_event(change.alert_run_id, pending.findings[key], change, sent_by=pending.run_id)
+                )
+            self.checkpoint("alerted", pending.subscription_id)
         retired = pending.retiring()
         if retired:
             log.info("Run %s: %d resources of %s are gone", pending.run_id, retired, pending.subscription_id)
@@ -587,6 +620,7 @@ class AuditRun:
             "Attempts": summary.attempt,
             "Total": event["Total"],
             "NewFailures": summary.new_failures,
+            "AlertsSent": summary.alerts_sent,
             "SubscriptionsRead": summary.subscriptions_read,
             "SubscriptionsFailed": summary.subscriptions_failed,
             "DurationSeconds": summary.duration_seconds,
@@ -629,13 +663,13 @@ def _as_utc(value: Any) -> datetime | None:
     return None
 
 
-def build_inventory(settings: Settings, credential: TokenCredential) -> Inventory:
-    """The configured inventory source."""
+def build_inventory(settings: Settings, credential: TokenCredential, thread_init: ThreadInit = NO_CONTEXT) -> Inventory:
+    """The configured inventory source; its threads run ``thread_init`` first."""
     if settings.inventory_source.value == "resourcegraph":
         from .resourcegraph import ResourceGraphInventory
 
-        return ResourceGraphInventory(credential, settings)
-    return ArmInventory(credential, settings)
+        return ResourceGraphInventory(credential, settings, thread_init)
+    return ArmInventory(credential, settings, thread_init)
 
 
 def run_audit(
@@ -643,14 +677,21 @@ def run_audit(
     *,
     credential: TokenCredential | None = None,
     checkpoint: Checkpoint | None = None,
+    thread_init: ThreadInit = NO_CONTEXT,
+    now: Callable[[], datetime] | None = None,
 ) -> RunSummary:
-    """Run the audit once with the configured identity, store and inventory."""
+    """Run the audit once with the configured identity, store and inventory. ``thread_init`` runs
+    first on every thread the run starts (the Functions invocation context, see ``threads``);
+    ``now`` is the clock (tests move it across nights)."""
     credential = credential or build_credential(settings.client_id)
     store = TableStore(settings, None if settings.table_connection_string else credential)
     try:
-        inventory = build_inventory(settings, credential)
+        inventory = build_inventory(settings, credential, thread_init)
         try:
-            return AuditRun(settings, store, inventory, checkpoint=checkpoint).execute()
+            clock = {"now": now} if now else {}
+            return AuditRun(
+                settings, store, inventory, checkpoint=checkpoint, thread_init=thread_init, **clock
+            ).execute()
         finally:
             inventory.close()
     finally:

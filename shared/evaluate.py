@@ -47,31 +47,83 @@ def _az_target(record: SiteRecord) -> str:
     return f"--name {record.app_name} --resource-group {record.resource_group}{slot}"
 
 
+#: An exclusion path App Service matches as a prefix of every request path: no requirement at all.
+EVERY_PATH = "/"
+
+
+def exempts_every_path(paths: tuple[str, ...]) -> bool:
+    """``/`` is a prefix of every request path, so an exclusion list holding it exempts them all."""
+    return EVERY_PATH in paths
+
+
+def plain_http_open(record: SiteRecord) -> bool:
+    """Requests over plain HTTP carry no client certificate (App Service's mutual-TLS docs), so an
+    app that does not redirect HTTP to HTTPS (``httpsOnly`` not true) accepts requests without one."""
+    return record.https_only is not True
+
+
 def remediation_for(record: SiteRecord, mode: str, paths: tuple[str, ...]) -> str:
-    """A concrete fix: where to click in the portal and the ``az`` command that does it."""
+    """A concrete fix: where to click in the portal and the ``az`` command that does it.
+
+    The command sets everything the verdict depends on at once: the mode, the exclusion paths when
+    they exempt every path, and ``httpsOnly`` when plain HTTP is open, so one command turns a FAIL
+    into a PASS (or a WARN when other exclusion paths remain to be reviewed).
+    """
     target = _az_target(record)
     portal = "Portal: App Service > Configuration > General settings > Incoming client certificates"
-    if mode == CertMode.REQUIRED.value and paths:
-        return (
-            f"{portal}: remove the certificate exclusion paths if they are not needed. "
-            f'az webapp update {target} --set clientCertExclusionPaths=""'
-        )
+    https = plain_http_open(record)
+    https_set = " httpsOnly=true" if https else ""
+    https_note = " and turn on 'HTTPS Only'" if https else ""
     if mode == CertMode.REQUIRED.value:
+        if exempts_every_path(paths):
+            return (
+                f"{portal}: remove the exclusion path '/', which exempts every request{https_note}. "
+                f'az webapp update {target} --set clientCertExclusionPaths=""{https_set}'
+            )
+        if https:
+            return (
+                "Portal: App Service > Configuration > General settings: turn on 'HTTPS Only' (requests over "
+                f"HTTP carry no client certificate). az webapp update {target} --set httpsOnly=true"
+            )
+        if paths:
+            return (
+                f"{portal}: remove the certificate exclusion paths if they are not needed. "
+                f'az webapp update {target} --set clientCertExclusionPaths=""'
+            )
         return ""
     return (
-        f"{portal}: set 'Client certificate mode' to Require. "
-        f"az webapp update {target} --set clientCertEnabled=true clientCertMode=Required"
+        f"{portal}: set 'Client certificate mode' to Require{https_note}. "
+        f"az webapp update {target} --set clientCertEnabled=true clientCertMode=Required{https_set}"
     )
+
+
+def _required_reason(record: SiteRecord, paths: tuple[str, ...]) -> tuple[Status, str]:
+    """Mode ``Required``: FAIL when a hole makes the requirement void (every path exempt, or plain
+    HTTP accepted; FAIL wins over WARN and both are named), WARN for other exclusion paths."""
+    holes = []
+    if exempts_every_path(paths):
+        holes.append(
+            "the exclusion path '/' exempts every request path (exclusion paths match as prefixes), "
+            "so no request needs a certificate"
+        )
+    if plain_http_open(record):
+        holes.append(
+            "HTTPS Only is off (httpsOnly is not true), so requests over plain HTTP, which carry no client "
+            "certificate, are accepted"
+        )
+    if holes:
+        return Status.FAIL, "Client certificates are set to Required, but " + "; and ".join(holes) + "."
+    if paths:
+        return Status.WARN, (
+            "Client certificates are required except on these paths, which accept requests "
+            f"without one: {', '.join(paths)}"
+        )
+    return Status.PASS, "Client certificates are required on every request."
 
 
 def _reason(mode: str, record: SiteRecord, paths: tuple[str, ...]) -> tuple[Status, str]:
     if mode == CertMode.REQUIRED.value:
-        if paths:
-            return Status.WARN, (
-                "Client certificates are required except on these paths, which accept requests "
-                f"without one: {', '.join(paths)}"
-            )
-        return Status.PASS, "Client certificates are required on every request."
+        return _required_reason(record, paths)
     if mode == CertMode.IGNORE.value:
         note = (
             f" (clientCertMode reports '{record.client_cert_mode}', but it has no effect while "

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -32,6 +32,7 @@ from azure.mgmt.web import WebSiteManagementClient
 from .config import Settings
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
 from .models import InventoryError, SiteRecord
+from .threads import NO_CONTEXT, ThreadInit, executor
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +227,10 @@ def _is_slot(raw: Mapping[str, Any]) -> bool:
 class ArmInventory:
     """Lists subscriptions, sites and slots through the management SDKs."""
 
-    def __init__(self, credential: TokenCredential, settings: Settings) -> None:
+    def __init__(self, credential: TokenCredential, settings: Settings, thread_init: ThreadInit = NO_CONTEXT) -> None:
         self._credential = credential
         self._settings = settings
+        self._thread_init = thread_init
         # One connection pool for every subscription's client: a client per subscription with its own
         # transport opened new TLS connections (a handshake and a CA-bundle load each) for every one
         # of a thousand subscriptions. Sized for the audit's threads (subscriptions × group lists).
@@ -290,10 +292,12 @@ class ArmInventory:
         failure in one resource group or one slot list yields an error for that scope only.
         """
         with self.web_client(subscription_id) as web:
-            yield from _scan(web, subscription_id)
+            yield from _scan(web, subscription_id, self._thread_init)
 
 
-def _scan(web: WebSiteManagementClient, subscription_id: str) -> Iterator[SiteRecord | InventoryError]:
+def _scan(
+    web: WebSiteManagementClient, subscription_id: str, thread_init: ThreadInit = NO_CONTEXT
+) -> Iterator[SiteRecord | InventoryError]:
     """The subscription-wide site list, and the group lists started *while* it pages.
 
     A large subscription's reads are bounded by ARM's bucket (25 a second after the first 250);
@@ -306,7 +310,7 @@ def _scan(web: WebSiteManagementClient, subscription_id: str) -> Iterator[SiteRe
     seen: set[str] = set()
     groups: dict[str, tuple[str, list[str]]] = {}  # lower-cased group -> (name as listed, apps)
     pacer = ReadPacer()
-    pool = ThreadPoolExecutor(max_workers=GROUP_LIST_CONCURRENCY, thread_name_prefix="groups")
+    pool = executor(GROUP_LIST_CONCURRENCY, "groups", thread_init)
     started: list[tuple[tuple[str, list[str]], Future[list[SiteRecord | InventoryError | _PerApp]]]] = []
 
     def group_list(group: tuple[str, list[str]]) -> list[SiteRecord | InventoryError | _PerApp]:

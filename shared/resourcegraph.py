@@ -24,6 +24,7 @@ from .config import Settings
 from .http import client_kwargs
 from .inventory import ArmInventory, SubscriptionInfo, describe_error, site_record
 from .models import InventoryError, SiteRecord
+from .threads import NO_CONTEXT, ThreadInit, thread
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ class ResourceGraphInventory:
     :data:`MAX_BUFFERED` records read ahead, not the tenant.
     """
 
-    def __init__(self, credential: TokenCredential, settings: Settings) -> None:
-        self._arm = ArmInventory(credential, settings)
+    def __init__(self, credential: TokenCredential, settings: Settings, thread_init: ThreadInit = NO_CONTEXT) -> None:
+        self._arm = ArmInventory(credential, settings, thread_init)
+        self._thread_init = thread_init
         self._client = ResourceGraphClient(
             credential,
             base_url=settings.arm_endpoint,
@@ -192,7 +194,7 @@ class ResourceGraphInventory:
         key = subscription_id.lower()
         with self._cond:
             if self._loader is None:
-                self._loader = threading.Thread(target=self._run_loader, name="resourcegraph", daemon=True)
+                self._loader = thread(self._run_loader, "resourcegraph", self._thread_init)
                 self._loader.start()
             self._waiting.add(key)
             self._cond.notify_all()

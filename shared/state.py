@@ -22,6 +22,10 @@ class Transition:
     previous_status: str  # "" when the resource was never seen (or was gone)
     first_failed_at: str  # start of the current FAIL streak, "" when not failing
     already_advanced: bool  # this run already advanced the state (retry of the same run)
+    alert_pending: bool = False  # a NewFailure event is owed once this state is stored
+    alert_run_id: str = ""  # the run that found the failure the owed (or sent) alert is about
+    alert_sent_at: str = ""  # when that alert went out ("" while owed or when there is none)
+    dropped_alert: bool = False  # an alert was owed, but the resource no longer fails
 
 
 def _prior(state: Mapping[str, Any] | None, run_id: str) -> tuple[str, str, bool]:
@@ -37,6 +41,24 @@ def _prior(state: Mapping[str, Any] | None, run_id: str) -> tuple[str, str, bool
     return str(state.get("Status") or ""), str(state.get("FirstFailedAt") or ""), False
 
 
+def _alert(
+    state: Mapping[str, Any] | None, run_id: str, *, failing: bool, new_failure: bool
+) -> tuple[bool, str, str, bool]:
+    """(owed, run that found it, sent at, dropped): an alert is owed from the run that finds a new
+    failure until a run logs its event, whatever that run's id and however much later, as long as
+    the resource still fails. Retrying the run that already sent it owes nothing again."""
+    owed = bool(state and state.get("AlertPending") and not state.get("Gone"))
+    found_by = str(state.get("AlertRunId") or "") if state and not state.get("Gone") else ""
+    sent_at = str(state.get("AlertSentAt") or "") if state and not state.get("Gone") else ""
+    if not failing:
+        return False, "", "", owed
+    if owed:
+        return True, found_by or run_id, "", False
+    if new_failure and found_by != run_id:  # found now (an earlier attempt of this run has not sent it)
+        return True, run_id, "", False
+    return False, found_by, sent_at, False
+
+
 def transition(
     finding: Finding, state: Mapping[str, Any] | None, run_id: str, now_iso: str, *, baseline: bool
 ) -> Transition:
@@ -49,10 +71,30 @@ def transition(
     failing = finding.status is Status.FAIL
     was_failing = prior_status == Status.FAIL.value
     first_failed = (prior_first_failed or now_iso) if failing and was_failing else (now_iso if failing else "")
+    new_failure = failing and not was_failing and not baseline
+    pending, found_by, sent_at, dropped = _alert(state, run_id, failing=failing, new_failure=new_failure)
     return Transition(
-        new_failure=failing and not was_failing and not baseline,
+        new_failure=new_failure,
         previous_status=prior_status,
         first_failed_at=first_failed,
+        already_advanced=advanced,
+        alert_pending=pending,
+        alert_run_id=found_by,
+        alert_sent_at=sent_at,
+        dropped_alert=dropped,
+    )
+
+
+def observed(finding: Finding, state: Mapping[str, Any] | None, run_id: str) -> Transition:
+    """The transition shown on a row whose state this run does not advance (its subscription was
+    not fully read): relative to the stored state, nothing new, the stored streak kept, no alert."""
+    prior_status, prior_first_failed, advanced = _prior(state, run_id)
+    failing = finding.status is Status.FAIL
+    was_failing = prior_status == Status.FAIL.value
+    return Transition(
+        new_failure=False,
+        previous_status=prior_status,
+        first_failed_at=prior_first_failed if failing and was_failing else "",
         already_advanced=advanced,
     )
 
@@ -71,13 +113,15 @@ def state_entity(
     """The last-known state row after this run saw ``finding`` (stored in ``partition_key``,
     which ``layout.state_partition`` chooses).
 
-    ``NewFailureAlerted`` records that this run's ``NewFailure`` event for the resource went out:
-    the row is written first with ``False`` and marked once the event is due, so a crash between
-    two state batches of one subscription cannot make a resumed run skip an alert never sent.
+    ``AlertPending`` records that a ``NewFailure`` event is owed: the row is first written with it
+    set, and marked sent (``alerted``: ``AlertPending`` false, ``AlertSentAt``) just before the
+    event is logged, so a crash anywhere before the mark leaves the alert owed to the next run.
     """
     previous_gone = (
         bool(state.get("PreviousGone")) if change.already_advanced and state else bool(state and state.get("Gone"))
     )
+    sent = alerted and change.alert_pending
+    sent_by = str(state.get("AlertSentByRunId") or "") if state and change.alert_sent_at else ""
     return {
         "PartitionKey": partition_key,
         "RowKey": row_key,
@@ -92,13 +136,11 @@ def state_entity(
         "PreviousGone": previous_gone,
         "Gone": False,
         "GoneAt": "",
-        "NewFailureAlerted": change.new_failure and alerted,
+        "AlertPending": change.alert_pending and not sent,
+        "AlertRunId": change.alert_run_id,
+        "AlertSentAt": now_iso if sent else change.alert_sent_at,
+        "AlertSentByRunId": run_id if sent else sent_by,
     }
-
-
-def already_alerted(state: Mapping[str, Any] | None, change: Transition) -> bool:
-    """This run's NewFailure event for the resource was sent by an earlier attempt of the run."""
-    return bool(change.already_advanced and change.new_failure and state and state.get("NewFailureAlerted"))
 
 
 def _previous_first_failed(state: Mapping[str, Any] | None, change: Transition) -> str:
@@ -110,7 +152,8 @@ def _previous_first_failed(state: Mapping[str, Any] | None, change: Transition) 
 
 
 def gone_entity(state: Mapping[str, Any], run_id: str, now_iso: str) -> dict[str, Any]:
-    """Retire a resource that a fully read subscription no longer lists."""
+    """Retire a resource that a fully read subscription no longer lists (an owed alert about a
+    resource that no longer exists is dropped with it)."""
     entity = {k: v for k, v in state.items() if not k.startswith("odata")}
     entity.update(
         PreviousStatus=str(state.get("Status") or ""),
@@ -120,5 +163,6 @@ def gone_entity(state: Mapping[str, Any], run_id: str, now_iso: str) -> dict[str
         GoneAt=now_iso,
         LastRunId=run_id,
         FirstFailedAt="",
+        AlertPending=False,
     )
     return entity

@@ -285,7 +285,10 @@ STATE_MODEL_FIELDS = (
     "PreviousFirstFailedAt",
     "PreviousGone",
     "Gone",
-    "NewFailureAlerted",
+    "AlertPending",
+    "AlertRunId",
+    "AlertSentAt",
+    "AlertSentByRunId",
 )
 
 

@@ -1,7 +1,12 @@
 """Runs the real timer function against the emulators and reads back what it wrote.
 
 The function is invoked as the Functions Python worker does: find it in
-``app.get_functions()``, then call ``get_user_function()`` with a ``TimerRequest``.
+``app.get_functions()``, then call ``get_user_function()`` with a ``TimerRequest`` and a
+``func.Context`` whose ``thread_local_storage`` is the worker's thread-local, set on the invoking
+thread only. What the worker and host then do with each log record is modelled by
+:class:`HostLogs`: the record carries the invocation id the *emitting* thread's thread-local holds,
+and the host keeps it only when that is a running invocation. Events are read from what the host
+kept, so every end-to-end test also shows its events would reach Application Insights.
 """
 
 from __future__ import annotations
@@ -9,12 +14,14 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import azure.functions as func
 from azure.data.tables import TableServiceClient
 from azure.functions.timer import TimerRequest
 
@@ -31,6 +38,78 @@ def timer_function() -> Any:
     functions = function_app.app.get_functions()
     assert len(functions) == 1, [f.get_function_name() for f in functions]
     return functions[0]
+
+
+#: The worker's thread-local (``_invocation_id_local`` in azure_functions_worker): the object it hands
+#: to functions as ``context.thread_local_storage`` and reads when it tags a log record.
+WORKER_THREAD_LOCAL = threading.local()
+
+
+class WorkerContext(func.Context):
+    """The ``func.Context`` the worker passes to a function that takes ``context``."""
+
+    def __init__(self, invocation_id: str, function_name: str) -> None:
+        self._invocation_id = invocation_id
+        self._function_name = function_name
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def thread_local_storage(self) -> Any:
+        return WORKER_THREAD_LOCAL
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return "."
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+
+class HostLogs(logging.Handler):
+    """The worker's log handler and the host's filter: a record is tagged with the invocation id
+    read from the emitting thread's :data:`WORKER_THREAD_LOCAL`; the host keeps it only when that
+    id is a running invocation, and drops it otherwise (as it does user logs it cannot attribute)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.running: set[str] = set()
+        self.kept: list[logging.LogRecord] = []
+        self.dropped: list[logging.LogRecord] = []
+        self._lock_list = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        invocation_id = getattr(WORKER_THREAD_LOCAL, "invocation_id", None)
+        with self._lock_list:
+            (self.kept if invocation_id in self.running else self.dropped).append(record)
+
+    def invoke(self, function: Any, *args: Any) -> None:
+        """Call the user function as the worker does, with a fresh invocation id."""
+        invocation_id = str(uuid.uuid4())
+        context = WorkerContext(invocation_id, function.__name__)
+        self.running.add(invocation_id)
+        WORKER_THREAD_LOCAL.invocation_id = invocation_id  # on the invoking thread only
+        try:
+            function(*args, context=context)
+        finally:
+            WORKER_THREAD_LOCAL.invocation_id = None
+            self.running.discard(invocation_id)
+
+    def clear(self) -> None:
+        with self._lock_list:
+            self.kept.clear()
+            self.dropped.clear()
 
 
 def event_payloads(records: list[logging.LogRecord], prefix: str) -> list[dict[str, Any]]:
@@ -52,6 +131,7 @@ class AuditHarness:
     azurite: Azurite
     monkeypatch: pytest.MonkeyPatch
     caplog: pytest.LogCaptureFixture
+    host: HostLogs = field(default_factory=HostLogs)
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,7 +163,7 @@ class AuditHarness:
     # -- running ----------------------------------------------------------------------------
     def run_timer(self) -> None:
         """Invoke the timer function exactly as the Functions worker would."""
-        timer_function().get_user_function()(TimerRequest(past_due=False))
+        self.host.invoke(timer_function().get_user_function(), TimerRequest(past_due=False))
 
     # -- reading back -------------------------------------------------------------------------
     def service(self) -> TableServiceClient:
@@ -117,8 +197,13 @@ class AuditHarness:
         return {r["ResourceId"].lower(): r for r in self.table("AUDIT_LATEST_TABLE")}
 
     def events(self, prefix: str) -> list[dict[str, Any]]:
-        records = [r for r in self.caplog.records if r.name == EVENT_LOGGER_NAME]
+        """Events the host would ship to Application Insights (records it would drop are not here)."""
+        records = [r for r in self.host.kept if r.name == EVENT_LOGGER_NAME]
         return event_payloads(records, prefix)
+
+    def dropped_by_host(self) -> list[logging.LogRecord]:
+        """Records the host would drop that matter: any event, any WARNING or above."""
+        return [r for r in self.host.dropped if r.name == EVENT_LOGGER_NAME or r.levelno >= logging.WARNING]
 
     def new_failure_events(self) -> list[dict[str, Any]]:
         return self.events(NEW_FAILURE_EVENT)
@@ -128,13 +213,21 @@ class AuditHarness:
 
     def clear_events(self) -> None:
         self.caplog.clear()
+        self.host.clear()
 
 
 @pytest.fixture
 def harness_factory(
     azurite: Azurite, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> Iterator[Any]:
+    made: list[AuditHarness] = []
+
     def make(arm: ArmEmulator) -> AuditHarness:
-        return AuditHarness(arm, azurite, monkeypatch, caplog)
+        harness = AuditHarness(arm, azurite, monkeypatch, caplog)
+        logging.getLogger().addHandler(harness.host)
+        made.append(harness)
+        return harness
 
     yield make
+    for harness in made:
+        logging.getLogger().removeHandler(harness.host)

@@ -127,14 +127,10 @@ def test_store_unreachable_fails_loudly(make_arm, harness_factory) -> None:  # n
 
 def test_missing_table_setting_is_a_clear_error(make_arm, harness_factory, monkeypatch) -> None:  # noqa: F811
     arm = make_arm(generate_tenant(seed=16, subscriptions=1, sites=1))
-    harness_factory(arm)
+    h = harness_factory(arm)
     monkeypatch.delenv("AUDIT_TABLE_SERVICE_URI")
-    from azure.functions.timer import TimerRequest
-
-    from tests.harness import timer_function
-
     with pytest.raises(ValueError, match="AUDIT_TABLE_SERVICE_URI"):
-        timer_function().get_user_function()(TimerRequest())
+        h.run_timer()
 
 
 def test_user_assigned_identity_when_azure_client_id_is_set(make_arm, harness_factory) -> None:  # noqa: F811

@@ -159,7 +159,7 @@ def test_waiting_subscriptions_past_the_memory_cap_send_partial_batches_early(
     default, default_new = run_twice(audit.MAX_HELD_RESOURCES, "cd")
     capped, capped_new = run_twice(10, "ab")
     assert capped_new == default_new
-    # Default: 4 results partitions, 2 buckets, and one NewFailureAlerted mark per subscription.
+    # Default: 4 results partitions, 2 buckets, and one alert mark per subscription.
     assert default["Transactions"] == 4 + 2 + 20
     assert capped["Transactions"] > default["Transactions"], "the cap sent partial batches early"
 
@@ -384,7 +384,7 @@ def crash_then_resume(
     def crash_on_nth_state_write(self, table, entities):  # type: ignore[no-untyped-def]
         if table.table_name == h.tables["AUDIT_LATEST_TABLE"]:
             state_writes.append([str(e["ResourceId"]).lower() for e in entities])
-            is_mark = any(e.get("NewFailureAlerted") for e in entities)
+            is_mark = any(e.get("AlertSentAt") for e in entities)
             if is_mark:
                 mark_writes.append(len(state_writes))
             counted = len(mark_writes) if count_marks_only else len(state_writes)
@@ -404,9 +404,12 @@ def crash_then_resume(
         assert alerted_before_crash, "some subscription's state and events got through before the crash"
     else:  # what makes the crash bite: new failures whose state is stored but whose events are not out
         assert (flipped & stored_before_crash) - set(alerted_before_crash)
-    # An event goes out only after its resource's NewFailureAlerted mark is stored, so the resumed
-    # run knows exactly which ones were sent (and sends the rest).
-    marked = {str(r["ResourceId"]).lower() for r in h.table("AUDIT_LATEST_TABLE") if r.get("NewFailureAlerted")}
+    # An event goes out only after its resource's mark (AlertPending cleared, AlertSentAt set) is
+    # stored, so the resumed run knows exactly which ones were sent (and sends the rest).
+    state_now = h.table("AUDIT_LATEST_TABLE")
+    marked = {str(r["ResourceId"]).lower() for r in state_now if r.get("AlertSentAt")}
+    owed = {str(r["ResourceId"]).lower() for r in state_now if r.get("AlertPending")}
+    assert owed == (flipped & stored_before_crash) - marked, "every stored, unsent new failure is owed"
     assert set(alerted_before_crash) == marked
     monkeypatch.setattr(TableStore, "write_batch", real)
 
@@ -437,7 +440,7 @@ def crash_then_resume(
 
 
 # The 12 shards of the large subscription are written first (each flushed as soon as its result rows
-# are durable), then its NewFailureAlerted marks (one write per shard holding new failures, each
+# are durable), then its alert marks (one write per shard holding new failures, each
 # followed by its events), then the two small subscriptions' buckets at the final flush.
 def test_crash_between_two_alert_batches_then_resume(make_arm, harness_factory, monkeypatch) -> None:  # noqa: F811
     # The second mark write fails: the first batch's events are out (and marked), the rest are not.

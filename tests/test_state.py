@@ -15,6 +15,7 @@ REC = SiteRecord(
     app_name="a",
     client_cert_enabled=True,
     client_cert_mode="Required",
+    https_only=True,
 )
 PASSING = evaluate(REC)
 FAILING = evaluate(replace(REC, client_cert_mode="Optional"))

@@ -93,7 +93,7 @@ def split_exclusion_paths(value: object) -> list[str]:
     return [part.strip() for part in _SPLIT.split(value) if part.strip()]
 
 
-def expected_verdict(enabled: object, mode: object, exclusion_paths: object) -> tuple[str, str]:
+def expected_verdict(enabled: object, mode: object, exclusion_paths: object, https_only: object = True) -> tuple[str, str]:
     """Return ``(status, effective_mode)`` for served client-certificate properties.
 
     The oracle's rule table, deliberately independent of the product:
@@ -101,7 +101,9 @@ def expected_verdict(enabled: object, mode: object, exclusion_paths: object) -> 
     * ``clientCertEnabled`` not exactly ``true`` -> mode ``Ignore`` whatever ``clientCertMode`` says
       (Azure reports ``Required`` on sites that never enabled client certificates);
     * otherwise the mode, defaulting to ``Required`` when absent or null;
-    * ``Required`` and no exclusion paths -> PASS; ``Required`` with exclusion paths -> WARN;
+    * ``Required`` with the exclusion path ``/`` (a prefix of every path) or with ``httpsOnly`` not
+      exactly ``true`` (plain HTTP carries no certificate) -> FAIL;
+    * otherwise ``Required`` and no exclusion paths -> PASS; ``Required`` with exclusion paths -> WARN;
       ``Optional``, ``OptionalInteractiveUser``, ``Ignore`` and any unknown mode -> FAIL.
     """
     if enabled is not True:
@@ -111,7 +113,10 @@ def expected_verdict(enabled: object, mode: object, exclusion_paths: object) -> 
     else:
         effective = str(mode)
     if effective == "Required":
-        return ("WARN" if split_exclusion_paths(exclusion_paths) else "PASS"), effective
+        paths = split_exclusion_paths(exclusion_paths)
+        if "/" in paths or https_only is not True:
+            return "FAIL", effective
+        return ("WARN" if paths else "PASS"), effective
     return "FAIL", effective
 
 
@@ -223,7 +228,7 @@ class Site:
         client_cert_enabled: bool | None = False,
         client_cert_mode: str | None = "Required",
         exclusion_paths: str | None = None,
-        https_only: bool = False,
+        https_only: bool = True,
         public_network_access: str | None = None,
         location: str = "East US",
         state: str = "Running",
@@ -323,11 +328,21 @@ class Site:
 
     def _verdict(self) -> tuple[str, str]:
         if self.omit_properties and self.omit_properties_on_get:
-            return expected_verdict(None, None, None)
+            return expected_verdict(None, None, None, None)
         props = self.client_cert_properties()
         return expected_verdict(
-            props.get("clientCertEnabled"), props.get("clientCertMode"), props.get("clientCertExclusionPaths")
+            props.get("clientCertEnabled"),
+            props.get("clientCertMode"),
+            props.get("clientCertExclusionPaths"),
+            self.served_https_only(),
         )
+
+    def served_https_only(self) -> object:
+        """``httpsOnly`` as ARM serves it (``raw_properties_override`` may change or drop it)."""
+        override = self.raw_properties_override or {}
+        if "httpsOnly" in override:
+            return None if override["httpsOnly"] is OMIT else override["httpsOnly"]
+        return self.https_only
 
     @property
     def expected_status(self) -> str:
@@ -615,6 +630,7 @@ PROFILES: tuple[tuple[bool, str | None, str | None, int], ...] = (
     (False, "Optional", None, 3),
     (False, None, None, 3),
     (False, "Required", "/health,/status;/metrics", 2),
+    (True, "Required", "/api; /", 2),  # '/' exempts every path -> FAIL
 )
 
 _KIND_WEIGHTS: tuple[int, ...] = (30, 20, 8, 3, 12, 12, 3, 2, 2)
