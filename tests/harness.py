@@ -18,6 +18,8 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +27,10 @@ import azure.functions as func
 from azure.data.tables import TableServiceClient
 from azure.functions.timer import TimerRequest
 
+from shared.audit import run_audit
+from shared.config import load_settings
 from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVENT
+from shared.threads import invocation_initializer
 from tests.emulators.arm import ArmEmulator
 from tests.emulators.azurite import Azurite
 
@@ -39,6 +44,9 @@ def timer_function() -> Any:
     assert len(functions) == 1, [f.get_function_name() for f in functions]
     return functions[0]
 
+
+#: Where azure.functions logs from while the worker indexes the app (before any invocation).
+INDEXING_SOURCE = "decorators"
 
 #: The worker's thread-local (``_invocation_id_local`` in azure_functions_worker): the object it hands
 #: to functions as ``context.thread_local_storage`` and reads when it tags a log record.
@@ -165,6 +173,17 @@ class AuditHarness:
         """Invoke the timer function exactly as the Functions worker would."""
         self.host.invoke(timer_function().get_user_function(), TimerRequest(past_due=False))
 
+    def run_at(self, at: datetime, checkpoint: Any = None) -> None:
+        """What the timer function does, in a worker invocation, with the run's clock at ``at``
+        (nights apart, or hours) and an optional engine ``checkpoint`` hook."""
+
+        def clientcert_audit(context: Any) -> None:
+            run_audit(
+                load_settings(), thread_init=invocation_initializer(context), now=lambda: at, checkpoint=checkpoint
+            )
+
+        self.host.invoke(clientcert_audit)
+
     # -- reading back -------------------------------------------------------------------------
     def service(self) -> TableServiceClient:
         return TableServiceClient.from_connection_string(self.azurite.connection_string)
@@ -202,8 +221,14 @@ class AuditHarness:
         return event_payloads(records, prefix)
 
     def dropped_by_host(self) -> list[logging.LogRecord]:
-        """Records the host would drop that matter: any event, any WARNING or above."""
-        return [r for r in self.host.dropped if r.name == EVENT_LOGGER_NAME or r.levelno >= logging.WARNING]
+        """Records the host would drop that matter: any event, any WARNING or above (except what
+        azure.functions logs while the worker indexes the app, which is not an invocation's)."""
+        return [
+            r
+            for r in self.host.dropped
+            if (r.name == EVENT_LOGGER_NAME or r.levelno >= logging.WARNING)
+            and INDEXING_SOURCE not in Path(r.pathname).parts
+        ]
 
     def new_failure_events(self) -> list[dict[str, Any]]:
         return self.events(NEW_FAILURE_EVENT)

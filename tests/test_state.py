@@ -70,3 +70,52 @@ def test_exempt_to_fail_is_new() -> None:
     exempt = replace(FAILING, status=Status.EXEMPT)
     _, s1 = advance(exempt, None, "r1", "t1")
     assert transition(FAILING, s1, "r2", "t2", baseline=False).new_failure
+
+
+def test_new_failure_is_owed_until_marked_sent() -> None:
+    _, s1 = advance(PASSING, None, "r1", "t1")
+    c2, s2 = advance(FAILING, s1, "r2", "t2")
+    assert c2.alert_pending and s2["AlertPending"] is True and s2["AlertRunId"] == "r2"
+    marked = state_entity(FAILING, c2, s1, "r2", "t2", "rk", "pk", alerted=True)
+    assert marked["AlertPending"] is False and marked["AlertSentAt"] == "t2" and marked["AlertSentByRunId"] == "r2"
+    c3, s3 = advance(FAILING, marked, "r3", "t3")
+    assert not c3.alert_pending and s3["AlertRunId"] == "r2" and s3["AlertSentAt"] == "t2"
+
+
+def test_owed_alert_survives_later_runs_while_failing() -> None:
+    _, s1 = advance(PASSING, None, "r1", "t1")
+    _, s2 = advance(FAILING, s1, "r2", "t2")  # stored, never marked (the run died)
+    c3, s3 = advance(FAILING, s2, "r3", "t3")
+    assert not c3.new_failure, "not new to run r3"
+    assert c3.alert_pending and c3.alert_run_id == "r2" and s3["AlertPending"] is True
+    c4, _ = advance(FAILING, s3, "r4", "t4")
+    assert c4.alert_pending and c4.alert_run_id == "r2"
+
+
+def test_owed_alert_dropped_when_the_resource_recovers_or_is_gone() -> None:
+    _, s1 = advance(PASSING, None, "r1", "t1")
+    _, s2 = advance(FAILING, s1, "r2", "t2")
+    c3, s3 = advance(WARNING, s2, "r3", "t3")
+    assert c3.dropped_alert and not c3.alert_pending and s3["AlertPending"] is False
+    assert gone_entity(s2, "r3", "t3")["AlertPending"] is False
+
+
+def test_retry_of_the_run_that_sent_the_alert_owes_nothing() -> None:
+    _, s1 = advance(PASSING, None, "r1", "t1")
+    c2, _ = advance(FAILING, s1, "r2", "t2")
+    marked = state_entity(FAILING, c2, s1, "r2", "t2", "rk", "pk", alerted=True)
+    again = transition(FAILING, marked, "r2", "t2", baseline=False)
+    assert again.new_failure and not again.alert_pending
+    _, unmarked = advance(FAILING, s1, "r2", "t2")
+    assert transition(FAILING, unmarked, "r2", "t2", baseline=False).alert_pending
+
+
+def test_observed_shows_the_stored_state_and_flags_nothing() -> None:
+    from shared.state import observed
+
+    _, s1 = advance(PASSING, None, "r1", "t1")
+    seen = observed(FAILING, s1, "r2")
+    assert not seen.new_failure and seen.previous_status == "PASS" and seen.first_failed_at == ""
+    _, f1 = advance(FAILING, None, "r1", "t1")
+    kept = observed(FAILING, f1, "r2")
+    assert kept.previous_status == "FAIL" and kept.first_failed_at == "t1" and not kept.alert_pending
