@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import azure.functions as func
+import pytest
 from azure.data.tables import TableServiceClient
 from azure.functions.timer import TimerRequest
 

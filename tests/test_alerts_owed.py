@@ -97,7 +97,7 @@ def test_new_failure_alerted_exactly_once_whatever_step_fails(
     h.clear_events()
 
     checkpoint = fail_store_step(monkeypatch, h, step)
-    with pytest.raises(Exception, match="crash after the events|store refused"):
+    with pytest.raises(Exception, match=r"crash after the events|store refused"):
         h.run_at(NIGHT2, checkpoint)
     failed_run = h.runs()[-1]
     assert failed_run["Outcome"] == "failed"

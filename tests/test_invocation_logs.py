@@ -13,7 +13,6 @@ import logging
 import pytest
 
 from shared import layout
-
 from tests.emulators.faults import FaultRule, Status
 from tests.emulators.tenant import generate_tenant
 from tests.harness import AuditHarness, harness_factory  # noqa: F401
