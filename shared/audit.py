@@ -30,7 +30,8 @@ from .identity import build_credential
 from .inventory import ArmInventory, SubscriptionInfo
 from .keys import resource_key
 from .layout import partition_batches, results_partition, state_partition, state_shards
-from .models import Finding, InventoryError, SiteRecord, Status
+from .lease import LeaseKeeper, LeaseLost
+from .models import IDENTITY_FIELDS, Finding, InventoryError, SiteRecord, Status
 from .state import Transition, gone_entity, observed, state_entity, transition
 from .store import RUNS_PARTITION, RunInProgressError, TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
@@ -250,6 +251,21 @@ def result_entity(
     }
 
 
+def refused_result_row(row: dict[str, Any], refusal: str) -> dict[str, Any]:
+    """An ERROR row in place of a result row the store refused: the resource keeps a visible row
+    that says why, and the rest of its batch is stored normally."""
+    return {
+        **{k: row[k] for k in ("PartitionKey", "RowKey", "RunId", *IDENTITY_FIELDS) if k in row},
+        "ResourceType": row.get("ResourceType", ""),
+        "Status": Status.ERROR.value,
+        "Reason": f"The results store refused this resource's row ({refusal[:500]}); its verdict was "
+        f"{row.get('Status', '?')}.",
+        "Remediation": "Look at the resource's properties in the portal; the next run tries again.",
+        "NewFailure": False,
+        "AuditedAt": row.get("AuditedAt"),
+    }
+
+
 def new_failure_event(run_id: str, finding: Finding, change: Transition, *, sent_by: str) -> dict[str, Any]:
     """Payload of one ``ClientCertAudit.NewFailure`` event (a contract: see README).
 
@@ -288,9 +304,8 @@ class AuditRun:
         self.now = now
         self.checkpoint = checkpoint or (lambda stage, sub: None)
         self.owner = secrets.token_hex(8)
-        self._lease: Any = {}
-        self._lease_lock = threading.Lock()
-        self._lease_renewed = 0.0
+        store.fallbacks[store.results.table_name] = refused_result_row
+        self.lease = LeaseKeeper(store, self.owner, settings.lease_seconds, self.now, thread_init)
         self._deadline = float("inf")
         self.exemptions: Sequence[Exemption] = ()
         self._tally_lock = threading.Lock()
@@ -311,8 +326,7 @@ class AuditRun:
         self._deadline = time.monotonic() + self.settings.run_deadline_minutes * 60
         try:
             self.store.ensure_tables()
-            self._lease = self.store.acquire_lease(self.owner, self.settings.lease_seconds, started)
-            self._lease_renewed = time.monotonic()
+            self.lease.acquire(started)
         except RunInProgressError:
             raise
         except AzureError as exc:
@@ -321,31 +335,45 @@ class AuditRun:
             log.error("Audit run %s failed before it started: %s", failed.run_id, failed.error)
             events.emit_run_summary(failed.event(), failed=True)
             raise AuditFailed(failed.error) from exc
-        summary = self._begin(started)
+        self.store.guard = self.lease.check  # from here on, every write needs the lease
+        self.lease.start()
+        try:
+            summary = self._begin(started)
+        except BaseException:
+            self.lease.release(keep_run=True)
+            raise
         try:
             self._run(summary)
-        except BaseException as exc:
-            summary.failed = True
-            summary.alerts_sent = self._alerts_sent
-            summary.error = _short(exc)
             summary.ended_at = self.now()
-            log.error("Audit run %s failed: %s", summary.run_id, summary.error)
-            self._record_run(summary, best_effort=True)
-            events.emit_run_summary(summary.event(), failed=True)
-            self._release(keep_run=True)
+            self._record_run(summary)
+        except BaseException as exc:
+            self._fail(summary, exc)
             if isinstance(exc, Exception) and not isinstance(exc, AuditFailed):
                 raise AuditFailed(f"audit run {summary.run_id} failed: {summary.error}") from exc
             raise
-        summary.ended_at = self.now()
-        self._record_run(summary)
         summary.deleted_old_rows = self._retention(summary)
         events.emit_run_summary(summary.event(), failed=summary.partial)
-        self._release(keep_run=False)
+        self.lease.release(keep_run=False)
         return summary
+
+    def _fail(self, summary: RunSummary, exc: BaseException) -> None:
+        """A failed run is loud: its record (unless another run holds the lease and so the run),
+        a failed RunSummary, and the lease kept for a resume."""
+        summary.failed = True
+        summary.alerts_sent = self._alerts_sent
+        summary.error = _short(exc)
+        summary.ended_at = self.now()
+        log.error("Audit run %s failed: %s", summary.run_id, summary.error)
+        if self.lease.lost:
+            log.error("Run %s lost its lease: its record is left to the run that holds it now", summary.run_id)
+        else:
+            self._record_run(summary, best_effort=True)
+        events.emit_run_summary(summary.event(), failed=True)
+        self.lease.release(keep_run=True)
 
     def _begin(self, started: datetime) -> RunSummary:
         """Start a new run, or resume the one a crashed attempt left unfinished."""
-        previous = str(self._lease.get("RunId") or "")
+        previous = str(self.lease.entity.get("RunId") or "")
         record = self.store.get(self.store.runs, RUNS_PARTITION, previous) if previous else None
         if record and record.get("Outcome") in ("running", "failed") and not record.get("StateAdvanced"):
             begun = _as_utc(record.get("StartedAt"))
@@ -364,7 +392,7 @@ class AuditRun:
         baseline = not self.store.has_any(self.store.latest)
         summary = RunSummary(run_id, started, baseline=baseline)
         self._write_run_record(summary)
-        self._lease = self.store.update_lease(self._lease, RunId=run_id)
+        self.lease.update(RunId=run_id)
         if baseline:
             log.info("Run %s is the baseline: no last-known state yet, so nothing is a new failure", run_id)
         return summary
@@ -399,7 +427,7 @@ class AuditRun:
             summary.retired += result.retired
 
     def _fan_out(self, summary: RunSummary, subscriptions: list[SubscriptionInfo]) -> list[SubscriptionResult]:
-        """Audit subscriptions concurrently (bounded), renewing the lease while they run."""
+        """Audit subscriptions concurrently (bounded); the lease renews itself meanwhile."""
         results: list[SubscriptionResult] = []
         with executor(self.settings.concurrency, "audit", self.thread_init) as pool:
             pending: set[Future[SubscriptionResult]] = {
@@ -410,7 +438,6 @@ class AuditRun:
                     done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
                     for future in done:
                         results.append(future.result())
-                    self._renew_lease()
             except BaseException:
                 for future in pending:
                     future.cancel()
@@ -568,24 +595,6 @@ class AuditRun:
             yield InventoryError(scope, subscription_id, _short(exc))
 
     # -- bookkeeping ----------------------------------------------------------------------
-    def _renew_lease(self) -> None:
-        if time.monotonic() - self._lease_renewed < self.settings.lease_seconds / 3:
-            return
-        with self._lease_lock:
-            expires = self.now() + timedelta(seconds=self.settings.lease_seconds)
-            self._lease = self.store.update_lease(self._lease, ExpiresAt=expires)
-            self._lease_renewed = time.monotonic()
-
-    def _release(self, *, keep_run: bool) -> None:
-        """Give the lease back; keep its RunId when the run should be resumed next time."""
-        try:
-            changes: dict[str, Any] = {"Owner": "", "ExpiresAt": self.now()}
-            if not keep_run:
-                changes["RunId"] = ""
-            self.store.update_lease(self._lease, **changes)
-        except (AzureError, RunInProgressError) as exc:
-            log.warning("Could not release the audit lease (it expires by itself): %s", _short(exc))
-
     def _write_run_record(self, summary: RunSummary) -> None:
         self.store.upsert_many(
             self.store.runs,
@@ -634,7 +643,7 @@ class AuditRun:
         }
         try:
             self.store.upsert_many(self.store.runs, [entity])
-        except AzureError:
+        except (AzureError, LeaseLost):
             if not best_effort:
                 raise
             log.exception("Could not record the failed run %s", summary.run_id)
@@ -644,7 +653,7 @@ class AuditRun:
         cutoff = summary.started_at - timedelta(days=self.settings.retention_days)
         try:
             deleted = self.store.delete_results_before(run_id_prefix(cutoff))
-        except AzureError as exc:
+        except (AzureError, LeaseLost) as exc:
             log.warning("Retention clean-up failed (retried next run): %s", _short(exc))
             return 0
         if deleted:

@@ -18,6 +18,11 @@ DEFAULT_SCHEDULE = "0 0 2 * * *"
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 
 
+#: The shortest run lease accepted (seconds): renewed every third of it, a lease this short still
+#: leaves a slow table write 20 s before a renewal is late. Shorter is refused at settings load.
+LEASE_FLOOR_SECONDS = 60
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the setting."""
 
@@ -157,7 +162,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_table: bool =
         inventory_source=source,
         http_timeout=_int(env, "AUDIT_HTTP_TIMEOUT", 60, 1, 600),
         retry_total=_int(env, "AUDIT_RETRY_TOTAL", 4, 0, 10),
-        lease_seconds=_int(env, "AUDIT_LEASE_SECONDS", 600, 5, 86400),
+        lease_seconds=_int(env, "AUDIT_LEASE_SECONDS", 600, LEASE_FLOOR_SECONDS, 86400),
         run_deadline_minutes=_int(env, "AUDIT_RUN_DEADLINE_MINUTES", 45, 1, 1440),
         client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
         exemption_request_tag=_tag_name(env, "AUDIT_EXEMPTION_REQUEST_TAG"),

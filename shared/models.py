@@ -69,6 +69,10 @@ class InventoryError:
     status_code: int | None = None
 
 
+#: The properties that name a resource, alike in result rows, state rows and events.
+IDENTITY_FIELDS = ("ResourceId", "SubscriptionId", "ResourceGroup", "AppName", "Slot", "Kind")
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """The verdict for one resource or one unreadable scope."""

@@ -20,7 +20,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import quote
@@ -43,10 +43,18 @@ from .layout import partition_batches, run_range, state_filters
 
 log = logging.getLogger(__name__)
 
-MAX_STRING_CHARS = 32_000  # a string property holds at most 64 KiB of UTF-16
+# Table Storage's limits: a string property holds at most 64 KiB as UTF-16 (32,768 code units; a
+# character outside the BMP takes two), one entity at most 1 MiB. Leave room for names and keys.
+MAX_STRING_UNITS = 32_000
+MAX_ENTITY_BYTES = 1024 * 1024
+ENTITY_BUDGET_BYTES = MAX_ENTITY_BYTES - 64 * 1024
 RUNS_PARTITION = "run"
 LEASE_PARTITION = "lease"
 LEASE_ROW = "audit"
+
+
+def _no_guard() -> None:
+    """Writes outside a run (the CLI's exemptions, tests) need no lease."""
 
 
 class StoreError(RuntimeError):
@@ -57,22 +65,54 @@ class RunInProgressError(RuntimeError):
     """Another run holds the lease; running now would race it."""
 
 
-def truncate(value: str, limit: int = MAX_STRING_CHARS) -> str:
-    """Cut an over-long string visibly, so the row is written and the cut is obvious."""
-    if len(value) <= limit:
+def utf16_units(value: str) -> int:
+    """Length as Table Storage counts it: UTF-16 code units (two for a character outside the BMP)."""
+    if value.isascii():
+        return len(value)
+    return len(value) + sum(1 for ch in value if ord(ch) > 0xFFFF)
+
+
+def truncate(value: str, limit: int = MAX_STRING_UNITS) -> str:
+    """Cut an over-long string visibly (by UTF-16 code units, never inside a surrogate pair), so
+    the row is written and the cut is obvious."""
+    if len(value) * 2 <= limit or utf16_units(value) <= limit:
         return value
-    marker = f"…[truncated {len(value) - limit + 40} chars]"
-    return value[: limit - len(marker) - 40] + marker
+    marker_room = 48
+    kept = value.encode("utf-16-le")[: (limit - marker_room) * 2].decode("utf-16-le", errors="ignore")
+    return f"{kept}…[truncated {len(value) - len(kept)} chars]"
+
+
+def _entity_bytes(entity: Mapping[str, Any]) -> int:
+    """An upper estimate of an entity's size as Table Storage measures it."""
+    size = 0
+    for key, value in entity.items():
+        size += 2 * len(key) + 8
+        if isinstance(value, str):
+            size += 2 * utf16_units(value)
+        elif isinstance(value, bytes):
+            size += len(value)
+    return size
 
 
 def clean_entity(entity: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop ``None`` (Tables has no null) and truncate strings that would be rejected."""
+    """Drop ``None`` (Tables has no null) and cut strings that would be rejected: each property to
+    64 KiB of UTF-16, then the longest ones until the entity fits in 1 MiB."""
     out: dict[str, Any] = {}
     for key, value in entity.items():
         if value is None:
             continue
         out[key] = truncate(value) if isinstance(value, str) else value
+    while _entity_bytes(out) > ENTITY_BUDGET_BYTES:
+        longest = max(
+            (k for k, v in out.items() if isinstance(v, str) and k not in ("PartitionKey", "RowKey")),
+            key=lambda k: utf16_units(out[k]),
+        )
+        out[longest] = truncate(out[longest], max(1_000, utf16_units(out[longest]) // 2))
     return out
+
+
+#: What to store instead of a row the service refuses: ``(row, refusal) -> replacement`` or ``None``.
+Fallback = Callable[[dict[str, Any], str], dict[str, Any] | None]
 
 
 class TableStore:
@@ -91,6 +131,10 @@ class TableStore:
         self.latest = self.service.get_table_client(settings.latest_table)
         self.runs = self.service.get_table_client(settings.runs_table)
         self.exemptions = self.service.get_table_client(settings.exemptions_table)
+        #: Called before every write; the run sets it to its lease guard (raises once the lease is lost).
+        self.guard: Callable[[], None] = _no_guard
+        #: Per table name: what to store in place of a row the service refuses (see write_batch).
+        self.fallbacks: dict[str, Fallback] = {}
 
     def close(self) -> None:
         self.service.close()
@@ -104,18 +148,23 @@ class TableStore:
     # -- batched writes -------------------------------------------------------------------
     def upsert_many(self, table: TableClient, entities: Iterable[Mapping[str, Any]]) -> int:
         """Upsert entities in transactions of ≤100 per partition; returns transactions sent."""
+        self.guard()
         rows = (dict(entity) for entity in entities)
         return sum(self.write_batch(table, batch) for batch in partition_batches(rows, _partition_key))
 
     def write_batch(self, table: TableClient, entities: list[dict[str, Any]]) -> int:
         """Upsert ≤100 entities of one partition as one transaction; returns transactions used.
 
-        A rejected transaction is retried entity by entity so one bad row cannot take its 99
-        neighbours down with it; a row the service still refuses raises :class:`StoreError`.
+        A rejected transaction is split: its entities are written one by one, so one bad row cannot
+        take its 99 neighbours down with it. A row the service still refuses is replaced by what the
+        table's :attr:`fallbacks` entry makes of it (an ERROR row that says why, for results);
+        without one, or when the replacement is refused too, :class:`StoreError` is raised.
         """
+        self.guard()
+        fallback = self.fallbacks.get(table.table_name)
         batch = [clean_entity(e) for e in entities]
         if len(batch) == 1:
-            self._upsert_one(table, batch[0])
+            self._upsert_or_fallback(table, batch[0], fallback)
             return 1
         try:
             bodies = [odata_entity(e) for e in batch]
@@ -131,8 +180,19 @@ class TableStore:
                 getattr(exc, "error_code", None) or getattr(exc, "status_code", None),
             )
         for entity in batch:
-            self._upsert_one(table, entity)
+            self.guard()
+            self._upsert_or_fallback(table, entity, fallback)
         return 1 + len(batch)
+
+    def _upsert_or_fallback(self, table: TableClient, entity: dict[str, Any], fallback: Fallback | None) -> None:
+        try:
+            self._upsert_one(table, entity)
+        except StoreError as exc:
+            replacement = fallback(entity, str(exc)) if fallback else None
+            if replacement is None:
+                raise
+            log.error("%s; stored in its place: %s", exc, replacement.get("Reason", "a reduced row"))
+            self._upsert_one(table, clean_entity(replacement))
 
     def _upsert_one(self, table: TableClient, entity: dict[str, Any]) -> None:
         try:
@@ -147,6 +207,7 @@ class TableStore:
         """Delete rows by key, batched per partition; returns (rows deleted, transactions)."""
         deleted = sent = 0
         for batch in partition_batches(keys, lambda key: key[0]):
+            self.guard()
             table.submit_transaction([("delete", {"PartitionKey": pk, "RowKey": rk}) for pk, rk in batch])
             deleted, sent = deleted + len(batch), sent + 1
         return deleted, sent

@@ -328,11 +328,10 @@ def test_process_killed_between_rows_and_state_then_rerun(make_arm, harness_fact
     import os
     import subprocess
     import sys
-    import time
 
     tenant = small_tenant()
     h = harness_factory(make_arm(tenant))
-    h.apply_env(AUDIT_LEASE_SECONDS="5", AUDIT_CONCURRENCY="1")
+    h.apply_env(AUDIT_LEASE_SECONDS="60", AUDIT_CONCURRENCY="1")
     h.run_timer()  # baseline
     flipped = next(s for s in tenant.subscriptions[0].sites if s.expected_status == "PASS")
     flipped.update(client_cert_enabled=True, client_cert_mode="Optional")
@@ -346,10 +345,10 @@ def test_process_killed_between_rows_and_state_then_rerun(make_arm, harness_fact
     killed = h.runs()[-1]
     assert killed["Outcome"] == "running" and len(h.runs()) == 2
 
-    h.run_timer()  # while the dead run's lease is still valid: skipped, not raced
+    killed_at = datetime.now(UTC)
+    h.run_at(killed_at + timedelta(seconds=20))  # while the dead run's lease is still valid: skipped, not raced
     assert len(h.runs()) == 2 and not h.run_summaries()
-    time.sleep(5.5)
-    h.run_timer()  # the lease expired: the unfinished run is resumed
+    h.run_at(killed_at + timedelta(seconds=61))  # the lease expired: the unfinished run is resumed
     runs = h.runs()
     assert len(runs) == 2 and runs[-1]["RunId"] == killed["RunId"] and runs[-1]["Attempts"] == 2
     assert_complete(h, tenant)

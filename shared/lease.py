@@ -1,0 +1,140 @@
+"""The run lease, renewed by a heartbeat of its own, and the guard every write of a run passes.
+
+Two runs must never write the same run's rows or send the same alerts. The lease entity in the
+runs table (ETag-guarded, see :meth:`TableStore.acquire_lease`) names the run that may write.
+It is renewed on a timer of its own, every third of its length, whatever the fan-out is doing: a
+slow ARM page or a long state read does not let it lapse. A run writes only while it *knows* it
+still holds the lease: its last renewal must be younger than two thirds of the lease (so a
+takeover, which needs the whole lease to expire, cannot have happened yet). Once a renewal is
+refused (another run took over) or renewals keep failing past that point, the run has lost the
+lease: every later write raises :class:`LeaseLost` and the run ends as failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import AzureError
+
+from .store import RunInProgressError, TableStore
+from .threads import NO_CONTEXT, ThreadInit, thread
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(RuntimeError):
+    """This run no longer holds the audit lease: it must not write anything more."""
+
+
+class LeaseKeeper:
+    """Holds the lease of one run: heartbeat renewal, annotations, release, and the write guard."""
+
+    def __init__(
+        self,
+        store: TableStore,
+        owner: str,
+        seconds: int,
+        now: Callable[[], datetime],
+        thread_init: ThreadInit = NO_CONTEXT,
+    ) -> None:
+        self._store = store
+        self._owner = owner
+        self._seconds = seconds
+        self._now = now
+        self._thread_init = thread_init
+        self._lock = threading.Lock()
+        self._entity: Any = {}
+        self._renewed = 0.0  # time.monotonic() of the last successful write of the lease
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def acquire(self, at: datetime) -> Any:
+        """Take the lease (raises :class:`RunInProgressError` while another run holds it)."""
+        with self._lock:
+            self._entity = self._store.acquire_lease(self._owner, self._seconds, at)
+            self._renewed = time.monotonic()
+        return self._entity
+
+    @property
+    def entity(self) -> Any:
+        return self._entity
+
+    def start(self) -> None:
+        """Start the heartbeat (a daemon thread that renews every third of the lease)."""
+        self._heartbeat = thread(self._beat, "lease", self._thread_init)
+        self._heartbeat.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=self._seconds)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._seconds / 3):
+            if self._lost:
+                return
+            self.renew()
+
+    def renew(self) -> None:
+        """Push the expiry one lease length ahead; a refusal means another run took over."""
+        try:
+            self.update(ExpiresAt=self._now() + timedelta(seconds=self._seconds))
+        except LeaseLost:
+            return
+        except AzureError as exc:  # transient: the next beat tries again; check() decides when it is too late
+            log.warning("Could not renew the audit lease (retrying): %s", type(exc).__name__)
+
+    def update(self, **changes: Any) -> Any:
+        """Write ``changes`` to the lease entity (ETag-guarded); raises :class:`LeaseLost` when
+        another run holds it now."""
+        with self._lock:
+            if self._lost:
+                raise LeaseLost(self._lost)
+            try:
+                self._entity = self._store.update_lease(self._entity, **changes)
+            except RunInProgressError as exc:
+                self._lose(f"the audit lease was taken over by another run ({exc})")
+                raise LeaseLost(str(self._lost)) from exc
+            self._renewed = time.monotonic()
+            return self._entity
+
+    def _lose(self, why: str) -> None:
+        if not self._lost:
+            self._lost = why
+            log.error("Audit run stops writing: %s", why)
+
+    # -- the guard ------------------------------------------------------------------------------
+    @property
+    def lost(self) -> bool:
+        return self._lost is not None
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` unless this run still certainly holds the lease."""
+        if self._lost:
+            raise LeaseLost(self._lost)
+        age = time.monotonic() - self._renewed
+        if age > self._seconds * 2 / 3:
+            with self._lock:
+                self._lose(f"the audit lease could not be renewed for {age:.0f} s (lease {self._seconds} s)")
+            raise LeaseLost(str(self._lost))
+
+    def release(self, *, keep_run: bool) -> None:
+        """Give the lease back; keep its RunId when the run should be resumed next time. A run that
+        lost the lease leaves it alone (it is another run's now)."""
+        self.stop()
+        if self._lost:
+            return
+        changes: dict[str, Any] = {"Owner": "", "ExpiresAt": self._now()}
+        if not keep_run:
+            changes["RunId"] = ""
+        try:
+            self.update(**changes)
+        except (AzureError, LeaseLost) as exc:
+            log.warning("Could not release the audit lease (it expires by itself): %s", type(exc).__name__)
