@@ -14,11 +14,10 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import requests
 import requests.adapters
@@ -29,6 +28,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
+from .arm_ids import ArmIdError, parse_site, subscription_of
 from .config import Settings
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
 from .models import InventoryError, SiteRecord
@@ -168,17 +168,6 @@ def describe_error(exc: BaseException) -> tuple[str, int | None]:
     return f"{type(exc).__name__}: {first_line}"[:1000], status
 
 
-def parse_site_id(resource_id: str) -> tuple[str, str, str, str]:
-    """Split a site or slot id into (subscription, resource group, app, slot), case-insensitively."""
-    parts = [unquote(p) for p in resource_id.strip("/").split("/")]
-    lower = [p.lower() for p in parts]
-    sub = parts[lower.index("subscriptions") + 1] if "subscriptions" in lower else ""
-    rg = parts[lower.index("resourcegroups") + 1] if "resourcegroups" in lower else ""
-    app = parts[lower.index("sites") + 1] if "sites" in lower else ""
-    slot = parts[lower.index("slots") + 1] if "slots" in lower else ""
-    return sub, rg, app, slot
-
-
 def _opt_bool(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
@@ -193,21 +182,41 @@ def _opt_str(value: Any) -> str | None:
     return str(getattr(value, "value", value))
 
 
-def site_record(raw: Mapping[str, Any], subscription_id: str = "") -> SiteRecord | None:
-    """Map one ARM site/slot JSON object to a record; ``None`` when it has no usable id."""
+def _unusable(raw: Mapping[str, Any], subscription_id: str, problem: ArmIdError) -> InventoryError:
+    """An ERROR for one listed item whose id cannot be used: that item is not audited, the others are.
+
+    The row is keyed by the item's own id, so it never stands in for anything else; an item without
+    an id (or whose id is the bare subscription, whose ERROR row means "subscription unreadable")
+    gets a scope made from its name instead."""
     resource_id = raw.get("id")
-    if not isinstance(resource_id, str) or "/sites/" not in resource_id.lower():
-        return None
+    sub = subscription_id or subscription_of(resource_id)
+    scope = resource_id.strip() if isinstance(resource_id, str) else ""
+    if not scope or scope.rstrip("/").lower() == f"/subscriptions/{sub}".lower():
+        scope = f"/subscriptions/{sub}/unparsable-item/{raw.get('name') or 'unnamed'}"
+    message = f"not audited: ARM listed an item whose id cannot be read as an App Service site or slot: {problem}"
+    return InventoryError(scope, sub, message)
+
+
+def site_record(raw: Mapping[str, Any], subscription_id: str = "") -> SiteRecord | InventoryError:
+    """Map one ARM site/slot JSON object to a record, or to an ERROR for that item alone.
+
+    Names come from the id by position (:func:`~shared.arm_ids.parse_site`), and site or slot
+    from the item's ``type`` or that positional suffix; ``subscription_id`` is the subscription
+    being listed, which owns the ERROR of an item whose id does not parse.
+    """
+    try:
+        parsed = parse_site(raw.get("id"), raw.get("type"))
+    except ArmIdError as problem:
+        return _unusable(raw, subscription_id, problem)
     props = raw.get("properties")
     props = props if isinstance(props, Mapping) else {}
-    sub, rg, app, slot = parse_site_id(resource_id)
     tags = raw.get("tags")
     return SiteRecord(
-        resource_id=resource_id,
-        subscription_id=sub or subscription_id,
-        resource_group=rg or str(props.get("resourceGroup") or ""),
-        app_name=app,
-        slot=slot,
+        resource_id=str(raw["id"]).strip(),
+        subscription_id=parsed.subscription_id,
+        resource_group=parsed.resource_group,
+        app_name=parsed.app_name,
+        slot=parsed.slot,
         kind=str(raw.get("kind") or ""),
         state=str(props.get("state") or ""),
         location=str(raw.get("location") or ""),
@@ -218,10 +227,6 @@ def site_record(raw: Mapping[str, Any], subscription_id: str = "") -> SiteRecord
         public_network_access=_opt_str(props.get("publicNetworkAccess")),
         tags=tuple(sorted((str(k), str(v)) for k, v in tags.items())) if isinstance(tags, Mapping) else (),
     )
-
-
-def _is_slot(raw: Mapping[str, Any]) -> bool:
-    return str(raw.get("type") or "").lower().endswith("/slots") or "/slots/" in str(raw.get("id") or "").lower()
 
 
 class ArmInventory:
@@ -295,9 +300,18 @@ class ArmInventory:
             yield from _scan(web, subscription_id, self._thread_init)
 
 
+#: What listing a subscription yields: an audited site or slot, or an ERROR for a scope or an item.
+Found = SiteRecord | InventoryError
+
+
+def found_key(found: Found) -> str:
+    """The case-insensitive key a found item is deduplicated by (a record's id, an error's scope)."""
+    return found.key if isinstance(found, SiteRecord) else found.scope_id.lower()
+
+
 def _scan(
     web: WebSiteManagementClient, subscription_id: str, thread_init: ThreadInit = NO_CONTEXT
-) -> Iterator[SiteRecord | InventoryError]:
+) -> Iterator[Found]:
     """The subscription-wide site list, and the group lists started *while* it pages.
 
     A large subscription's reads are bounded by ARM's bucket (25 a second after the first 250);
@@ -306,42 +320,52 @@ def _scan(
     subscription's :class:`ReadPacer`. Their results are yielded in discovery order after the
     site list. A group whose list fails over to per-app slot lists waits for the end of the site
     list, when all of its apps are known.
+
+    Every list is read alike: each item becomes a record (site or slot, as its ``type`` says) or an
+    ERROR for that item alone, and the first sighting of a resource wins (the site list's, so its
+    spelling of the id). Only this thread decides what is yielded; group threads read ``seen``
+    merely to drop what is already known before it is held in memory.
     """
     seen: set[str] = set()
-    groups: dict[str, tuple[str, list[str]]] = {}  # lower-cased group -> (name as listed, apps)
+    groups: dict[str, tuple[str, dict[str, str]]] = {}  # lower-cased group -> (name as listed, apps)
     pacer = ReadPacer()
     pool = executor(GROUP_LIST_CONCURRENCY, "groups", thread_init)
-    started: list[tuple[tuple[str, list[str]], Future[list[SiteRecord | InventoryError | _PerApp]]]] = []
+    started: list[tuple[tuple[str, dict[str, str]], Future[list[Found | _PerApp]]]] = []
 
-    def group_list(group: tuple[str, list[str]]) -> list[SiteRecord | InventoryError | _PerApp]:
+    def group_list(group: tuple[str, dict[str, str]]) -> list[Found | _PerApp]:
         pacer.wait()
-        return list(_slots_of_group(web, subscription_id, group[0], seen, pacer))
+        return list(_group_items(web, subscription_id, group[0], seen, pacer))
+
+    def first_sighting(found: Found) -> bool:
+        key = found_key(found)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
 
     try:
         try:
             for item in guarded_pages(web.web_apps.list(), f"site list of {subscription_id}", pacer):
-                raw = _raw(item)
-                record = site_record(raw, subscription_id)
-                if record is None or _is_slot(raw) or record.key in seen:
-                    continue
-                seen.add(record.key)
-                group = groups.get(record.resource_group.lower())
-                if group is None:
-                    group = groups[record.resource_group.lower()] = (record.resource_group, [])
-                    started.append((group, pool.submit(group_list, group)))
-                group[1].append(record.app_name)
-                yield record
+                found = site_record(_raw(item), subscription_id)
+                if isinstance(found, SiteRecord):
+                    group = groups.get(found.resource_group.lower())
+                    if group is None:
+                        group = groups[found.resource_group.lower()] = (found.resource_group, {})
+                        started.append((group, pool.submit(group_list, group)))
+                    group[1].setdefault(found.app_name.lower(), found.app_name)
+                if first_sighting(found):
+                    yield found
         except AzureError as exc:
             # The subscription is reported unreadable (its state stays untouched), but the slots of
             # the groups already seen are still audited: nothing that can be read is dropped.
             message, status = describe_error(exc)
             yield InventoryError(f"/subscriptions/{subscription_id}", subscription_id, message, status_code=status)
         for (rg, apps), future in started:
-            for found in future.result():
-                if isinstance(found, _PerApp):
-                    yield from _slots_per_app(web, subscription_id, rg, apps, seen)
-                else:
-                    yield found
+            for listed in future.result():
+                if isinstance(listed, _PerApp):
+                    yield from _slots_per_app(web, subscription_id, rg, list(apps.values()), first_sighting)
+                elif first_sighting(listed):
+                    yield listed
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -350,17 +374,18 @@ class _PerApp:
     """A group list failed in a way per-app slot lists may get around (run once its apps are known)."""
 
 
-def _slots_of_group(
+def _group_items(
     web: WebSiteManagementClient,
     subscription_id: str,
     rg: str,
     seen: set[str],
     pacer: ReadPacer | None = None,
-) -> Iterator[SiteRecord | InventoryError | _PerApp]:
+) -> Iterator[Found | _PerApp]:
+    """One group's ``includeSlots`` list: its sites and slots not known yet, and unusable items as errors."""
     scope = f"/subscriptions/{subscription_id}/resourceGroups/{rg}"
     try:
         pager = web.web_apps.list_by_resource_group(rg, include_slots=True)
-        slots = list(_only_new_slots(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id, seen))
+        items = list(_unseen(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id, seen))
     except ResourceNotFoundError:
         return  # the group was deleted since the subscription list: nothing left to audit
     except HttpResponseError as exc:
@@ -377,31 +402,34 @@ def _slots_of_group(
         log.warning("Slot list of %s failed (%s); falling back to per-app slot lists", scope, type(exc).__name__)
         yield _PerApp()
         return
-    yield from slots
+    yield from items
 
 
-def _only_new_slots(items: Iterable[Any], subscription_id: str, seen: set[str]) -> Iterator[SiteRecord]:
+def _unseen(items: Iterable[Any], subscription_id: str, seen: set[str]) -> Iterator[Found]:
+    """Every listed item as a record or an item ERROR, less those already in ``seen`` (read only)."""
     for item in items:
-        raw = _raw(item)
-        if not _is_slot(raw):
-            continue
-        record = site_record(raw, subscription_id)
-        if record is None or record.key in seen:
-            continue
-        seen.add(record.key)
-        yield record
+        found = site_record(_raw(item), subscription_id)
+        if found_key(found) not in seen:
+            yield found
 
 
 def _slots_per_app(
-    web: WebSiteManagementClient, subscription_id: str, rg: str, apps: list[str], seen: set[str]
-) -> Iterator[SiteRecord | InventoryError]:
+    web: WebSiteManagementClient,
+    subscription_id: str,
+    rg: str,
+    apps: list[str],
+    first_sighting: Callable[[Found], bool],
+) -> Iterator[Found]:
     for app in apps:
         scope = f"/subscriptions/{subscription_id}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}/slots"
         try:
             pager = web.web_apps.list_slots(rg, app)
-            yield from list(_only_new_slots(guarded_pages(pager, scope), subscription_id, seen))
+            listed = list(_unseen(guarded_pages(pager, scope), subscription_id, set()))
         except ResourceNotFoundError:
             log.info("Site %s disappeared between the site list and its slot list", scope)
+            continue
         except AzureError as exc:
             message, status = describe_error(exc)
             yield InventoryError(scope, subscription_id, f"slots not readable: {message}", rg, status)
+            continue
+        yield from (found for found in listed if first_sighting(found))

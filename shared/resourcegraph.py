@@ -22,7 +22,7 @@ from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from .config import Settings
 from .http import client_kwargs
-from .inventory import ArmInventory, SubscriptionInfo, describe_error, site_record
+from .inventory import ArmInventory, Found, SubscriptionInfo, describe_error, found_key, site_record
 from .models import InventoryError, SiteRecord
 from .threads import NO_CONTEXT, ThreadInit, thread
 
@@ -85,7 +85,7 @@ class ResourceGraphInventory:
         self._settings = settings
         self._cond = threading.Condition()
         self._loader: threading.Thread | None = None
-        self._ready: dict[str, list[SiteRecord]] = {}  # complete subscriptions not yet scanned
+        self._ready: dict[str, list[Found]] = {}  # complete subscriptions not yet scanned
         self._position: str | None = None  # the subscription the query is reading (lower-cased)
         self._waiting: set[str] = set()  # subscriptions a scan is waiting for
         self._wanted: set[str] | None = None  # subscriptions the run audits (None: keep all)
@@ -122,7 +122,7 @@ class ResourceGraphInventory:
         """The query has moved past this subscription (rows come ordered by subscription id), or ended."""
         return self._finished or (self._position is not None and key < self._position)
 
-    def _move_to(self, previous: str | None, records: list[SiteRecord], subscription: str | None) -> None:
+    def _move_to(self, previous: str | None, records: list[Found], subscription: str | None) -> None:
         """Hand over ``previous`` (complete now) and start reading ``subscription`` (None: the end)."""
         if previous is not None and subscription is not None and subscription < previous:
             raise AzureError(f"Resource Graph returned rows of subscription {subscription} out of order")
@@ -147,23 +147,26 @@ class ResourceGraphInventory:
         tokens: set[str] = set()
         token: str | None = None
         current: str | None = None
-        records: list[SiteRecord] = []
+        records: list[Found] = []
         seen: set[str] = set()
         while True:
             body, headers = self._page(token)
             for row in body.get("data") or []:
                 if not isinstance(row, Mapping):
                     continue
-                record = site_record(row, str(row.get("subscriptionId") or ""))
-                if record is None:
+                found = site_record(row, str(row.get("subscriptionId") or ""))
+                subscription = found.subscription_id.lower()
+                if isinstance(found, InventoryError) and not subscription:
+                    # No subscription column and no id to read one from: no subscription's audit can own it.
+                    log.warning("Resource Graph returned a row of no subscription: %s", found.message)
                     continue
-                subscription = record.subscription_id.lower()
                 if subscription != current:
                     self._move_to(current, records, subscription)
                     current, records, seen = subscription, [], set()
-                if record.key not in seen:
-                    seen.add(record.key)
-                    records.append(record)
+                key = found_key(found)
+                if key not in seen:
+                    seen.add(key)
+                    records.append(found)
             token = body.get("$skipToken") or None
             if not token:
                 break

@@ -8,7 +8,7 @@ import pytest
 
 from shared.keys import resource_key
 from tests.emulators.faults import FaultRule, Status
-from tests.emulators.tenant import Tenant, generate_tenant
+from tests.emulators.tenant import KEYWORD_RESOURCES, Tenant, generate_tenant
 from tests.harness import AuditHarness, harness_factory  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -23,6 +23,7 @@ def assert_matches_oracle(h: AuditHarness, tenant: Tenant, run_id: str | None = 
         row = audited[key]
         assert (row["Status"], row["ClientCertMode"]) == (exp.status, exp.mode), key
         assert row["Slot"] == (exp.slot or "")
+        assert row["ResourceType"] == ("slot" if exp.slot else "site")
         assert row["AppName"].lower() == exp.site.lower()
         assert row["SubscriptionId"].lower() == exp.subscription_id.lower()
         assert row["ResourceGroup"].lower() == exp.resource_group.lower()
@@ -43,9 +44,27 @@ def test_timer_audits_generated_tenant(make_arm, harness_factory) -> None:  # no
     assert {r["Status"] for r in rows.values()} >= {"PASS", "WARN", "FAIL"}
     assert any(r["Slot"] for r in rows.values())
     some = next(iter(rows.values()))
-    for prop in ("RunId", "ResourceId", "SubscriptionId", "ResourceGroup", "AppName", "Slot", "Kind", "State",
-                 "ClientCertEnabled", "ClientCertMode", "ExclusionPaths", "Status", "Reason", "AuditedAt",
-                 "HttpsOnly", "PublicNetworkAccess", "Location", "NewFailure", "Remediation"):
+    for prop in (
+        "RunId",
+        "ResourceId",
+        "SubscriptionId",
+        "ResourceGroup",
+        "AppName",
+        "Slot",
+        "Kind",
+        "State",
+        "ClientCertEnabled",
+        "ClientCertMode",
+        "ExclusionPaths",
+        "Status",
+        "Reason",
+        "AuditedAt",
+        "HttpsOnly",
+        "PublicNetworkAccess",
+        "Location",
+        "NewFailure",
+        "Remediation",
+    ):
         assert prop in some, prop
     assert isinstance(some["AuditedAt"], dt.datetime)
     # the disabled subscription is skipped (not an error)
@@ -89,17 +108,27 @@ def test_throttling_5xx_404_and_odd_names_do_not_crash(make_arm, harness_factory
     arm.faults.add(FaultRule(Status(503), path=r"/subscriptions$", times=1))
     arm.faults.add(FaultRule(Status(500), path=r"/resourceGroups/[^/]+/providers/Microsoft\.Web/sites$", times=1))
     # a site that is deleted between the site list and its resource group's slot list
-    arm.faults.add(FaultRule(Status(404, code="ResourceGroupNotFound"),
-                             path=rf"/resourceGroups/{victim.resource_group}/providers/Microsoft\.Web/sites$"))
+    arm.faults.add(
+        FaultRule(
+            Status(404, code="ResourceGroupNotFound"),
+            path=rf"/resourceGroups/{victim.resource_group}/providers/Microsoft\.Web/sites$",
+        )
+    )
     h = harness_factory(arm)
     h.run_timer()
     rows = h.rows_by_id()
     assert arm.stats()["throttled"] >= 2
     assert not [r for r in rows.values() if r["Status"] == "ERROR"]
     # everything except the slots of the vanished group is audited, odd names included
-    expected = {k for k, v in tenant.expected().items()
-                if not (v.slot and v.resource_group == victim.resource_group
-                         and v.subscription_id == victim.subscription.subscription_id)}
+    expected = {
+        k
+        for k, v in tenant.expected().items()
+        if not (
+            v.slot
+            and v.resource_group == victim.resource_group
+            and v.subscription_id == victim.subscription.subscription_id
+        )
+    }
     assert expected <= set(rows)
     assert any(not r["ResourceGroup"].isascii() for r in rows.values())
 
@@ -144,3 +173,66 @@ def test_user_assigned_identity_when_azure_client_id_is_set(make_arm, harness_fa
     h.run_timer()
     assert_matches_oracle(h, tenant)
     assert arm.token_requests and all(cid == client_id for _, cid in arm.token_requests)
+
+
+def test_keyword_names_get_their_own_rows_and_an_unparsable_id_costs_only_itself(
+    make_arm,
+    harness_factory,  # noqa: F811
+) -> None:
+    """Groups ``slots``/``Sites``, apps ``slots``/``sites``, a slot ``slots``: each audited as what it is.
+
+    In the same list pages ARM also returns one app whose id is not a site id: that app alone is an
+    ERROR row; every other resource of its page, its group and its subscription keeps its row."""
+    tenant = generate_tenant(seed=18, subscriptions=2, sites=40, slot_share=0.3)
+    sub = tenant.subscriptions[0]
+    keyword_groups = {rg.lower() for rg, _, _ in KEYWORD_RESOURCES}
+    victim = next(
+        s
+        for s in sub.sites
+        if not s.slots
+        and s.resource_group.lower() not in keyword_groups
+        and len(sub.sites_in_group(s.resource_group) or []) > 1
+    )
+    broken = victim.id + "/config/web"  # what a site id is not: two segments too many
+    victim.update(id_casing=lambda canonical, _route: canonical + "/config/web")
+    arm = make_arm(tenant)  # 50 items a page: the victim shares its pages with the rest
+    h = harness_factory(arm)
+    h.run_timer()
+
+    rows = h.rows_by_id()
+    errors = [r for r in rows.values() if r["Status"] == "ERROR"]
+    assert len(errors) == 1, errors
+    assert errors[0]["ResourceId"] == broken and errors[0]["RowKey"] == resource_key(broken)
+    assert errors[0]["SubscriptionId"] == sub.subscription_id
+    assert "cannot be read as an App Service site or slot" in errors[0]["Reason"]
+    expected = {k: v for k, v in tenant.expected().items() if k != victim.key}
+    audited = {k: r for k, r in rows.items() if r["Status"] != "ERROR"}
+    assert set(audited) == set(expected), "every other site and slot keeps its row"
+    for key, exp in expected.items():
+        row = audited[key]
+        assert (row["Status"], row["ClientCertMode"]) == (exp.status, exp.mode), key
+        assert row["ResourceType"] == ("slot" if exp.slot else "site"), key
+        assert row["Slot"] == (exp.slot or "") and row["AppName"].lower() == exp.site.lower(), key
+
+    # the keyword-named resources, spelled exactly as created
+    for rg, app, slot in KEYWORD_RESOURCES:
+        site = sub.get_site(rg, app)
+        resource = site.get_slot(slot) if site and slot else site
+        assert resource is not None
+        row = rows[resource.key]
+        assert (row["ResourceGroup"], row["AppName"], row["Slot"], row["ResourceType"]) == (
+            rg,
+            app,
+            slot or "",
+            "slot" if slot else "site",
+        )
+        assert (row["Status"], row["ClientCertMode"]) == (resource.expected_status, resource.expected_mode)
+        if row["Remediation"]:  # the command names this very app (and slot), not a keyword next to it
+            target = f"--name {app} --resource-group {rg}" + (f" --slot {slot}" if slot else "")
+            assert target in row["Remediation"], row["Remediation"]
+    state = h.state()
+    assert {site.key for site in sub.iter_resources() if site is not victim} <= set(state)
+
+    # the subscription was read (one item could not be audited, so the run says partial)
+    summary = h.run_summaries()[-1]
+    assert summary["SubscriptionsFailed"] == 0 and summary["Outcome"] == "partial"

@@ -33,6 +33,7 @@ from tests.emulators.azurite import Azurite
 from tests.emulators.faults import FaultRule, Latency, MalformedJson, Reset, Status, Truncated
 from tests.emulators.tenant import (
     AWKWARD_RESOURCE_GROUPS,
+    KEYWORD_RESOURCES,
     KINDS,
     OMIT,
     Tenant,
@@ -106,8 +107,9 @@ def test_generator_is_deterministic_and_covers_every_case() -> None:
     assert [s.id for s in a.iter_resources()] == [s.id for s in b.iter_resources()]
     assert a.counts() == b.counts()
     counts = a.counts()
-    assert counts["sites"] == 120 + 2 * 3
-    assert counts["slots"] == 36
+    keyword_slots = sum(1 for *_, slot in KEYWORD_RESOURCES if slot)
+    assert counts["sites"] == 120 + 2 * 3 + len(KEYWORD_RESOURCES) - keyword_slots
+    assert counts["slots"] == 36 + keyword_slots
     resources = list(a.iter_resources())
     assert {r.kind for r in resources} == set(KINDS)
     verdicts = {(r.expected_status, r.expected_mode) for r in resources}
@@ -123,6 +125,8 @@ def test_generator_is_deterministic_and_covers_every_case() -> None:
     assert any(r.client_cert_mode is None and r.client_cert_enabled for r in resources)
     assert any(r.client_cert_mode == "Required" and r.client_cert_enabled is False for r in resources)
     assert set(AWKWARD_RESOURCE_GROUPS) <= set(a.subscriptions[0].resource_groups)
+    keyword = {(r.resource_group, r.name, r.slot_name) for r in a.subscriptions[0].iter_resources()}
+    assert set(KEYWORD_RESOURCES) <= keyword
     assert {s.state for s in a.subscriptions} == {"Enabled", "Disabled", "Deleted"}
     active = {s.subscription_id for s in a.subscriptions if s.state == "Enabled"}
     expected = a.expected()
@@ -133,7 +137,7 @@ def test_generator_is_deterministic_and_covers_every_case() -> None:
 
 def test_generator_scales_to_benchmark_size() -> None:
     start = time.perf_counter()
-    tenant = generate_tenant(1, subscriptions=50, sites=100_000, slot_share=0.3)
+    tenant = generate_tenant(1, subscriptions=50, sites=100_000, slot_share=0.3, keyword_names=False)
     elapsed = time.perf_counter() - start
     assert tenant.counts()["sites"] == 100_000
     assert tenant.counts()["slots"] == 30_000

@@ -21,7 +21,7 @@ from shared.evaluate import evaluate
 from shared.inventory import ArmInventory
 from shared.models import SiteRecord
 from tests.emulators.arm import ArmEmulator, ResourceGraphQuota
-from tests.emulators.tenant import Tenant, generate_tenant
+from tests.emulators.tenant import KEYWORD_RESOURCES, Tenant, generate_tenant
 from tests.harness import AuditHarness, harness_factory  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -29,12 +29,38 @@ pytestmark = pytest.mark.integration
 RG_PATH = "/providers/Microsoft.ResourceGraph/resources?api-version=2024-04-01"
 
 
-def findings(h: AuditHarness) -> dict[str, tuple[str, str, str, str, str]]:
-    """(Status, ClientCertMode, Slot, AppName, SubscriptionId) per lower-cased resource id."""
+def findings(h: AuditHarness) -> dict[str, tuple[str, ...]]:
+    """(Status, ClientCertMode, Slot, AppName, SubscriptionId, ResourceGroup, ResourceType) per lower-cased id."""
     return {
-        key: (r["Status"], r["ClientCertMode"], r["Slot"], r["AppName"].lower(), r["SubscriptionId"].lower())
+        key: (
+            r["Status"],
+            r["ClientCertMode"],
+            r["Slot"],
+            r["AppName"].lower(),
+            r["SubscriptionId"].lower(),
+            r["ResourceGroup"].lower(),
+            r["ResourceType"],
+        )
         for key, r in h.rows_by_id().items()
     }
+
+
+def assert_keyword_rows(h: AuditHarness, tenant: Tenant) -> None:
+    """The resources named like the id's keywords each have their own row, names spelled as created."""
+    sub = tenant.subscriptions[0]
+    rows = h.rows_by_id()
+    for rg_name, app, slot in KEYWORD_RESOURCES:
+        site = sub.get_site(rg_name, app)
+        resource = site.get_slot(slot) if site and slot else site
+        assert resource is not None
+        row = rows[resource.key]
+        assert (row["ResourceGroup"], row["AppName"], row["Slot"], row["ResourceType"]) == (
+            rg_name,
+            app,
+            slot or "",
+            "slot" if slot else "site",
+        )
+        assert (row["Status"], row["ClientCertMode"]) == (resource.expected_status, resource.expected_mode)
 
 
 def records(inventory: Any, subscription_ids: list[str]) -> dict[str, SiteRecord]:
@@ -91,6 +117,14 @@ def test_findings_identical_for_arm_and_resource_graph(
     assert any(f[2] for f in by_graph.values()), "slots are audited by both sources"
     for key, exp in expected.items():
         assert by_graph[key][:3] == (exp.status, exp.mode, exp.slot or ""), key
+        assert by_graph[key][3:] == (
+            exp.site.lower(),
+            exp.subscription_id.lower(),
+            exp.resource_group.lower(),
+            "slot" if exp.slot else "site",
+        ), key
+    assert_keyword_rows(via_arm, tenant)
+    assert_keyword_rows(via_graph, tenant)
     assert via_graph.runs()[-1]["Outcome"] == "complete"
 
     stats = arm.stats()
@@ -104,6 +138,43 @@ def test_findings_identical_for_arm_and_resource_graph(
     assert all("$skipToken" in q["options"] for q in arm.resource_graph_queries[1:])
 
 
+def test_an_unparsable_id_in_a_resource_graph_page_is_one_error_row(
+    make_arm,
+    harness_factory,  # noqa: F811
+    monkeypatch,
+) -> None:
+    """Two rows of one Resource Graph page carry no usable id: each is its own ERROR row, in its own
+    subscription, and every other row of the page (keyword-named resources included) is audited."""
+    tenant = generate_tenant(seed=28, subscriptions=2, sites=30, slot_share=0.3)
+    sub = tenant.subscriptions[0]
+    plain = [s for s in sub.sites if not s.slots and s.resource_group.lower() not in ("slots", "sites")]
+    extra, missing = plain[0], plain[1]
+    extra.update(id_casing=lambda cid, route: cid + "/slots" if route == "resourcegraph" else cid)
+    missing.update(id_casing=lambda cid, route: "" if route == "resourcegraph" else cid)
+    monkeypatch.setattr(rg, "PAGE_SIZE", 20)
+    arm = make_arm(tenant)
+    h = harness_factory(arm)
+    h.apply_env(AUDIT_INVENTORY_SOURCE="resourcegraph")
+    h.run_timer()
+
+    rows = h.rows_by_id()
+    errors = {k: r for k, r in rows.items() if r["Status"] == "ERROR"}
+    assert set(errors) == {
+        (extra.id + "/slots").lower(),
+        f"/subscriptions/{sub.subscription_id}/unparsable-item/{missing.name}".lower(),
+    }
+    assert all(r["SubscriptionId"] == sub.subscription_id for r in errors.values())
+    assert all("cannot be read as an App Service site or slot" in r["Reason"] for r in errors.values())
+    expected = {k: v for k, v in tenant.expected().items() if k not in (extra.key, missing.key)}
+    audited = {k: r for k, r in rows.items() if r["Status"] != "ERROR"}
+    assert set(audited) == set(expected)
+    for key, exp in expected.items():
+        assert (audited[key]["Status"], audited[key]["Slot"]) == (exp.status, exp.slot or ""), key
+    assert_keyword_rows(h, tenant)
+    summary = h.run_summaries()[-1]
+    assert summary["SubscriptionsFailed"] == 0 and summary["Outcome"] == "partial"
+
+
 def test_paging_over_1000_rows_matches_arm_inventory(make_arm, monkeypatch) -> None:
     tenant = generate_tenant(seed=22, subscriptions=6, sites=2000, slot_share=0.3, awkward_names=False)
     arm = make_arm(tenant, page_size=200)
@@ -115,7 +186,7 @@ def test_paging_over_1000_rows_matches_arm_inventory(make_arm, monkeypatch) -> N
     via_graph = records(graph, subs)
     via_arm = records(ArmInventory(credential, settings), subs)
 
-    assert len(via_graph) == 2600 > rg.PAGE_SIZE
+    assert len(via_graph) == 2600 + len(KEYWORD_RESOURCES) > rg.PAGE_SIZE
     assert graph.requests == 3  # 1,000 rows a page
     assert [q["options"]["$top"] for q in arm.resource_graph_queries] == [1000, 1000, 1000]
     assert set(via_graph) == set(via_arm) == set(tenant.expected())
@@ -133,15 +204,15 @@ def test_paging_over_1000_rows_matches_arm_inventory(make_arm, monkeypatch) -> N
 def test_quota_headers_make_the_source_wait_instead_of_being_throttled(make_arm, monkeypatch) -> None:
     tenant = generate_tenant(seed=23, subscriptions=2, sites=40, slot_share=0.25)
     arm = make_arm(tenant, resource_graph_quota=ResourceGraphQuota(queries=2, window_seconds=2.0))
-    monkeypatch.setattr(rg, "PAGE_SIZE", 10)  # 50 rows: 5 pages, 2 per window
+    monkeypatch.setattr(rg, "PAGE_SIZE", 10)  # 56 rows (50 + the keyword-named ones): 6 pages, 2 per window
     settings = settings_for(arm, monkeypatch)
     credential = ManagedIdentityCredential()
     graph = rg.ResourceGraphInventory(credential, settings)
     started = time.monotonic()
     got = records(graph, [s.subscription_id for s in tenant.subscriptions])
     elapsed = time.monotonic() - started
-    assert set(got) == set(tenant.expected())
-    assert graph.requests == 5
+    assert set(got) == set(tenant.expected()) and len(got) == 56
+    assert graph.requests == 6
     assert arm.stats()["resource_graph_throttled"] == 0  # it read the headers and waited
     assert elapsed >= 3.0  # two full waits for the window to reset
 
@@ -179,7 +250,8 @@ def test_emulated_resource_graph_api(make_arm) -> None:
     ok = post_query(arm, {"query": rg.SITES_QUERY, "options": {"$top": 5, "resultFormat": "objectArray"}})
     assert ok.status_code == 200
     body = ok.json()
-    assert body["totalRecords"] == 18 and body["count"] == 5 and body["resultTruncated"] == "false"
+    assert body["totalRecords"] == len(tenant.expected()) == 18 + 6  # + the keyword-named sites and slots
+    assert body["count"] == 5 and body["resultTruncated"] == "false"
     assert body["$skipToken"] and len(body["data"]) == 5
     row = body["data"][0]
     assert set(row) == {

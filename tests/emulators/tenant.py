@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 __all__ = [
     "ACTIVE_STATES",
     "AWKWARD_RESOURCE_GROUPS",
+    "KEYWORD_RESOURCES",
     "KINDS",
     "OMIT",
     "SUBSCRIPTION_STATES",
@@ -61,6 +62,20 @@ AWKWARD_RESOURCE_GROUPS: tuple[str, ...] = (
     "Rg-MixedCase-(eu)",
     "リソース-グループ",
     ("rg-" + "very-long-name-" * 6 + "x" * 90)[:90],
+)
+
+
+#: Resources whose names are the id path's own keywords, all legal in ARM, added to the first
+#: subscription when ``keyword_names`` is on: ``(resource group, app, slot or None)``. A parser that
+#: searches for ``sites``/``slots`` segments mistakes them (a group ``slots`` hides its apps as slots, an
+#: app ``slots`` breaks the whole subscription, a group ``Sites`` misnames its apps).
+KEYWORD_RESOURCES: tuple[tuple[str, str, str | None], ...] = (
+    ("slots", "subscriptions", None),
+    ("slots", "Providers", None),
+    ("slots", "Providers", "resourceGroups"),
+    ("Sites", "slots", None),
+    ("Sites", "sites", None),
+    ("Sites", "sites", "slots"),
 )
 
 
@@ -664,6 +679,7 @@ def generate_tenant(
     empty_resource_groups: int = 1,
     sites_per_resource_group: float = 8.0,
     awkward_names: bool = True,
+    keyword_names: bool = True,
     omit_properties_share: float = 0.0,
 ) -> Tenant:
     """Build a deterministic, realistic tenant for ``seed``.
@@ -674,7 +690,9 @@ def generate_tenant(
     ``sites_per_inactive_subscription`` sites. ``round(sites * slot_share)`` slots are spread over
     random sites. The first resources cycle through every client-certificate profile and kind so even
     a tiny tenant covers every oracle branch; awkward resource-group names go to the first
-    subscription. ``omit_properties_share`` of the sites omit ``properties`` in list answers.
+    subscription, and so do :data:`KEYWORD_RESOURCES` (with ``keyword_names``; they are added after
+    everything else, so turning them off leaves the rest of the tenant as it was).
+    ``omit_properties_share`` of the sites omit ``properties`` in list answers.
     """
     rng = random.Random(seed)
     tenant = Tenant(tenant_id or str(uuid.UUID(int=rng.getrandbits(128), version=4)))
@@ -766,8 +784,30 @@ def generate_tenant(
         settings["location"] = site.location
         settings["omit_properties"] = False
         site._new_slot(slot_name, settings)
+    if keyword_names and subs:
+        _add_keyword_resources(subs[0])
     tenant._touch()
     return tenant
+
+
+def _add_keyword_resources(sub: Subscription) -> None:
+    """:data:`KEYWORD_RESOURCES`, with fixed settings (no random draws: the rest of the tenant is as before).
+
+    They cover PASS, WARN and FAIL, and are HTTPS-only so their verdicts hang on the certificate
+    settings alone."""
+    verdicts = (
+        {"client_cert_enabled": True, "client_cert_mode": "Required"},
+        {"client_cert_enabled": True, "client_cert_mode": "Optional"},
+        {"client_cert_enabled": True, "client_cert_mode": "Required", "exclusion_paths": "/health"},
+    )
+    for i, (rg, app, slot) in enumerate(KEYWORD_RESOURCES):
+        settings: dict[str, Any] = {"kind": "app", "https_only": True, **verdicts[i % len(verdicts)]}
+        if slot is None:
+            sub._add_site(rg, app, settings)
+        else:
+            site = sub.get_site(rg, app)
+            assert site is not None, (rg, app)
+            site._new_slot(slot, settings)
 
 
 def _cumulative(weights: list[float] | list[int]) -> list[float]:
