@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -219,6 +219,7 @@ def result_entity(
     row_key: str,
     *,
     request_tag: str | None = None,
+    subscription_name: str = "",
 ) -> dict[str, Any]:
     """One row of the results table (the schema in the README)."""
     slot_kind = "slot" if finding.slot else ("site" if finding.app_name else "scope")
@@ -227,6 +228,8 @@ def result_entity(
         "RowKey": row_key,
         "RunId": run_id,
         **finding.identity(),
+        "SubscriptionName": subscription_name,
+        "Owner": finding.owner,
         "ResourceType": slot_kind,
         "State": finding.state,
         "Location": finding.location,
@@ -285,6 +288,7 @@ class AuditRun:
         self._held = 0
         self._extra_transactions = 0
         self._run_id = ""
+        self._subscription_names: dict[str, str] = {}  # lower-cased id -> display name
         self._results = PackedWriter(
             lambda rows: store.write_batch(store.results, rows),
             sequential=lambda index: results_partition(self._run_id, index),
@@ -366,6 +370,7 @@ class AuditRun:
             deleted = self.store.delete_run_results(summary.run_id)
             log.info("Run %s: removed %d rows of the interrupted attempt", summary.run_id, deleted)
         self._run_id = summary.run_id
+        self._subscription_names = {s.subscription_id.lower(): s.display_name for s in subscriptions}
         results = self._fan_out(summary, subscriptions)
         self._results.flush()  # the last partial batches; their subscriptions' state follows
         self._state.flush()
@@ -419,11 +424,12 @@ class AuditRun:
                     result.read = False
                 log.warning("Run %s: cannot read %s: %s", run_id, item.scope_id, item.message)
             else:
-                finding = apply_exemption(evaluate(item), self.exemptions, audited_at)
+                finding = apply_exemption(replace(evaluate(item), owner=item.owner), self.exemptions, audited_at)
             findings.setdefault(resource_key(finding.resource_id), finding)
 
         prior, extra = self.store.subscription_state(subscription_id, findings) if result.read else ({}, [])
         changes: dict[str, Transition] = {}
+        subscription_name = self._subscription_names.get(subscription_id.lower(), "")
 
         # Rows are generated as the writer takes them (it holds at most one batch per partition).
         def result_rows() -> Iterator[dict[str, Any]]:
@@ -433,7 +439,13 @@ class AuditRun:
                     change = transition(finding, prior.get(key), run_id, now_iso, baseline=summary.baseline)
                     changes[key] = change
                 yield result_entity(
-                    run_id, finding, change, audited_at, key, request_tag=self.settings.exemption_request_tag
+                    run_id,
+                    finding,
+                    change,
+                    audited_at,
+                    key,
+                    request_tag=self.settings.exemption_request_tag,
+                    subscription_name=subscription_name,
                 )
                 result.counts[finding.status.value] += 1
                 result.rows += 1
