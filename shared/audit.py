@@ -31,6 +31,7 @@ from .inventory import ArmInventory, SubscriptionInfo
 from .keys import resource_key
 from .layout import partition_batches, results_partition, state_partition, state_shards
 from .models import Finding, InventoryError, SiteRecord, Status
+from .owners import tags_text
 from .state import Transition, already_alerted, gone_entity, state_entity, transition
 from .store import RUNS_PARTITION, RunInProgressError, TableStore
 from .writer import PackedWriter
@@ -230,6 +231,7 @@ def result_entity(
         **finding.identity(),
         "SubscriptionName": subscription_name,
         "Owner": finding.owner,
+        "Tags": tags_text(finding.tags),
         "ResourceType": slot_kind,
         "State": finding.state,
         "Location": finding.location,

@@ -8,6 +8,7 @@ owner tag takes its site's owner.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
@@ -79,3 +80,25 @@ def with_owners(records: Sequence[SiteRecord], names: Sequence[str]) -> list[Sit
         if not record.slot:
             resolver.learn(record)
     return [resolver.resolve(record) for record in records]
+
+
+#: Longest ``Tags`` value stored on a result row (a table string property holds 32K characters).
+MAX_TAGS_CHARS = 16_000
+
+
+def tags_text(tags: Iterable[tuple[str, str]]) -> str:
+    """The resource's tags as a JSON object (sorted), for the ``Tags`` column and the SIEM export.
+
+    Tags past :data:`MAX_TAGS_CHARS` are left out whole (never cut mid-value): a resource has at
+    most 50 tags, so this only bites on values that are themselves documents.
+    """
+    everything = {str(key): str(value) for key, value in sorted(tags)}
+    text = json.dumps(everything, ensure_ascii=False)
+    if len(text) <= MAX_TAGS_CHARS:
+        return text if everything else ""
+    kept: dict[str, str] = {}
+    for key, value in sorted(tags):
+        kept[str(key)] = str(value)
+        if len(json.dumps(kept, ensure_ascii=False)) > MAX_TAGS_CHARS:
+            del kept[str(key)]
+    return json.dumps(kept, ensure_ascii=False) if kept else ""
