@@ -41,7 +41,9 @@ def _record(app: str, rg: str, slot: str, enabled: bool, mode: str, paths: str |
     rid = f"/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}" + (
         f"/slots/{slot}" if slot else ""
     )
-    return SiteRecord(rid, SUB, rg, app, slot, client_cert_enabled=enabled, client_cert_mode=mode, exclusion_paths=paths)
+    return SiteRecord(
+        rid, SUB, rg, app, slot, client_cert_enabled=enabled, client_cert_mode=mode, exclusion_paths=paths
+    )
 
 
 def _command_text(remediation: str) -> str:
