@@ -106,7 +106,6 @@ def _resource(row: Mapping[str, Any]) -> dict[str, Any]:
         "type": "Microsoft.Resources/scope"
         if scope
         else ("Microsoft.Web/sites/slots" if slot else "Microsoft.Web/sites"),
-        "cloud_partition": "Azure",
     }
     if row.get("Location"):
         resource["region"] = str(row["Location"])

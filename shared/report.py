@@ -177,6 +177,11 @@ def listed_statuses(flt: RowFilter) -> frozenset[str]:
 
 
 # -- summary ----------------------------------------------------------------------------------------
+def one_line(value: Any) -> str:
+    """Text from the estate (an owner tag may hold anything) on one line of a terminal or a label."""
+    return " ".join(text(value).split())
+
+
 def short_id(subscription_id: str) -> str:
     """The first block of a subscription id: enough to tell two subscriptions of one name apart."""
     return subscription_id.split("-", 1)[0]
@@ -192,7 +197,7 @@ def subscription_label(row: Mapping[str, Any]) -> str:
 def group_of(row: Mapping[str, Any], group_by: str) -> tuple[str, str]:
     """``(key, label)`` of a row's group: keys compare case-insensitively, labels are for people."""
     if group_by == "owner":
-        owner = str(row.get("Owner") or "").strip()
+        owner = one_line(row.get("Owner"))
         return owner.casefold(), owner or NO_OWNER
     sub = str(row.get("SubscriptionId") or "").lower()
     if group_by == "resource-group":
@@ -446,7 +451,7 @@ def _table_line(row: Mapping[str, Any], with_run: bool) -> str:
     head = (
         f"{text(row.get('Status')):<7} {new:<3} {_fit(resource_label(row), 32):<32} "
         f"{_fit(text(row.get('ResourceGroup')), 24):<24} {_fit(subscription_label(row), 28):<28} "
-        f"{_fit(text(row.get('Owner')), 24):<24} {text(row.get('ClientCertMode'))}"
+        f"{_fit(one_line(row.get('Owner')), 24):<24} {text(row.get('ClientCertMode'))}"
     )
     lines = [f"{text(row.get('RunId'))}  {head}" if with_run else head]
     lines.append(f"        {text(row.get('Reason'))}")
