@@ -610,6 +610,9 @@ def test_doc_odata_filters_run_against_azurite(bed: AuditBed, capsys: pytest.Cap
     assert len(matched) >= 21
     assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`'"] == 7
     assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and NewFailure eq true"] == 1
+    assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and SubscriptionName eq 'Prod'"] == 5
+    unowned = "Owner eq '' and (Status eq 'FAIL' or Status eq 'WARN')"
+    assert matched[f"PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and {unowned}"] == 4  # no tags here
     one_sub = "RowKey ge '|subscriptions|<subscription>' and RowKey lt '|subscriptions|<subscription>}'"
     assert matched[f"PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and {one_sub} and Status eq 'FAIL'"] == 1
     assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and RowKey eq '<resource key>'"] == 1
