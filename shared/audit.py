@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ from .keys import resource_key
 from .layout import partition_batches, results_partition, state_partition, state_shards
 from .lease import LeaseKeeper, LeaseLost
 from .models import IDENTITY_FIELDS, Finding, InventoryError, SiteRecord, Status
+from .owners import tags_text
 from .state import Transition, gone_entity, observed, state_entity, transition
 from .store import RUNS_PARTITION, RunInProgressError, TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
@@ -223,6 +224,7 @@ def result_entity(
     row_key: str,
     *,
     request_tag: str | None = None,
+    subscription_name: str = "",
 ) -> dict[str, Any]:
     """One row of the results table (the schema in the README)."""
     slot_kind = "slot" if finding.slot else ("site" if finding.app_name else "scope")
@@ -231,6 +233,9 @@ def result_entity(
         "RowKey": row_key,
         "RunId": run_id,
         **finding.identity(),
+        "SubscriptionName": subscription_name,
+        "Owner": finding.owner,
+        "Tags": tags_text(finding.tags),
         "ResourceType": slot_kind,
         "State": finding.state,
         "Location": finding.location,
@@ -313,6 +318,7 @@ class AuditRun:
         self._extra_transactions = 0
         self._alerts_sent = 0
         self._run_id = ""
+        self._subscription_names: dict[str, str] = {}  # lower-cased id -> display name
         self._results = PackedWriter(
             lambda rows: store.write_batch(store.results, rows),
             sequential=lambda index: results_partition(self._run_id, index),
@@ -408,6 +414,7 @@ class AuditRun:
             deleted = self.store.delete_run_results(summary.run_id)
             log.info("Run %s: removed %d rows of the interrupted attempt", summary.run_id, deleted)
         self._run_id = summary.run_id
+        self._subscription_names = {s.subscription_id.lower(): s.display_name for s in subscriptions}
         results = self._fan_out(summary, subscriptions)
         self._results.flush()  # the last partial batches; their subscriptions' state follows
         self._state.flush()
@@ -461,13 +468,14 @@ class AuditRun:
                     result.read = False
                 log.warning("Run %s: cannot read %s: %s", run_id, item.scope_id, item.message)
             else:
-                finding = apply_exemption(evaluate(item), self.exemptions, audited_at)
+                finding = apply_exemption(replace(evaluate(item), owner=item.owner), self.exemptions, audited_at)
             findings.setdefault(resource_key(finding.resource_id), finding)
 
         # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
         prior, extra = self.store.subscription_state(subscription_id, findings)
         changes: dict[str, Transition] = {}
+        subscription_name = self._subscription_names.get(subscription_id.lower(), "")
 
         # Rows are generated as the writer takes them (it holds at most one batch per partition).
         def result_rows() -> Iterator[dict[str, Any]]:
@@ -481,7 +489,13 @@ class AuditRun:
                     )
                     changes[key] = change
                 yield result_entity(
-                    run_id, finding, change, audited_at, key, request_tag=self.settings.exemption_request_tag
+                    run_id,
+                    finding,
+                    change,
+                    audited_at,
+                    key,
+                    request_tag=self.settings.exemption_request_tag,
+                    subscription_name=subscription_name,
                 )
                 result.counts[finding.status.value] += 1
                 result.rows += 1
@@ -504,11 +518,12 @@ class AuditRun:
         self._state.add(pending.subscription_id, pending.state_rows(), lambda: self._alert(pending), flush_own=own)
 
     def _alert(self, pending: _PendingState) -> None:
-        """The subscription's state is stored: send its new failures, then tidy moved rows.
+        """The subscription's state is stored: send its owed alerts, then tidy moved rows.
 
-        Each batch of new-failure rows is marked ``NewFailureAlerted`` *before* its events are
-        logged: a store failure leaves them unmarked and unsent (the resumed run sends them), and
-        a mark that was stored means its events follow at once, so none is sent twice.
+        Each batch of owed rows is marked sent (``AlertPending`` cleared) *before* its events are
+        logged: a store failure leaves them owed and unsent (any later run that still sees them
+        failing sends them), and a mark that was stored means its events follow at once, so none
+        is sent twice.
         """
         self.checkpoint("state_advanced", pending.subscription_id)
         for key in pending.alerts_dropped():

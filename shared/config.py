@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 DEFAULT_SCHEDULE = "0 0 2 * * *"
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+#: Tags read as a resource's owner, in order, compared case-insensitively (``AUDIT_OWNER_TAGS``).
+DEFAULT_OWNER_TAGS: tuple[str, ...] = ("owner", "team", "contact")
 
 
 #: The shortest run lease accepted (seconds): renewed every third of it, a lease this short still
@@ -61,6 +63,7 @@ class Settings:
     run_deadline_minutes: int = 45
     client_id: str | None = None
     exemption_request_tag: str | None = None  # off when unset: a tag can only *request* an exemption
+    owner_tags: tuple[str, ...] = DEFAULT_OWNER_TAGS
 
     @property
     def arm_scope(self) -> str:
@@ -102,6 +105,17 @@ def _tag_name(env: Mapping[str, str], name: str) -> str | None:
     if value and (len(value) > 512 or any(ch in value for ch in "<>%&\\?/")):
         raise ConfigError(f"{name} must be an Azure tag name (at most 512 characters, none of <>%&\\?/), got {value!r}")
     return value or None
+
+
+def _owner_tags(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``AUDIT_OWNER_TAGS``: tag names tried in order; a name repeated in another casing is dropped
+    (tag names compare case-insensitively), and an empty setting means the default."""
+    names: dict[str, str] = {}
+    for part in env.get("AUDIT_OWNER_TAGS", "").split(","):
+        name = _tag_name({"AUDIT_OWNER_TAGS": part}, "AUDIT_OWNER_TAGS")
+        if name:
+            names.setdefault(name.lower(), name)
+    return tuple(names.values()) or DEFAULT_OWNER_TAGS
 
 
 def validate_schedule(value: str, name: str = "AUDIT_SCHEDULE") -> str:
@@ -166,4 +180,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_table: bool =
         run_deadline_minutes=_int(env, "AUDIT_RUN_DEADLINE_MINUTES", 45, 1, 1440),
         client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
         exemption_request_tag=_tag_name(env, "AUDIT_EXEMPTION_REQUEST_TAG"),
+        owner_tags=_owner_tags(env),
     )

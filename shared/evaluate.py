@@ -7,8 +7,10 @@ exhaustively and the same code serves the ARM and Resource Graph inventories.
 from __future__ import annotations
 
 import re
+import shlex
 
 from .models import CertMode, Finding, InventoryError, SiteRecord, Status
+from .roles import AUDIT_READER_ROLE
 
 _PATH_SPLIT = re.compile(r"[,;]")
 _KNOWN_MODES = {m.value.lower(): m.value for m in CertMode if m is not CertMode.IGNORE}
@@ -43,8 +45,15 @@ def split_exclusion_paths(raw: str | None) -> tuple[str, ...]:
 
 
 def _az_target(record: SiteRecord) -> str:
-    slot = f" --slot {record.slot}" if record.slot else ""
-    return f"--name {record.app_name} --resource-group {record.resource_group}{slot}"
+    """The resource's ``az`` arguments, each quoted for bash (names like ``rg(legacy)`` or with
+    unicode must paste as they are), with ``--subscription`` so the command fixes this resource
+    whichever subscription the shell's ``az`` has selected."""
+    args = ["--name", record.app_name, "--resource-group", record.resource_group]
+    if record.slot:
+        args += ["--slot", record.slot]
+    if record.subscription_id:
+        args += ["--subscription", record.subscription_id]
+    return shlex.join(args)
 
 
 #: An exclusion path App Service matches as a prefix of every request path: no requirement at all.
@@ -185,7 +194,8 @@ def error_finding(error: InventoryError) -> Finding:
         status=Status.ERROR,
         reason=error.message,
         remediation=(
-            "Check that the audit identity has the ClientCertAudit Reader role on this scope and "
-            "that the subscription is active; the next run retries automatically."
+            f"Check that the audit identity has the '{AUDIT_READER_ROLE}' role on this scope (assigned by "
+            "infra/tenant/audit-reader-role.bicep) and that the subscription is active; the next run retries "
+            "automatically."
         ),
     )

@@ -32,6 +32,7 @@ from .arm_ids import ArmIdError, parse_site, subscription_of
 from .config import Settings
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
 from .models import InventoryError, SiteRecord
+from .owners import resolve_owners
 from .threads import NO_CONTEXT, ThreadInit, executor
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ class ArmInventory:
         Raises when the list itself cannot be read: then the run audits nothing and must fail.
         """
         if self._settings.subscriptions:
-            return [SubscriptionInfo(s) for s in self._settings.subscriptions]
+            return self._named(self._settings.subscriptions)
         client = SubscriptionClient(self._credential, **self._kwargs)
         found: dict[str, SubscriptionInfo] = {}
         with client:
@@ -287,6 +288,27 @@ class ArmInventory:
                 found.setdefault(sub_id.lower(), SubscriptionInfo(sub_id, str(raw.get("displayName") or ""), state))
         return list(found.values())
 
+    def _named(self, subscription_ids: Iterable[str]) -> list[SubscriptionInfo]:
+        """The configured subscriptions with their display names (one GET each, a few at a time).
+
+        The name is only a label for people: a subscription whose GET fails keeps an empty name and
+        is audited all the same (its scan reports what is wrong with it).
+        """
+
+        def named(client: SubscriptionClient, subscription_id: str) -> SubscriptionInfo:
+            try:
+                raw = _raw(client.subscriptions.get(subscription_id))
+            except AzureError as exc:
+                log.info("No display name for subscription %s: %s", subscription_id, describe_error(exc)[0])
+                return SubscriptionInfo(subscription_id)
+            return SubscriptionInfo(subscription_id, str(raw.get("displayName") or ""), str(raw.get("state") or ""))
+
+        with (
+            SubscriptionClient(self._credential, **self._kwargs) as client,
+            executor(self._settings.concurrency, "subs", self._thread_init) as pool,
+        ):
+            return list(pool.map(functools.partial(named, client), subscription_ids))
+
     def web_client(self, subscription_id: str) -> WebSiteManagementClient:
         return WebSiteManagementClient(self._credential, subscription_id, **self._kwargs)
 
@@ -297,7 +319,7 @@ class ArmInventory:
         failure in one resource group or one slot list yields an error for that scope only.
         """
         with self.web_client(subscription_id) as web:
-            yield from _scan(web, subscription_id, self._thread_init)
+            yield from resolve_owners(_scan(web, subscription_id, self._thread_init), self._settings.owner_tags)
 
 
 #: What listing a subscription yields: an audited site or slot, or an ERROR for a scope or an item.
@@ -309,9 +331,7 @@ def found_key(found: Found) -> str:
     return found.key if isinstance(found, SiteRecord) else found.scope_id.lower()
 
 
-def _scan(
-    web: WebSiteManagementClient, subscription_id: str, thread_init: ThreadInit = NO_CONTEXT
-) -> Iterator[Found]:
+def _scan(web: WebSiteManagementClient, subscription_id: str, thread_init: ThreadInit = NO_CONTEXT) -> Iterator[Found]:
     """The subscription-wide site list, and the group lists started *while* it pages.
 
     A large subscription's reads are bounded by ARM's bucket (25 a second after the first 250);

@@ -51,6 +51,7 @@ class SiteRecord:
     https_only: bool | None = None
     public_network_access: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    owner: str = ""  # from the tags named by AUDIT_OWNER_TAGS; a slot falls back to its site's
 
     @property
     def key(self) -> str:
@@ -95,6 +96,7 @@ class Finding:
     public_network_access: str | None = None
     exemption: str = ""
     tags: tuple[tuple[str, str], ...] = field(default=())
+    owner: str = ""
 
     @property
     def key(self) -> str:

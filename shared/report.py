@@ -38,9 +38,11 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "PreviousStatus",
     "FirstFailedAt",
     "SubscriptionId",
+    "SubscriptionName",
     "ResourceGroup",
     "AppName",
     "Slot",
+    "Owner",
     "Kind",
     "ResourceType",
     "ClientCertEnabled",
@@ -52,6 +54,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "ExemptionRequest",
     "HttpsOnly",
     "PublicNetworkAccess",
+    "Tags",
     "Location",
     "State",
     "AuditedAt",
@@ -81,6 +84,9 @@ SPOOL_BYTES = 2 * 1024 * 1024
 ISSUE_STATUSES: tuple[str, ...] = ("FAIL", "WARN", "ERROR", "EXEMPT")
 #: Order of the resource list: what is worst comes first.
 LIST_ORDER: tuple[str, ...] = ("FAIL", "ERROR", "WARN", "EXEMPT", "PASS")
+#: ``--group-by`` choices: what the summary table counts per row ("subscription" is the default).
+GROUPINGS: tuple[str, ...] = ("subscription", "owner", "resource-group")
+NO_OWNER = "(no owner)"
 #: First characters that make a spreadsheet read a CSV cell as a formula (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -101,6 +107,7 @@ class RowFilter:
     resource_group: str = ""
     kinds: tuple[str, ...] = ()
     resource: str = ""
+    owner: str = ""  # case-insensitive part of the Owner column
 
     def matches(self, row: Mapping[str, Any]) -> bool:
         if self.statuses and str(row.get("Status") or "") not in self.statuses:
@@ -112,6 +119,8 @@ class RowFilter:
         if self.resource_group and str(row.get("ResourceGroup") or "").lower() != self.resource_group.lower():
             return False
         if self.kinds and not set(self.kinds) <= kind_tokens(row.get("Kind")):
+            return False
+        if self.owner and self.owner.casefold() not in str(row.get("Owner") or "").casefold():
             return False
         return not self.resource or resource_key(str(row.get("ResourceId") or "")) == resource_key(self.resource)
 
@@ -139,6 +148,8 @@ class RowFilter:
             parts.append("kind " + ",".join(self.kinds))
         if self.resource:
             parts.append(f"resource {self.resource}")
+        if self.owner:
+            parts.append(f"owner containing '{self.owner}'")
         return ", ".join(parts) or "all resources"
 
     def as_dict(self) -> dict[str, Any]:
@@ -149,6 +160,7 @@ class RowFilter:
             "resourceGroup": self.resource_group,
             "kinds": list(self.kinds),
             "resource": self.resource,
+            "owner": self.owner,
         }
 
 
@@ -164,13 +176,46 @@ def listed_statuses(flt: RowFilter) -> frozenset[str]:
     return frozenset(STATUSES) if flt.resource else ACTIONABLE
 
 
-# -- summary --------------------------------------------------------------------------------------
+# -- summary ----------------------------------------------------------------------------------------
+def one_line(value: Any) -> str:
+    """Text from the estate (an owner tag may hold anything) on one line of a terminal or a label."""
+    return " ".join(text(value).split())
+
+
+def short_id(subscription_id: str) -> str:
+    """The first block of a subscription id: enough to tell two subscriptions of one name apart."""
+    return subscription_id.split("-", 1)[0]
+
+
+def subscription_label(row: Mapping[str, Any]) -> str:
+    """``Prod (d7a7a3cc)``: the name people know, with a short id; the whole id when there is no name."""
+    sub = str(row.get("SubscriptionId") or "")
+    name = str(row.get("SubscriptionName") or "").strip()
+    return f"{name} ({short_id(sub)})" if name and sub else (name or sub)
+
+
+def group_of(row: Mapping[str, Any], group_by: str) -> tuple[str, str]:
+    """``(key, label)`` of a row's group: keys compare case-insensitively, labels are for people."""
+    if group_by == "owner":
+        owner = one_line(row.get("Owner"))
+        return owner.casefold(), owner or NO_OWNER
+    sub = str(row.get("SubscriptionId") or "").lower()
+    if group_by == "resource-group":
+        rg = str(row.get("ResourceGroup") or "")
+        return f"{sub}/{rg.casefold()}", f"{rg or '-'} in {subscription_label(row)}"
+    return sub, subscription_label(row)
+
+
 @dataclass
 class Summary:
     """Counts of a selection, built while the rows stream past."""
 
+    group_by: str = "subscription"
     by_status: Counter[str] = field(default_factory=Counter)
     by_subscription: dict[str, Counter[str]] = field(default_factory=dict)
+    by_group: dict[str, Counter[str]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # group key -> label (first seen)
+    subscription_names: dict[str, str] = field(default_factory=dict)
     new_failures: int = 0
     requests: list[Mapping[str, Any]] = field(default_factory=list)
     requests_total: int = 0
@@ -180,6 +225,11 @@ class Summary:
         self.by_status[status] += 1
         sub = str(row.get("SubscriptionId") or "").lower()
         self.by_subscription.setdefault(sub, Counter())[status] += 1
+        if row.get("SubscriptionName"):
+            self.subscription_names.setdefault(sub, str(row.get("SubscriptionName")))
+        key, label = group_of(row, self.group_by)
+        self.by_group.setdefault(key, Counter())[status] += 1
+        self.labels.setdefault(key, label)
         if row.get("NewFailure") is True:
             self.new_failures += 1
         if row.get("ExemptionRequest") and status in (Status.FAIL.value, Status.WARN.value):
@@ -199,6 +249,14 @@ class Summary:
     def subscriptions_worst_first(self) -> list[tuple[str, Counter[str]]]:
         return sorted(self.by_subscription.items(), key=lambda kv: (-kv[1]["FAIL"], -kv[1]["WARN"], kv[0]))
 
+    def groups_worst_first(self) -> list[tuple[str, Counter[str]]]:
+        """``(label, counts)`` per group: most FAIL first, then most WARN, then most ERROR."""
+        ranked = sorted(
+            self.by_group.items(),
+            key=lambda kv: (-kv[1]["FAIL"], -kv[1]["WARN"], -kv[1]["ERROR"], self.labels[kv[0]].casefold()),
+        )
+        return [(self.labels[key], counts) for key, counts in ranked]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "total": self.total,
@@ -207,6 +265,12 @@ class Summary:
             "bySubscription": {
                 sub: {s: counts.get(s, 0) for s in STATUSES} for sub, counts in self.subscriptions_worst_first()
             },
+            "subscriptionNames": dict(sorted(self.subscription_names.items())),
+            "groupBy": self.group_by,
+            "byGroup": [
+                {"group": label, **{s: counts.get(s, 0) for s in STATUSES}, "total": sum(counts.values())}
+                for label, counts in self.groups_worst_first()
+            ],
             "exemptionRequests": self.requests_total,
         }
 
@@ -221,6 +285,7 @@ class ReportContext:
     expiring: tuple[Exemption, ...] = ()
     expiring_days: int = 14
     html_rows: int = 5000  # a page with 100,000 rows helps nobody; CSV has them all
+    group_by: str = ""  # --group-by; "" is the default summary (per subscription)
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -230,6 +295,10 @@ class ReportContext:
     @property
     def listed(self) -> frozenset[str]:
         return listed_statuses(self.flt)
+
+    def summary(self) -> Summary:
+        """An empty summary that counts per the requested group."""
+        return Summary(group_by=self.group_by or "subscription")
 
     def title(self) -> str:
         if not self.runs:
@@ -318,14 +387,29 @@ def csv_cell(value: Any) -> str:
     return "'" + cell if cell.startswith(_FORMULA_START) else cell
 
 
-def write_csv(rows: Iterable[Mapping[str, Any]], out: IO[str]) -> Summary:
-    """Every selected row, one CSV line each, in :data:`RESULT_COLUMNS` order."""
+def write_csv(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportContext | None = None) -> Summary:
+    """Every selected row, one CSV line each, in :data:`RESULT_COLUMNS` order; with ``--group-by``,
+    the summary table instead: one line per group, worst first (a pivot ready for a spreadsheet)."""
+    if ctx is not None and ctx.group_by:
+        return write_group_csv(rows, out, ctx)
     summary = Summary()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(RESULT_COLUMNS)
     for row in rows:
         summary.add(row)
         writer.writerow([csv_cell(row.get(c)) for c in RESULT_COLUMNS])
+    return summary
+
+
+def write_group_csv(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportContext) -> Summary:
+    """The per-group summary as CSV: ``Group,PASS,WARN,FAIL,EXEMPT,ERROR,Total``."""
+    summary = ctx.summary()
+    for row in rows:
+        summary.add(row)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([ctx.group_by.replace("-", " ").capitalize(), *STATUSES, "Total"])
+    for label, counts in summary.groups_worst_first():
+        writer.writerow([csv_cell(label), *(counts.get(s, 0) for s in STATUSES), sum(counts.values())])
     return summary
 
 
@@ -341,7 +425,7 @@ def write_json(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportConte
 
     The summary comes last because it is only known once every row has streamed past.
     """
-    summary = Summary()
+    summary = ctx.summary()
     header = {
         "generatedAt": plain(ctx.generated_at),
         "runs": [run_view(r) for r in ctx.runs],
@@ -359,15 +443,15 @@ def write_json(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportConte
 
 
 # -- terminal table -------------------------------------------------------------------------------
-_LIST_HEAD = f"{'STATUS':<7} {'NEW':<3} {'APP':<32} {'RESOURCE GROUP':<24} {'SUBSCRIPTION':<36} MODE"
+_LIST_HEAD = f"{'STATUS':<7} {'NEW':<3} {'APP':<32} {'RESOURCE GROUP':<24} {'SUBSCRIPTION':<28} {'OWNER':<24} MODE"
 
 
 def _table_line(row: Mapping[str, Any], with_run: bool) -> str:
     new = "new" if row.get("NewFailure") is True else ""
     head = (
         f"{text(row.get('Status')):<7} {new:<3} {_fit(resource_label(row), 32):<32} "
-        f"{_fit(text(row.get('ResourceGroup')), 24):<24} {_fit(text(row.get('SubscriptionId')), 36):<36} "
-        f"{text(row.get('ClientCertMode'))}"
+        f"{_fit(text(row.get('ResourceGroup')), 24):<24} {_fit(subscription_label(row), 28):<28} "
+        f"{_fit(one_line(row.get('Owner')), 24):<24} {text(row.get('ClientCertMode'))}"
     )
     lines = [f"{text(row.get('RunId'))}  {head}" if with_run else head]
     lines.append(f"        {text(row.get('Reason'))}")
@@ -385,11 +469,14 @@ def _status_block(summary: Summary) -> list[str]:
     return lines
 
 
-def _subscription_block(summary: Summary) -> list[str]:
-    lines = [f"  {'subscription':<38}" + "".join(f"{s:>8}" for s in STATUSES) + f"{'total':>8}"]
-    for sub, counts in summary.subscriptions_worst_first():
+def _group_block(summary: Summary) -> list[str]:
+    groups = summary.groups_worst_first()
+    width = max([38, *(min(len(label), 60) + 2 for label, _ in groups)])
+    heading = summary.group_by.replace("-", " ")
+    lines = [f"  {heading:<{width}}" + "".join(f"{s:>8}" for s in STATUSES) + f"{'total':>8}"]
+    for label, counts in groups:
         cells = "".join(f"{counts.get(s, 0):>8}" for s in STATUSES)
-        lines.append(f"  {sub:<38}{cells}{sum(counts.values()):>8}")
+        lines.append(f"  {_fit(label, width - 2):<{width}}{cells}{sum(counts.values()):>8}")
     return lines
 
 
@@ -500,8 +587,9 @@ def _list_rank(status: str) -> int:
 
 
 def write_table(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportContext) -> Summary:
-    """Readable terminal report: summary by status and subscription, then the rows to act on."""
-    summary = Summary()
+    """Readable terminal report: summary by status and by group (subscription unless ``--group-by``
+    says otherwise), then the rows to act on."""
+    summary = ctx.summary()
     with ListSpool() as spool:
         for row in rows:
             summary.add(row)
@@ -514,7 +602,7 @@ def write_table(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportCont
             "",
             *_status_block(summary),
             "",
-            *_subscription_block(summary),
+            *_group_block(summary),
         ]
         if ctx.multi_run and ctx.runs:
             head += ["", "Run totals (whole tenant, as each run recorded them):", *_runs_block(ctx.runs)]
@@ -644,7 +732,8 @@ def _html_row(row: Mapping[str, Any], with_run: bool) -> str:
         f'<td class="new">{"new" if row.get("NewFailure") is True else ""}</td>',
         f'<td title="{_e(row.get("ResourceId"))}">{_e(resource_label(row))}</td>',
         f"<td>{_e(row.get('ResourceGroup'))}</td>",
-        f"<td>{_e(row.get('SubscriptionId'))}</td>",
+        f'<td class="sub" title="{_e(row.get("SubscriptionId"))}">{_e(subscription_label(row))}</td>',
+        f'<td class="owner">{_e(row.get("Owner"))}</td>',
         f"<td>{_e(row.get('ClientCertMode'))}</td>",
         f"<td>{_e(row.get('Reason'))}"
         + (f'<div class="fix">{_e(row.get("Remediation"))}</div>' if row.get("Remediation") else "")
@@ -659,15 +748,19 @@ def _html_summary(summary: Summary) -> list[str]:
         f'<div class="card" id="count-{s}" style="background:{COLOURS[s]}"><b>{summary.by_status.get(s, 0)}</b>{s}</div>'
         for s in STATUSES
     )
-    subs = "".join(
-        f"<tr><td>{_e(sub)}</td>" + "".join(f'<td class="num">{c.get(s, 0)}</td>' for s in STATUSES) + "</tr>"
-        for sub, c in summary.subscriptions_worst_first()
+    groups = "".join(
+        f"<tr><td>{_e(label)}</td>"
+        + "".join(f'<td class="num">{c.get(s, 0)}</td>' for s in STATUSES)
+        + f'<td class="num">{sum(c.values())}</td></tr>'
+        for label, c in summary.groups_worst_first()
     )
-    head = "".join(f'<th class="num">{s}</th>' for s in STATUSES)
+    head = "".join(f'<th class="num">{s}</th>' for s in STATUSES) + '<th class="num">Total</th>'
+    name = summary.group_by.replace("-", " ")
     return [
         f'<div class="cards">{cards}<div class="card" style="background:#333"><b>{summary.new_failures}</b>'
         "new failures</div></div>",
-        f'<h2>By subscription</h2><table id="by-subscription"><tr><th>Subscription</th>{head}</tr>{subs}</table>',
+        f'<h2>By {name}</h2><table id="by-{summary.group_by}" class="groups"><tr><th>{name.capitalize()}</th>'
+        f"{head}</tr>{groups}</table>",
     ]
 
 
@@ -720,7 +813,7 @@ def write_html(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportConte
     A Content-Security-Policy forbids every external load and every script, so the page renders
     the same offline, and a hostile app name or tag cannot run anything in an analyst's browser.
     """
-    summary = Summary()
+    summary = ctx.summary()
     with ListSpool(ctx.html_rows) as spool:
         for row in rows:
             summary.add(row)
@@ -730,7 +823,7 @@ def write_html(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportConte
         which = "/".join(s for s in LIST_ORDER if s in ctx.listed)
         columns = ("<th>Run</th>" if ctx.multi_run else "") + (
             "<th>Status</th><th>New</th><th>App</th><th>Resource group</th><th>Subscription</th>"
-            "<th>Mode</th><th>Reason and fix</th>"
+            "<th>Owner</th><th>Mode</th><th>Reason and fix</th>"
         )
         page = [
             '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

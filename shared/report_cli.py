@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
 
-from . import layout, report
+from . import fixscript, layout, ocsf, report
 from .config import load_settings
 from .exemptions import (
     EXPIRING_SOON_DAYS,
@@ -227,7 +227,20 @@ def _register_report(subparsers: Any) -> None:
     p.add_argument("--resource-group", help="only this resource group (case-insensitive)")
     p.add_argument("--kind", help="only apps whose kind has all these comma-separated parts (e.g. functionapp,linux)")
     p.add_argument("--resource", type=_resource_id, help="only this site or slot id (with --since: its history)")
-    p.add_argument("--format", choices=("table", "csv", "json", "html"), default="table")
+    p.add_argument("--owner", help="only resources whose Owner contains this text (case-insensitive)")
+    p.add_argument(
+        "--group-by",
+        choices=report.GROUPINGS,
+        help="the summary table per subscription (default), owner or resource group, worst first "
+        "(with --format csv: that table instead of the rows)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("table", "csv", "json", "html", "script", "ocsf"),
+        default="table",
+        help="script: a bash script of the fixes for FAIL/WARN (never run by the tool); "
+        "ocsf: OCSF Detection Findings as JSON lines, for a SIEM",
+    )
     p.add_argument(
         "-o", "--output", help=f"file to write ('-' for stdout); default stdout, or {DEFAULT_HTML} for --format html"
     )
@@ -330,12 +343,16 @@ def _row_filter(args: argparse.Namespace) -> report.RowFilter:
         resource_group=(args.resource_group or "").strip(),
         kinds=kinds,
         resource=args.resource or "",
+        owner=(getattr(args, "owner", None) or "").strip(),
     )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    if args.diff and args.format == "html":
-        print("--diff writes table, csv or json; not html", file=sys.stderr)
+    if args.diff and args.format not in ("table", "csv", "json"):
+        print(f"--diff writes table, csv or json; not {args.format}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.since is not None and args.format == "script":
+        print("--format script is written from one run (the latest, or --run); not with --since", file=sys.stderr)
         return EXIT_INVALID
     flt = _row_filter(args)
     store = open_store()
@@ -377,6 +394,8 @@ def _report_runs(
     else:
         last = find_run(runs, args.run, table) if args.run else latest_finished(runs, table)
         selected = [last]
+    if args.format == "script" and not flt.statuses:
+        flt = replace(flt, statuses=fixscript.SCRIPT_STATUSES)  # read only the rows with a fix
     ctx = report.ReportContext(
         runs=tuple(selected),
         flt=flt,
@@ -385,6 +404,7 @@ def _report_runs(
         expiring_days=args.expiring_days,
         html_rows=args.html_rows,
         generated_at=now,
+        group_by=args.group_by or "",
     )
     rows = _chain(source.results(str(run.get("RowKey")), flt) for run in selected)
     path = args.output or (DEFAULT_HTML if args.format == "html" else None)
@@ -398,7 +418,11 @@ def _report_runs(
 
 def _render(fmt: str, rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: report.ReportContext) -> report.Summary:
     if fmt == "csv":
-        return report.write_csv(rows, out)
+        return report.write_csv(rows, out, ctx)
+    if fmt == "script":
+        return fixscript.write_script(rows, out, ctx)
+    if fmt == "ocsf":
+        return ocsf.write_ocsf(rows, out, ctx)
     if fmt == "json":
         return report.write_json(rows, out, ctx)
     if fmt == "html":

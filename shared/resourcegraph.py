@@ -24,6 +24,7 @@ from .config import Settings
 from .http import client_kwargs
 from .inventory import ArmInventory, Found, SubscriptionInfo, describe_error, found_key, site_record
 from .models import InventoryError, SiteRecord
+from .owners import with_owners
 from .threads import NO_CONTEXT, ThreadInit, thread
 
 log = logging.getLogger(__name__)
@@ -216,4 +217,4 @@ class ResourceGraphInventory:
                 f"/subscriptions/{subscription_id}", subscription_id, f"Resource Graph query failed: {error}"
             )
             return
-        yield from records or ()
+        yield from with_owners(records or (), self._settings.owner_tags)

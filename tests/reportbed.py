@@ -9,8 +9,7 @@ now, so run ids (which sort by time) never tie and exemptions added "now" are va
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,30 +19,12 @@ from shared.audit import AuditRun, RunSummary, build_inventory
 from shared.cli import main
 from shared.config import load_settings
 from shared.identity import build_credential
-from shared.models import InventoryError, SiteRecord
+from shared.layout import run_range
 from shared.store import TableStore
 from tests.emulators.tenant import Site, Tenant
 
 SUB_A = "aaaaaaaa-1111-4111-8111-111111111111"
 SUB_B = "bbbbbbbb-2222-4222-8222-222222222222"
-
-
-class _Tagged:
-    """The real inventory, with tags added to the sites named (as ARM would list them)."""
-
-    def __init__(self, inner: Any, tags: Mapping[str, Mapping[str, str]]) -> None:
-        self.inner, self.tags = inner, tags
-
-    def subscriptions(self) -> Any:
-        return self.inner.subscriptions()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def scan(self, subscription_id: str) -> Iterator[SiteRecord | InventoryError]:
-        for item in self.inner.scan(subscription_id):
-            extra = self.tags.get(item.resource_id.lower()) if isinstance(item, SiteRecord) else None
-            yield replace(item, tags=tuple(sorted(extra.items()))) if extra and isinstance(item, SiteRecord) else item
 
 
 class AuditBed:
@@ -91,26 +72,43 @@ class AuditBed:
     def site_id(self, name: str) -> str:
         return self.sites[name].id
 
-    def run(self, *, at: datetime | None = None, tags: Mapping[str, Mapping[str, str]] | None = None) -> RunSummary:
+    def run(
+        self,
+        *,
+        at: datetime | None = None,
+        tags: Mapping[str, Mapping[str, str]] | None = None,
+        outcome: str = "complete",
+    ) -> RunSummary:
         """One audit by the real engine, stamped one hour after the previous one (or at ``at``).
 
-        ``tags`` (site name -> tags) decorates what ARM listed, since the emulator serves no tags.
+        ``tags`` (site or ``site/slot`` name -> tags) are set on those resources in the emulated tenant first.
         """
         self.clock = at or self.clock + timedelta(hours=1)
         stamp = self.clock
+        for name, values in (tags or {}).items():  # served by the emulated ARM from now on, as in Azure
+            self.sites[name].update(tags=dict(values))
         settings = load_settings()
         credential = build_credential(settings.client_id)
         store = TableStore(settings, None if settings.table_connection_string else credential)
-        inventory: Any = build_inventory(settings, credential)
-        if tags:
-            inventory = _Tagged(inventory, {self.site_id(k).lower(): v for k, v in tags.items()})
+        inventory = build_inventory(settings, credential)
         try:
             summary = AuditRun(settings, store, inventory, now=lambda: stamp).execute()
         finally:
+            inventory.close()
             store.close()
         self.summaries.append(summary)
-        assert summary.outcome == "complete", f"run {summary.run_id} was {summary.outcome}: {summary.error}"
+        assert summary.outcome == outcome, f"run {summary.run_id} was {summary.outcome}: {summary.error}"
         return summary
+
+    def rows(self, run_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """The result rows of one run (default: the last), by lower-cased resource id, read from the table."""
+        low, high = run_range(run_id or self.summaries[-1].run_id)
+        store = self.store()
+        try:
+            found = store.results.query_entities(f"PartitionKey ge '{low}' and PartitionKey lt '{high}'")
+            return {str(r["ResourceId"]).lower(): dict(r) for r in found}
+        finally:
+            store.close()
 
     def store(self) -> TableStore:
         settings = load_settings()

@@ -442,8 +442,8 @@ def test_report_formats_filters_history_and_diff(
     code, out, _ = bed.cli(capsys, ["report"])
     assert code == 1
     assert f"run {run3} (complete" in out
-    assert f"  {SUB_A:<38}       3       1       1       0       0       5" in out  # shop, api, slot / portal / jobs
-    assert f"  {SUB_B:<38}       0       0       2       0       0       2" in out
+    assert f"  {'Prod (aaaaaaaa)':<38}       3       1       1       0       0       5" in out  # shop, api, slot / portal / jobs
+    assert f"  {'Dev (bbbbbbbb)':<38}       0       0       2       0       0       2" in out
     listing = out.split("FAIL/ERROR/WARN resources: 4\n", 1)[1]
     assert "FAIL    new blog" in listing and "intranet" in listing and "jobs" in listing and "portal" in listing
     assert "az webapp update --name jobs --resource-group rg-func" in listing
@@ -610,6 +610,9 @@ def test_doc_odata_filters_run_against_azurite(bed: AuditBed, capsys: pytest.Cap
     assert len(matched) >= 21
     assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`'"] == 7
     assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and NewFailure eq true"] == 1
+    assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and SubscriptionName eq 'Prod'"] == 5
+    unowned = "Owner eq '' and (Status eq 'FAIL' or Status eq 'WARN')"
+    assert matched[f"PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and {unowned}"] == 4  # no tags here
     one_sub = "RowKey ge '|subscriptions|<subscription>' and RowKey lt '|subscriptions|<subscription>}'"
     assert matched[f"PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and {one_sub} and Status eq 'FAIL'"] == 1
     assert matched["PartitionKey ge '<RunId>_' and PartitionKey lt '<RunId>`' and RowKey eq '<resource key>'"] == 1

@@ -216,3 +216,76 @@ def test_html_report_renders_chart_and_table_in_chromium(
     for status in ("PASS", "FAIL", "WARN"):  # the statuses that occur: lines and markers, not just the legend
         assert colours[rgb(COLOURS[status])] > legend_square + 300, f"no {status} line drawn"
     assert colours[rgb(COLOURS["EXEMPT"])] >= legend_square  # in the legend although every count is 0
+
+
+class _Cells(HTMLParser):
+    """The text of every cell, per table id, as Chromium left the DOM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._stack: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._stack.append(str(dict(attrs).get("id") or ""))
+            self.tables.setdefault(self._stack[-1], [])
+        elif tag == "tr" and self._stack:
+            self.tables[self._stack[-1]].append([])
+        elif tag in ("td", "th") and self._stack:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table" and self._stack:
+            self._stack.pop()
+        elif tag in ("td", "th") and self._cell is not None and self._stack:
+            self.tables[self._stack[-1]][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_html_report_shows_subscription_names_and_owners_in_chromium(
+    bed: AuditBed, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    chromium()
+    bed.sites["api/qa"] = bed.sites["api"].add_slot("qa", client_cert_enabled=False, tags={"OWNER": "qa-crew"})
+    bed.run(
+        tags={"shop": {"Owner": "alice@contoso.com"}, "api": {"Team": "payments"}, "jobs": {"contact": "<b>ops</b>"}}
+    )
+    bed.sites["intranet"].update(client_cert_mode="Optional")
+    bed.run()
+    page = tmp_path / "owners.html"
+    code, _, _ = bed.cli(capsys, ["report", "--format", "html", "--group-by", "owner", "-o", str(page)])
+    assert code == 1
+
+    cells = _Cells()
+    cells.feed(run_chromium(tmp_path, "--dump-dom", page.as_uri()).stdout.decode("utf-8"))
+    findings = cells.tables["findings"]
+    head = findings[0]
+    col = {name: head.index(name) for name in ("App", "Subscription", "Owner")}
+    shown = {row[col["App"]]: (row[col["Subscription"]], row[col["Owner"]]) for row in findings[1:]}
+    assert shown == {
+        "shop": ("Prod (aaaaaaaa)", "alice@contoso.com"),
+        "api/staging": ("Prod (aaaaaaaa)", "payments"),  # no tag of its own: its site's owner
+        "api/qa": ("Prod (aaaaaaaa)", "qa-crew"),
+        "portal": ("Prod (aaaaaaaa)", ""),
+        "jobs": ("Prod (aaaaaaaa)", "<b>ops</b>"),  # shown as text, not markup
+        "intranet": ("Dev (bbbbbbbb)", ""),
+    }
+    groups = cells.tables["by-owner"]
+    assert groups[0][0] == "Owner"
+    assert [(g[0], g[3], g[-1]) for g in groups[1:]] == [  # owner, FAIL, total: worst first
+        ("(no owner)", "1", "2"),  # intranet FAIL, portal WARN
+        ("<b>ops</b>", "1", "1"),
+        ("alice@contoso.com", "1", "1"),
+        ("payments", "1", "2"),
+        ("qa-crew", "1", "1"),
+    ]
+    shot = tmp_path / "owners.png"
+    run_chromium(tmp_path, f"--screenshot={shot}", page.as_uri())
+    width, height, colours = png_colours(shot)
+    assert (width, height) == WINDOW and len(colours) > 50

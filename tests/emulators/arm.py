@@ -736,7 +736,7 @@ class ArmEmulator:
                         "location": site.location.replace(" ", "").lower(),
                         "subscriptionId": sub.subscription_id,
                         "resourceGroup": site.resource_group.lower(),
-                        "tags": {},
+                        "tags": dict(site.tags or {}),
                         "properties": {
                             key: props.get(key)
                             for key in (
@@ -1033,6 +1033,8 @@ class ArmEmulator:
         if site.kind is not None:
             doc["kind"] = site.kind
         doc["location"] = site.location
+        if site.tags is not None:
+            doc["tags"] = dict(site.tags)
         omit = site.omit_properties_on_get if kind == "site_get" else site.omit_properties
         if omit:
             return doc

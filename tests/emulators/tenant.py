@@ -192,6 +192,7 @@ _SITE_FIELDS = frozenset(
         "omit_properties",
         "omit_properties_on_get",
         "id_casing",
+        "tags",
     }
 )
 
@@ -229,6 +230,7 @@ class Site:
         "slot_name",
         "state",
         "subscription",
+        "tags",
     )
 
     def __init__(
@@ -251,6 +253,7 @@ class Site:
         omit_properties: bool = False,
         omit_properties_on_get: bool = False,
         id_casing: str | Callable[[str, str], str] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(id_casing, str) and id_casing not in _CASING_PRESETS:
             raise ValueError(f"unknown id_casing preset {id_casing!r}; known: {sorted(_CASING_PRESETS)}")
@@ -271,6 +274,7 @@ class Site:
         self.omit_properties = omit_properties
         self.omit_properties_on_get = omit_properties_on_get
         self.id_casing = id_casing
+        self.tags = dict(tags) if tags is not None else None  # None: ARM sends no "tags" at all
         self._slots: dict[str, Site] | None = None
 
     # -- identity -----------------------------------------------------------------------------
@@ -394,7 +398,7 @@ class Site:
             raise ValueError(f"unknown id_casing preset {casing!r}; known: {sorted(_CASING_PRESETS)}")
         with self.subscription.tenant.lock:
             for field, value in changes.items():
-                if field == "raw_properties_override" and value is not None:
+                if field in ("raw_properties_override", "tags") and value is not None:
                     value = dict(value)
                 setattr(self, field, value)
             self.subscription.tenant._touch()

@@ -1,0 +1,107 @@
+"""Owners: who to chase about a finding, read from resource tags.
+
+Azure has no owner field; organisations record owners in tags whose names vary (``owner``,
+``Owner``, ``team``, ``contact``...). ``AUDIT_OWNER_TAGS`` lists the names to try, in order and
+case-insensitively. A deployment slot usually carries no tags of its own, so a slot without an
+owner tag takes its site's owner.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+
+from .models import InventoryError, SiteRecord
+
+
+def owner_from_tags(tags: Iterable[tuple[str, str]], names: Sequence[str]) -> str:
+    """The value of the first tag in ``names`` that the resource has (any casing), ``""`` if none.
+
+    A tag with a blank value does not count, so the next name is tried. Should a resource carry
+    one tag name in two casings, the one sorting first wins, so the answer never depends on order.
+    """
+    found: dict[str, str] = {}
+    for key, value in sorted(tags):
+        text = str(value).strip()
+        if text:
+            found.setdefault(str(key).strip().lower(), text)
+    for name in names:
+        owner = found.get(name.lower())
+        if owner:
+            return owner
+    return ""
+
+
+def _site_key(record: SiteRecord) -> tuple[str, str, str]:
+    return record.subscription_id.lower(), record.resource_group.lower(), record.app_name.lower()
+
+
+class OwnerResolver:
+    """Sets ``owner`` on the records of one subscription, remembering each site's owner for its slots.
+
+    Both inventories hand over a site before its slots (the ARM inventory lists sites first, then
+    each group's slots; Resource Graph orders by id, and a slot's id extends its site's); for a
+    list already complete, :func:`with_owners` learns every site first so order does not matter.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self._sites: dict[tuple[str, str, str], str] = {}
+
+    def learn(self, record: SiteRecord) -> str:
+        """Remember a site's owner (from its own tags) and return it."""
+        owner = owner_from_tags(record.tags, self.names)
+        self._sites[_site_key(record)] = owner
+        return owner
+
+    def resolve(self, record: SiteRecord) -> SiteRecord:
+        """The record with its owner: its own tag, else (for a slot) its site's."""
+        if record.slot:
+            owner = owner_from_tags(record.tags, self.names) or self._sites.get(_site_key(record), "")
+        else:
+            owner = self.learn(record)
+        return replace(record, owner=owner) if owner != record.owner else record
+
+
+def resolve_owners(
+    items: Iterable[SiteRecord | InventoryError], names: Sequence[str]
+) -> Iterator[SiteRecord | InventoryError]:
+    """Stream the inventory's items with owners set on the records (errors pass through)."""
+    resolver = OwnerResolver(names)
+    for item in items:
+        yield resolver.resolve(item) if isinstance(item, SiteRecord) else item
+
+
+def with_owners(
+    items: Sequence[SiteRecord | InventoryError], names: Sequence[str]
+) -> list[SiteRecord | InventoryError]:
+    """Owners for a complete list of one subscription's records, whatever their order (errors
+    pass through)."""
+    resolver = OwnerResolver(names)
+    for item in items:
+        if isinstance(item, SiteRecord) and not item.slot:
+            resolver.learn(item)
+    return [resolver.resolve(item) if isinstance(item, SiteRecord) else item for item in items]
+
+
+#: Longest ``Tags`` value stored on a result row (a table string property holds 32K characters).
+MAX_TAGS_CHARS = 16_000
+
+
+def tags_text(tags: Iterable[tuple[str, str]]) -> str:
+    """The resource's tags as a JSON object (sorted), for the ``Tags`` column and the SIEM export.
+
+    Tags past :data:`MAX_TAGS_CHARS` are left out whole (never cut mid-value): a resource has at
+    most 50 tags, so this only bites on values that are themselves documents.
+    """
+    everything = {str(key): str(value) for key, value in sorted(tags)}
+    text = json.dumps(everything, ensure_ascii=False)
+    if len(text) <= MAX_TAGS_CHARS:
+        return text if everything else ""
+    kept: dict[str, str] = {}
+    for key, value in sorted(tags):
+        kept[str(key)] = str(value)
+        if len(json.dumps(kept, ensure_ascii=False)) > MAX_TAGS_CHARS:
+            del kept[str(key)]
+    return json.dumps(kept, ensure_ascii=False) if kept else ""
