@@ -85,11 +85,11 @@ def deref(nodes: list[dict[str, Any]], ref: dict[str, Any]) -> dict[str, Any]:
     return nodes[int(str(ref["$ref"]).removeprefix("#/"))]
 
 
-def is_ident(value: Any) -> bool:  # noqa: ANN401 - a parse-tree node
+def is_ident(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"__ident__"}
 
 
-def is_expression(value: Any) -> bool:  # noqa: ANN401
+def is_expression(value: Any) -> bool:
     """A function call or an operator other than ``cond ? a : b`` (handled separately)."""
     if not isinstance(value, dict):
         return False
@@ -98,11 +98,11 @@ def is_expression(value: Any) -> bool:  # noqa: ANN401
     return set(value) == {"operator"} and isinstance(value["operator"], dict) and "operands" in value["operator"]
 
 
-def is_loop(value: Any) -> bool:  # noqa: ANN401
+def is_loop(value: Any) -> bool:
     return isinstance(value, dict) and "loop_type" in value and "config" in value
 
 
-def literal_kind(value: Any) -> str:  # noqa: ANN401
+def literal_kind(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -172,7 +172,7 @@ class Checker:
 
     # -- values --------------------------------------------------------------------------------
 
-    def resolve(self, file: str, value: Any, depth: int) -> list[Any]:  # noqa: ANN401
+    def resolve(self, file: str, value: Any, depth: int) -> list[Any]:
         """The possible values of ``value``: literals, ParamType, or UNKNOWN."""
         if depth > 20:
             return [UNKNOWN]
@@ -207,7 +207,7 @@ class Checker:
         file: str,
         symbol: str,
         path: str,
-        value: Any,  # noqa: ANN401
+        value: Any,
         nodes: list[dict[str, Any]],
         type_node: dict[str, Any],
         sink: list[Problem],
@@ -287,7 +287,7 @@ class Checker:
         file: str,
         symbol: str,
         path: str,
-        value: Any,  # noqa: ANN401
+        value: Any,
         nodes: list[dict[str, Any]],
         node: dict[str, Any],
         sink: list[Problem],
@@ -345,7 +345,7 @@ class Checker:
         file: str,
         symbol: str,
         path: str,
-        value: Any,  # noqa: ANN401
+        value: Any,
         nodes: list[dict[str, Any]],
         node: dict[str, Any],
         sink: list[Problem],

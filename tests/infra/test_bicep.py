@@ -261,7 +261,9 @@ def test_user_assigned_identity_is_the_default_and_its_roles_precede_the_app(bic
     assert user["condition"] == "useUserAssignedIdentity"
     assert system["condition"]["operator"] == {"type": "not", "operands": {"bool_value": "useUserAssignedIdentity"}}
     assert accessor(user["config"]["params"]["functionPrincipalId"]) == "identity.outputs.principalId"
-    assert accessor(system["config"]["params"]["functionPrincipalId"]) == "functionApp.outputs.systemAssignedPrincipalId"
+    assert (
+        accessor(system["config"]["params"]["functionPrincipalId"]) == "functionApp.outputs.systemAssignedPrincipalId"
+    )
     app = modules["functionApp"]["config"]
     assert app["dependsOn"] == ["rbacUserAssigned"], "the app must wait for the identity's role assignments"
     assert set(user["config"]["params"]) == set(system["config"]["params"])
@@ -611,14 +613,24 @@ def test_workbook_is_deployed_with_its_json(bicep_trees: dict[str, Any]) -> None
 
 def test_funcignore_excludes_local_caches_and_keeps_the_app() -> None:
     lines = {line.strip() for line in (REPO / ".funcignore").read_text().splitlines() if line.strip()}
-    for cache in ("__pycache__/", ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", "*.egg-info/", ".azurite/", ".demo/"):
+    for cache in (
+        "__pycache__/",
+        ".mypy_cache/",
+        ".pytest_cache/",
+        ".ruff_cache/",
+        "*.egg-info/",
+        ".azurite/",
+        ".demo/",
+    ):
         assert cache in lines, f".funcignore misses {cache} (azd applies only .funcignore when it exists)"
     # Everything `make clean` removes is local state, never part of the package.
     cleaned = re.search(r"^clean:\n\trm -rf (.*)$", (REPO / "Makefile").read_text(), re.M)
     assert cleaned
     for path in cleaned.group(1).split():
         if not path.startswith("$("):
-            assert any(path.rstrip("/") == line.rstrip("/*/") or path + "/" in lines for line in lines), path
+            assert path in lines or f"{path.rstrip('/')}/" in lines, (
+                f".funcignore misses {path} (removed by make clean)"
+            )
     for needed in ("function_app.py", "host.json", "requirements.txt", "shared"):
         assert needed not in lines and f"{needed}/" not in lines, f".funcignore would drop {needed}"
 
