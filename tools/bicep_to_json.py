@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-
 from typing import Any
 
 from pycep import BicepParser
 from pycep.transformer import BicepElement
 
 
-def typed(node: Any) -> Any:  # noqa: ANN401 - a JSON tree
+def typed(node: Any) -> Any:
     """Copy of ``node`` with every symbol reference (BicepElement) as ``{"__ident__": name}``."""
     if isinstance(node, BicepElement):
         return {"__ident__": str(node)}

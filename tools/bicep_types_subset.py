@@ -36,7 +36,7 @@ def declared_types(roots: list[Path]) -> set[str]:
     return found
 
 
-def refs(node: Any) -> list[int]:  # noqa: ANN401 - a JSON node
+def refs(node: Any) -> list[int]:
     """Indexes of every ``{"$ref": "#/N"}`` inside ``node``."""
     if isinstance(node, dict):
         if set(node) == {"$ref"} and isinstance(node["$ref"], str) and node["$ref"].startswith("#/"):
@@ -47,7 +47,7 @@ def refs(node: Any) -> list[int]:  # noqa: ANN401 - a JSON node
     return []
 
 
-def renumber(node: Any, mapping: dict[int, int]) -> Any:  # noqa: ANN401 - a JSON node
+def renumber(node: Any, mapping: dict[int, int]) -> Any:
     if isinstance(node, dict):
         if set(node) == {"$ref"} and isinstance(node["$ref"], str) and node["$ref"].startswith("#/"):
             return {"$ref": f"#/{mapping[int(node['$ref'][2:])]}"}
@@ -95,7 +95,11 @@ def main(argv: list[str]) -> int:
     # Hand-added copies (types the reference folder lacks) count as covered.
     for extra in sorted(args.out.glob("*.json")):
         if not (args.reference / extra.name).exists():
-            names = {str(n.get("name", "")).lower() for n in json.loads(extra.read_text()) if n.get("$type") == "ResourceType"}
+            names = {
+                str(n.get("name", "")).lower()
+                for n in json.loads(extra.read_text())
+                if n.get("$type") == "ResourceType"
+            }
             covered |= names & wanted
     missing = sorted(wanted - covered)
     for name in missing:
