@@ -1,6 +1,6 @@
 // Client-certificate auditor: everything except the tenant-wide read role.
 // Deploy with `azd up`, or `az deployment sub create -l <region> -f infra/main.bicep -p ...`.
-// Then grant tenant-wide read access with infra/tenant/audit-reader-role.bicep (see README.md (Deploy)).
+// Then grant tenant-wide read access (infra/tenant/; see docs/deploy.md, "Grant tenant-wide read access").
 targetScope = 'subscription'
 
 @minLength(1)
@@ -20,7 +20,7 @@ param location string
 @description('Name of the resource group to create. Empty: rg-<environmentName>.')
 param resourceGroupName string = ''
 
-@description('NCRONTAB schedule of the audit (AUDIT_SCHEDULE, six fields, UTC unless WEBSITE_TIME_ZONE is set). Default: 02:00 every day.')
+@description('NCRONTAB schedule of the audit (AUDIT_SCHEDULE, six fields, always UTC: Flex Consumption does not support a time zone setting). Default: 02:00 UTC every day.')
 param auditSchedule string = '0 0 2 * * *'
 
 @description('Comma-separated subscription ids to audit (AUDIT_SUBSCRIPTIONS). Empty: every subscription the identity can read.')
@@ -50,11 +50,29 @@ param auditInventorySource string = 'arm'
 ])
 param pythonVersion string = '3.11'
 
-@description('Run the app as a new user-assigned identity (sets AZURE_CLIENT_ID) instead of its system-assigned identity. A user-assigned identity survives deleting the app, so its tenant-wide role assignment does too.')
-param useUserAssignedIdentity bool = false
+@description('Run the app as a user-assigned identity (default; sets AZURE_CLIENT_ID), as the Azure-Samples Flex Consumption templates do: it and its role assignments exist before the app, so the first deployment does not race role propagation, and the tenant-wide role assignment survives re-creating the app. false: the app\'s system-assigned identity.')
+param useUserAssignedIdentity bool = true
 
-@description('Comma-separated email addresses notified by the alerts (a string, so azd can pass it from AUDIT_ALERT_EMAILS). Empty: no receivers; alerts still fire and are visible in Azure Monitor.')
+@description('Enable incoming client certificates on the auditor\'s own app (clientCertEnabled). Default true; see docs/deploy.md if Flex Consumption refuses it in your region.')
+param appClientCertEnabled bool = true
+
+@description('Client certificate mode of the auditor\'s own app. Required (default): the app passes its own audit.')
+@allowed([
+  'Required'
+  'Optional'
+  'OptionalInteractiveUser'
+])
+param appClientCertMode string = 'Required'
+
+@description('Comma-separated email addresses notified by the run digest, missed-run and incomplete-run alerts (a string, so azd can pass it from AUDIT_ALERT_EMAILS). Empty: no receivers; alerts still fire and are visible in Azure Monitor.')
 param alertEmailAddresses string = ''
+
+@description('Create the per-resource alert rule (one alert per web app or slot that newly fails), meant for a ticketing webhook. The per-run digest is always created.')
+param perResourceAlerts bool = true
+
+@description('HTTPS webhook of a ticketing system for the per-resource alerts (common alert schema). Empty: per-resource alerts notify nobody and show in Azure Monitor only.')
+@secure()
+param ticketWebhookUrl string = ''
 
 @description('Object id of the security team (a user or group): Storage Table Data Reader on the results account and Storage Table Data Contributor on the exemptions table only. azd passes the signed-in user. Empty: none.')
 param principalId string = ''
@@ -167,9 +185,28 @@ module monitoring 'core/monitor/monitoring.bicep' = {
 var tableServiceUri = resultsStorage.outputs.tableEndpoint
 var auditTableServiceUri = endsWith(tableServiceUri, '/') ? substring(tableServiceUri, 0, length(tableServiceUri) - 1) : tableServiceUri
 
+// With the user-assigned identity (default), the identity's role assignments are made before the
+// app exists (dependsOn below), so the app's first start and the first `azd deploy` find them.
+module rbacUserAssigned 'app/rbac.bicep' = if (useUserAssignedIdentity) {
+  name: 'rbac'
+  scope: rg
+  params: {
+    functionPrincipalId: identity.outputs.principalId
+    resultsStorageAccountName: resultsStorage.outputs.name
+    hostStorageAccountName: hostStorage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    exemptionsTableName: tableNames.exemptions
+    readerPrincipalId: principalId
+    readerPrincipalType: principalType
+  }
+}
+
 module functionApp 'app/function-app.bicep' = {
   name: 'function'
   scope: rg
+  dependsOn: [
+    rbacUserAssigned
+  ]
   params: {
     name: functionAppName
     planName: '${abbrs.webServerFarms}${resourceToken}'
@@ -183,6 +220,8 @@ module functionApp 'app/function-app.bicep' = {
     identityType: useUserAssignedIdentity ? 'UserAssigned' : 'SystemAssigned'
     userAssignedIdentityId: useUserAssignedIdentity ? identity.outputs.id : ''
     userAssignedIdentityClientId: useUserAssignedIdentity ? identity.outputs.clientId : ''
+    clientCertEnabled: appClientCertEnabled
+    clientCertMode: appClientCertMode
     // Every setting the audit reads. AUDIT_TABLE_CONNECTION_STRING is for local development
     // only and is deliberately absent: the deployed app reaches tables with its identity.
     appSettings: {
@@ -203,11 +242,12 @@ module functionApp 'app/function-app.bicep' = {
 
 var functionPrincipalId = useUserAssignedIdentity ? identity.outputs.principalId : functionApp.outputs.systemAssignedPrincipalId
 
-module rbac 'app/rbac.bicep' = {
-  name: 'rbac'
+// With the system-assigned identity, the identity exists only once the app does.
+module rbacSystemAssigned 'app/rbac.bicep' = if (!useUserAssignedIdentity) {
+  name: 'rbac-system-assigned'
   scope: rg
   params: {
-    functionPrincipalId: functionPrincipalId
+    functionPrincipalId: functionApp.outputs.systemAssignedPrincipalId
     resultsStorageAccountName: resultsStorage.outputs.name
     hostStorageAccountName: hostStorage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
@@ -221,13 +261,25 @@ module alerts 'app/alerts.bicep' = {
   name: 'alerts'
   scope: rg
   params: {
-    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    logAnalyticsWorkspaceName: monitoring.outputs.logAnalyticsWorkspaceName
     location: location
     tags: tags
     namePrefix: '${abbrs.insightsScheduledQueryRules}certaudit-'
     actionGroupName: '${abbrs.insightsActionGroups}certaudit-${resourceToken}'
     alertEmailAddresses: alertEmails
+    perResourceAlerts: perResourceAlerts
+    ticketWebhookUrl: ticketWebhookUrl
     functionAppName: functionAppName
+  }
+}
+
+module workbook 'app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    location: location
+    tags: tags
   }
 }
 

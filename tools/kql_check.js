@@ -2,13 +2,23 @@
 // Parse and analyse KQL with Microsoft's Kusto language service (@kusto/language-service-next)
 // and report every diagnostic as JSON.
 //
-//   node tools/kql_check.js [--schema FILE] [--stdin] [FILE.kql ...]
+//   node tools/kql_check.js [--schema FILE] [--stdin] [--describe] [FILE.kql ...]
 //
 // Inputs: each FILE.kql is one query. With --stdin, also reads JSON from standard input:
 // either [{"name": "...", "query": "..."}, ...] or {"<name>": "<query>", ...}.
 // Every query is analysed against the tables in the schema file (default: kql_schema.json next
 // to this script), so an unknown table, column or function is a diagnostic, not only a syntax
 // error. The language service's analyzer diagnostics (its lint rules) count too.
+//
+// With --describe, each result also carries what the analyzer knows about the query's shape:
+//   columns       the result columns [{name, type}] (the alert rules' dimensions and measure
+//                 columns must be among them);
+//   last          the last operator of the outermost pipeline: {kind, byClause, aggregates}
+//                 (a summarize with no by clause returns exactly one row, even on no input);
+//   datatables    every datatable literal: {text, rows} (rows 0: an always-empty leg);
+//   fuzzyMissing  table names a fuzzy union could not resolve (KS205; the leg is dropped at run
+//                 time instead of failing the query).
+// --describe is for inspection: warnings still count as diagnostics (and fail "ok").
 //
 // Output (stdout): {"ok": bool, "checked": N, "results": [{"name", "diagnostics": [...]}]}
 // Exit status: 0 no diagnostics, 1 at least one diagnostic, 2 usage or loading error.
@@ -62,7 +72,41 @@ function lineAndColumn(text, offset) {
   return { line: before.length, column: before[before.length - 1].length + 1 };
 }
 
-function check(K, globals, name, text) {
+function minimal(K, node) {
+  return node ? node.ToString(K.Syntax.IncludeTrivia.Minimal) : null;
+}
+
+function describe(K, code, diagnostics) {
+  const columns = [];
+  const result = code.ResultType;
+  if (result && result.Columns) {
+    for (const c of toArray(result.Columns)) columns.push({ name: c.Name, type: c.Type ? c.Type.Name : null });
+  }
+  const pipes = [];
+  const datatables = [];
+  code.Syntax.WalkElements(function (e) {
+    if (e instanceof K.Syntax.PipeExpression) pipes.push(e);
+    if (e instanceof K.Syntax.DataTableExpression) datatables.push({ text: minimal(K, e), rows: e.Values.Count });
+  });
+  let last = null;
+  if (pipes.length) {
+    const outer = pipes.reduce((a, b) => (b.End - b.TextStart > a.End - a.TextStart ? b : a));
+    const op = outer.Operator;
+    const kind = String(op.constructor.$$name || '').split('.').pop();
+    last = { kind, text: minimal(K, op) };
+    if (op instanceof K.Syntax.SummarizeOperator) {
+      last.byClause = minimal(K, op.ByClause);
+      last.aggregates = [];
+      for (let i = 0; i < op.Aggregates.Count; i++) last.aggregates.push(minimal(K, op.Aggregates.getItem(i).Element$1));
+    }
+  }
+  const fuzzyMissing = diagnostics
+    .filter((d) => d.code === 'KS205')
+    .map((d) => d.excerpt);
+  return { columns, last, datatables, fuzzyMissing };
+}
+
+function check(K, globals, name, text, withDescription) {
   const code = K.KustoCode.ParseAndAnalyze(text, globals);
   const diagnostics = toArray(code.GetDiagnostics());
   const service = new K.Editor.KustoCodeService.ctor(code);
@@ -81,7 +125,9 @@ function check(K, globals, name, text) {
       excerpt: d.HasLocation ? text.substr(d.Start, Math.max(d.Length, 1)) : null,
     };
   });
-  return { name, diagnostics: all };
+  const out = { name, diagnostics: all };
+  if (withDescription) Object.assign(out, describe(K, code, all));
+  return out;
 }
 
 function readStdinQueries() {
@@ -111,16 +157,19 @@ function readStdinQueries() {
 function main(argv) {
   let schemaFile = path.join(__dirname, 'kql_schema.json');
   let useStdin = false;
+  let withDescription = false;
   const files = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--schema') {
       schemaFile = argv[++i];
       if (!schemaFile) fail('--schema needs a file');
+    } else if (arg === '--describe') {
+      withDescription = true;
     } else if (arg === '--stdin' || arg === '-') {
       useStdin = true;
     } else if (arg === '--help' || arg === '-h') {
-      process.stdout.write('usage: kql_check.js [--schema FILE] [--stdin] [FILE.kql ...]\n');
+      process.stdout.write('usage: kql_check.js [--schema FILE] [--stdin] [--describe] [FILE.kql ...]\n');
       process.exit(0);
     } else {
       files.push(arg);
@@ -142,7 +191,7 @@ function main(argv) {
   const globals = buildGlobals(K, schemaFile);
   const results = inputs.map((q) => {
     if (!q.text.trim()) return { name: q.name, diagnostics: [{ severity: 'Error', code: 'EMPTY', message: 'empty query' }] };
-    return check(K, globals, q.name, q.text);
+    return check(K, globals, q.name, q.text, withDescription);
   });
   const ok = results.every((r) => r.diagnostics.length === 0);
   process.stdout.write(JSON.stringify({ ok, checked: results.length, results }, null, 2) + '\n');

@@ -3,8 +3,10 @@
 // - host storage, deployment package storage and Application Insights all reached with that
 //   identity (no connection strings with keys, no instrumentation-key ingestion);
 // - HTTPS only, TLS 1.2+, FTP(S) off, basic-auth publishing off;
-// - incoming client certificates REQUIRED: the app serves no HTTP at all (timer trigger only),
-//   and it must pass its own audit.
+// - incoming client certificates REQUIRED by default: the app serves no HTTP at all (timer
+//   trigger only), and it must pass its own audit. A parameter, because Flex Consumption
+//   documents some certificate features as unsupported: if a tenant's platform refuses the
+//   setting, or publishing through the SCM endpoint is refused, docs/deploy.md says what to do.
 
 @description('Name of the Function app (globally unique; becomes <name>.azurewebsites.net).')
 param name string
@@ -37,12 +39,12 @@ param deploymentContainerName string
 @description('Name of the existing Application Insights component.')
 param applicationInsightsName string
 
-@description('Which managed identity the app runs as. SystemAssigned: its own identity, deleted with the app. UserAssigned: the identity given by userAssignedIdentityId.')
+@description('Which managed identity the app runs as. UserAssigned (default): the identity given by userAssignedIdentityId, which exists before the app, so its role assignments do too. SystemAssigned: the app\'s own identity, deleted with the app.')
 @allowed([
   'SystemAssigned'
   'UserAssigned'
 ])
-param identityType string = 'SystemAssigned'
+param identityType string = 'UserAssigned'
 
 @description('Resource id of the user-assigned identity to run as (identityType UserAssigned). Empty otherwise.')
 param userAssignedIdentityId string = ''
@@ -52,6 +54,17 @@ param userAssignedIdentityClientId string = ''
 
 @description('Application settings of the audit (AUDIT_*); merged with the identity-based host settings.')
 param appSettings object = {}
+
+@description('Enable incoming client certificates on this app (clientCertEnabled). Default true: the app has no HTTP trigger and passes its own audit.')
+param clientCertEnabled bool = true
+
+@description('Client certificate mode when clientCertEnabled is true. Required (default) makes the app pass its own audit; anything else, or clientCertEnabled false, makes it a FAIL in its own report (exempt it if that is a decision).')
+@allowed([
+  'Required'
+  'Optional'
+  'OptionalInteractiveUser'
+])
+param clientCertMode string = 'Required'
 
 @description('Upper bound of instances. 40 is the smallest value Flex Consumption accepts; a nightly timer uses one.')
 @minValue(40)
@@ -133,8 +146,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     // The app has no HTTP trigger. Requiring a client certificate closes the default hostname to
     // every caller and makes our own app pass our own audit (ClientCertMode = Required).
-    clientCertEnabled: true
-    clientCertMode: 'Required'
+    clientCertEnabled: clientCertEnabled
+    clientCertMode: clientCertMode
     publicNetworkAccess: 'Enabled'
     siteConfig: {
       minTlsVersion: '1.2'

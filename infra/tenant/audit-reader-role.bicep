@@ -5,6 +5,13 @@
 //     --template-file infra/tenant/audit-reader-role.bicep \
 //     --parameters principalId=<AZURE_FUNCTION_PRINCIPAL_ID>
 //
+// That command needs Microsoft.Resources/deployments/* at the management group (Owner, or
+// Contributor/Management Group Contributor there, plus the right to write role definitions and
+// assignments). User Access Administrator - what "elevate access" grants - has only
+// Microsoft.Authorization/*. For those admins, audit-reader-role.json next to this file is the
+// same role for `az role definition create` + `az role assignment create` (docs/deploy.md,
+// "Grant tenant-wide read access", path B). tests/infra checks both grant the same actions.
+//
 // It defines a custom role with only the read actions the audit uses and assigns it to the
 // Function app's identity at this management group, so every subscription below it is audited.
 // Why not the built-in Reader role: Reader is `*/read` on every resource type in the tenant

@@ -21,7 +21,10 @@ pytestmark = pytest.mark.infra
 MAIN = "infra/main.bicep"
 FUNCTION = "infra/app/function-app.bicep"
 TENANT = "infra/tenant/audit-reader-role.bicep"
-DEPLOY_DOC = REPO / "README.md"
+ALERTS = "infra/app/alerts.bicep"
+DEPLOY_DOC = REPO / "docs" / "deploy.md"
+README = REPO / "README.md"
+LOG_ANALYTICS_READER = "73c42c96-874c-492b-b04d-ab87d138a893"
 
 # The app settings the audit code reads (its contract), and the ones that must never be deployed.
 CONTRACT_SETTINGS = {
@@ -72,6 +75,9 @@ def test_layout_is_complete() -> None:
         "core/storage/storage-account.bicep",
         "core/monitor/monitoring.bicep",
         "tenant/audit-reader-role.bicep",
+        "tenant/audit-reader-role.json",
+        "app/workbook.bicep",
+        "app/workbook.json",
     ):
         assert (INFRA / required).is_file(), f"infra/{required} is missing"
     assert KQL_FILES, "infra/queries/*.kql (the README's example queries) are missing"
@@ -156,9 +162,10 @@ def test_required_resource_types_exist(bicep_trees: dict[str, Any]) -> None:
         "Microsoft.Authorization/roleAssignments",
         "Microsoft.Authorization/roleDefinitions",
         "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "Microsoft.Insights/workbooks",
     ):
         assert required.lower() in types, f"no {required} is deployed"
-    assert len(deployed(bicep_trees, "Microsoft.Insights/scheduledQueryRules")) == 3
+    assert len(deployed(bicep_trees, "Microsoft.Insights/scheduledQueryRules")) == 4
 
 
 def test_storage_forbids_shared_keys_and_anonymous_access(bicep_trees: dict[str, Any]) -> None:
@@ -207,7 +214,7 @@ def test_function_app_is_flex_and_locked_down(bicep_trees: dict[str, Any]) -> No
     assert body["kind"] == "functionapp,linux"
     assert body["identity"]["type"] == "identityType"
     param = bicep_trees[FUNCTION]["parameters"]["identityType"]
-    assert param["default"] == "SystemAssigned"
+    assert param["default"] == "UserAssigned"
     assert p["httpsOnly"] is True
     assert p["siteConfig"]["minTlsVersion"] == "1.2"
     assert p["siteConfig"]["ftpsState"] == "Disabled"
@@ -229,9 +236,37 @@ def test_site_requires_client_certificates(bicep_trees: dict[str, Any]) -> None:
     sites = deployed(bicep_trees, "Microsoft.Web/sites")
     assert len(sites) == 1
     p = sites[0].properties
-    assert p["clientCertEnabled"] is True
-    assert p["clientCertMode"] == "Required"
+    # A parameter (Flex Consumption documents some certificate features as unsupported), whose
+    # default is what the audit calls PASS, in the module and in main.bicep.
+    assert p["clientCertEnabled"] == "clientCertEnabled" and p["clientCertMode"] == "clientCertMode"
+    params = bicep_trees[FUNCTION]["parameters"]
+    assert params["clientCertEnabled"]["default"] is True
+    assert params["clientCertMode"]["default"] == "Required"
+    main = bicep_trees[MAIN]["parameters"]
+    assert main["appClientCertEnabled"]["default"] is True and main["appClientCertMode"]["default"] == "Required"
+    passed = module_params(bicep_trees, MAIN, "functionApp")
+    assert passed["clientCertEnabled"] == "appClientCertEnabled" and passed["clientCertMode"] == "appClientCertMode"
     assert "clientCertExclusionPaths" not in p, "no path may be excluded from the client certificate requirement"
+
+
+def test_user_assigned_identity_is_the_default_and_its_roles_precede_the_app(bicep_trees: dict[str, Any]) -> None:
+    params = bicep_trees[MAIN]["parameters"]
+    assert params["useUserAssignedIdentity"]["default"] is True
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["useUserAssignedIdentity"]["value"] == "${AUDIT_USE_USER_ASSIGNED_IDENTITY=true}"
+    modules = bicep_trees[MAIN]["modules"]
+    # Two exclusive instances of rbac.bicep: before the app (user-assigned), after it (system).
+    user = modules["rbacUserAssigned"]["config"]
+    system = modules["rbacSystemAssigned"]["config"]
+    assert user["condition"] == "useUserAssignedIdentity"
+    assert system["condition"]["operator"] == {"type": "not", "operands": {"bool_value": "useUserAssignedIdentity"}}
+    assert accessor(user["config"]["params"]["functionPrincipalId"]) == "identity.outputs.principalId"
+    assert (
+        accessor(system["config"]["params"]["functionPrincipalId"]) == "functionApp.outputs.systemAssignedPrincipalId"
+    )
+    app = modules["functionApp"]["config"]
+    assert app["dependsOn"] == ["rbacUserAssigned"], "the app must wait for the identity's role assignments"
+    assert set(user["config"]["params"]) == set(system["config"]["params"])
 
 
 def test_app_settings_cover_the_contract(bicep_trees: dict[str, Any]) -> None:
@@ -291,7 +326,14 @@ def test_role_assignments_are_named_scope_principal_role(bicep_trees: dict[str, 
         scope = a.body.get("scope")
         expected_scope = f"{scope}.id" if scope else "management_group().id"
         assert scope_arg == expected_scope, f"{a.symbol}: first guid() argument is {scope_arg}, not the scope's id"
-        assert principal_arg == accessor(a.properties["principalId"]), f"{a.symbol}: second guid() argument"
+        principal = accessor(a.properties["principalId"])
+        if principal and principal.endswith(".identity.principalId"):
+            # A resource's own identity: its principal id exists only after deployment, and an
+            # assignment name must be known at compile time, so the resource's id stands for it.
+            owner = principal.removesuffix(".identity.principalId")
+            assert principal_arg == f"{owner}.id", f"{a.symbol}: second guid() argument must be {owner}.id"
+        else:
+            assert principal_arg == principal, f"{a.symbol}: second guid() argument"
         assert role_arg == accessor(a.properties["roleDefinitionId"]), f"{a.symbol}: third guid() argument"
 
 
@@ -356,21 +398,42 @@ def test_docs_explain_the_deploy(bicep_trees: dict[str, Any]) -> None:
         "azd up",
         "az deployment sub create",
         "az deployment mg create",
+        "az role definition create",
+        "az role assignment create",
+        "Microsoft.Resources/deployments/*",
+        "User Access Administrator",
         "infra/tenant/audit-reader-role.bicep",
+        "infra/tenant/audit-reader-role.json",
         "ClientCertAuditRuns",
         "Reader",
         "func azure functionapp publish",
+        "az functionapp show",
+        "clientCertMode",
+        "AUDIT_TICKET_WEBHOOK_URL",
+        "AUDIT_PER_RESOURCE_ALERTS",
+        "Workbooks",
     ):
-        assert needle in text, f"README.md (Deploy) does not mention {needle!r}"
+        assert needle in text, f"docs/deploy.md does not mention {needle!r}"
     for rule in deployed(bicep_trees, "Microsoft.Insights/scheduledQueryRules"):
         name = rule.properties["displayName"]
-        assert name in text, f"README.md (Deploy) does not explain the alert {name!r}"
+        assert name in text, f"docs/deploy.md does not explain the alert {name!r}"
     for kql in KQL_FILES:
-        assert rel(kql) in text, f"README.md (Deploy) does not point at {rel(kql)}"
+        assert rel(kql) in text, f"docs/deploy.md does not point at {rel(kql)}"
+    for heading in ("## Prerequisites", "## Deploy", "## Grant tenant-wide read access", "## Check the first run"):
+        assert re.search(rf"^{re.escape(heading)}", text, re.M), f"docs/deploy.md has no section {heading!r}"
+    assert re.search(r"^## Alert routing", text, re.M)
+
+
+def test_readme_deploy_section_links_the_walkthrough() -> None:
+    text = README.read_text()
+    match = re.search(r"^## Deploy\n(.*?)(?=^## )", text, re.M | re.S)
+    assert match, "README.md has no Deploy section"
+    assert "docs/deploy.md" in match.group(1), "README.md (Deploy) must link docs/deploy.md"
+    assert "azd up" in match.group(1)
 
 
 def test_main_outputs_exist_for_the_docs() -> None:
-    text = DEPLOY_DOC.read_text()
+    text = DEPLOY_DOC.read_text() + README.read_text()
     for used in set(re.findall(r"azd env get-value ([A-Z_]+)", text)):
         assert f"output {used} " in (INFRA / "main.bicep").read_text(), (
             f"docs use {used}, which main.bicep does not output"
@@ -386,3 +449,203 @@ def test_no_registry_modules_everything_is_local(bicep_trees: dict[str, Any]) ->
         for symbol, module in (tree.get("modules") or {}).items():
             assert module["type"] == "local", f"{file}: module {symbol} is not a local file (no registry access)"
     assert _files_under(INFRA)
+
+
+# -- alert rules: identity, routing, windows ---------------------------------------------------
+
+
+def _rules(bicep_trees: dict[str, Any]) -> dict[str, Any]:
+    return {r.symbol: r for r in deployed(bicep_trees, "Microsoft.Insights/scheduledQueryRules")}
+
+
+def _duration_hours(iso: str) -> float:
+    match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?", iso)
+    assert match, f"not an ISO 8601 duration: {iso}"
+    days, hours, minutes = (int(g or 0) for g in match.groups())
+    return days * 24 + hours + minutes / 60
+
+
+def test_every_alert_rule_runs_as_its_own_identity_with_log_analytics_reader(bicep_trees: dict[str, Any]) -> None:
+    rules = _rules(bicep_trees)
+    assert set(rules) == {"newFailureAlert", "runDigestAlert", "missedRunAlert", "incompleteRunAlert"}
+    readers = {
+        accessor(a.properties["principalId"]): a
+        for a in deployed(bicep_trees, "Microsoft.Authorization/roleAssignments")
+        if a.file == ALERTS
+    }
+    role_var = bicep_trees[ALERTS]["variables"]["logAnalyticsReaderRoleId"]["value"]
+    assert LOG_ANALYTICS_READER in json.dumps(role_var)
+    for symbol, rule in rules.items():
+        assert rule.body["identity"] == {"type": "SystemAssigned"}, f"{symbol} must run as its own identity"
+        assignment = readers.get(f"{symbol}.identity.principalId")
+        assert assignment, f"{symbol}'s identity has no role on the workspace"
+        assert assignment.body["scope"] == "workspace"
+        assert assignment.properties["roleDefinitionId"] == "logAnalyticsReaderRoleId"
+        assert assignment.properties["principalType"] == "ServicePrincipal"
+        assert assignment.conditional == rule.conditional, f"{symbol}: the assignment must exist exactly with its rule"
+        assert [accessor(s) for s in rule.properties["scopes"]] == ["workspace.id"]
+    assert len(readers) == len(rules), "an assignment without a rule"
+
+
+def test_per_resource_rule_is_optional_and_routed_to_ticketing(bicep_trees: dict[str, Any]) -> None:
+    rules = _rules(bicep_trees)
+    assert rules["newFailureAlert"].conditional and not rules["runDigestAlert"].conditional
+    alerts = bicep_trees[ALERTS]
+    condition = alerts["resources"]["newFailureAlert"]["config"]["condition"]
+    assert condition == "perResourceAlerts" and alerts["parameters"]["perResourceAlerts"]["default"] is True
+    webhook = alerts["parameters"]["ticketWebhookUrl"]
+    assert any(d["type"] == "secure" for d in webhook["decorators"]), "a webhook URL carries a secret"
+    tickets = rules["newFailureAlert"].properties["actions"]["actionGroups"]["operator"]["operands"]
+    assert [accessor(x) for x in tickets["true_value"]] == ["ticketActionGroup.id"] and tickets["false_value"] == []
+    for symbol in ("runDigestAlert", "missedRunAlert", "incompleteRunAlert"):
+        groups = rules[symbol].properties["actions"]["actionGroups"]
+        assert [accessor(x) for x in groups] == ["actionGroup.id"], f"{symbol} goes to the email action group"
+    ticket_group = next(
+        r for r in deployed(bicep_trees, "Microsoft.Insights/actionGroups") if r.symbol == "ticketActionGroup"
+    )
+    assert ticket_group.conditional and "emailReceivers" not in ticket_group.properties
+    (receiver,) = ticket_group.properties["webhookReceivers"]
+    assert receiver["serviceUri"] == "ticketWebhookUrl" and receiver["useCommonAlertSchema"] is True
+    main = module_params(bicep_trees, MAIN, "alerts")
+    assert main["perResourceAlerts"] == "perResourceAlerts" and main["ticketWebhookUrl"] == "ticketWebhookUrl"
+
+
+def test_stateless_rules_count_each_record_once_even_when_ingested_late(bicep_trees: dict[str, Any]) -> None:
+    for symbol, rule in _rules(bicep_trees).items():
+        p = rule.properties
+        if p["autoMitigate"]:
+            continue  # stateful (missed run): fires and resolves, counts nothing
+        frequency, window = _duration_hours(p["evaluationFrequency"]), _duration_hours(p["windowSize"])
+        assert window > frequency, f"{symbol}: a window equal to the frequency loses late records"
+        (query,) = [c["query"] for c in p["criteria"]["allOf"]]
+        filters = re.findall(r"\| where IngestedAt > ago\((\d+)h\)", query)
+        assert filters and [float(h) for h in filters] == [frequency], (
+            f"{symbol}: select by ingestion_time() within the last evaluationFrequency ({frequency} h)"
+        )
+        assert "IngestedAt = ingestion_time()" in query
+        assert "overrideQueryTimeRange" not in p
+    text = (INFRA / "app" / "alerts.bicep").read_text()
+    assert "Exactly once, even when ingested late" in text, "the reasoning is written next to the rules"
+
+
+def test_missed_run_rule_is_stateful_and_total_without_apptraces(bicep_trees: dict[str, Any]) -> None:
+    rule = _rules(bicep_trees)["missedRunAlert"].properties
+    assert rule["autoMitigate"] is True
+    (criterion,) = rule["criteria"]["allOf"]
+    assert criterion["metricMeasureColumn"] == "Runs" and criterion["operator"] == "LessThan"
+    assert criterion["threshold"] == 1
+    assert criterion["query"].lstrip().startswith("union isfuzzy=true"), "must not fail before AppTraces exists"
+    assert _duration_hours(rule["overrideQueryTimeRange"]) >= 26
+
+
+def test_digest_alert_reports_the_count_and_the_report_command(bicep_trees: dict[str, Any]) -> None:
+    rule = _rules(bicep_trees)["runDigestAlert"].properties
+    (criterion,) = rule["criteria"]["allOf"]
+    assert {d["name"] for d in criterion["dimensions"]} == {"RunId", "NewFailures", "Report"}
+    assert "| where NewFailures > 0" in criterion["query"]
+    assert 'strcat("clientcert-audit report --run ", RunId, " --new")' in criterion["query"]
+    assert "clientcert-audit report --run" in rule["actions"]["customProperties"]["Report"]
+    assert rule["autoMitigate"] is False
+
+
+# -- tenant role: the CLI path grants exactly what the Bicep grants -----------------------------
+
+
+def role_json_mismatches(data: dict[str, Any], bicep_trees: dict[str, Any]) -> list[str]:
+    """How the `az role definition create` JSON differs from the Bicep custom role ([] if not)."""
+    tenant = bicep_trees[TENANT]
+    role = deployed(bicep_trees, "Microsoft.Authorization/roleDefinitions")[0].properties
+    (permissions,) = role["permissions"]
+    wanted: dict[str, Any] = {
+        "Name": tenant["parameters"]["roleName"]["default"],
+        "IsCustom": True,
+        "Description": role["description"],
+        "Actions": sorted(tenant["variables"]["auditActions"]["value"]),
+        "NotActions": permissions["notActions"],
+        "DataActions": permissions["dataActions"],
+        "NotDataActions": permissions["notDataActions"],
+        "AssignableScopes": ["/providers/Microsoft.Management/managementGroups/MANAGEMENT_GROUP_ID"],
+    }
+    given = {k: sorted(v) if k == "Actions" and isinstance(v, list) else v for k, v in data.items()}
+    problems = [f"{k}: {given.get(k)!r} != {v!r}" for k, v in wanted.items() if given.get(k) != v]
+    problems += [f"unexpected key {k}" for k in sorted(set(data) - set(wanted))]
+    if isinstance(data.get("Actions"), list) and len(set(data["Actions"])) != len(data["Actions"]):
+        problems.append("duplicate actions")
+    return problems
+
+
+def test_role_definition_json_matches_the_bicep_role(bicep_trees: dict[str, Any]) -> None:
+    data = json.loads((INFRA / "tenant" / "audit-reader-role.json").read_text())
+    assert role_json_mismatches(data, bicep_trees) == []
+    assert data["NotActions"] == data["DataActions"] == data["NotDataActions"] == []
+
+
+def test_the_role_json_check_catches_a_difference(bicep_trees: dict[str, Any]) -> None:
+    data = json.loads((INFRA / "tenant" / "audit-reader-role.json").read_text())
+    widened = {**data, "Actions": [*data["Actions"], "Microsoft.Web/sites/config/list/action"]}
+    assert any(p.startswith("Actions:") for p in role_json_mismatches(widened, bicep_trees))
+    narrowed = {**data, "Actions": data["Actions"][1:]}
+    assert any(p.startswith("Actions:") for p in role_json_mismatches(narrowed, bicep_trees))
+    data_action = {**data, "DataActions": ["Microsoft.Storage/storageAccounts/tableServices/tables/entities/read"]}
+    assert any(p.startswith("DataActions:") for p in role_json_mismatches(data_action, bicep_trees))
+
+
+# -- workbook ----------------------------------------------------------------------------------
+
+
+def test_workbook_is_deployed_with_its_json(bicep_trees: dict[str, Any]) -> None:
+    (workbook,) = deployed(bicep_trees, "Microsoft.Insights/workbooks")
+    p = workbook.properties
+    assert workbook.body["kind"] == "shared" and p["version"] == "Notebook/1.0" and p["category"] == "workbook"
+    call = function_call(p["serializedData"])
+    assert call and call[0] == "replace"
+    loaded = function_call(call[1][0])
+    assert loaded and loaded[0] == "load_text_content" and loaded[1][0] == "workbook.json", loaded
+    assert call[1][1] == "__WORKSPACE_ID__" and call[1][2] == "logAnalyticsWorkspaceId"
+    assert p["sourceId"] == "logAnalyticsWorkspaceId"
+    assert accessor(module_params(bicep_trees, MAIN, "workbook")["logAnalyticsWorkspaceId"]) == (
+        "monitoring.outputs.logAnalyticsWorkspaceId"
+    )
+
+
+# -- small things --------------------------------------------------------------------------------
+
+
+def test_funcignore_excludes_local_caches_and_keeps_the_app() -> None:
+    lines = {line.strip() for line in (REPO / ".funcignore").read_text().splitlines() if line.strip()}
+    for cache in (
+        "__pycache__/",
+        ".mypy_cache/",
+        ".pytest_cache/",
+        ".ruff_cache/",
+        "*.egg-info/",
+        ".azurite/",
+        ".demo/",
+    ):
+        assert cache in lines, f".funcignore misses {cache} (azd applies only .funcignore when it exists)"
+    # Everything `make clean` removes is local state, never part of the package.
+    cleaned = re.search(r"^clean:\n\trm -rf (.*)$", (REPO / "Makefile").read_text(), re.M)
+    assert cleaned
+    for path in cleaned.group(1).split():
+        if not path.startswith("$("):
+            assert path in lines or f"{path.rstrip('/')}/" in lines, (
+                f".funcignore misses {path} (removed by make clean)"
+            )
+    for needed in ("function_app.py", "host.json", "requirements.txt", "shared"):
+        assert needed not in lines and f"{needed}/" not in lines, f".funcignore would drop {needed}"
+
+
+def test_azure_yaml_links_only_to_files_that_exist() -> None:
+    text = (REPO / "azure.yaml").read_text()
+    links = re.findall(r"(?<![\w/.])((?:[\w.-]+/)*[\w.-]+\.md)\b", text)
+    assert links, "azure.yaml should point at the deploy walk-through"
+    for link in links:
+        assert (REPO / link).is_file(), f"azure.yaml links to {link}, which does not exist"
+    assert "docs/deploy.md" in links
+
+
+def test_no_website_time_zone_on_flex_consumption() -> None:
+    # Flex Consumption does not support WEBSITE_TIME_ZONE; the schedule is UTC.
+    for path in sorted(INFRA.rglob("*")):
+        if path.is_file():
+            assert "WEBSITE_TIME_ZONE" not in path.read_text(), f"{rel(path)} mentions WEBSITE_TIME_ZONE"

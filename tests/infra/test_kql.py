@@ -8,6 +8,7 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from shared import events
 from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVENT
 from tests.infra.bicep_tree import deployed
-from tests.infra.conftest import KQL_FILES, rel, run_kql_check
+from tests.infra.conftest import INFRA, KQL_FILES, rel, run_kql_check
 
 pytestmark = pytest.mark.infra
 
@@ -23,9 +24,12 @@ ALERTS = "infra/app/alerts.bicep"
 # Which event each alert rule (Bicep symbol) is about.
 RULE_EVENTS = {
     "newFailureAlert": NEW_FAILURE_EVENT,
+    "runDigestAlert": RUN_SUMMARY_EVENT,
     "missedRunAlert": RUN_SUMMARY_EVENT,
     "incompleteRunAlert": RUN_SUMMARY_EVENT,
 }
+WORKBOOK = INFRA / "app" / "workbook.json"
+BEFORE_FIRST_LOG = Path(__file__).resolve().parent / "fixtures" / "kql_schema_before_first_log.json"
 
 NEW_FAILURE_PAYLOAD = {
     "ResourceId": "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-web/providers/Microsoft.Web/sites/shop/slots/staging",
@@ -47,6 +51,7 @@ def run_summary_payload(**changes: Any) -> dict[str, Any]:
         "Outcome": "complete",
         "Complete": True,
         "Baseline": False,
+        "Resumed": False,
         "Counts": {"PASS": 10, "WARN": 1, "FAIL": 2, "EXEMPT": 1, "ERROR": 0},
         "Total": 14,
         "NewFailures": 1,
@@ -55,6 +60,7 @@ def run_summary_payload(**changes: Any) -> dict[str, Any]:
         "DurationSeconds": 12.5,
         "StartedAt": datetime(2026, 1, 1, 2, 0, tzinfo=UTC).isoformat(),
         "EndedAt": datetime(2026, 1, 1, 2, 0, 12, tzinfo=UTC).isoformat(),
+        "Error": None,
     }
     payload.update(changes)
     return payload
@@ -72,6 +78,13 @@ def alert_queries(bicep_trees: dict[str, Any]) -> dict[str, str]:
     return queries
 
 
+@pytest.fixture(scope="module")
+def workbook_queries() -> dict[str, str]:
+    """``{item name: KQL}`` for every query item of the workbook."""
+    data = json.loads(WORKBOOK.read_text())
+    return {f"workbook:{item['name']}": item["content"]["query"] for item in data["items"] if item["type"] == 3}
+
+
 def emitted(caplog: pytest.LogCaptureFixture, emit: Any, payload: dict[str, Any], **kwargs: Any) -> logging.LogRecord:
     """Call a real emitter from shared.events and return the record it logged."""
     caplog.clear()
@@ -84,16 +97,19 @@ def emitted(caplog: pytest.LogCaptureFixture, emit: Any, payload: dict[str, Any]
 # -- the parser ------------------------------------------------------------------------------
 
 
-def test_every_query_parses_without_diagnostics(alert_queries: dict[str, str]) -> None:
+def test_every_query_parses_without_diagnostics(
+    alert_queries: dict[str, str], workbook_queries: dict[str, str]
+) -> None:
     assert set(alert_queries) == set(RULE_EVENTS), "alert rules and RULE_EVENTS disagree"
-    status, report = run_kql_check("--stdin", *(rel(p) for p in KQL_FILES), stdin=json.dumps(alert_queries))
+    queries = {**alert_queries, **workbook_queries}
+    status, report = run_kql_check("--stdin", *(rel(p) for p in KQL_FILES), stdin=json.dumps(queries))
     problems = [
         f"{r['name']}:{d.get('line')}:{d.get('column')}: {d['severity']} {d['code']} {d['message']}"
         for r in report.get("results", [])
         for d in r["diagnostics"]
     ]
     assert status == 0 and report["ok"], "KQL diagnostics:\n" + "\n".join(problems or [json.dumps(report)])
-    assert report["checked"] == len(alert_queries) + len(KQL_FILES)
+    assert report["checked"] == len(queries) + len(KQL_FILES)
 
 
 def test_the_checker_is_schema_aware_and_fails_on_errors() -> None:
@@ -168,8 +184,8 @@ def test_emitted_new_failure_goes_through_the_new_failure_rule(
     missing = {f for f in referenced_fields(alert_queries["newFailureAlert"]) if not resolve(parsed, f)}
     assert not missing, f"the new-failure rule reads fields the event does not have: {missing}"
     # ... and is not mistaken for a run summary.
-    assert kql_prefix_filter(alert_queries["missedRunAlert"], message) is None
-    assert kql_prefix_filter(alert_queries["incompleteRunAlert"], message) is None
+    for rule in ("runDigestAlert", "missedRunAlert", "incompleteRunAlert"):
+        assert kql_prefix_filter(alert_queries[rule], message) is None
 
 
 def incomplete_run_where(parsed: dict[str, Any]) -> bool:
@@ -179,21 +195,30 @@ def incomplete_run_where(parsed: dict[str, Any]) -> bool:
     return count > 0 or parsed.get("Outcome") != "complete"
 
 
+def digest_where(parsed: dict[str, Any]) -> bool:
+    """Python mirror of the digest rule's filter (its text is pinned below)."""
+    return int(parsed.get("NewFailures") or 0) > 0
+
+
 def test_emitted_run_summaries_go_through_the_run_rules(
     alert_queries: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     incomplete = alert_queries["incompleteRunAlert"]
     assert '| where SubscriptionsFailed > 0 or Outcome != "complete"' in incomplete
     assert "gettype(e.SubscriptionsFailed)" in incomplete and "Outcome = tostring(e.Outcome)" in incomplete
+    digest = alert_queries["runDigestAlert"]
+    assert "| extend NewFailures = tolong(e.NewFailures)\n| where NewFailures > 0" in digest
     cases = [
         (run_summary_payload(), False, False),
         (run_summary_payload(Outcome="partial", Complete=False, SubscriptionsFailed=2), True, True),
         (run_summary_payload(Outcome="failed", Complete=False, SubscriptionsRead=0, Total=0), True, True),
     ]
+    assert [digest_where(p) for p, _, _ in cases] == [True, True, True]
+    assert digest_where(run_summary_payload(NewFailures=0)) is False
     for payload, failed_flag, should_alert in cases:
         record = emitted(caplog, events.emit_run_summary, payload, failed=failed_flag)
         message = record.getMessage()
-        for rule in ("missedRunAlert", "incompleteRunAlert"):
+        for rule in ("runDigestAlert", "missedRunAlert", "incompleteRunAlert"):
             parsed = kql_prefix_filter(alert_queries[rule], message)
             assert parsed is not None, f"{rule} does not see the RunSummary event"
             if "parse_json(" in alert_queries[rule]:
@@ -227,3 +252,119 @@ def test_other_log_lines_of_the_app_do_not_match(alert_queries: dict[str, str]) 
     ):
         for rule, query in alert_queries.items():
             assert kql_prefix_filter(query, line) is None, f"{rule} matches an unrelated log line: {line!r}"
+
+
+# -- before the first log: AppTraces does not exist ------------------------------------------
+
+
+def describe(queries: dict[str, str], *schema: str) -> dict[str, dict[str, Any]]:
+    _, report = run_kql_check("--describe", *schema, "--stdin", stdin=json.dumps(queries))
+    assert "results" in report, report
+    return {r["name"]: r for r in report["results"]}
+
+
+def test_every_alert_and_workbook_query_is_total_without_apptraces(
+    alert_queries: dict[str, str], workbook_queries: dict[str, str]
+) -> None:
+    # In a workspace without AppTraces the only finding may be the fuzzy union's warning that
+    # it will drop that leg (KS205); an error (KS204, unknown table) is what fails a rule.
+    results = describe({**alert_queries, **workbook_queries}, "--schema", str(BEFORE_FIRST_LOG))
+    for name, result in results.items():
+        assert result["diagnostics"], f"{name}: the schema fixture still has AppTraces?"
+        codes = {(d["severity"], d["code"]) for d in result["diagnostics"]}
+        assert codes == {("Warning", "KS205")}, f"{name} fails without AppTraces: {result['diagnostics']}"
+        assert result["fuzzyMissing"] == ["AppTraces"]
+        assert result["datatables"] and all(d["rows"] == 0 for d in result["datatables"]), name
+
+
+def test_missed_run_query_returns_zero_runs_without_apptraces(
+    alert_queries: dict[str, str], bicep_trees: dict[str, Any]
+) -> None:
+    query = alert_queries["missedRunAlert"]
+    (result,) = describe({"missed": query}, "--schema", str(BEFORE_FIRST_LOG)).values()
+    # What the engine runs: the fuzzy union drops the AppTraces leg, leaving only datatable legs.
+    assert result["fuzzyMissing"] == ["AppTraces"]
+    remaining_rows = sum(d["rows"] for d in result["datatables"])
+    # The last operator is a summarize without a by clause: exactly one output row, whose
+    # count() over the remaining rows is the value of Runs.
+    last = result["last"]
+    assert last["kind"] == "SummarizeOperator" and last["byClause"] is None
+    assert last["aggregates"] == ["Runs = count()"]
+    assert result["columns"] == [{"name": "Runs", "type": "long"}]
+    runs = remaining_rows  # count() of the remaining (empty) input
+    assert runs == 0
+    # ... and the rule fires on it: Total of Runs LessThan 1.
+    (rule,) = [
+        r for r in deployed(bicep_trees, "Microsoft.Insights/scheduledQueryRules") if r.symbol == "missedRunAlert"
+    ]
+    (criterion,) = rule.properties["criteria"]["allOf"]
+    assert (criterion["metricMeasureColumn"], criterion["operator"]) == ("Runs", "LessThan")
+    assert runs < criterion["threshold"], "a deployment that never ran must fire 'did not run'"
+
+
+def test_without_the_fuzzy_union_the_same_query_would_fail(alert_queries: dict[str, str]) -> None:
+    # The contrast that makes the previous tests meaningful: plain AppTraces is an error there.
+    plain = alert_queries["missedRunAlert"].replace("union isfuzzy=true", "union")
+    (result,) = describe({"plain": plain}, "--schema", str(BEFORE_FIRST_LOG)).values()
+    assert ("Error", "KS204") in {(d["severity"], d["code"]) for d in result["diagnostics"]}
+
+
+def test_rule_dimensions_and_measures_are_result_columns(
+    alert_queries: dict[str, str], bicep_trees: dict[str, Any]
+) -> None:
+    results = describe(alert_queries)
+    for rule in deployed(bicep_trees, "Microsoft.Insights/scheduledQueryRules"):
+        (criterion,) = rule.properties["criteria"]["allOf"]
+        columns = {c["name"]: c["type"] for c in results[rule.symbol]["columns"]}
+        for dimension in criterion.get("dimensions", []):
+            assert columns.get(dimension["name"]) == "string", f"{rule.symbol}: dimension {dimension['name']}"
+        measure = criterion.get("metricMeasureColumn")
+        if measure:
+            assert columns.get(measure) in ("long", "int", "real"), f"{rule.symbol}: measure {measure}"
+
+
+# -- the workbook ----------------------------------------------------------------------------
+
+
+def test_workbook_json_is_a_workbook_over_the_workspace(workbook_queries: dict[str, str]) -> None:
+    data = json.loads(WORKBOOK.read_text())
+    assert data["version"] == "Notebook/1.0"
+    assert data["fallbackResourceIds"] == ["__WORKSPACE_ID__"]
+    names = [item["name"] for item in data["items"]]
+    assert len(names) == len(set(names)), "item names must be unique"
+    for item in data["items"]:
+        assert item["type"] in (1, 3), item["name"]
+        if item["type"] == 3:
+            content = item["content"]
+            assert content["version"] == "KqlItem/1.0" and content["queryType"] == 0
+            assert content["resourceType"] == "microsoft.operationalinsights/workspaces"
+            assert content["visualization"] in {"table", "timechart", "linechart", "barchart", "tiles"}
+            assert content["title"].strip()
+    assert set(workbook_queries) == {
+        "workbook:run-health-last",
+        "workbook:status-trend",
+        "workbook:new-failures",
+        "workbook:run-health-runs",
+    }
+
+
+def test_workbook_shows_what_the_issue_asks(workbook_queries: dict[str, str]) -> None:
+    results = describe(workbook_queries)
+    columns = {name: {c["name"] for c in r["columns"]} for name, r in results.items()}
+    assert {"TimeGenerated", "PASS", "WARN", "FAIL", "EXEMPT", "ERROR"} <= columns["workbook:status-trend"]
+    assert {"RunId", "AppName", "Slot", "ClientCertMode", "Reason", "ResourceId"} <= columns["workbook:new-failures"]
+    health = columns["workbook:run-health-runs"]
+    assert {"RunId", "Outcome", "Partial", "DurationSeconds", "SubscriptionsFailed"} <= health
+    assert {"LastRun", "HoursAgo", "Outcome", "DurationSeconds", "SubscriptionsFailed"} <= columns[
+        "workbook:run-health-last"
+    ]
+
+
+def test_workbook_queries_use_the_event_contract(workbook_queries: dict[str, str]) -> None:
+    samples = {NEW_FAILURE_EVENT: NEW_FAILURE_PAYLOAD, RUN_SUMMARY_EVENT: run_summary_payload()}
+    for name, query in workbook_queries.items():
+        (prefix,) = [p for p in samples if f'"{p} "' in query]
+        assert re.findall(r'Message\s+startswith_cs\s+"([^"]*)"', query) == [f"{prefix} "], name
+        assert re.findall(r'strlen\("([^"]*)"\)', query) == [f"{prefix} "], name
+        missing = {f for f in referenced_fields(query) if not resolve(samples[prefix], f)}
+        assert not missing, f"{name} reads fields {prefix} does not have: {missing}"

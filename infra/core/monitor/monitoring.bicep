@@ -56,6 +56,9 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
 @description('Resource id of the Log Analytics workspace (scope of the alert rules).')
 output logAnalyticsWorkspaceId string = logAnalytics.id
 
+@description('Name of the Log Analytics workspace.')
+output logAnalyticsWorkspaceName string = logAnalytics.name
+
 @description('Workspace (customer) id, used by `az monitor log-analytics query --workspace`.')
 output logAnalyticsCustomerId string = logAnalytics.properties.customerId
 
