@@ -34,7 +34,7 @@ from .lease import LeaseKeeper, LeaseLost
 from .models import IDENTITY_FIELDS, Finding, InventoryError, SiteRecord, Status
 from .owners import tags_text
 from .state import Transition, gone_entity, observed, state_entity, transition
-from .store import RUNS_PARTITION, RunInProgressError, TableStore
+from .store import RUNS_PARTITION, SUBSCRIPTIONS_PARTITION, RunInProgressError, TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
 from .writer import PackedWriter
 
@@ -57,6 +57,8 @@ class Inventory(Protocol):
     """What the engine needs from an inventory source (ARM or Resource Graph)."""
 
     def subscriptions(self) -> list[SubscriptionInfo]: ...
+
+    def confirm_empty(self, subscription_id: str) -> InventoryError | None: ...
 
     def scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError]: ...
 
@@ -317,6 +319,7 @@ class AuditRun:
         self._held = 0
         self._extra_transactions = 0
         self._alerts_sent = 0
+        self._vanished: dict[str, Mapping[str, Any]] = {}
         self._run_id = ""
         self._subscription_names: dict[str, str] = {}  # lower-cased id -> display name
         self._results = PackedWriter(
@@ -415,12 +418,20 @@ class AuditRun:
             log.info("Run %s: removed %d rows of the interrupted attempt", summary.run_id, deleted)
         self._run_id = summary.run_id
         self._subscription_names = {s.subscription_id.lower(): s.display_name for s in subscriptions}
+        known = self.store.known_subscriptions()
+        self._vanished = self._vanished_subscriptions(known, subscriptions, summary.started_at)
+        for sub_id, row in self._vanished.items():
+            self._subscription_names.setdefault(sub_id.lower(), str(row.get("SubscriptionName") or ""))
+        subscriptions = subscriptions + [
+            SubscriptionInfo(str(row["SubscriptionId"])) for row in self._vanished.values()
+        ]
         results = self._fan_out(summary, subscriptions)
         self._results.flush()  # the last partial batches; their subscriptions' state follows
         self._state.flush()
         unfinished = self._results.waiting_owners + self._state.waiting_owners
         if unfinished:
             raise AuditFailed(f"{unfinished} subscriptions' rows or state could not be stored")
+        self._remember_subscriptions(summary, results, known)
         summary.transactions = self._results.transactions + self._state.transactions + self._extra_transactions
         summary.partitions = len(self._results.partitions) + len(self._state.partitions)
         summary.alerts_sent = self._alerts_sent
@@ -452,6 +463,50 @@ class AuditRun:
         return results
 
     # -- one subscription -----------------------------------------------------------------
+    def _vanished_subscriptions(
+        self, known: Mapping[str, Mapping[str, Any]], listed: list[SubscriptionInfo], now: datetime
+    ) -> dict[str, Mapping[str, Any]]:
+        """Subscriptions an earlier run read that the subscription list no longer shows (disabled,
+        moved out of the management group, access removed). Each gets an ERROR row and keeps its
+        state until it was last read longer ago than AUDIT_RETENTION_DAYS, or the security team
+        retires it (``clientcert-audit subscriptions retire``). With AUDIT_SUBSCRIPTIONS set, that
+        list is the audit's scope, so nothing outside it is reported."""
+        if self.settings.subscriptions:
+            return {}
+        seen = {s.subscription_id.lower() for s in listed}
+        cutoff = now - timedelta(days=self.settings.retention_days)
+        vanished: dict[str, Mapping[str, Any]] = {}
+        for key, row in known.items():
+            last = _as_utc(row.get("LastAuditedAt"))
+            if key in seen:
+                continue
+            if last is not None and last < cutoff:
+                log.info("Subscription %s not seen since %s: no longer reported", row.get("SubscriptionId"), last)
+                continue
+            vanished[str(row.get("SubscriptionId") or key)] = row
+        return vanished
+
+    def _remember_subscriptions(
+        self, summary: RunSummary, results: list[SubscriptionResult], known: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        """Record each subscription read tonight, so a later run notices when one vanishes."""
+        rows = [
+            {
+                "PartitionKey": SUBSCRIPTIONS_PARTITION,
+                "RowKey": r.subscription_id.lower(),
+                "SubscriptionId": r.subscription_id,
+                "SubscriptionName": self._subscription_names.get(r.subscription_id.lower(), ""),
+                "FirstAuditedAt": _as_utc((known.get(r.subscription_id.lower()) or {}).get("FirstAuditedAt"))
+                or summary.started_at,
+                "LastAuditedAt": summary.started_at,
+                "LastRunId": summary.run_id,
+            }
+            for r in results
+            if r.read
+        ]
+        if rows:
+            self._extra_transactions += self.store.upsert_many(self.store.runs, rows)
+
     def audit_subscription(self, summary: RunSummary, subscription_id: str) -> SubscriptionResult:
         """Inventory and evaluate one subscription and queue its rows; the state and the events
         follow when the writers report its rows durable (:meth:`_advance_state`, :meth:`_alert`)."""
@@ -474,6 +529,11 @@ class AuditRun:
         # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
         prior, extra = self.store.subscription_state(subscription_id, findings)
+        silent = self._unconfirmed_silence(subscription_id, findings, prior) if result.read else None
+        if silent is not None:  # nothing listed, yet resources were known: nothing is retired
+            log.warning("Run %s: cannot read %s: %s", run_id, silent.scope_id, silent.message)
+            findings[resource_key(silent.scope_id)] = error_finding(silent)
+            result.read, result.partial = False, True
         changes: dict[str, Transition] = {}
         subscription_name = self._subscription_names.get(subscription_id.lower(), "")
 
@@ -509,6 +569,17 @@ class AuditRun:
         result.new_failures = sum(1 for change in changes.values() if change.new_failure)
         result.retired = pending.retiring()
         return result
+
+    def _unconfirmed_silence(
+        self, subscription_id: str, findings: Mapping[str, Finding], prior: Mapping[str, Any]
+    ) -> InventoryError | None:
+        """A subscription that listed nothing tonight while its state holds live resources is asked
+        once more (the inventory decides how) before those resources are retired as gone."""
+        if any(f.status is not Status.ERROR for f in findings.values()):
+            return None
+        if not any(not state.get("Gone") for state in prior.values()):
+            return None
+        return self.inventory.confirm_empty(subscription_id)
 
     def _advance_state(self, pending: _PendingState) -> None:
         """The subscription's result rows are stored: advance its last-known state."""
@@ -594,6 +665,20 @@ class AuditRun:
         """The inventory of one subscription; an unexpected failure or the run's deadline
         becomes an ERROR row for the subscription, so a gap is always visible."""
         scope = f"/subscriptions/{subscription_id}"
+        vanished = self._vanished.get(subscription_id)
+        if vanished is not None:
+            last = _as_utc(vanished.get("LastAuditedAt"))
+            yield InventoryError(
+                scope,
+                subscription_id,
+                "no longer visible to the auditor: the subscription list does not show it (disabled, moved out "
+                "of the management group, or access removed); last audited "
+                f"{last.isoformat() if last else 'before'} in run {vanished.get('LastRunId', '')}. Its "
+                "last-known state is kept. It is reported until it is visible again, it was last audited "
+                f"over AUDIT_RETENTION_DAYS ({self.settings.retention_days}) ago, or it is retired with "
+                f"'clientcert-audit subscriptions retire {subscription_id}'.",
+            )
+            return
         deadline_note = (
             f"the run reached its deadline (AUDIT_RUN_DEADLINE_MINUTES={self.settings.run_deadline_minutes})"
         )

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import report_cli
+from . import report_cli, subscriptions_cli
 from .audit import AuditFailed, RunSummary, run_audit
 from .config import ConfigError, load_settings
 from .models import Status
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the RunSummary event as JSON")
     run.set_defaults(func=_cmd_run)
     report_cli.register(sub)
+    subscriptions_cli.register(sub)
     return parser
 
 

@@ -309,6 +309,18 @@ class ArmInventory:
         ):
             return list(pool.map(functools.partial(named, client), subscription_ids))
 
+    def confirm_empty(self, subscription_id: str) -> InventoryError | None:
+        """ARM's own site list is authoritative: an empty list means no sites (nothing to confirm)."""
+        return None
+
+    def lists_any_site(self, subscription_id: str) -> bool:
+        """One cheap read: does the first page of the subscription's site list hold anything?
+        Raises the SDK's error when the list cannot be read."""
+        with self.web_client(subscription_id) as web:
+            pages = raw_json_pages(web.web_apps.list()).by_page()
+            first = next(iter(pages), None)
+            return first is not None and any(True for _ in first)
+
     def web_client(self, subscription_id: str) -> WebSiteManagementClient:
         return WebSiteManagementClient(self._credential, subscription_id, **self._kwargs)
 

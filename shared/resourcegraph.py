@@ -106,6 +106,29 @@ class ResourceGraphInventory:
             self._wanted = {s.subscription_id.lower() for s in subs}
         return subs
 
+    def confirm_empty(self, subscription_id: str) -> InventoryError | None:
+        """Resource Graph answers a subscription the identity can no longer read with no rows, not an
+        error, so silence is not absence: before anything is retired, one ARM call (the first page
+        of the site list) must agree that the subscription holds no sites. Returns the ERROR to
+        record instead when ARM lists sites, or refuses or fails the call."""
+        scope = f"/subscriptions/{subscription_id}"
+        try:
+            if not self._arm.lists_any_site(subscription_id):
+                return None
+            message = (
+                "Resource Graph returned no sites for this subscription, but ARM lists some: the identity may "
+                "have lost Resource Graph access to it; its last-known state is kept"
+            )
+            return InventoryError(scope, subscription_id, message)
+        except AzureError as exc:
+            message, status = describe_error(exc)
+            return InventoryError(
+                scope,
+                subscription_id,
+                f"Resource Graph returned no sites and ARM could not confirm that there are none: {message}",
+                status_code=status,
+            )
+
     def _page(self, skip_token: str | None) -> tuple[Mapping[str, Any], Mapping[str, str]]:
         request = QueryRequest(
             query=SITES_QUERY,

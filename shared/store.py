@@ -49,6 +49,8 @@ MAX_STRING_UNITS = 32_000
 MAX_ENTITY_BYTES = 1024 * 1024
 ENTITY_BUDGET_BYTES = MAX_ENTITY_BYTES - 64 * 1024
 RUNS_PARTITION = "run"
+#: Runs-table partition of the subscriptions the audit has read, to notice one that vanishes.
+SUBSCRIPTIONS_PARTITION = "subscription"
 LEASE_PARTITION = "lease"
 LEASE_ROW = "audit"
 
@@ -262,6 +264,18 @@ class TableStore:
                 state[key] = keep
                 extra.append((str(drop["PartitionKey"]), key))
         return state, extra
+
+    def known_subscriptions(self) -> dict[str, dict[str, Any]]:
+        """Subscriptions an earlier run read, by lower-cased id (one small row each)."""
+        return {str(r["RowKey"]): dict(r) for r in self.partition(self.runs, SUBSCRIPTIONS_PARTITION)}
+
+    def forget_subscription(self, subscription_id: str) -> bool:
+        """Stop reporting a vanished subscription (the security team retired it); True if it was known."""
+        key = subscription_id.strip().lower()
+        if self.get(self.runs, SUBSCRIPTIONS_PARTITION, key) is None:
+            return False
+        self.runs.delete_entity(SUBSCRIPTIONS_PARTITION, key)
+        return True
 
     def delete_run_results(self, run_id: str) -> int:
         """Delete every result row of one run (before a resumed run writes them again)."""

@@ -322,6 +322,9 @@ class ArmEmulator:
         )
         #: Request bodies of the Resource Graph queries received (parsed JSON), for tests.
         self.resource_graph_queries: list[Any] = []
+        #: Lower-cased subscriptions Resource Graph returns no rows for (no error), as it does for a
+        #: subscription the identity can no longer read.
+        self.resource_graph_hidden: set[str] = set()
         self._rg_rows: tuple[int, list[dict[str, Any]]] | None = None
         self.faults = FaultSet()
         #: Identity of the system-assigned MI (the token's ``oid``/``appid``).
@@ -697,6 +700,8 @@ class ArmEmulator:
         subscriptions = request.get("subscriptions")
         with self.tenant.lock:
             rows = self._resource_graph_rows()
+        if self.resource_graph_hidden:  # Resource Graph answers an unreadable subscription with no rows
+            rows = [r for r in rows if r["subscriptionId"].lower() not in self.resource_graph_hidden]
         if isinstance(subscriptions, list) and subscriptions:
             wanted = {str(s).lower() for s in subscriptions}
             rows = [r for r in rows if r["subscriptionId"].lower() in wanted]
