@@ -83,7 +83,7 @@ def test_resource_graph_silence_is_confirmed_with_arm_before_anything_is_retired
 
 # -- A subscription that disappears is a visible gap -------------------------------------------------
 def test_vanished_subscription_is_an_error_row_until_retired(make_arm, harness_factory, capsys) -> None:  # noqa: F811
-    tenant, sites = two_subscriptions()
+    tenant, _ = two_subscriptions()
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)
     h.run_at(NIGHT1)
