@@ -189,10 +189,11 @@ union isfuzzy=true
   }
 }
 
-// (2) Per run: one alert for each run that found new failures (RunSummary NewFailures > 0),
-// whatever their number: the digest that reaches people by email when hundreds of apps fail at
-// once. Split on RunId; NewFailures and the report command travel as dimensions. Same
-// exactly-once window as (1).
+// (2) Per run: one alert for each run that found new failures or sent owed ones (RunSummary
+// NewFailures or AlertsSent > 0: a run that died before its alerts went out has NewFailures 0
+// and the run that pays its debt AlertsSent > 0), whatever their number: the digest that
+// reaches people by email when hundreds of apps fail at once. Split on RunId; the larger count
+// and the report command travel as dimensions. Same exactly-once window as (1).
 resource runDigestAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${namePrefix}run-digest'
   location: location
@@ -224,7 +225,7 @@ union isfuzzy=true
     (datatable(TimeGenerated: datetime, Message: string, IngestedAt: datetime)[])
 | where IngestedAt > ago(1h)
 | extend e = parse_json(substring(Message, strlen("ClientCertAudit.RunSummary ")))
-| extend NewFailures = tolong(e.NewFailures)
+| extend NewFailures = max_of(tolong(e.NewFailures), tolong(e.AlertsSent))
 | where NewFailures > 0
 | extend RunId = tostring(e.RunId)
 | project TimeGenerated, RunId, NewFailures = tostring(NewFailures), Outcome = tostring(e.Outcome), Report = strcat("clientcert-audit report --run ", RunId, " --new")

@@ -55,6 +55,7 @@ def run_summary_payload(**changes: Any) -> dict[str, Any]:
         "Counts": {"PASS": 10, "WARN": 1, "FAIL": 2, "EXEMPT": 1, "ERROR": 0},
         "Total": 14,
         "NewFailures": 1,
+        "AlertsSent": 1,
         "SubscriptionsRead": 3,
         "SubscriptionsFailed": 0,
         "DurationSeconds": 12.5,
@@ -197,7 +198,7 @@ def incomplete_run_where(parsed: dict[str, Any]) -> bool:
 
 def digest_where(parsed: dict[str, Any]) -> bool:
     """Python mirror of the digest rule's filter (its text is pinned below)."""
-    return int(parsed.get("NewFailures") or 0) > 0
+    return max(int(parsed.get("NewFailures") or 0), int(parsed.get("AlertsSent") or 0)) > 0
 
 
 def test_emitted_run_summaries_go_through_the_run_rules(
@@ -207,14 +208,15 @@ def test_emitted_run_summaries_go_through_the_run_rules(
     assert '| where SubscriptionsFailed > 0 or Outcome != "complete"' in incomplete
     assert "gettype(e.SubscriptionsFailed)" in incomplete and "Outcome = tostring(e.Outcome)" in incomplete
     digest = alert_queries["runDigestAlert"]
-    assert "| extend NewFailures = tolong(e.NewFailures)\n| where NewFailures > 0" in digest
+    assert "| extend NewFailures = max_of(tolong(e.NewFailures), tolong(e.AlertsSent))\n| where NewFailures > 0" in digest
     cases = [
         (run_summary_payload(), False, False),
         (run_summary_payload(Outcome="partial", Complete=False, SubscriptionsFailed=2), True, True),
         (run_summary_payload(Outcome="failed", Complete=False, SubscriptionsRead=0, Total=0), True, True),
     ]
     assert [digest_where(p) for p, _, _ in cases] == [True, True, True]
-    assert digest_where(run_summary_payload(NewFailures=0)) is False
+    assert digest_where(run_summary_payload(NewFailures=0, AlertsSent=0)) is False
+    assert digest_where(run_summary_payload(NewFailures=0, AlertsSent=3)) is True, "owed alerts sent later"
     for payload, failed_flag, should_alert in cases:
         record = emitted(caplog, events.emit_run_summary, payload, failed=failed_flag)
         message = record.getMessage()
