@@ -12,7 +12,7 @@ import azure.functions as func
 
 from shared.audit import run_audit
 from shared.config import load_settings
-from shared.store import RunInProgressError
+from shared.errors import RunInProgressError
 from shared.threads import invocation_initializer
 
 # host.json's logLevel categories do not filter Python loggers (the host files every user record

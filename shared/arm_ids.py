@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from .errors import ArmIdError
+
 SITE_TYPE = "Microsoft.Web/sites"
 SLOT_TYPE = "Microsoft.Web/sites/slots"
 
@@ -32,10 +34,6 @@ _SITE_SHAPE: tuple[str | None, ...] = (
     None,
 )
 _SLOT_SUFFIX: tuple[str | None, ...] = ("slots", None)
-
-
-class ArmIdError(ValueError):
-    """A resource id (or its ``type``) is not that of an App Service site or deployment slot."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from . import report_cli, subscriptions_cli
-from .audit import AuditFailed, RunSummary, run_audit
-from .config import ConfigError, load_settings
+from .audit import RunSummary, run_audit
+from .config import load_settings
+from .errors import AuditFailed, ConfigError, RunInProgressError
 from .models import Status
-from .store import RunInProgressError
 
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_BUSY, EXIT_CONFIG = 0, 1, 2, 3, 4
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import urlparse
 
+from .errors import ConfigError
+
 DEFAULT_SCHEDULE = "0 0 2 * * *"
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 #: Tags read as a resource's owner, in order, compared case-insensitively (``AUDIT_OWNER_TAGS``).
@@ -23,10 +25,6 @@ DEFAULT_OWNER_TAGS: tuple[str, ...] = ("owner", "team", "contact")
 #: The shortest run lease accepted (seconds): renewed every third of it, a lease this short still
 #: leaves a slow table write 20 s before a renewal is late. Shorter is refused at settings load.
 LEASE_FLOOR_SECONDS = 60
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the setting."""
 
 
 class InventorySource(StrEnum):

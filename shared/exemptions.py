@@ -27,16 +27,18 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
+from .errors import ExemptionError
 from .keys import odata_quote, resource_key
 from .models import Finding, Status
-from .when import parse_when
+from .schema import EXEMPTIONS_PARTITION, exemption_row
+from .when import as_utc, parse_when
 
 if TYPE_CHECKING:
     from .store import TableStore
 
 log = logging.getLogger(__name__)
 
-PARTITION = "exemption"
+PARTITION = EXEMPTIONS_PARTITION
 MAX_EXEMPTION_DAYS = 365
 EXPIRING_SOON_DAYS = 14
 
@@ -50,10 +52,6 @@ _SCOPE = re.compile(
     rf"(/slots/{_SITE})?)?)?$",
     re.IGNORECASE,
 )
-
-
-class ExemptionError(ValueError):
-    """An exemption that would be invalid; the message says which rule it breaks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,20 +185,6 @@ def expiring_soon(exemptions: Iterable[Exemption], now: datetime, within: timede
 
 
 # -- entity mapping (pure) ------------------------------------------------------------------------
-def exemption_entity(exemption: Exemption) -> dict[str, Any]:
-    """The table row: one exemption per scope (adding one for the same scope replaces it)."""
-    return {
-        "PartitionKey": PARTITION,
-        "RowKey": resource_key(exemption.scope),
-        "Scope": exemption.scope,
-        "Reason": exemption.reason,
-        "Approver": exemption.approver,
-        "CreatedAt": exemption.created,
-        "ExpiresAt": exemption.expires,
-        "RecordedBy": exemption.recorded_by,
-    }
-
-
 def exemption_from_entity(entity: Mapping[str, Any], *, max_days: int = MAX_EXEMPTION_DAYS) -> Exemption | None:
     """Read a row back, or ``None`` (logged) when it breaks a rule and must not exempt anything.
 
@@ -208,7 +192,7 @@ def exemption_from_entity(entity: Mapping[str, Any], *, max_days: int = MAX_EXEM
     than ``max_days`` after creation is cut to ``max_days`` rather than honoured.
     """
     row = f"{entity.get('PartitionKey')}/{entity.get('RowKey')}"
-    created, expires = _utc(entity.get("CreatedAt")), _utc(entity.get("ExpiresAt"))
+    created, expires = as_utc(entity.get("CreatedAt")), as_utc(entity.get("ExpiresAt"))
     reason, approver = str(entity.get("Reason") or "").strip(), str(entity.get("Approver") or "").strip()
     try:
         scope = validate_scope(str(entity.get("Scope") or ""))
@@ -230,12 +214,6 @@ def exemption_from_entity(entity: Mapping[str, Any], *, max_days: int = MAX_EXEM
         exemption_id=scope,
         recorded_by=str(entity.get("RecordedBy") or ""),
     )
-
-
-def _utc(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # -- storage --------------------------------------------------------------------------------------
@@ -269,7 +247,7 @@ def add_exemption(store: TableStore, exemption: Exemption) -> Exemption | None:
     The table is created only when it is missing (locally): in Azure the Bicep creates it, and the
     security team may write to that one table but create none.
     """
-    entity = exemption_entity(exemption)
+    entity = exemption_row(exemption)
     previous = store.get(store.exemptions, PARTITION, entity["RowKey"])
     try:
         store.exemptions.upsert_entity(entity, mode=UpdateMode.REPLACE)
@@ -298,8 +276,8 @@ def remove_exemption(store: TableStore, scope: str) -> Exemption | None:
         scope=str(previous.get("Scope") or scope),
         reason=str(previous.get("Reason") or ""),
         approver=str(previous.get("Approver") or ""),
-        created=_utc(previous.get("CreatedAt")) or datetime.min.replace(tzinfo=UTC),
-        expires=_utc(previous.get("ExpiresAt")) or datetime.min.replace(tzinfo=UTC),
+        created=as_utc(previous.get("CreatedAt")) or datetime.min.replace(tzinfo=UTC),
+        expires=as_utc(previous.get("ExpiresAt")) or datetime.min.replace(tzinfo=UTC),
     )
 
 

@@ -28,8 +28,9 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
-from .arm_ids import ArmIdError, parse_site, subscription_of
+from .arm_ids import parse_site, subscription_of
 from .config import Settings
+from .errors import ArmIdError, PagingLoopError, one_line
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
 from .models import InventoryError, SiteRecord
 from .owners import resolve_owners
@@ -40,10 +41,6 @@ log = logging.getLogger(__name__)
 SKIPPED_SUBSCRIPTION_STATES = {"disabled", "deleted"}
 #: includeSlots group lists of one subscription in flight at once (paced by :class:`ReadPacer`).
 GROUP_LIST_CONCURRENCY = 4
-
-
-class PagingLoopError(AzureError):
-    """ARM returned a ``nextLink`` already followed: stop instead of looping forever."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +162,7 @@ def describe_error(exc: BaseException) -> tuple[str, int | None]:
         code = getattr(getattr(exc, "error", None), "code", None) or getattr(exc, "reason", "") or ""
         message = getattr(getattr(exc, "error", None), "message", None) or str(exc).splitlines()[0]
         return f"HTTP {status} {code}: {message}".strip(), status
-    first_line = (str(exc).splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first_line}"[:1000], status
+    return one_line(exc, 1000), status
 
 
 def _opt_bool(value: Any) -> bool | None:

@@ -21,14 +21,11 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from .store import RunInProgressError, TableStore
+from .errors import LeaseLost, RunInProgressError
+from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, thread
 
 log = logging.getLogger(__name__)
-
-
-class LeaseLost(RuntimeError):
-    """This run no longer holds the audit lease: it must not write anything more."""
 
 
 class LeaseKeeper:

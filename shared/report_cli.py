@@ -28,10 +28,10 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, Resourc
 
 from . import fixscript, layout, ocsf, report
 from .config import load_settings
+from .errors import ExemptionError, NoDataError, one_line
 from .exemptions import (
     EXPIRING_SOON_DAYS,
     Exemption,
-    ExemptionError,
     add_exemption,
     current_user,
     expiring_soon,
@@ -49,10 +49,6 @@ from .when import parse_when
 EXIT_OK, EXIT_FAIL_FOUND, EXIT_INVALID, EXIT_NO_DATA, EXIT_STORE = 0, 1, 4, 5, 6
 DEFAULT_HTML = "clientcert-audit-report.html"
 TREND_OUTCOMES = ("complete", "partial")
-
-
-class NoDataError(LookupError):
-    """Nothing to report: no run recorded yet, or the requested run does not exist."""
 
 
 # -- reading the tables ---------------------------------------------------------------------------
@@ -313,8 +309,7 @@ def store_error_hint(exc: AzureError) -> str:
             "Storage Table Data Reader role on the results account; `exempt add/remove` also needs "
             "Storage Table Data Contributor on the exemptions table (see README.md, 'For the security team')."
         )
-    first_line = (str(exc).splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first_line[:300]}"
+    return one_line(exc, 300 + len(type(exc).__name__) + 2)
 
 
 def open_store() -> TableStore:

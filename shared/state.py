@@ -1,5 +1,6 @@
 """The pure state model: from a resource's last-known state and tonight's finding, decide
-whether it is a *new* failure and what the state becomes. No I/O.
+whether it is a *new* failure, and whether an alert is owed. No I/O; the rows that record it are
+``schema.state_row`` and ``schema.gone_row``.
 
 Idempotent by construction: the state remembers the run that last advanced it and what it
 was before, so re-evaluating the same run (a retry after a crash) yields the same answer.
@@ -97,72 +98,3 @@ def observed(finding: Finding, state: Mapping[str, Any] | None, run_id: str) -> 
         first_failed_at=prior_first_failed if failing and was_failing else "",
         already_advanced=advanced,
     )
-
-
-def state_entity(
-    finding: Finding,
-    change: Transition,
-    state: Mapping[str, Any] | None,
-    run_id: str,
-    now_iso: str,
-    row_key: str,
-    partition_key: str,
-    *,
-    alerted: bool = False,
-) -> dict[str, Any]:
-    """The last-known state row after this run saw ``finding`` (stored in ``partition_key``,
-    which ``layout.state_partition`` chooses).
-
-    ``AlertPending`` records that a ``NewFailure`` event is owed: the row is first written with it
-    set, and marked sent (``alerted``: ``AlertPending`` false, ``AlertSentAt``) just before the
-    event is logged, so a crash anywhere before the mark leaves the alert owed to the next run.
-    """
-    previous_gone = (
-        bool(state.get("PreviousGone")) if change.already_advanced and state else bool(state and state.get("Gone"))
-    )
-    sent = alerted and change.alert_pending
-    sent_by = str(state.get("AlertSentByRunId") or "") if state and change.alert_sent_at else ""
-    return {
-        "PartitionKey": partition_key,
-        "RowKey": row_key,
-        **finding.identity(),
-        "Status": finding.status.value,
-        "ClientCertMode": finding.client_cert_mode,
-        "FirstFailedAt": change.first_failed_at,
-        "LastRunId": run_id,
-        "LastSeenAt": now_iso,
-        "PreviousStatus": change.previous_status,
-        "PreviousFirstFailedAt": _previous_first_failed(state, change),
-        "PreviousGone": previous_gone,
-        "Gone": False,
-        "GoneAt": "",
-        "AlertPending": change.alert_pending and not sent,
-        "AlertRunId": change.alert_run_id,
-        "AlertSentAt": now_iso if sent else change.alert_sent_at,
-        "AlertSentByRunId": run_id if sent else sent_by,
-    }
-
-
-def _previous_first_failed(state: Mapping[str, Any] | None, change: Transition) -> str:
-    if not state:
-        return ""
-    if change.already_advanced:
-        return str(state.get("PreviousFirstFailedAt") or "")
-    return "" if state.get("Gone") else str(state.get("FirstFailedAt") or "")
-
-
-def gone_entity(state: Mapping[str, Any], run_id: str, now_iso: str) -> dict[str, Any]:
-    """Retire a resource that a fully read subscription no longer lists (an owed alert about a
-    resource that no longer exists is dropped with it)."""
-    entity = {k: v for k, v in state.items() if not k.startswith("odata")}
-    entity.update(
-        PreviousStatus=str(state.get("Status") or ""),
-        PreviousFirstFailedAt=str(state.get("FirstFailedAt") or ""),
-        PreviousGone=False,
-        Gone=True,
-        GoneAt=now_iso,
-        LastRunId=run_id,
-        FirstFailedAt="",
-        AlertPending=False,
-    )
-    return entity

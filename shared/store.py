@@ -37,9 +37,12 @@ from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from .config import Settings
+from .errors import RunInProgressError, StoreError
 from .http import client_kwargs
 from .keys import odata_quote
 from .layout import partition_batches, run_range, state_filters
+from .schema import RUNS_PARTITION, STATE_MODEL_FIELDS, SUBSCRIPTIONS_PARTITION
+from .when import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +51,12 @@ log = logging.getLogger(__name__)
 MAX_STRING_UNITS = 32_000
 MAX_ENTITY_BYTES = 1024 * 1024
 ENTITY_BUDGET_BYTES = MAX_ENTITY_BYTES - 64 * 1024
-RUNS_PARTITION = "run"
-#: Runs-table partition of the subscriptions the audit has read, to notice one that vanishes.
-SUBSCRIPTIONS_PARTITION = "subscription"
 LEASE_PARTITION = "lease"
 LEASE_ROW = "audit"
 
 
 def _no_guard() -> None:
     """Writes outside a run (the CLI's exemptions, tests) need no lease."""
-
-
-class StoreError(RuntimeError):
-    """The results store rejected a write that the run cannot do without."""
-
-
-class RunInProgressError(RuntimeError):
-    """Another run holds the lease; running now would race it."""
 
 
 def utf16_units(value: str) -> int:
@@ -301,7 +293,7 @@ class TableStore:
         current = self.get(self.runs, LEASE_PARTITION, LEASE_ROW)
         entity = dict(current) if current else {"PartitionKey": LEASE_PARTITION, "RowKey": LEASE_ROW}
         if current:
-            expires = _as_datetime(current.get("ExpiresAt"))
+            expires = as_utc(current.get("ExpiresAt"))
             if current.get("Owner") and current.get("Owner") != owner and expires and expires > now:
                 raise RunInProgressError(
                     f"run {current.get('RunId') or current.get('Owner')} holds the audit lease until "
@@ -347,24 +339,6 @@ class TableStore:
         if fresh is None:
             raise RunInProgressError("the audit lease disappeared")
         return fresh
-
-
-# What the state model (shared/state.py) reads from a resource's last-known state row.
-STATE_MODEL_FIELDS = (
-    "PartitionKey",
-    "RowKey",
-    "Status",
-    "FirstFailedAt",
-    "LastRunId",
-    "PreviousStatus",
-    "PreviousFirstFailedAt",
-    "PreviousGone",
-    "Gone",
-    "AlertPending",
-    "AlertRunId",
-    "AlertSentAt",
-    "AlertSentByRunId",
-)
 
 
 def query_json(table: TableClient, flt: str) -> Iterator[dict[str, Any]]:
@@ -510,15 +484,3 @@ def _partition_key(entity: Mapping[str, Any]) -> str:
 
 
 _PART_STATUS = re.compile(r"^HTTP/1\.1 (\d{3})", re.MULTILINE)
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None

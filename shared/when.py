@@ -22,3 +22,16 @@ def parse_when(text: str, now: datetime, *, direction: int) -> datetime:
         return datetime(day.year, day.month, day.day, tzinfo=UTC)
     parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def as_utc(value: object) -> datetime | None:
+    """A stored point in time as an aware UTC datetime: a ``datetime`` (naive taken as UTC) or an
+    ISO 8601 string; ``None`` for anything else. The one normaliser for what tables hand back."""
+    if isinstance(value, str) and value:
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return None

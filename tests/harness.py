@@ -29,8 +29,8 @@ from azure.functions.timer import TimerRequest
 
 from shared.audit import run_audit
 from shared.config import load_settings
+from shared.errors import RunInProgressError
 from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVENT
-from shared.store import RunInProgressError
 from shared.threads import invocation_initializer
 from tests.emulators.arm import ArmEmulator
 from tests.emulators.azurite import Azurite

@@ -16,12 +16,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared.arm_ids import ArmIdError, SiteId, parse_site, parse_site_id, subscription_of
-from shared.audit import result_entity
+from shared.arm_ids import SiteId, parse_site, parse_site_id, subscription_of
+from shared.errors import ArmIdError
 from shared.evaluate import error_finding, evaluate
 from shared.inventory import site_record
 from shared.keys import MAX_KEY_CHARS, resource_key
 from shared.models import InventoryError, SiteRecord
+from shared.schema import result_row
 
 #: Deterministic and quick enough for every CI run: a fixed set of examples, no timing deadline.
 PROPERTY = settings(
@@ -131,7 +132,7 @@ def test_parse_key_row_round_trip(site: tuple[str, SiteId], typed: bool, data: A
         names.slot,
     )
     key = resource_key(record.resource_id)
-    row = result_entity("20250601T020000000000Z-abcdef", evaluate(record), None, NOW, key)
+    row = result_row("20250601T020000000000Z-abcdef", evaluate(record), None, NOW, key)
     assert row["ResourceGroup"] == names.resource_group
     assert row["AppName"] == names.app_name
     assert row["Slot"] == names.slot
@@ -178,7 +179,7 @@ def test_a_keyword_out_of_place_is_refused_not_guessed(site: tuple[str, SiteId],
     error = site_record(arm_item(broken, names, None), names.subscription_id)
     assert isinstance(error, InventoryError)
     assert error.scope_id == broken and error.subscription_id == names.subscription_id
-    row = result_entity("run", error_finding(error), None, NOW, resource_key(error.scope_id))
+    row = result_row("run", error_finding(error), None, NOW, resource_key(error.scope_id))
     assert row["Status"] == "ERROR" and row["ResourceId"] == broken
     assert "cannot be read as an App Service site or slot" in row["Reason"]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import ConfigError, InventorySource, load_settings
+from shared.config import InventorySource, load_settings
+from shared.errors import ConfigError
 
 URI = {"AUDIT_TABLE_SERVICE_URI": "https://acct.table.core.windows.net/"}
 

@@ -13,21 +13,23 @@ from typing import Any
 
 import pytest
 
-from shared.audit import result_entity
+from shared.errors import ExemptionError
 from shared.evaluate import evaluate
 from shared.exemptions import (
     Exemption,
-    ExemptionError,
     apply_exemption,
-    exemption_entity,
     exemption_from_entity,
     exemption_request,
+    exemption_row,
     expiring_soon,
     new_exemption,
     parse_expiry,
     validate_scope,
 )
+from shared.ledger import RunSummary
 from shared.models import SiteRecord, Status
+from shared.pipeline import plan_subscription
+from shared.schema import result_row
 from tests.reportbed import SUB_A, AuditBed
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -168,15 +170,19 @@ def test_tag_request_is_only_listed_never_an_exemption() -> None:
     assert exemption_request(FAILING, "ClientCert-Exemption") == "public storefront"
     assert exemption_request(FAILING, None) == ""
     assert exemption_request(replace(FAILING, status=Status.PASS), "clientcert-exemption") == ""
-    row = result_entity("r1", FAILING, None, NOW, "rk", request_tag="clientcert-exemption")
+    plan = plan_subscription(
+        "S", {"rk": FAILING}, {}, [], summary=RunSummary("r1", NOW), audited_at=NOW, read=True, partial=False,
+        request_tag="clientcert-exemption",
+    )
+    (row,) = plan.result_rows()
     assert row["ExemptionRequest"] == "public storefront" and row["Status"] == "FAIL"
-    assert result_entity("r1", FAILING, None, NOW, "rk")["ExemptionRequest"] == ""
+    assert result_row("r1", FAILING, None, NOW, "rk")["ExemptionRequest"] == ""
 
 
 # -- entity round trip and hand-written rows ------------------------------------------------------
 def test_entity_round_trip() -> None:
     ex = exemption()
-    back = exemption_from_entity(exemption_entity(ex))
+    back = exemption_from_entity(exemption_row(ex))
     assert back is not None
     assert (back.scope, back.reason, back.approver, back.created, back.expires) == (
         ex.scope,
@@ -199,12 +205,12 @@ def test_entity_round_trip() -> None:
     ],
 )
 def test_hand_written_rows_that_break_a_rule_exempt_nothing(change: dict[str, Any]) -> None:
-    entity = {**exemption_entity(exemption()), **change}
+    entity = {**exemption_row(exemption()), **change}
     assert exemption_from_entity(entity) is None
 
 
 def test_hand_written_overlong_expiry_is_cut_to_the_maximum() -> None:
-    entity = {**exemption_entity(exemption()), "ExpiresAt": datetime(9999, 1, 1, tzinfo=UTC)}
+    entity = {**exemption_row(exemption()), "ExpiresAt": datetime(9999, 1, 1, tzinfo=UTC)}
     loaded = exemption_from_entity(entity)
     assert loaded is not None and loaded.expires == NOW + timedelta(days=365)
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared.config import DEFAULT_OWNER_TAGS, ConfigError, load_settings
+from shared.config import DEFAULT_OWNER_TAGS, load_settings
+from shared.errors import ConfigError
 from shared.models import InventoryError, SiteRecord
 from shared.owners import OwnerResolver, owner_from_tags, resolve_owners, with_owners
 from tests.reportbed import SUB_A, SUB_B, AuditBed

@@ -21,17 +21,10 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from shared import layout, report
+from shared.errors import NoDataError
 from shared.exemptions import new_exemption
 from shared.keys import resource_key
-from shared.report_cli import (
-    NoDataError,
-    ReportSource,
-    find_run,
-    latest_finished,
-    parse_since,
-    runs_since,
-    trend_runs,
-)
+from shared.report_cli import ReportSource, find_run, latest_finished, parse_since, runs_since, trend_runs
 from tests.emulators.azurite import ACCOUNT_KEY
 from tests.reportbed import SUB_A, SUB_B, AuditBed
 

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 from shared.evaluate import evaluate
 from shared.models import SiteRecord, Status
-from shared.state import gone_entity, state_entity, transition
+from shared.schema import gone_row, state_row
+from shared.state import transition
 
 REC = SiteRecord(
     resource_id="/subscriptions/S/resourceGroups/rg/providers/Microsoft.Web/sites/a",
@@ -24,7 +25,7 @@ WARNING = evaluate(replace(REC, exclusion_paths="/health"))
 
 def advance(finding, state, run_id, now):  # type: ignore[no-untyped-def]
     change = transition(finding, state, run_id, now, baseline=False)
-    return change, state_entity(finding, change, state, run_id, now, "rk", "pk")
+    return change, state_row(finding, change, state, run_id, now, "rk", "pk")
 
 
 def test_never_seen_failure_is_new_but_not_on_baseline() -> None:
@@ -60,7 +61,7 @@ def test_same_run_reevaluated_gives_same_answer() -> None:
 
 def test_gone_then_back_failing_is_new() -> None:
     _, s1 = advance(FAILING, None, "r1", "t1")
-    gone = gone_entity(s1, "r2", "t2")
+    gone = gone_row(s1, "r2", "t2")
     assert gone["Gone"] and gone["PreviousStatus"] == "FAIL"
     back = transition(FAILING, gone, "r3", "t3", baseline=False)
     assert back.new_failure and back.previous_status == ""
@@ -76,7 +77,7 @@ def test_new_failure_is_owed_until_marked_sent() -> None:
     _, s1 = advance(PASSING, None, "r1", "t1")
     c2, s2 = advance(FAILING, s1, "r2", "t2")
     assert c2.alert_pending and s2["AlertPending"] is True and s2["AlertRunId"] == "r2"
-    marked = state_entity(FAILING, c2, s1, "r2", "t2", "rk", "pk", alerted=True)
+    marked = state_row(FAILING, c2, s1, "r2", "t2", "rk", "pk", alerted=True)
     assert marked["AlertPending"] is False and marked["AlertSentAt"] == "t2" and marked["AlertSentByRunId"] == "r2"
     c3, s3 = advance(FAILING, marked, "r3", "t3")
     assert not c3.alert_pending and s3["AlertRunId"] == "r2" and s3["AlertSentAt"] == "t2"
@@ -97,13 +98,13 @@ def test_owed_alert_dropped_when_the_resource_recovers_or_is_gone() -> None:
     _, s2 = advance(FAILING, s1, "r2", "t2")
     c3, s3 = advance(WARNING, s2, "r3", "t3")
     assert c3.dropped_alert and not c3.alert_pending and s3["AlertPending"] is False
-    assert gone_entity(s2, "r3", "t3")["AlertPending"] is False
+    assert gone_row(s2, "r3", "t3")["AlertPending"] is False
 
 
 def test_retry_of_the_run_that_sent_the_alert_owes_nothing() -> None:
     _, s1 = advance(PASSING, None, "r1", "t1")
     c2, _ = advance(FAILING, s1, "r2", "t2")
-    marked = state_entity(FAILING, c2, s1, "r2", "t2", "rk", "pk", alerted=True)
+    marked = state_row(FAILING, c2, s1, "r2", "t2", "rk", "pk", alerted=True)
     again = transition(FAILING, marked, "r2", "t2", baseline=False)
     assert again.new_failure and not again.alert_pending
     _, unmarked = advance(FAILING, s1, "r2", "t2")

@@ -9,7 +9,8 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from shared.config import load_settings
-from shared.store import StoreError, TableStore, odata_entity
+from shared.errors import StoreError
+from shared.store import TableStore, odata_entity
 from tests.emulators.azurite import Azurite
 
 pytestmark = pytest.mark.integration

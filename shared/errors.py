@@ -1,0 +1,52 @@
+"""Every exception the engine raises on purpose, in one place, with what each one means.
+
+Errors that describe *data* (an unreadable scope) are not exceptions but records
+(``models.InventoryError``): a gap becomes an ERROR row, never a stopped run.
+"""
+
+from __future__ import annotations
+
+from azure.core.exceptions import AzureError
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the setting."""
+
+
+class ExemptionError(ValueError):
+    """An exemption that would be invalid; the message says which rule it breaks."""
+
+
+class NoDataError(LookupError):
+    """Nothing to report: no run recorded yet, or the requested run does not exist."""
+
+
+class PagingLoopError(AzureError):
+    """ARM returned a ``nextLink`` already followed: stop instead of looping forever."""
+
+
+class ArmIdError(ValueError):
+    """A resource id (or its ``type``) is not that of an App Service site or deployment slot."""
+
+
+class AuditFailed(RuntimeError):
+    """The run could not audit (or could not record) anything trustworthy."""
+
+
+class StoreError(RuntimeError):
+    """The results store rejected a write that the run cannot do without."""
+
+
+class RunInProgressError(RuntimeError):
+    """Another run holds the lease; running now would race it."""
+
+
+class LeaseLost(RuntimeError):
+    """This run no longer holds the audit lease: it must not write anything more."""
+
+
+def one_line(exc: BaseException, limit: int = 2000) -> str:
+    """``Type: first line of the message``, cut to ``limit``: how an error is named in a row, a
+    log line or a run record (never a traceback, never a multi-line SDK dump)."""
+    text = (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}"[:limit]

@@ -1,0 +1,260 @@
+"""The run ledger: one run's lease, its begin or resume, its record, retention and RunSummary,
+and the registry of subscriptions the audit has read.
+
+What happens *inside* a subscription is the pipeline's (``pipeline.py``); this module decides
+which run this is, whether it may write at all (the lease), and what is recorded about it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import AzureError
+
+from . import events
+from .config import Settings
+from .errors import AuditFailed, LeaseLost, RunInProgressError, one_line
+from .lease import LeaseKeeper
+from .models import Status
+from .schema import RUNS_PARTITION, run_row, running_row, subscription_row
+from .store import TableStore
+from .threads import NO_CONTEXT, ThreadInit
+from .when import as_utc
+
+log = logging.getLogger(__name__)
+
+#: A run that died is resumed (same RunId) by a run that starts within this time.
+RESUME_WINDOW = timedelta(hours=12)
+
+
+@dataclass
+class RunSummary:
+    """The run as the RunSummary event, the runs table and the CLI report it."""
+
+    run_id: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    counts: Counter[str] = field(default_factory=Counter)
+    new_failures: int = 0
+    alerts_sent: int = 0  # NewFailure events this run logged: its new failures and owed ones
+    subscriptions_read: int = 0
+    subscriptions_failed: int = 0
+    partial: bool = False
+    failed: bool = False
+    baseline: bool = False
+    resumed: bool = False
+    attempt: int = 1
+    rows: int = 0
+    transactions: int = 0
+    partitions: int = 0  # results and state partitions written to
+    retired: int = 0
+    deleted_old_rows: int = 0
+    error: str = ""
+
+    @property
+    def outcome(self) -> str:
+        return "failed" if self.failed else ("partial" if self.partial else "complete")
+
+    @property
+    def duration_seconds(self) -> float:
+        end = self.ended_at or datetime.now(UTC)
+        return round((end - self.started_at).total_seconds(), 3)
+
+    def event(self) -> dict[str, Any]:
+        """Payload of the ``ClientCertAudit.RunSummary`` event (a contract: see docs/design.md)."""
+        return {
+            "RunId": self.run_id,
+            "Outcome": self.outcome,
+            "Complete": self.outcome == "complete",
+            "Baseline": self.baseline,
+            "Resumed": self.resumed,
+            "Counts": {s.value: self.counts.get(s.value, 0) for s in Status},
+            "Total": sum(self.counts.values()),
+            "NewFailures": self.new_failures,
+            "AlertsSent": self.alerts_sent,
+            "SubscriptionsRead": self.subscriptions_read,
+            "SubscriptionsFailed": self.subscriptions_failed,
+            "DurationSeconds": self.duration_seconds,
+            "StartedAt": self.started_at.isoformat(),
+            "EndedAt": (self.ended_at or datetime.now(UTC)).isoformat(),
+            "Error": self.error,
+        }
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable and unique: later runs sort later (microseconds; runs never overlap, see the
+    lease), and a random suffix keeps ids distinct across deployments sharing a table."""
+    return f"{run_id_prefix(now)}Z-{secrets.token_hex(3)}"
+
+
+def run_id_prefix(at: datetime) -> str:
+    """The time part of a RunId; RunIds (and result PartitionKeys) sort like these."""
+    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%f")
+
+
+class RunLedger:
+    """Opens, records and closes one run. Every write after :meth:`open` needs the lease."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: TableStore,
+        now: Callable[[], datetime],
+        thread_init: ThreadInit = NO_CONTEXT,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.now = now
+        self.lease = LeaseKeeper(store, secrets.token_hex(8), settings.lease_seconds, now, thread_init)
+
+    # -- opening ----------------------------------------------------------------------------------
+    def open(self, started: datetime) -> RunSummary:
+        """Take the lease (its heartbeat starts) and begin a new run or resume a dead one.
+
+        Raises :class:`RunInProgressError` while another run holds the lease, and
+        :class:`AuditFailed` (after a failed RunSummary) when the store cannot be reached."""
+        try:
+            self.store.ensure_tables()
+            self.lease.acquire(started)
+        except RunInProgressError:
+            raise
+        except AzureError as exc:
+            failed = RunSummary(new_run_id(started), started, failed=True, ended_at=self.now())
+            failed.error = f"results store unreachable: {one_line(exc)}"
+            log.error("Audit run %s failed before it started: %s", failed.run_id, failed.error)
+            events.emit_run_summary(failed.event(), failed=True)
+            raise AuditFailed(failed.error) from exc
+        self.store.guard = self.lease.check  # from here on, every write needs the lease
+        self.lease.start()
+        try:
+            return self._begin(started)
+        except BaseException:
+            self.lease.release(keep_run=True)
+            raise
+
+    def _begin(self, started: datetime) -> RunSummary:
+        """Start a new run, or resume the one a crashed attempt left unfinished."""
+        previous = str(self.lease.entity.get("RunId") or "")
+        record = self.store.get(self.store.runs, RUNS_PARTITION, previous) if previous else None
+        if record and record.get("Outcome") in ("running", "failed") and not record.get("StateAdvanced"):
+            begun = as_utc(record.get("StartedAt"))
+            if begun and started - begun < RESUME_WINDOW:
+                log.warning("Resuming unfinished run %s (started %s)", previous, begun.isoformat())
+                summary = RunSummary(
+                    previous,
+                    begun,
+                    baseline=bool(record.get("Baseline")),
+                    resumed=True,
+                    attempt=int(record.get("Attempts") or 1) + 1,
+                )
+                self._write_running(summary)
+                return summary
+        run_id = new_run_id(started)
+        baseline = not self.store.has_any(self.store.latest)
+        summary = RunSummary(run_id, started, baseline=baseline)
+        self._write_running(summary)
+        self.lease.update(RunId=run_id)
+        if baseline:
+            log.info("Run %s is the baseline: no last-known state yet, so nothing is a new failure", run_id)
+        return summary
+
+    def _write_running(self, summary: RunSummary) -> None:
+        row = running_row(
+            summary.run_id,
+            summary.started_at,
+            baseline=summary.baseline,
+            attempt=summary.attempt,
+            results_table=self.settings.results_table,
+        )
+        self.store.upsert_many(self.store.runs, [row])
+
+    # -- the subscriptions it has read ------------------------------------------------------------
+    def vanished(
+        self, known: Mapping[str, Mapping[str, Any]], listed: Iterable[str], now: datetime
+    ) -> dict[str, Mapping[str, Any]]:
+        """Subscriptions an earlier run read that the subscription list no longer shows (disabled,
+        moved out of the management group, access removed). Each gets an ERROR row and keeps its
+        state until it was last read longer ago than AUDIT_RETENTION_DAYS, or the security team
+        retires it (``clientcert-audit subscriptions retire``). With AUDIT_SUBSCRIPTIONS set, that
+        list is the audit's scope, so nothing outside it is reported."""
+        if self.settings.subscriptions:
+            return {}
+        seen = {s.lower() for s in listed}
+        cutoff = now - timedelta(days=self.settings.retention_days)
+        vanished: dict[str, Mapping[str, Any]] = {}
+        for key, row in known.items():
+            if key in seen:
+                continue
+            last = as_utc(row.get("LastAuditedAt"))
+            if last is not None and last < cutoff:
+                log.info("Subscription %s not seen since %s: no longer reported", row.get("SubscriptionId"), last)
+                continue
+            vanished[str(row.get("SubscriptionId") or key)] = row
+        return vanished
+
+    def remember(self, summary: RunSummary, read: Mapping[str, str], known: Mapping[str, Mapping[str, Any]]) -> int:
+        """Record each subscription read tonight (id -> name); returns transactions used."""
+        rows = [
+            subscription_row(sub, name, summary.run_id, summary.started_at, known.get(sub.lower()))
+            for sub, name in read.items()
+        ]
+        return self.store.upsert_many(self.store.runs, rows) if rows else 0
+
+    # -- closing ----------------------------------------------------------------------------------
+    def close(self, summary: RunSummary) -> None:
+        """The run ended (complete or partial): record it, age out old rows, say so, let go."""
+        summary.deleted_old_rows = self._retention(summary)
+        events.emit_run_summary(summary.event(), failed=summary.partial)
+        self.lease.release(keep_run=False)
+
+    def fail(self, summary: RunSummary, exc: BaseException) -> None:
+        """A failed run is loud: its record (unless another run holds the lease and so the run),
+        a failed RunSummary, and the lease kept for a resume."""
+        summary.failed = True
+        summary.error = one_line(exc)
+        summary.ended_at = self.now()
+        log.error("Audit run %s failed: %s", summary.run_id, summary.error)
+        if self.lease.lost:
+            log.error("Run %s lost its lease: its record is left to the run that holds it now", summary.run_id)
+        else:
+            self.record(summary, best_effort=True)
+        events.emit_run_summary(summary.event(), failed=True)
+        self.lease.release(keep_run=True)
+
+    def record(self, summary: RunSummary, *, best_effort: bool = False) -> None:
+        row = run_row(
+            summary.event(),
+            state_advanced=not summary.failed,
+            attempt=summary.attempt,
+            rows=summary.rows,
+            transactions=summary.transactions,
+            partitions=summary.partitions,
+            retired=summary.retired,
+            results_table=self.settings.results_table,
+            started_at=summary.started_at,
+            ended_at=summary.ended_at,
+        )
+        try:
+            self.store.upsert_many(self.store.runs, [row])
+        except (AzureError, LeaseLost):
+            if not best_effort:
+                raise
+            log.exception("Could not record the failed run %s", summary.run_id)
+
+    def _retention(self, summary: RunSummary) -> int:
+        """Delete result rows older than ``AUDIT_RETENTION_DAYS``; state is never aged out."""
+        cutoff = summary.started_at - timedelta(days=self.settings.retention_days)
+        try:
+            deleted = self.store.delete_results_before(run_id_prefix(cutoff))
+        except (AzureError, LeaseLost) as exc:
+            log.warning("Retention clean-up failed (retried next run): %s", one_line(exc))
+            return 0
+        if deleted:
+            log.info("Retention: deleted %d result rows older than %d days", deleted, self.settings.retention_days)
+        return deleted

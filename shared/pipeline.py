@@ -1,0 +1,532 @@
+"""The subscription pipeline: list a subscription, evaluate it, plan its rows, and store them in
+order (result rows, then its state, then its alerts).
+
+Each subscription's *plan* is pure data, computed up front (its transitions, its state partitions,
+what is gone); the writers only write what the plan renders. The order is kept with explicit
+continuations: when the results writer reports a subscription's rows durable, the next step of
+*that* subscription (advancing its state) is submitted as a task of its own, and likewise its
+alert step once its state is durable. A step that fails is that subscription's failure, never
+another's, and every task carries the invocation context (``threads.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+from typing import Any, Protocol
+
+from azure.core.exceptions import AzureError
+
+from . import events
+from .config import Settings
+from .errors import AuditFailed, one_line
+from .evaluate import error_finding, evaluate
+from .exemptions import Exemption, apply_exemption, exemption_request
+from .keys import resource_key
+from .layout import partition_batches, results_partition, state_partition, state_shards
+from .ledger import RunSummary
+from .models import Finding, InventoryError, SiteRecord, Status
+from .schema import gone_row, result_row, state_row
+from .state import Transition, observed, transition
+from .store import TableStore
+from .threads import NO_CONTEXT, ThreadInit, executor
+from .when import as_utc
+from .writer import PackedWriter
+
+log = logging.getLogger(__name__)
+
+#: Findings and prior-state rows held for subscriptions whose rows are not all stored yet (small
+#: subscriptions wait for their shared partitions to fill). Past this, the partial batches are sent
+#: early so they can be let go: ~2 KB each keeps this under ~50 MB, at the cost of ≤ 17 partly
+#: filled transactions per early flush.
+MAX_HELD_RESOURCES = 20_000
+Checkpoint = Callable[[str, str], None]
+
+
+class Inventory(Protocol):
+    """What the engine needs from an inventory source (ARM or Resource Graph)."""
+
+    def subscriptions(self) -> list[Any]: ...
+
+    def confirm_empty(self, subscription_id: str) -> InventoryError | None: ...
+
+    def scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class SubscriptionResult:
+    """What one subscription contributed to the run."""
+
+    subscription_id: str
+    counts: Counter[str] = field(default_factory=Counter)
+    new_failures: int = 0
+    read: bool = True
+    partial: bool = False
+    rows: int = 0
+    retired: int = 0
+
+
+# -- the plan (pure) -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SubscriptionPlan:
+    """Everything one subscription's rows, state and alerts will be, decided before any write."""
+
+    subscription_id: str
+    subscription_name: str
+    run_id: str
+    audited_at: datetime
+    findings: dict[str, Finding]
+    changes: dict[str, Transition]  # audited resources (not ERROR rows)
+    prior: dict[str, Any]  # last-known state by key
+    extra: list[tuple[str, str]]  # older copies of state rows in other partitions
+    read: bool  # the subscription was listed fully enough to advance its state
+    partial: bool  # something in it could not be read: nothing is retired
+    partitions: dict[str, str]  # state partition of each key written tonight (gone ones: where they are)
+    gone: tuple[str, ...]  # resources a complete listing no longer shows
+    request_tag: str | None
+
+    @property
+    def now_iso(self) -> str:
+        return self.audited_at.isoformat()
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(f.status.value for f in self.findings.values())
+
+    @property
+    def new_failures(self) -> int:
+        return sum(1 for change in self.changes.values() if change.new_failure)
+
+    @property
+    def held(self) -> int:
+        return len(self.findings) + len(self.prior)
+
+    def result_rows(self) -> Iterator[dict[str, Any]]:
+        """Tonight's result rows, rendered as the writer takes them (no side effects)."""
+        for key, finding in self.findings.items():
+            yield result_row(
+                self.run_id,
+                finding,
+                self.changes.get(key),
+                self.audited_at,
+                key,
+                exemption_request=exemption_request(finding, self.request_tag),
+                subscription_name=self.subscription_name,
+            )
+
+    def state_rows(self) -> Iterator[dict[str, Any]]:
+        """Tonight's state rows, each in tonight's layout; gone resources are retired in place."""
+        for key in self.changes:
+            yield self.state_row(key, alerted=False)
+        for key in self.gone:
+            yield gone_row(self.prior[key], self.run_id, self.now_iso)
+
+    def state_row(self, key: str, *, alerted: bool) -> dict[str, Any]:
+        return state_row(
+            self.findings[key],
+            self.changes[key],
+            self.prior.get(key),
+            self.run_id,
+            self.now_iso,
+            key,
+            self.partitions[key],
+            alerted=alerted,
+        )
+
+    def alerts_due(self) -> list[str]:
+        """Owed alerts: tonight's new failures and those an earlier run stored but never sent."""
+        return [key for key, change in self.changes.items() if change.alert_pending]
+
+    def alerts_dropped(self) -> list[str]:
+        """Owed alerts of resources that no longer fail (the alert is not sent, and not owed)."""
+        return [key for key, change in self.changes.items() if change.dropped_alert]
+
+    def stale_copies(self) -> list[tuple[str, str]]:
+        """Keys of state rows left in a partition other than the one holding the current copy."""
+        stale: set[tuple[str, str]] = set()
+        for key, state in self.prior.items():
+            old = str(state["PartitionKey"])
+            if self.partitions.get(key, old) != old:
+                stale.add((old, key))
+        for partition, key in self.extra:
+            keep = self.partitions.get(key) or str(self.prior[key]["PartitionKey"])
+            if partition != keep:
+                stale.add((partition, key))
+        return sorted(stale)
+
+
+def plan_subscription(
+    subscription_id: str,
+    findings: dict[str, Finding],
+    prior: dict[str, Any],
+    extra: list[tuple[str, str]],
+    *,
+    summary: RunSummary,
+    audited_at: datetime,
+    read: bool,
+    partial: bool,
+    subscription_name: str = "",
+    request_tag: str | None = None,
+) -> SubscriptionPlan:
+    """Decide, as data, what tonight means for one subscription. A subscription not read fully
+    enough shows its stored state (``observed``) and changes nothing."""
+    now_iso = audited_at.isoformat()
+    changes = {
+        key: (
+            transition(finding, prior.get(key), summary.run_id, now_iso, baseline=summary.baseline)
+            if read
+            else observed(finding, prior.get(key), summary.run_id)
+        )
+        for key, finding in findings.items()
+        if finding.status is not Status.ERROR
+    }
+    size = len(changes)
+    partitions = {key: state_partition(subscription_id, size, key) for key in changes} if read else {}
+    gone: tuple[str, ...] = ()
+    if read and not partial:  # only a fully read subscription can prove that a resource is gone
+        gone = tuple(k for k, s in prior.items() if k not in findings and not s.get("Gone"))
+        partitions.update((k, str(prior[k]["PartitionKey"])) for k in gone)
+    return SubscriptionPlan(
+        subscription_id=subscription_id,
+        subscription_name=subscription_name,
+        run_id=summary.run_id,
+        audited_at=audited_at,
+        findings=findings,
+        changes=changes,
+        prior=prior,
+        extra=extra,
+        read=read,
+        partial=partial,
+        partitions=partitions,
+        gone=gone,
+        request_tag=request_tag,
+    )
+
+
+def new_failure_event(run_id: str, finding: Finding, change: Transition, *, sent_by: str) -> dict[str, Any]:
+    """Payload of one ``ClientCertAudit.NewFailure`` event (a contract: see docs/design.md).
+
+    ``RunId`` is the run that found the new failure (its result row has ``NewFailure`` true);
+    ``SentByRunId`` the run that logged the event, later when the alert was owed (``Owed``).
+    """
+    return {
+        **finding.identity(),
+        "ClientCertMode": finding.client_cert_mode,
+        "Status": finding.status.value,
+        "Reason": finding.reason,
+        "RunId": run_id,
+        "SentByRunId": sent_by,
+        "Owed": run_id != sent_by,
+        "FirstFailedAt": change.first_failed_at,
+    }
+
+
+# -- the pipeline (I/O) ----------------------------------------------------------------------------
+class Phase(Enum):
+    """Where a readable subscription is between queuing its rows and having its state stored."""
+
+    QUEUED = "queued"  # rows queued; not counted among the held resources
+    HELD = "held"  # waiting for shared partitions to fill: its plan is counted in memory
+    DONE = "done"  # state stored and alerts sent: let go
+
+
+@dataclass
+class _Tracked:
+    plan: SubscriptionPlan
+    phase: Phase = Phase.QUEUED
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every subscription of one run shares (read-only)."""
+
+    summary: RunSummary
+    exemptions: Sequence[Exemption]
+    names: Mapping[str, str]  # lower-cased subscription id -> display name
+    vanished: Mapping[str, Mapping[str, Any]]  # subscription id -> its registry row
+    deadline: float  # time.monotonic() after which no ARM call starts
+
+
+class SubscriptionPipeline:
+    """Audits subscriptions of one run and stores their rows, state and alerts, in that order."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: TableStore,
+        inventory: Inventory,
+        run: RunContext,
+        *,
+        now: Callable[[], datetime],
+        checkpoint: Checkpoint,
+        thread_init: ThreadInit = NO_CONTEXT,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.inventory = inventory
+        self.run = run
+        self.now = now
+        self.checkpoint = checkpoint
+        run_id = run.summary.run_id
+        self._results = PackedWriter(
+            lambda rows: store.write_batch(store.results, rows),
+            sequential=lambda index: results_partition(run_id, index),
+            name="results",
+        )
+        self._state = PackedWriter(lambda rows: store.write_batch(store.latest, rows), name="state")
+        self._steps = executor(max(2, settings.concurrency), "steps", thread_init)
+        self._lock = threading.Lock()
+        self._futures: list[Future[None]] = []
+        self._errors: list[tuple[str, BaseException]] = []  # failed steps, by subscription
+        self._held = 0
+        self.extra_transactions = 0
+
+    # -- one subscription -----------------------------------------------------------------------
+    def audit(self, subscription_id: str) -> SubscriptionResult:
+        """Inventory and evaluate one subscription, plan it, and queue its result rows; its state and
+        alerts follow as their own tasks when the writers report the previous step durable."""
+        result = SubscriptionResult(subscription_id)
+        audited_at = self.now()
+        findings = self._findings(subscription_id, result, audited_at)
+        # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
+        # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
+        prior, extra = self.store.subscription_state(subscription_id, findings)
+        silent = self._unconfirmed_silence(subscription_id, findings, prior) if result.read else None
+        if silent is not None:  # nothing listed, yet resources were known: nothing is retired
+            self._warn(silent)
+            findings[resource_key(silent.scope_id)] = error_finding(silent)
+            result.read, result.partial = False, True
+        plan = plan_subscription(
+            subscription_id,
+            findings,
+            prior,
+            extra,
+            summary=self.run.summary,
+            audited_at=audited_at,
+            read=result.read,
+            partial=result.partial,
+            subscription_name=self.run.names.get(subscription_id.lower(), ""),
+            request_tag=self.settings.exemption_request_tag,
+        )
+        result.counts, result.rows = plan.counts, len(plan.findings)
+        if not result.read:  # unreadable: its last-known state stays exactly as it was
+            self._results.add(subscription_id, plan.result_rows(), self._then(subscription_id, self._rows_only, plan))
+            return result
+        tracked = _Tracked(plan)
+        self._results.add(
+            subscription_id, plan.result_rows(), self._then(subscription_id, self._advance_state, tracked)
+        )
+        self._hold(tracked)
+        result.new_failures, result.retired = plan.new_failures, len(plan.gone)
+        return result
+
+    def _findings(self, subscription_id: str, result: SubscriptionResult, audited_at: datetime) -> dict[str, Finding]:
+        findings: dict[str, Finding] = {}
+        for item in self._scan(subscription_id):
+            if isinstance(item, InventoryError):
+                finding = error_finding(item)
+                result.partial = True
+                if item.scope_id.lower() == f"/subscriptions/{subscription_id}".lower():
+                    result.read = False
+                self._warn(item)
+            else:
+                finding = apply_exemption(replace(evaluate(item), owner=item.owner), self.run.exemptions, audited_at)
+            findings.setdefault(resource_key(finding.resource_id), finding)
+        return findings
+
+    def _warn(self, error: InventoryError) -> None:
+        log.warning("Run %s: cannot read %s: %s", self.run.summary.run_id, error.scope_id, error.message)
+
+    def _unconfirmed_silence(
+        self, subscription_id: str, findings: Mapping[str, Finding], prior: Mapping[str, Any]
+    ) -> InventoryError | None:
+        """A subscription that listed nothing tonight while its state holds live resources is asked
+        once more (the inventory decides how) before those resources are retired as gone."""
+        if any(f.status is not Status.ERROR for f in findings.values()):
+            return None
+        if not any(not state.get("Gone") for state in prior.values()):
+            return None
+        return self.inventory.confirm_empty(subscription_id)
+
+    def _scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError]:
+        """The inventory of one subscription; an unexpected failure, the run's deadline or a
+        subscription that vanished from the list becomes an ERROR row for it: a gap is visible."""
+        scope = f"/subscriptions/{subscription_id}"
+        vanished = self.run.vanished.get(subscription_id)
+        if vanished is not None:
+            yield InventoryError(scope, subscription_id, self._vanished_message(subscription_id, vanished))
+            return
+        note = f"the run reached its deadline (AUDIT_RUN_DEADLINE_MINUTES={self.settings.run_deadline_minutes})"
+        if time.monotonic() > self.run.deadline:
+            yield InventoryError(scope, subscription_id, f"not audited: {note}")
+            return
+        try:
+            for item in self.inventory.scan(subscription_id):
+                yield item
+                if time.monotonic() > self.run.deadline:
+                    yield InventoryError(scope, subscription_id, f"listing incomplete: {note}")
+                    return
+        except Exception as exc:  # noqa: BLE001 - one broken subscription never stops the run
+            yield InventoryError(scope, subscription_id, one_line(exc))
+
+    def _vanished_message(self, subscription_id: str, row: Mapping[str, Any]) -> str:
+        last = as_utc(row.get("LastAuditedAt"))
+        return (
+            "no longer visible to the auditor: the subscription list does not show it (disabled, moved out "
+            "of the management group, or access removed); last audited "
+            f"{last.isoformat() if last else 'before'} in run {row.get('LastRunId', '')}. Its last-known "
+            "state is kept. It is reported until it is visible again, it was last audited over "
+            f"AUDIT_RETENTION_DAYS ({self.settings.retention_days}) ago, or it is retired with "
+            f"'clientcert-audit subscriptions retire {subscription_id}'."
+        )
+
+    # -- continuations ----------------------------------------------------------------------------
+    def _then(self, subscription_id: str, step: Callable[[Any], None], arg: Any) -> Callable[[], None]:
+        """The writer's durability signal: submit the subscription's next step as its own task."""
+
+        def submit() -> None:
+            with self._lock:
+                if self._errors:  # the run is failing: no further step starts (a resumed run does it)
+                    return
+                self._futures.append(self._steps.submit(self._run_step, subscription_id, step, arg))
+
+        return submit
+
+    def _run_step(self, subscription_id: str, step: Callable[[Any], None], arg: Any) -> None:
+        try:
+            step(arg)
+        except BaseException as exc:
+            with self._lock:
+                self._errors.append((subscription_id, exc))
+            raise
+
+    def _rows_only(self, plan: SubscriptionPlan) -> None:
+        self.checkpoint("rows_written", plan.subscription_id)
+
+    def _advance_state(self, tracked: _Tracked) -> None:
+        """The subscription's result rows are stored: advance its last-known state."""
+        plan = tracked.plan
+        self.checkpoint("rows_written", plan.subscription_id)
+        own = state_shards(len(plan.changes)) > 0
+        done = self._then(plan.subscription_id, self._alert, tracked)
+        self._state.add(plan.subscription_id, plan.state_rows(), done, flush_own=own)
+
+    def _alert(self, tracked: _Tracked) -> None:
+        """The subscription's state is stored: send its owed alerts, then tidy moved rows.
+
+        Each batch of owed rows is marked sent (``AlertPending`` cleared) *before* its events are
+        logged: a store failure leaves them owed and unsent (any later run that still sees them
+        failing sends them), and a mark that was stored means its events follow at once, so none
+        is sent twice.
+        """
+        plan = tracked.plan
+        self.checkpoint("state_advanced", plan.subscription_id)
+        for key in plan.alerts_dropped():
+            finding = plan.findings[key]
+            log.info(
+                "Run %s: dropped the owed NewFailure alert of %s: it no longer fails (now %s)",
+                plan.run_id,
+                finding.resource_id,
+                finding.status.value,
+            )
+        for batch in partition_batches(plan.alerts_due(), plan.partitions.__getitem__):
+            sent = self.store.write_batch(self.store.latest, [plan.state_row(key, alerted=True) for key in batch])
+            with self._lock:
+                self.extra_transactions += sent
+                self.run.summary.alerts_sent += len(batch)
+            for key in batch:
+                change = plan.changes[key]
+                events.emit_new_failure(
+                    new_failure_event(change.alert_run_id, plan.findings[key], change, sent_by=plan.run_id)
+                )
+            self.checkpoint("alerted", plan.subscription_id)
+        if plan.gone:
+            log.info("Run %s: %d resources of %s are gone", plan.run_id, len(plan.gone), plan.subscription_id)
+        self._tidy(plan)
+        self._let_go(tracked)
+
+    def _tidy(self, plan: SubscriptionPlan) -> None:
+        stale = plan.stale_copies()
+        if not stale:
+            return
+        try:
+            deleted, sent = self.store.delete_keys(self.store.latest, stale)
+        except AzureError as exc:  # the copies are harmless (the newer one wins); retried next run
+            log.warning("Could not delete %d old state rows of %s: %s", len(stale), plan.subscription_id, one_line(exc))
+            return
+        with self._lock:
+            self.extra_transactions += sent
+        log.info("Run %s: moved %d state rows of %s to tonight's layout", plan.run_id, deleted, plan.subscription_id)
+
+    # -- memory ---------------------------------------------------------------------------------
+    def _hold(self, tracked: _Tracked) -> None:
+        """Count a subscription that waits for shared partitions to fill (its plan stays in memory
+        until its state is stored). Past :data:`MAX_HELD_RESOURCES` waiting, the partial batches go
+        out early, which lets every waiting subscription go at once."""
+        with self._lock:
+            if tracked.phase is not Phase.QUEUED:  # done already (its batches filled while it was added)
+                return
+            tracked.phase = Phase.HELD
+            self._held += tracked.plan.held
+            over = self._held > MAX_HELD_RESOURCES
+        if over:
+            log.info("Sending partial batches early: %d resources wait for shared partitions", self._held)
+            self._results.flush()
+            self._state.flush()
+
+    def _let_go(self, tracked: _Tracked) -> None:
+        with self._lock:
+            if tracked.phase is Phase.HELD:
+                self._held -= tracked.plan.held
+            tracked.phase = Phase.DONE
+
+    # -- the end of the run -----------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise the first failed step's error, named after its subscription."""
+        with self._lock:
+            failed = self._errors[0] if self._errors else None
+        if failed is not None:
+            subscription_id, exc = failed
+            raise AuditFailed(f"subscription {subscription_id}: {one_line(exc)}") from exc
+
+    def drain(self) -> None:
+        """Send the last partial batches and wait until every continuation has run (a step may
+        queue rows that need another flush, whose signal submits another step)."""
+        while True:
+            self._results.flush()
+            waited = self._wait_steps()
+            self._state.flush()
+            waited = self._wait_steps() or waited
+            self.check()
+            if not waited and not self._results.buffered and not self._state.buffered:
+                break
+        unfinished = self._results.waiting_owners + self._state.waiting_owners
+        if unfinished:
+            raise AuditFailed(f"{unfinished} subscriptions' rows or state could not be stored")
+
+    def _wait_steps(self) -> bool:
+        with self._lock:
+            futures, self._futures = self._futures, []
+        if futures:
+            wait(futures)
+        return bool(futures)
+
+    def close(self) -> None:
+        self._steps.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def transactions(self) -> int:
+        return self._results.transactions + self._state.transactions + self.extra_transactions
+
+    @property
+    def partitions(self) -> int:
+        return len(self._results.partitions) + len(self._state.partitions)
