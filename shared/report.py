@@ -26,6 +26,7 @@ from typing import IO, Any
 from .exemptions import Exemption
 from .keys import odata_quote, resource_key
 from .models import Status
+from .terminal import terminal_row, terminal_text
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 #: What the table and HTML formats list when no ``--status`` is given: what someone must act on.
@@ -497,7 +498,8 @@ def _expiring_block(ctx: ReportContext) -> list[str]:
         return [f"No exemption expires within {ctx.expiring_days} days."]
     lines = [f"Exemptions expiring within {ctx.expiring_days} days (renew with `exempt add`, or let them lapse):"]
     lines += [
-        f"  {e.expires.astimezone(UTC):%Y-%m-%d %H:%M}  {e.scope}  ({e.reason}; approved by {e.approver})"
+        f"  {e.expires.astimezone(UTC):%Y-%m-%d %H:%M}  {terminal_text(e.scope)}  "
+        f"({terminal_text(e.reason)}; approved by {terminal_text(e.approver)})"
         for e in ctx.expiring
     ]
     return lines
@@ -591,7 +593,8 @@ def write_table(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportCont
     says otherwise), then the rows to act on."""
     summary = ctx.summary()
     with ListSpool() as spool:
-        for row in rows:
+        for raw in rows:
+            row = terminal_row(raw)  # every value from the estate, printed without control characters
             summary.add(row)
             if str(row.get("Status")) in ctx.listed:
                 spool.write(str(row.get("Status")), _table_line(row, ctx.multi_run))
@@ -951,10 +954,10 @@ def write_diff(changes: Iterable[Change], out: IO[str], fmt: str, run_a: str, ru
     with _spool() as spool:
         for change in changes:
             counts[f"{change.before or '-'}->{change.after or '-'}"] += 1
-            label = resource_label(change.as_row())
+            shown = terminal_row(change.as_row())
             spool.write(
-                f"{change.before or '-':<7}-> {change.after or '-':<7} {_fit(label, 32):<32} "
-                f"{_fit(change.resource_group, 24):<24} {change.subscription_id}\n        {change.reason}\n"
+                f"{change.before or '-':<7}-> {change.after or '-':<7} {_fit(resource_label(shown), 32):<32} "
+                f"{_fit(shown['ResourceGroup'], 24):<24} {shown['SubscriptionId']}\n        {shown['Reason']}\n"
             )
         out.write(f"Changes from run {run_a} to run {run_b}: {sum(counts.values())}\n")
         out.write("".join(f"  {k:<18}{v:>8}\n" for k, v in sorted(counts.items())))
