@@ -388,13 +388,35 @@ def csv_cell(value: Any) -> str:
     return "'" + cell if cell.startswith(_FORMULA_START) else cell
 
 
+class CsvWriter:
+    """``csv.writer`` with ``\n`` line ends that also quotes every cell of a row holding a bare ``\r``.
+
+    Minimal quoting quotes only the line terminator's characters, and a reader takes an unquoted CR
+    for the end of a line: one tag value holding ``\r`` made the whole export unreadable. The
+    values stay exact (CSV is a data format); other rows are written as before.
+    """
+
+    def __init__(self, out: IO[str]) -> None:
+        self._plain = csv.writer(out, lineterminator="\n")
+        self._quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(self, cells: Iterable[Any]) -> None:
+        row = list(cells)
+        carriage_return = any(isinstance(cell, str) and "\r" in cell for cell in row)
+        (self._quoted if carriage_return else self._plain).writerow(row)
+
+    def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
+        for row in rows:
+            self.writerow(row)
+
+
 def write_csv(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportContext | None = None) -> Summary:
     """Every selected row, one CSV line each, in :data:`RESULT_COLUMNS` order; with ``--group-by``,
     the summary table instead: one line per group, worst first (a pivot ready for a spreadsheet)."""
     if ctx is not None and ctx.group_by:
         return write_group_csv(rows, out, ctx)
     summary = Summary()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow(RESULT_COLUMNS)
     for row in rows:
         summary.add(row)
@@ -407,7 +429,7 @@ def write_group_csv(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: Report
     summary = ctx.summary()
     for row in rows:
         summary.add(row)
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow([ctx.group_by.replace("-", " ").capitalize(), *STATUSES, "Total"])
     for label, counts in summary.groups_worst_first():
         writer.writerow([csv_cell(label), *(counts.get(s, 0) for s in STATUSES), sum(counts.values())])
@@ -416,7 +438,7 @@ def write_group_csv(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: Report
 
 def write_rows_csv(rows: Iterable[Mapping[str, Any]], out: IO[str], columns: Sequence[str]) -> None:
     """Any mappings as CSV with the given columns (``exempt list --format csv``)."""
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow(columns)
     writer.writerows([csv_cell(row.get(c)) for c in columns] for row in rows)
 
@@ -936,7 +958,7 @@ def write_diff(changes: Iterable[Change], out: IO[str], fmt: str, run_a: str, ru
     """Render a diff as table, CSV or JSON (streamed); returns counts per ``BEFORE->AFTER``."""
     counts: Counter[str] = Counter()
     if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = CsvWriter(out)
         writer.writerow(DIFF_COLUMNS)
         for change in changes:
             counts[f"{change.before or '-'}->{change.after or '-'}"] += 1
