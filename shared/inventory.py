@@ -4,7 +4,8 @@ Calls are read-only list calls, and no per-app call is made for data a list alre
 production sites come from the subscription-wide list, slots from one
 ``list_by_resource_group(rg, include_slots=True)`` per resource group that holds sites, and
 ``list_slots`` only where that group list fails for a reason other than access. Paging,
-retries and ``Retry-After`` are azure-core's; we only guard against a ``nextLink`` loop.
+retries and ``Retry-After`` are azure-core's; we only guard against a ``nextLink`` loop, and
+against a ``nextLink`` off the ARM endpoint (refused, see :mod:`shared.links`).
 """
 
 from __future__ import annotations
