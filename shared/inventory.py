@@ -4,7 +4,8 @@ Calls are read-only list calls, and no per-app call is made for data a list alre
 production sites come from the subscription-wide list, slots from one
 ``list_by_resource_group(rg, include_slots=True)`` per resource group that holds sites, and
 ``list_slots`` only where that group list fails for a reason other than access. Paging,
-retries and ``Retry-After`` are azure-core's; we only guard against a ``nextLink`` loop.
+retries and ``Retry-After`` are azure-core's; we only guard against a ``nextLink`` loop, and
+against a ``nextLink`` off the ARM endpoint (refused, see :mod:`shared.links`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .arm_ids import parse_site, subscription_of
 from .config import Settings
 from .errors import ArmIdError, PagingLoopError, one_line
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
+from .links import ForeignLinkError, PinnedEndpointPolicy, check_next_link
 from .models import InventoryError, SiteRecord
 from .owners import resolve_owners
 from .threads import NO_CONTEXT, ThreadInit, executor
@@ -109,8 +111,18 @@ class ReadPacer:
             time.sleep(pause)
 
 
+def _then_refuse(items: Iterable[Any], error: AzureError) -> Iterator[Any]:
+    """A page's items, then ``error``: what was read is kept, and the listed scope still gets its ERROR."""
+    yield from items
+    raise error
+
+
 def _raw_page(pipeline_response: Any, pacer: ReadPacer | None = None) -> tuple[str | None, Iterator[Any]]:
-    """``extract_data`` that keeps ARM's JSON: the next link and the page's ``value`` items as dicts."""
+    """``extract_data`` that keeps ARM's JSON: the next link and the page's ``value`` items as dicts.
+
+    A ``nextLink`` to another origin than the request that fetched the page (so than the endpoint)
+    is not returned: the page's items end with a :class:`~shared.links.ForeignLinkError` instead.
+    """
     if pacer is not None:
         pacer.observe(pipeline_response)
     try:
@@ -119,7 +131,13 @@ def _raw_page(pipeline_response: Any, pacer: ReadPacer | None = None) -> tuple[s
         raise DecodeError(f"ARM returned a page that is not valid JSON: {exc}") from exc
     if not isinstance(body, Mapping):
         return None, iter(())
-    return body.get("nextLink") or None, iter(body.get("value") or ())
+    link, items = body.get("nextLink") or None, iter(body.get("value") or ())
+    if link is not None:
+        try:
+            check_next_link(str(link), str(pipeline_response.http_request.url))
+        except ForeignLinkError as refused:
+            return None, _then_refuse(items, refused)
+    return link, items
 
 
 def raw_json_pages(pager: Any, pacer: ReadPacer | None = None) -> Any:
@@ -141,7 +159,11 @@ def raw_json_pages(pager: Any, pacer: ReadPacer | None = None) -> Any:
 
 def guarded_pages(pager: Any, what: str, pacer: ReadPacer | None = None) -> Iterator[Any]:
     """Iterate an azure-core ``ItemPaged`` page by page (as ARM's JSON items), refusing to revisit
-    a ``nextLink``; with a ``pacer``, every page after the first waits for its read token."""
+    a ``nextLink``; with a ``pacer``, every page after the first waits for its read token.
+
+    A ``nextLink`` to another origin ends the iteration with a ``ForeignLinkError``: the raw pager
+    refuses it in :func:`_raw_page`, and the SDK's model pager (if used) is stopped by the client's
+    :class:`~shared.links.PinnedEndpointPolicy` before the request leaves."""
     pages = raw_json_pages(pager, pacer).by_page()
     seen: set[str] = set()
     for page in pages:
@@ -248,10 +270,11 @@ class ArmInventory:
         """Fresh for every client: a policy instance is linked into one pipeline (``policy.next``), so a
         retry policy shared by two clients sends one client's requests down the other's transport.
         The transport is per client too, over the shared session (``session_owner=False``: closing a
-        client leaves the pool open)."""
+        client leaves the pool open). Every request is pinned to the ARM endpoint (no token leaves it)."""
         return {
             "base_url": self._settings.arm_endpoint,
             "credential_scopes": [self._settings.arm_scope],
+            "per_call_policies": [PinnedEndpointPolicy(self._settings.arm_endpoint)],
             **client_kwargs(self._settings.retry_total, self._settings.http_timeout),
             "transport": RequestsTransport(
                 session=self._session,
@@ -416,6 +439,9 @@ def _group_items(
         items = list(_unseen(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id, seen))
     except ResourceNotFoundError:
         return  # the group was deleted since the subscription list: nothing left to audit
+    except ForeignLinkError as exc:  # per-app lists would not make ARM's paging trustworthy
+        yield InventoryError(scope, subscription_id, f"slots not readable: {describe_error(exc)[0]}", rg)
+        return
     except HttpResponseError as exc:
         # Access denied, or still throttled after azure-core's retries: per-app lists would only
         # multiply the calls that cannot succeed, so the group is reported unreadable.

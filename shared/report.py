@@ -26,6 +26,7 @@ from typing import IO, Any
 from .exemptions import Exemption
 from .keys import odata_quote, resource_key
 from .models import Status
+from .terminal import terminal_row, terminal_text
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 #: What the table and HTML formats list when no ``--status`` is given: what someone must act on.
@@ -387,13 +388,35 @@ def csv_cell(value: Any) -> str:
     return "'" + cell if cell.startswith(_FORMULA_START) else cell
 
 
+class CsvWriter:
+    """``csv.writer`` with ``\n`` line ends that also quotes every cell of a row holding a bare ``\r``.
+
+    Minimal quoting quotes only the line terminator's characters, and a reader takes an unquoted CR
+    for the end of a line: one tag value holding ``\r`` made the whole export unreadable. The
+    values stay exact (CSV is a data format); other rows are written as before.
+    """
+
+    def __init__(self, out: IO[str]) -> None:
+        self._plain = csv.writer(out, lineterminator="\n")
+        self._quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(self, cells: Iterable[Any]) -> None:
+        row = list(cells)
+        carriage_return = any(isinstance(cell, str) and "\r" in cell for cell in row)
+        (self._quoted if carriage_return else self._plain).writerow(row)
+
+    def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
+        for row in rows:
+            self.writerow(row)
+
+
 def write_csv(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportContext | None = None) -> Summary:
     """Every selected row, one CSV line each, in :data:`RESULT_COLUMNS` order; with ``--group-by``,
     the summary table instead: one line per group, worst first (a pivot ready for a spreadsheet)."""
     if ctx is not None and ctx.group_by:
         return write_group_csv(rows, out, ctx)
     summary = Summary()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow(RESULT_COLUMNS)
     for row in rows:
         summary.add(row)
@@ -406,7 +429,7 @@ def write_group_csv(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: Report
     summary = ctx.summary()
     for row in rows:
         summary.add(row)
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow([ctx.group_by.replace("-", " ").capitalize(), *STATUSES, "Total"])
     for label, counts in summary.groups_worst_first():
         writer.writerow([csv_cell(label), *(counts.get(s, 0) for s in STATUSES), sum(counts.values())])
@@ -415,7 +438,7 @@ def write_group_csv(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: Report
 
 def write_rows_csv(rows: Iterable[Mapping[str, Any]], out: IO[str], columns: Sequence[str]) -> None:
     """Any mappings as CSV with the given columns (``exempt list --format csv``)."""
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow(columns)
     writer.writerows([csv_cell(row.get(c)) for c in columns] for row in rows)
 
@@ -497,7 +520,8 @@ def _expiring_block(ctx: ReportContext) -> list[str]:
         return [f"No exemption expires within {ctx.expiring_days} days."]
     lines = [f"Exemptions expiring within {ctx.expiring_days} days (renew with `exempt add`, or let them lapse):"]
     lines += [
-        f"  {e.expires.astimezone(UTC):%Y-%m-%d %H:%M}  {e.scope}  ({e.reason}; approved by {e.approver})"
+        f"  {e.expires.astimezone(UTC):%Y-%m-%d %H:%M}  {terminal_text(e.scope)}  "
+        f"({terminal_text(e.reason)}; approved by {terminal_text(e.approver)})"
         for e in ctx.expiring
     ]
     return lines
@@ -591,7 +615,8 @@ def write_table(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportCont
     says otherwise), then the rows to act on."""
     summary = ctx.summary()
     with ListSpool() as spool:
-        for row in rows:
+        for raw in rows:
+            row = terminal_row(raw)  # every value from the estate, printed without control characters
             summary.add(row)
             if str(row.get("Status")) in ctx.listed:
                 spool.write(str(row.get("Status")), _table_line(row, ctx.multi_run))
@@ -933,7 +958,7 @@ def write_diff(changes: Iterable[Change], out: IO[str], fmt: str, run_a: str, ru
     """Render a diff as table, CSV or JSON (streamed); returns counts per ``BEFORE->AFTER``."""
     counts: Counter[str] = Counter()
     if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = CsvWriter(out)
         writer.writerow(DIFF_COLUMNS)
         for change in changes:
             counts[f"{change.before or '-'}->{change.after or '-'}"] += 1
@@ -951,10 +976,10 @@ def write_diff(changes: Iterable[Change], out: IO[str], fmt: str, run_a: str, ru
     with _spool() as spool:
         for change in changes:
             counts[f"{change.before or '-'}->{change.after or '-'}"] += 1
-            label = resource_label(change.as_row())
+            shown = terminal_row(change.as_row())
             spool.write(
-                f"{change.before or '-':<7}-> {change.after or '-':<7} {_fit(label, 32):<32} "
-                f"{_fit(change.resource_group, 24):<24} {change.subscription_id}\n        {change.reason}\n"
+                f"{change.before or '-':<7}-> {change.after or '-':<7} {_fit(resource_label(shown), 32):<32} "
+                f"{_fit(shown['ResourceGroup'], 24):<24} {shown['SubscriptionId']}\n        {shown['Reason']}\n"
             )
         out.write(f"Changes from run {run_a} to run {run_b}: {sum(counts.values())}\n")
         out.write("".join(f"  {k:<18}{v:>8}\n" for k, v in sorted(counts.items())))

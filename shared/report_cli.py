@@ -44,6 +44,7 @@ from .exemptions import (
 from .identity import build_credential
 from .keys import odata_quote, resource_key
 from .store import TableStore
+from .terminal import terminal_text
 from .when import parse_when
 
 EXIT_OK, EXIT_FAIL_FOUND, EXIT_INVALID, EXIT_NO_DATA, EXIT_STORE = 0, 1, 4, 5, 6
@@ -479,7 +480,9 @@ def cmd_exempt_add(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if replaced:
-        print(f"Replaced the exemption of {replaced.scope} (was until {replaced.expires:%Y-%m-%d %H:%M} UTC).")
+        print(
+            f"Replaced the exemption of {terminal_text(replaced.scope)} (was until {replaced.expires:%Y-%m-%d %H:%M} UTC)."
+        )
     print(
         f"Exempted {exemption.scope} until {exemption.expires:%Y-%m-%d %H:%M} UTC "
         f"({exemption.reason}; approved by {exemption.approver}). It takes effect on the next run."
@@ -503,9 +506,10 @@ def cmd_exempt_list(args: argparse.Namespace) -> int:
     elif not views:
         print("No exemptions" + ("." if args.all else " in force (--all shows expired ones)."))
     else:
-        for view, e in zip(views, found, strict=True):
-            print(f"{view['state']:<14} until {e.expires:%Y-%m-%d %H:%M} UTC  {e.scope}")
-            print(f"{'':14} {e.reason} (approved by {e.approver}, added {e.created:%Y-%m-%d})")
+        for view, e in zip(views, found, strict=True):  # table text is printed without control characters
+            print(f"{view['state']:<14} until {e.expires:%Y-%m-%d %H:%M} UTC  {terminal_text(e.scope)}")
+            reason, approver = terminal_text(e.reason), terminal_text(e.approver)
+            print(f"{'':14} {reason} (approved by {approver}, added {e.created:%Y-%m-%d})")
     return EXIT_OK
 
 
@@ -526,5 +530,5 @@ def cmd_exempt_remove(args: argparse.Namespace) -> int:
     if removed is None:
         print(f"No exemption for exactly {args.scope} (scopes are not matched as prefixes here).", file=sys.stderr)
         return EXIT_FAIL_FOUND
-    print(f"Removed the exemption of {removed.scope}; from the next run it reports its real status.")
+    print(f"Removed the exemption of {terminal_text(removed.scope)}; from the next run it reports its real status.")
     return EXIT_OK

@@ -23,6 +23,7 @@ from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 from .config import Settings
 from .http import client_kwargs
 from .inventory import ArmInventory, Found, SubscriptionInfo, describe_error, found_key, site_record
+from .links import PinnedEndpointPolicy
 from .models import InventoryError, SiteRecord
 from .owners import with_owners
 from .threads import NO_CONTEXT, ThreadInit, thread
@@ -81,6 +82,8 @@ class ResourceGraphInventory:
             base_url=settings.arm_endpoint,
             credential_scopes=[settings.arm_scope],
             api_version=API_VERSION,
+            # Pages come by $skipToken in the POST body (no link is followed); pinned all the same.
+            per_call_policies=[PinnedEndpointPolicy(settings.arm_endpoint, "Resource Graph")],
             **client_kwargs(settings.retry_total, settings.http_timeout),
         )
         self._settings = settings

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import secrets
 import socket
 import ssl
@@ -277,6 +278,9 @@ class ArmEmulator:
     * ``next_link_loop_to``: the last page's nextLink points back to this page index (0 = first page,
       1 = the exact nextLink already served after page 0) instead of ending - for loop detection;
     * ``paging_kinds``: route kinds the three options above apply to (default all list kinds);
+    * ``foreign_next_links``: ``{path_regex: origin}``: a list whose request path (raw, no query) matches
+      a regex answers with a ``nextLink`` on that origin (e.g. another host or port) instead of this
+      emulator's, as a hostile or broken ARM would - for nextLink pinning;
     * ``throttle``: ``True`` or a :class:`ThrottleModel` to enable ARM-like 429s (off by default);
     * ``token_lifetime``: seconds until issued tokens expire (MSAL refreshes under 5 minutes);
     * ``user_assigned``: identities selectable with ``client_id``/``object_id``/``mi_res_id``;
@@ -296,6 +300,7 @@ class ArmEmulator:
         trailing_empty_page: bool = False,
         next_link_loop_to: int | None = None,
         paging_kinds: frozenset[str] | set[str] = LIST_KINDS,
+        foreign_next_links: Mapping[str, str] | None = None,
         throttle: bool | ThrottleModel = False,
         token_lifetime: int = 3600,
         user_assigned: tuple[UserAssignedIdentity, ...] | list[UserAssignedIdentity] = (),
@@ -312,6 +317,7 @@ class ArmEmulator:
         self.trailing_empty_page = trailing_empty_page
         self.next_link_loop_to = next_link_loop_to
         self.paging_kinds = frozenset(paging_kinds)
+        self.foreign_next_links: dict[str, str] = dict(foreign_next_links or {})
         self.throttle: ThrottleModel | None = ThrottleModel() if throttle is True else (throttle or None)
         self.token_lifetime = token_lifetime
         self.user_assigned = list(user_assigned)
@@ -991,7 +997,8 @@ class ArmEmulator:
             name = "includeSlots" if key == "includeslots" else key
             params.append(f"{quote(name, safe='$')}={quote(value, safe='')}")
         params.append(f"$skiptoken={quote(token, safe='')}")
-        return f"{self.url}{raw_path.rstrip('/')}?{'&'.join(params)}"
+        base = next((o for rx, o in self.foreign_next_links.items() if re.search(rx, raw_path)), self.url)
+        return f"{base.rstrip('/')}{raw_path.rstrip('/')}?{'&'.join(params)}"
 
     # -- JSON shapes --------------------------------------------------------------------------
     def _subscription_json(self, sub: Subscription) -> dict[str, Any]:
