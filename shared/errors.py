@@ -41,6 +41,10 @@ class RunInProgressError(RuntimeError):
     """Another run holds the lease; running now would race it."""
 
 
+class ForeignLinkError(AzureError):
+    """A request (a ``nextLink`` to follow) names another origin than the endpoint: not sent."""
+
+
 class LeaseLost(RuntimeError):
     """This run no longer holds the audit lease: it must not write anything more."""
 

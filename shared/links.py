@@ -20,19 +20,16 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-from azure.core.exceptions import AzureError
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+from .errors import ForeignLinkError
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
 _AUTHORITY = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 _END_OF_AUTHORITY = re.compile(r"[/?#]")
 #: At most this much of a foreign URL is quoted in a message (it is attacker-chosen text).
 SHOWN_CHARS = 120
-
-
-class ForeignLinkError(AzureError):
-    """A request (a ``nextLink`` to follow) names another origin than the endpoint: not sent."""
 
 
 class Origin(NamedTuple):
