@@ -31,9 +31,9 @@ from azure.mgmt.web import WebSiteManagementClient
 
 from .arm_ids import parse_site, subscription_of
 from .config import Settings
-from .errors import ArmIdError, PagingLoopError, one_line
+from .errors import ArmIdError, ForeignLinkError, PagingLoopError, one_line
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
-from .links import ForeignLinkError, PinnedEndpointPolicy, check_next_link
+from .links import PinnedEndpointPolicy, check_next_link
 from .models import InventoryError, SiteRecord
 from .owners import resolve_owners
 from .threads import NO_CONTEXT, ThreadInit, executor

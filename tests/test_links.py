@@ -22,8 +22,9 @@ from azure.core.rest import HttpRequest as RestHttpRequest
 from azure.identity import ManagedIdentityCredential
 
 from shared.config import load_settings
+from shared.errors import ForeignLinkError
 from shared.inventory import ArmInventory, _raw_page
-from shared.links import ForeignLinkError, PinnedEndpointPolicy, check_next_link, origin, same_origin, shown
+from shared.links import PinnedEndpointPolicy, check_next_link, origin, same_origin, shown
 from shared.resourcegraph import ResourceGraphInventory
 from tests.emulators.arm import ArmEmulator
 from tests.emulators.faults import FaultRule, Status
