@@ -11,7 +11,8 @@ import logging
 import azure.functions as func
 
 from shared.audit import run_audit
-from shared.config import load_settings
+from shared.changes import poll_changes
+from shared.config import changes_schedule, load_settings
 from shared.errors import RunInProgressError
 from shared.threads import invocation_initializer
 
@@ -48,3 +49,25 @@ def clientcert_audit(timer: func.TimerRequest, context: func.Context) -> None:
         summary.subscriptions_failed,
         summary.duration_seconds,
     )
+
+
+_CHANGES_SCHEDULE = changes_schedule()
+if _CHANGES_SCHEDULE is not None:  # AUDIT_CHANGES_SCHEDULE=off: the poll is not registered at all
+
+    @app.timer_trigger(schedule=_CHANGES_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+    def clientcert_changes(timer: func.TimerRequest, context: func.Context) -> None:
+        """Every few minutes: re-audit the apps and slots whose settings changed (shared.changes)."""
+        settings = load_settings()
+        try:
+            result = poll_changes(settings, thread_init=invocation_initializer(context))
+        except RunInProgressError as exc:
+            logging.info("ClientCertAudit change poll skipped: %s", exc)
+            return
+        run = result.summary
+        logging.info(
+            "ClientCertAudit change poll since %s: %d changes to %d resources; %s",
+            result.since.isoformat(),
+            result.changes,
+            result.resources,
+            f"run {run.run_id} {run.outcome}, {run.new_failures} new failures" if run else "no run needed",
+        )

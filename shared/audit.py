@@ -23,7 +23,7 @@ from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory
 from .ledger import RunLedger, RunSummary
-from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline, SubscriptionResult
+from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline, SubscriptionResult, tally
 from .schema import refused_result_row
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
@@ -106,7 +106,7 @@ class AuditRun:
         self.ledger.remember(summary, read, known)  # bookkeeping, like the run record: not in Transactions
         summary.transactions = pipeline.transactions
         summary.partitions = pipeline.partitions
-        _tally(summary, results)
+        tally(summary, results)
 
     def _fan_out(self, pipeline: SubscriptionPipeline, subscription_ids: list[str]) -> list[SubscriptionResult]:
         """Audit subscriptions concurrently (bounded); a failed step of any subscription stops the run."""
@@ -124,17 +124,6 @@ class AuditRun:
                     future.cancel()
                 raise
         return results
-
-
-def _tally(summary: RunSummary, results: list[SubscriptionResult]) -> None:
-    for result in results:
-        summary.counts.update(result.counts)
-        summary.new_failures += result.new_failures
-        summary.subscriptions_read += int(result.read)
-        summary.subscriptions_failed += int(not result.read)
-        summary.partial = summary.partial or result.partial or not result.read
-        summary.rows += result.rows
-        summary.retired += result.retired
 
 
 def build_inventory(settings: Settings, credential: TokenCredential, thread_init: ThreadInit = NO_CONTEXT) -> Inventory:

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from .errors import ConfigError
 
 DEFAULT_SCHEDULE = "0 0 2 * * *"
+DEFAULT_CHANGES_SCHEDULE = "0 */10 * * * *"  # every 10 minutes
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 #: Tags read as a resource's owner, in order, compared case-insensitively (``AUDIT_OWNER_TAGS``).
 DEFAULT_OWNER_TAGS: tuple[str, ...] = ("owner", "team", "contact")
@@ -62,6 +63,8 @@ class Settings:
     client_id: str | None = None
     exemption_request_tag: str | None = None  # off when unset: a tag can only *request* an exemption
     owner_tags: tuple[str, ...] = DEFAULT_OWNER_TAGS
+    changes_schedule: str | None = DEFAULT_CHANGES_SCHEDULE  # None: the change poll is off
+    changes_overlap_minutes: int = 30
 
     @property
     def arm_scope(self) -> str:
@@ -179,4 +182,16 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_table: bool =
         client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
         exemption_request_tag=_tag_name(env, "AUDIT_EXEMPTION_REQUEST_TAG"),
         owner_tags=_owner_tags(env),
+        changes_schedule=changes_schedule(env),
+        changes_overlap_minutes=_int(env, "AUDIT_CHANGES_OVERLAP_MINUTES", 30, 1, 1440),
     )
+
+
+def changes_schedule(env: Mapping[str, str] | None = None) -> str | None:
+    """``AUDIT_CHANGES_SCHEDULE``: the change poll's NCRONTAB (default every 10 minutes), or
+    ``None`` when it is ``off``. Read when the app is indexed, to register the poll or not."""
+    env = os.environ if env is None else env
+    raw = env.get("AUDIT_CHANGES_SCHEDULE", "").strip() or DEFAULT_CHANGES_SCHEDULE
+    if raw.lower() == "off":
+        return None
+    return validate_schedule(raw, "AUDIT_CHANGES_SCHEDULE")

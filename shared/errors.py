@@ -38,7 +38,12 @@ class StoreError(RuntimeError):
 
 
 class RunInProgressError(RuntimeError):
-    """Another run holds the lease; running now would race it."""
+    """Another run holds the lease; running now would race it. ``holder_kind`` says which kind of
+    run holds it (``nightly`` or ``changes``), when known."""
+
+    def __init__(self, message: str, holder_kind: str = "") -> None:
+        super().__init__(message)
+        self.holder_kind = holder_kind
 
 
 class ForeignLinkError(AzureError):

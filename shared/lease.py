@@ -38,7 +38,9 @@ class LeaseKeeper:
         seconds: int,
         now: Callable[[], datetime],
         thread_init: ThreadInit = NO_CONTEXT,
+        kind: str = "nightly",
     ) -> None:
+        self._kind = kind
         self._store = store
         self._owner = owner
         self._seconds = seconds
@@ -55,7 +57,7 @@ class LeaseKeeper:
     def acquire(self, at: datetime) -> Any:
         """Take the lease (raises :class:`RunInProgressError` while another run holds it)."""
         with self._lock:
-            self._entity = self._store.acquire_lease(self._owner, self._seconds, at)
+            self._entity = self._store.acquire_lease(self._owner, self._seconds, at, self._kind)
             self._renewed = time.monotonic()
         return self._entity
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: A run that died is resumed (same RunId) by a run that starts within this time.
 RESUME_WINDOW = timedelta(hours=12)
+#: How often a nightly run that finds a change poll holding the lease tries again (seconds).
+LEASE_WAIT_SECONDS = 1.0
 
 
 @dataclass
@@ -56,6 +59,7 @@ class RunSummary:
     retired: int = 0
     deleted_old_rows: int = 0
     error: str = ""
+    kind: str = "nightly"  # or "changes": a change poll's run (see changes.py)
 
     @property
     def outcome(self) -> str:
@@ -84,6 +88,7 @@ class RunSummary:
             "StartedAt": self.started_at.isoformat(),
             "EndedAt": (self.ended_at or datetime.now(UTC)).isoformat(),
             "Error": self.error,
+            "Kind": self.kind,
         }
 
 
@@ -107,11 +112,13 @@ class RunLedger:
         store: TableStore,
         now: Callable[[], datetime],
         thread_init: ThreadInit = NO_CONTEXT,
+        kind: str = "nightly",
     ) -> None:
         self.settings = settings
         self.store = store
         self.now = now
-        self.lease = LeaseKeeper(store, secrets.token_hex(8), settings.lease_seconds, now, thread_init)
+        self.kind = kind
+        self.lease = LeaseKeeper(store, secrets.token_hex(8), settings.lease_seconds, now, thread_init, kind)
 
     # -- opening ----------------------------------------------------------------------------------
     def open(self, started: datetime) -> RunSummary:
@@ -121,7 +128,7 @@ class RunLedger:
         :class:`AuditFailed` (after a failed RunSummary) when the store cannot be reached."""
         try:
             self.store.ensure_tables()
-            self.lease.acquire(started)
+            self._acquire(started)
         except RunInProgressError:
             raise
         except AzureError as exc:
@@ -138,8 +145,30 @@ class RunLedger:
             self.lease.release(keep_run=True)
             raise
 
+    def _acquire(self, started: datetime) -> None:
+        """Take the lease. The nightly run wins over change polls: while a poll holds the lease (a
+        matter of seconds), the nightly run waits for it, up to one lease length, instead of
+        skipping the night."""
+        waited_until = time.monotonic() + self.settings.lease_seconds
+        at = started
+        while True:
+            try:
+                self.lease.acquire(at)
+                return
+            except RunInProgressError as exc:
+                if self.kind != "nightly" or exc.holder_kind != "changes" or time.monotonic() > waited_until:
+                    raise
+                log.info("A change poll holds the audit lease; the nightly run waits for it")
+            time.sleep(LEASE_WAIT_SECONDS)
+            at = max(self.now(), started)
+
     def _begin(self, started: datetime) -> RunSummary:
-        """Start a new run, or resume the one a crashed attempt left unfinished."""
+        """Start a new run, or resume the one a crashed attempt left unfinished (nightly runs only:
+        a change poll always starts afresh and never touches the nightly run's resume point)."""
+        if self.kind != "nightly":
+            summary = RunSummary(new_run_id(started), started, kind=self.kind)
+            self._write_running(summary)
+            return summary
         previous = str(self.lease.entity.get("RunId") or "")
         record = self.store.get(self.store.runs, RUNS_PARTITION, previous) if previous else None
         if record and record.get("Outcome") in ("running", "failed") and not record.get("StateAdvanced"):
@@ -171,6 +200,7 @@ class RunLedger:
             baseline=summary.baseline,
             attempt=summary.attempt,
             results_table=self.settings.results_table,
+            kind=summary.kind,
         )
         self.store.upsert_many(self.store.runs, [row])
 
@@ -211,7 +241,7 @@ class RunLedger:
         """The run ended (complete or partial): record it, age out old rows, say so, let go."""
         summary.deleted_old_rows = self._retention(summary)
         events.emit_run_summary(summary.event(), failed=summary.partial)
-        self.lease.release(keep_run=False)
+        self.lease.release(keep_run=self.kind != "nightly")  # a poll leaves the nightly resume point alone
 
     def fail(self, summary: RunSummary, exc: BaseException) -> None:
         """A failed run is loud: its record (unless another run holds the lease and so the run),
@@ -239,6 +269,7 @@ class RunLedger:
             results_table=self.settings.results_table,
             started_at=summary.started_at,
             ended_at=summary.ended_at,
+            kind=summary.kind,
         )
         try:
             self.store.upsert_many(self.store.runs, [row])

@@ -60,6 +60,19 @@ class SiteRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class GoneRecord:
+    """A resource an inventory confirmed deleted (its GET answered 404): its state may be retired
+    even though the rest of its subscription was not listed (the change poll's re-reads)."""
+
+    resource_id: str
+    subscription_id: str
+
+    @property
+    def key(self) -> str:
+        return self.resource_id.lower()
+
+
+@dataclass(frozen=True, slots=True)
 class InventoryError:
     """A scope (subscription, resource group, slot list) that could not be read."""
 

@@ -55,6 +55,10 @@ class OwnerResolver:
         self._sites[_site_key(record)] = owner
         return owner
 
+    def learn_owner(self, subscription_id: str, resource_group: str, app_name: str, owner: str) -> None:
+        """Remember a site's owner read elsewhere (the change poll reads a slot's site by GET)."""
+        self._sites[(subscription_id.lower(), resource_group.lower(), app_name.lower())] = owner
+
     def resolve(self, record: SiteRecord) -> SiteRecord:
         """The record with its owner: its own tag, else (for a slot) its site's."""
         if record.slot:

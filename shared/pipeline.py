@@ -32,7 +32,7 @@ from .exemptions import Exemption, apply_exemption, exemption_request
 from .keys import resource_key
 from .layout import partition_batches, results_partition, state_partition, state_shards
 from .ledger import RunSummary
-from .models import Finding, InventoryError, SiteRecord, Status
+from .models import Finding, GoneRecord, InventoryError, SiteRecord, Status
 from .schema import gone_row, result_row, state_row
 from .state import Transition, observed, transition
 from .store import TableStore
@@ -57,7 +57,7 @@ class Inventory(Protocol):
 
     def confirm_empty(self, subscription_id: str) -> InventoryError | None: ...
 
-    def scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError]: ...
+    def scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
 
     def close(self) -> None: ...
 
@@ -176,9 +176,11 @@ def plan_subscription(
     partial: bool,
     subscription_name: str = "",
     request_tag: str | None = None,
+    retire: Iterable[str] = (),
 ) -> SubscriptionPlan:
     """Decide, as data, what tonight means for one subscription. A subscription not read fully
-    enough shows its stored state (``observed``) and changes nothing."""
+    enough shows its stored state (``observed``) and changes nothing. ``retire`` names resources
+    confirmed deleted, retired even when the listing was partial (a change poll's targeted read)."""
     now_iso = audited_at.isoformat()
     changes = {
         key: (
@@ -194,7 +196,10 @@ def plan_subscription(
     gone: tuple[str, ...] = ()
     if read and not partial:  # only a fully read subscription can prove that a resource is gone
         gone = tuple(k for k, s in prior.items() if k not in findings and not s.get("Gone"))
-        partitions.update((k, str(prior[k]["PartitionKey"])) for k in gone)
+    elif read:
+        confirmed = set(retire)
+        gone = tuple(k for k, s in prior.items() if k in confirmed and k not in findings and not s.get("Gone"))
+    partitions.update((k, str(prior[k]["PartitionKey"])) for k in gone)
     return SubscriptionPlan(
         subscription_id=subscription_id,
         subscription_name=subscription_name,
@@ -210,6 +215,29 @@ def plan_subscription(
         gone=gone,
         request_tag=request_tag,
     )
+
+
+def tally(summary: RunSummary, results: Iterable[SubscriptionResult]) -> None:
+    """Add the subscriptions' contributions to the run's summary."""
+    for result in results:
+        summary.counts.update(result.counts)
+        summary.new_failures += result.new_failures
+        summary.subscriptions_read += int(result.read)
+        summary.subscriptions_failed += int(not result.read)
+        summary.partial = summary.partial or result.partial or not result.read
+        summary.rows += result.rows
+        summary.retired += result.retired
+
+
+def _targeted(
+    prior: dict[str, Any], extra: list[tuple[str, str]], findings: Mapping[str, Finding], deleted: set[str]
+) -> tuple[dict[str, Any], list[tuple[str, str]], set[str]]:
+    """Narrow a subscription's state to the resources a targeted read saw or confirmed deleted (a
+    deleted site takes its slots with it: they cannot outlive it)."""
+    sites = tuple(f"{key}|slots|" for key in deleted)
+    retire = deleted | {k for k in prior if sites and k.startswith(sites)}
+    keep = {k: v for k, v in prior.items() if k in findings or k in retire}
+    return keep, [(p, k) for p, k in extra if k in keep], retire
 
 
 def new_failure_event(run_id: str, finding: Finding, change: Transition, *, sent_by: str) -> dict[str, Any]:
@@ -254,6 +282,9 @@ class RunContext:
     names: Mapping[str, str]  # lower-cased subscription id -> display name
     vanished: Mapping[str, Mapping[str, Any]]  # subscription id -> its registry row
     deadline: float  # time.monotonic() after which no ARM call starts
+    #: A change poll reads only some resources of each subscription: nothing else is retired or
+    #: confirmed, and only those resources' state is touched.
+    targeted: bool = False
 
 
 class SubscriptionPipeline:
@@ -296,10 +327,13 @@ class SubscriptionPipeline:
         alerts follow as their own tasks when the writers report the previous step durable."""
         result = SubscriptionResult(subscription_id)
         audited_at = self.now()
-        findings = self._findings(subscription_id, result, audited_at)
+        deleted: set[str] = set()
+        findings = self._findings(subscription_id, result, audited_at, deleted)
         # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
         prior, extra = self.store.subscription_state(subscription_id, findings)
+        if self.run.targeted:
+            prior, extra, deleted = _targeted(prior, extra, findings, deleted)
         silent = self._unconfirmed_silence(subscription_id, findings, prior) if result.read else None
         if silent is not None:  # nothing listed, yet resources were known: nothing is retired
             self._warn(silent)
@@ -313,9 +347,10 @@ class SubscriptionPipeline:
             summary=self.run.summary,
             audited_at=audited_at,
             read=result.read,
-            partial=result.partial,
+            partial=result.partial or self.run.targeted,  # a targeted read retires only what is confirmed
             subscription_name=self.run.names.get(subscription_id.lower(), ""),
             request_tag=self.settings.exemption_request_tag,
+            retire=deleted,
         )
         result.counts, result.rows = plan.counts, len(plan.findings)
         if not result.read:  # unreadable: its last-known state stays exactly as it was
@@ -329,9 +364,14 @@ class SubscriptionPipeline:
         result.new_failures, result.retired = plan.new_failures, len(plan.gone)
         return result
 
-    def _findings(self, subscription_id: str, result: SubscriptionResult, audited_at: datetime) -> dict[str, Finding]:
+    def _findings(
+        self, subscription_id: str, result: SubscriptionResult, audited_at: datetime, deleted: set[str]
+    ) -> dict[str, Finding]:
         findings: dict[str, Finding] = {}
         for item in self._scan(subscription_id):
+            if isinstance(item, GoneRecord):
+                deleted.add(resource_key(item.resource_id))
+                continue
             if isinstance(item, InventoryError):
                 finding = error_finding(item)
                 result.partial = True
@@ -351,13 +391,15 @@ class SubscriptionPipeline:
     ) -> InventoryError | None:
         """A subscription that listed nothing tonight while its state holds live resources is asked
         once more (the inventory decides how) before those resources are retired as gone."""
+        if self.run.targeted:
+            return None
         if any(f.status is not Status.ERROR for f in findings.values()):
             return None
         if not any(not state.get("Gone") for state in prior.values()):
             return None
         return self.inventory.confirm_empty(subscription_id)
 
-    def _scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError]:
+    def _scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError | GoneRecord]:
         """The inventory of one subscription; an unexpected failure, the run's deadline or a
         subscription that vanished from the list becomes an ERROR row for it: a gap is visible."""
         scope = f"/subscriptions/{subscription_id}"

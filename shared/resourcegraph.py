@@ -44,7 +44,7 @@ SITES_QUERY = (
 )
 
 
-def _quota_wait(headers: Mapping[str, str]) -> float:
+def quota_wait(headers: Mapping[str, str]) -> float:
     """Seconds to wait before the next query, from Resource Graph's quota headers."""
     remaining = headers.get("x-ms-user-quota-remaining")
     resets = headers.get("x-ms-user-quota-resets-after")
@@ -65,6 +65,19 @@ MAX_BUFFERED = 20_000
 ABANDON_SECONDS = 600.0
 
 
+def graph_client(credential: TokenCredential, settings: Settings) -> ResourceGraphClient:
+    """A Resource Graph client on the ARM endpoint, pinned to it, with the audit's bounded retries."""
+    return ResourceGraphClient(
+        credential,
+        base_url=settings.arm_endpoint,
+        credential_scopes=[settings.arm_scope],
+        api_version=API_VERSION,
+        # Pages come by $skipToken in the POST body (no link is followed); pinned all the same.
+        per_call_policies=[PinnedEndpointPolicy(settings.arm_endpoint, "Resource Graph")],
+        **client_kwargs(settings.retry_total, settings.http_timeout),
+    )
+
+
 class ResourceGraphInventory:
     """Same interface as :class:`~shared.inventory.ArmInventory`, fed by one paged query.
 
@@ -77,15 +90,7 @@ class ResourceGraphInventory:
     def __init__(self, credential: TokenCredential, settings: Settings, thread_init: ThreadInit = NO_CONTEXT) -> None:
         self._arm = ArmInventory(credential, settings, thread_init)
         self._thread_init = thread_init
-        self._client = ResourceGraphClient(
-            credential,
-            base_url=settings.arm_endpoint,
-            credential_scopes=[settings.arm_scope],
-            api_version=API_VERSION,
-            # Pages come by $skipToken in the POST body (no link is followed); pinned all the same.
-            per_call_policies=[PinnedEndpointPolicy(settings.arm_endpoint, "Resource Graph")],
-            **client_kwargs(settings.retry_total, settings.http_timeout),
-        )
+        self._client = graph_client(credential, settings)
         self._settings = settings
         self._cond = threading.Condition()
         self._loader: threading.Thread | None = None
@@ -200,7 +205,7 @@ class ResourceGraphInventory:
             if token in tokens:
                 raise AzureError("Resource Graph returned the same $skipToken twice (paging loop)")
             tokens.add(token)
-            wait = _quota_wait(headers)
+            wait = quota_wait(headers)
             if wait:
                 log.info("Resource Graph quota exhausted; waiting %.1fs", wait)
                 time.sleep(wait)

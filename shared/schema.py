@@ -182,6 +182,7 @@ def run_row(
     results_table: str,
     started_at: datetime,
     ended_at: datetime | None,
+    kind: str = "nightly",
 ) -> dict[str, Any]:
     """The run record, from its ``RunSummary`` event and the run's bookkeeping. While the run is
     going, ``Outcome`` is ``running`` (see :func:`running_row`)."""
@@ -208,12 +209,13 @@ def run_row(
         "Retired": retired,
         "Error": event["Error"],
         "ResultsTable": results_table,
+        "Kind": kind,
         **{f"Count{status}": count for status, count in event["Counts"].items()},
     }
 
 
 def running_row(
-    run_id: str, started_at: datetime, *, baseline: bool, attempt: int, results_table: str
+    run_id: str, started_at: datetime, *, baseline: bool, attempt: int, results_table: str, kind: str = "nightly"
 ) -> dict[str, Any]:
     """The run record while the run is going: a crash leaves it ``running``, to be resumed."""
     return {
@@ -227,6 +229,7 @@ def running_row(
         "Attempts": attempt,
         "StateAdvanced": False,
         "ResultsTable": results_table,
+        "Kind": kind,
     }
 
 

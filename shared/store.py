@@ -284,7 +284,7 @@ class TableStore:
         return deleted
 
     # -- lease ----------------------------------------------------------------------------
-    def acquire_lease(self, owner: str, seconds: int, now: datetime) -> Any:
+    def acquire_lease(self, owner: str, seconds: int, now: datetime, kind: str = "nightly") -> Any:
         """Take the run lease, or raise :class:`RunInProgressError` while another holds it.
 
         Optimistic concurrency (ETag) makes two racing runs see exactly one winner. The lease
@@ -295,11 +295,13 @@ class TableStore:
         if current:
             expires = as_utc(current.get("ExpiresAt"))
             if current.get("Owner") and current.get("Owner") != owner and expires and expires > now:
+                holder = str(current.get("HolderKind") or "nightly")
                 raise RunInProgressError(
-                    f"run {current.get('RunId') or current.get('Owner')} holds the audit lease until "
-                    f"{expires.isoformat()}; not starting a second, overlapping run"
+                    f"a {holder} run ({current.get('RunId') or current.get('Owner')}) holds the audit lease until "
+                    f"{expires.isoformat()}; not starting a second, overlapping run",
+                    holder,
                 )
-        entity.update(Owner=owner, ExpiresAt=now + timedelta(seconds=seconds))
+        entity.update(Owner=owner, ExpiresAt=now + timedelta(seconds=seconds), HolderKind=kind)
         try:
             if current:
                 self.runs.update_entity(

@@ -28,6 +28,7 @@ from azure.data.tables import TableServiceClient
 from azure.functions.timer import TimerRequest
 
 from shared.audit import run_audit
+from shared.changes import poll_changes
 from shared.config import load_settings
 from shared.errors import RunInProgressError
 from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVENT
@@ -37,13 +38,18 @@ from tests.emulators.azurite import Azurite
 
 
 @functools.cache
-def timer_function() -> Any:
-    """The one timer function of ``function_app``, as the worker indexes it (once per process:
+def _indexed() -> dict[str, Any]:
+    """``function_app``'s functions as the worker indexes them (once per process:
     ``get_functions()`` refuses to index the same app twice)."""
     function_app = importlib.import_module("function_app")
-    functions = function_app.app.get_functions()
-    assert len(functions) == 1, [f.get_function_name() for f in functions]
-    return functions[0]
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def timer_function(name: str = "clientcert_audit") -> Any:
+    """One timer function of ``function_app``: the nightly audit, or ``clientcert_changes``."""
+    functions = _indexed()
+    assert set(functions) == {"clientcert_audit", "clientcert_changes"}, sorted(functions)
+    return functions[name]
 
 
 #: Where azure.functions logs from while the worker indexes the app (before any invocation).
@@ -173,6 +179,28 @@ class AuditHarness:
     def run_timer(self) -> None:
         """Invoke the timer function exactly as the Functions worker would."""
         self.host.invoke(timer_function().get_user_function(), TimerRequest(past_due=False))
+
+    def run_changes_timer(self) -> None:
+        """Invoke the change-poll timer function exactly as the Functions worker would."""
+        self.host.invoke(timer_function("clientcert_changes").get_user_function(), TimerRequest(past_due=False))
+
+    def poll_at(self, at: datetime, checkpoint: Any = None) -> Any:
+        """What the change-poll timer does, in a worker invocation, with the clock at ``at``;
+        returns the poll's result (``None`` when it was skipped for the lease)."""
+        out: list[Any] = []
+
+        def clientcert_changes(context: Any) -> None:
+            try:
+                out.append(
+                    poll_changes(
+                        load_settings(), thread_init=invocation_initializer(context), now=lambda: at, checkpoint=checkpoint
+                    )
+                )
+            except RunInProgressError as exc:
+                logging.info("ClientCertAudit change poll skipped: %s", exc)
+
+        self.host.invoke(clientcert_changes)
+        return out[0] if out else None
 
     def run_at(self, at: datetime, checkpoint: Any = None) -> None:
         """What the timer function does, in a worker invocation, with the run's clock at ``at``

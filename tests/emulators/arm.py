@@ -33,7 +33,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
@@ -328,6 +328,8 @@ class ArmEmulator:
         )
         #: Request bodies of the Resource Graph queries received (parsed JSON), for tests.
         self.resource_graph_queries: list[Any] = []
+        #: How long after a change Resource Graph's ``resourcechanges`` lists it (eventual consistency).
+        self.change_lag_seconds = 0.0
         #: Lower-cased subscriptions Resource Graph returns no rows for (no error), as it does for a
         #: subscription the identity can no longer read.
         self.resource_graph_hidden: set[str] = set()
@@ -620,7 +622,8 @@ class ArmEmulator:
     # -- Resource Graph -----------------------------------------------------------------------
     def _resource_graph(self, h: _Handler, method: str, query: dict[str, str], body: bytes) -> _Response:
         """``POST /providers/Microsoft.ResourceGraph/resources``: the product's sites query only."""
-        from shared.resourcegraph import SITES_QUERY  # the one query the product sends
+        from shared.changes import CHANGES_QUERY
+        from shared.resourcegraph import SITES_QUERY  # the queries the product sends
 
         def bad(code: str, message: str, status: int = 400) -> _Response:
             return _Response(status, arm_error(code, message))
@@ -670,13 +673,15 @@ class ArmEmulator:
             )
         with self._stats_lock:
             self.resource_graph_queries.append(request)
-        if request.get("query") != SITES_QUERY:
+        since = _changes_since(str(request.get("query") or ""), CHANGES_QUERY)
+        if request.get("query") != SITES_QUERY and since is None:
             return _Response(
                 400,
                 arm_error(
                     "BadRequest",
                     "Please provide below info when asking for support: timestamp, correlationId. "
-                    "Details: the emulator answers only shared.resourcegraph.SITES_QUERY, verbatim.",
+                    "Details: the emulator answers only shared.resourcegraph.SITES_QUERY and "
+                    "shared.changes.CHANGES_QUERY, verbatim.",
                 ),
                 quota_headers,
             )
@@ -705,7 +710,7 @@ class ArmEmulator:
                 )
         subscriptions = request.get("subscriptions")
         with self.tenant.lock:
-            rows = self._resource_graph_rows()
+            rows = self._resource_graph_rows() if since is None else self._change_rows(since)
         if self.resource_graph_hidden:  # Resource Graph answers an unreadable subscription with no rows
             rows = [r for r in rows if r["subscriptionId"].lower() not in self.resource_graph_hidden]
         if isinstance(subscriptions, list) and subscriptions:
@@ -723,6 +728,26 @@ class ArmEmulator:
         if end < len(rows):
             doc["$skipToken"] = _b64url(str(end).encode())
         return _Response(200, json.dumps(doc, ensure_ascii=False).encode(), quota_headers)
+
+    def _change_rows(self, since: datetime) -> list[dict[str, Any]]:
+        """``resourcechanges`` rows after ``since``, projected as ``CHANGES_QUERY`` does and ordered by
+        ``changeTime, targetResourceId``; a change becomes visible ``change_lag_seconds`` after it
+        happened (Resource Graph is eventually consistent), measured on the tenant's change clock."""
+        log = self.tenant.changes or []
+        visible_until = self.tenant.change_clock() - timedelta(seconds=self.change_lag_seconds)
+        rows = [
+            {
+                "changeTime": c.timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "targetResourceId": c.target_id,
+                "targetResourceType": c.target_type.lower(),
+                "changeType": c.change_type,
+                "subscriptionId": c.target_id.split("/")[2],
+            }
+            for c in log
+            if c.timestamp > since and c.timestamp <= visible_until
+        ]
+        rows.sort(key=lambda r: (r["changeTime"], r["targetResourceId"]))
+        return rows
 
     def _resource_graph_rows(self) -> list[dict[str, Any]]:
         """Every site and slot of every non-deleted subscription, projected as ``SITES_QUERY`` does and
@@ -1144,3 +1169,17 @@ def _classify(segments: list[str]) -> tuple[str, tuple[str, ...]]:
     if n == 10:
         return "site_get", ("slot_get", sub, rg, site, segments[9])
     return "other", ()
+
+
+def _changes_since(query: str, template: str) -> datetime | None:
+    """The ``since`` of a change query made from ``template`` (the product's text, verbatim but for
+    the instant), or ``None`` when ``query`` is something else."""
+    head, _, tail = template.partition("{since}")
+    if not (query.startswith(head) and query.endswith(tail)):
+        return None
+    raw = query[len(head) : len(query) - len(tail)]
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

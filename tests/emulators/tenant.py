@@ -17,6 +17,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
 __all__ = [
@@ -306,6 +307,10 @@ class Site:
         """Case-insensitive identity (ARM ids are case-insensitive): the lower-cased canonical id."""
         return self.id.lower()
 
+    @property
+    def resource_type(self) -> str:
+        return "Microsoft.Web/sites" if self.slot_name is None else "Microsoft.Web/sites/slots"
+
     def served_id(self, route_kind: str) -> str:
         """The id ARM returns for this resource on ``route_kind`` (see ``id_casing``)."""
         casing = self.id_casing
@@ -402,6 +407,7 @@ class Site:
                     value = dict(value)
                 setattr(self, field, value)
             self.subscription.tenant._touch()
+            self.subscription.tenant.record_change(self, "Update")
         return self
 
     def add_slot(self, slot_name: str, **settings: Any) -> Site:
@@ -413,6 +419,7 @@ class Site:
         with self.subscription.tenant.lock:
             slot = self._new_slot(slot_name, settings)
             self.subscription.tenant._touch()
+            self.subscription.tenant.record_change(slot, "Create")
         return slot
 
     def _new_slot(self, slot_name: str, settings: Mapping[str, Any]) -> Site:
@@ -432,8 +439,9 @@ class Site:
         with self.subscription.tenant.lock:
             if not self._slots or slot_name.lower() not in self._slots:
                 raise KeyError(slot_name)
-            del self._slots[slot_name.lower()]
+            slot = self._slots.pop(slot_name.lower())
             self.subscription.tenant._touch()
+            self.subscription.tenant.record_change(slot, "Delete")
 
     def __repr__(self) -> str:
         return f"Site({self.full_name!r}, rg={self.resource_group!r}, {self.expected_status})"
@@ -487,6 +495,7 @@ class Subscription:
         with self.tenant.lock:
             site = self._add_site(resource_group, name, settings)
             self.tenant._touch()
+            self.tenant.record_change(site, "Create")
         return site
 
     def _add_site(self, resource_group: str, name: str, settings: Mapping[str, Any]) -> Site:
@@ -510,8 +519,9 @@ class Subscription:
             entry = self._rgs.get(rg.casefold())
             if entry is None or site_name.lower() not in entry[1]:
                 raise KeyError(f"{rg}/{site_name}")
-            del entry[1][site_name.lower()]
+            site = entry[1].pop(site_name.lower())
             self.tenant._touch()
+            self.tenant.record_change(site, "Delete")
 
     def get_site(self, resource_group: str, name: str) -> Site | None:
         """Case-insensitive lookup, as ARM does."""
@@ -574,6 +584,16 @@ class Subscription:
         return f"Subscription({self.subscription_id!r}, {self.display_name!r}, {self.state})"
 
 
+class ResourceChange(NamedTuple):
+    """One row of Resource Graph's ``resourcechanges`` table (the fields the product reads)."""
+
+    timestamp: datetime
+    target_id: str
+    target_type: str
+    change_type: str  # Create, Update, Delete
+    change_id: str
+
+
 class Tenant:
     """The root of the model. ``lock`` guards mutation; readers take snapshots (lists) under it."""
 
@@ -582,9 +602,26 @@ class Tenant:
         self.lock = threading.RLock()
         self.version = 0
         self._subs: dict[str, Subscription] = {}
+        self.changes: list[ResourceChange] | None = None  # see start_change_log
+        self.change_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def _touch(self) -> None:
         self.version += 1
+
+    # -- change log (Resource Graph's resourcechanges) ---------------------------------------------
+    def start_change_log(self, clock: Callable[[], datetime] | None = None) -> list[ResourceChange]:
+        """Record every later create, update and delete of a site or slot, stamped by ``clock``
+        (default: now, UTC), as Resource Graph's ``resourcechanges`` table lists them."""
+        self.changes = []
+        self.change_clock = clock or (lambda: datetime.now(UTC))
+        return self.changes
+
+    def record_change(self, site: Site, change_type: str) -> None:
+        if self.changes is None:
+            return
+        self.changes.append(
+            ResourceChange(self.change_clock(), site.id, site.resource_type, change_type, str(uuid.uuid4()))
+        )
 
     def add_subscription(
         self, subscription_id: str | None = None, display_name: str | None = None, state: str = "Enabled"

@@ -1,0 +1,363 @@
+"""The change poll: within minutes, re-audit exactly the apps and slots whose settings changed.
+
+Every ``AUDIT_CHANGES_SCHEDULE`` (default every 10 minutes) one tenant-wide Resource Graph query
+asks the ``resourcechanges`` table which ``microsoft.web/sites`` and ``microsoft.web/sites/slots``
+changed since the watermark. The change records are only a hint: each named resource is read
+again through ARM (a GET of the site or slot, the truth), evaluated by the same pure core with the
+same exemptions, and written as a *change run* (``Kind = changes`` in the runs table and the
+RunSummary event): its result rows, its state and its NewFailure events, through the same
+pipeline as the nightly run. A resource whose GET answers 404 is retired (a deleted site takes
+its slots); one that cannot be read gets an ERROR row.
+
+The watermark lives in the runs table. It moves to the poll's start only when every change was
+handled, and each poll looks back a margin before it (``AUDIT_CHANGES_OVERLAP_MINUTES``) because
+Resource Graph is eventually consistent: a change that shows up late is still seen, and a change
+seen twice is harmless (the state model never alerts twice). A poll with no change costs one
+Resource Graph request and writes no run. The poll shares the nightly run's lease, and the
+nightly run waits for a poll rather than skip the night (``ledger.py``). The nightly sweep stays
+the ground truth for whatever the change feed misses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.mgmt.resourcegraph import ResourceGraphClient
+from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
+
+from .arm_ids import parse_site_id
+from .config import Settings
+from .errors import ArmIdError, AuditFailed, RunInProgressError
+from .exemptions import load_exemptions
+from .identity import build_credential
+from .inventory import ArmInventory, SubscriptionInfo, describe_error, site_record
+from .ledger import RunLedger, RunSummary
+from .models import GoneRecord, InventoryError, SiteRecord
+from .owners import OwnerResolver
+from .pipeline import Checkpoint, RunContext, SubscriptionPipeline, tally
+from .resourcegraph import graph_client, quota_wait
+from .schema import refused_result_row
+from .store import TableStore
+from .threads import NO_CONTEXT, ThreadInit
+
+log = logging.getLogger(__name__)
+
+#: The runs-table entity that holds the watermark.
+WATERMARK_PARTITION, WATERMARK_ROW = "watermark", "changes"
+PAGE_SIZE = 1000
+#: The change query; ``{since}`` is an ISO 8601 UTC instant. The emulator recognises this text.
+CHANGES_QUERY = (
+    "resourcechanges"
+    " | extend changeTime = todatetime(properties.changeAttributes.timestamp),"
+    " targetResourceId = tostring(properties.targetResourceId),"
+    " targetResourceType = tostring(properties.targetResourceType),"
+    " changeType = tostring(properties.changeType)"
+    " | where changeTime > datetime({since})"
+    " | where targetResourceType =~ 'microsoft.web/sites' or targetResourceType =~ 'microsoft.web/sites/slots'"
+    " | project changeTime, targetResourceId, targetResourceType, changeType"
+    " | order by changeTime asc, targetResourceId asc"
+)
+
+
+def changes_query(since: datetime) -> str:
+    return CHANGES_QUERY.format(since=since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One ``resourcechanges`` record: a hint that a site or slot changed."""
+
+    resource_id: str
+    resource_type: str
+    change_type: str  # Create, Update, Delete
+    at: datetime | None
+
+
+# -- the feed ----------------------------------------------------------------------------------------
+class ChangeFeed:
+    """Reads the change records since an instant: one paged Resource Graph query, within its quota."""
+
+    def __init__(self, credential: TokenCredential, settings: Settings) -> None:
+        self._settings = settings
+        self._client: ResourceGraphClient = graph_client(credential, settings)
+        self.requests = 0
+
+    def close(self) -> None:
+        self._client.close()
+
+    def since(self, since: datetime) -> list[Change]:
+        changes: list[Change] = []
+        skip_token: str | None = None
+        while True:
+            body, headers = self._page(changes_query(since), skip_token)
+            for row in body.get("data") or ():
+                change = _change(row)
+                if change is not None:
+                    changes.append(change)
+            skip_token = body.get("$skipToken") or None
+            if not skip_token:
+                return changes
+            pause = quota_wait(headers)
+            if pause:
+                time.sleep(pause)
+
+    def _page(self, query: str, skip_token: str | None) -> tuple[Mapping[str, Any], Mapping[str, str]]:
+        request = QueryRequest(
+            query=query,
+            subscriptions=list(self._settings.subscriptions) or None,
+            options=QueryRequestOptions(skip_token=skip_token, top=PAGE_SIZE, result_format="objectArray"),
+        )
+        self.requests += 1
+        result: Any = self._client.resources(
+            request,
+            cls=lambda response, _deserialized, _h: (response.http_response.json(), response.http_response.headers),
+        )
+        return result[0], result[1]
+
+
+def _change(row: Any) -> Change | None:
+    if not isinstance(row, Mapping) or not isinstance(row.get("targetResourceId"), str):
+        return None
+    when = row.get("changeTime")
+    at = None
+    if isinstance(when, str):
+        try:
+            at = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            at = None
+    return Change(
+        resource_id=row["targetResourceId"],
+        resource_type=str(row.get("targetResourceType") or ""),
+        change_type=str(row.get("changeType") or ""),
+        at=at,
+    )
+
+
+def by_subscription(changes: list[Change]) -> dict[str, list[str]]:
+    """The changed resource ids per subscription, each resource once (case-insensitively); a
+    record whose id names no subscription is dropped with a warning (no scope could own it)."""
+    out: dict[str, dict[str, str]] = {}
+    for change in changes:
+        parts = change.resource_id.strip("/").split("/")
+        if len(parts) < 2 or parts[0].lower() != "subscriptions" or not parts[1]:
+            log.warning("Change record for %r names no subscription; ignored", change.resource_id[:200])
+            continue
+        out.setdefault(parts[1], {}).setdefault(change.resource_id.lower(), change.resource_id)
+    return {sub: list(ids.values()) for sub, ids in out.items()}
+
+
+# -- the targeted inventory --------------------------------------------------------------------------
+class ChangedResources:
+    """The pipeline's inventory for a change run: exactly the changed resources, read by GET."""
+
+    def __init__(self, arm: ArmInventory, changed: Mapping[str, list[str]], settings: Settings) -> None:
+        self._arm = arm
+        self._changed = changed
+        self._settings = settings
+        self.gets = 0
+
+    def subscriptions(self) -> list[SubscriptionInfo]:
+        return [SubscriptionInfo(sub) for sub in self._changed]
+
+    def confirm_empty(self, subscription_id: str) -> InventoryError | None:
+        return None
+
+    def close(self) -> None:
+        """The ARM inventory is the caller's."""
+
+    def scan(self, subscription_id: str) -> Iterator[SiteRecord | InventoryError | GoneRecord]:
+        owners = OwnerResolver(self._settings.owner_tags)
+        with self._arm.web_client(subscription_id) as web:
+            for resource_id in self._changed.get(subscription_id, ()):
+                yield from self._read(web, subscription_id, resource_id, owners)
+
+    def _read(
+        self, web: Any, subscription_id: str, resource_id: str, owners: OwnerResolver
+    ) -> Iterator[SiteRecord | InventoryError | GoneRecord]:
+        try:
+            site = parse_site_id(resource_id)
+        except ArmIdError as exc:
+            yield InventoryError(resource_id, subscription_id, f"change record names no site or slot: {exc}")
+            return
+        try:
+            raw = self._get(web, site.resource_group, site.app_name, site.slot)
+        except ResourceNotFoundError:
+            yield GoneRecord(resource_id, subscription_id)
+            return
+        except AzureError as exc:
+            message, status = describe_error(exc)
+            yield InventoryError(resource_id, subscription_id, f"not readable: {message}", site.resource_group, status)
+            return
+        record = site_record(raw, subscription_id)
+        if isinstance(record, SiteRecord) and record.slot and not record.owner:
+            owners.learn_owner(
+                record.subscription_id, record.resource_group, record.app_name, self._site_owner(web, site)
+            )
+        yield owners.resolve(record) if isinstance(record, SiteRecord) else record
+
+    def _get(self, web: Any, group: str, app: str, slot: str) -> Mapping[str, Any]:
+        self.gets += 1
+        raw_json: Callable[..., Any] = lambda response, _deserialized, _headers: response.http_response.json()  # noqa: E731
+        if slot:
+            return web.web_apps.get_slot(group, app, slot, cls=raw_json)  # type: ignore[no-any-return]
+        return web.web_apps.get(group, app, cls=raw_json)  # type: ignore[no-any-return]
+
+    def _site_owner(self, web: Any, site: Any) -> str:
+        """A slot without an owner tag takes its site's: one more GET, only for such slots."""
+        try:
+            raw = self._get(web, site.resource_group, site.app_name, "")
+        except (AzureError, HttpResponseError):
+            return ""
+        record = site_record(raw, site.subscription_id)
+        if not isinstance(record, SiteRecord):
+            return ""
+        return OwnerResolver(self._settings.owner_tags).learn(record)
+
+
+# -- the poll ----------------------------------------------------------------------------------------
+@dataclass
+class PollResult:
+    """What one poll did (logged by the timer, asserted by tests, counted by the benchmark)."""
+
+    since: datetime
+    changes: int = 0
+    resources: int = 0
+    graph_requests: int = 0
+    arm_gets: int = 0
+    summary: RunSummary | None = None
+    watermark: datetime | None = None
+
+
+class ChangePoll:
+    """One poll. Construct, then :meth:`execute`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: TableStore,
+        feed: ChangeFeed,
+        arm: ArmInventory,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        thread_init: ThreadInit = NO_CONTEXT,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.feed = feed
+        self.arm = arm
+        self.now = now
+        self.thread_init = thread_init
+        self.checkpoint: Checkpoint = checkpoint or (lambda stage, sub: None)
+        store.fallbacks[store.results.table_name] = refused_result_row
+
+    def execute(self) -> PollResult:
+        started = self.now()
+        self.store.ensure_tables()
+        since = self._since(started)
+        result = PollResult(since)
+        if not self.store.has_any(self.store.latest):
+            log.info("Change poll: no nightly baseline yet; changes are left to the first nightly run")
+            self._advance(started)
+            result.watermark = started
+            return result
+        changes = self.feed.since(since)
+        result.changes, result.graph_requests = len(changes), self.feed.requests
+        changed = by_subscription(changes)
+        result.resources = sum(len(ids) for ids in changed.values())
+        if changed:
+            inventory = ChangedResources(self.arm, changed, self.settings)
+            result.summary = self._run(started, inventory)
+            result.arm_gets = inventory.gets
+            if result.summary.outcome == "failed":
+                return result
+        self._advance(started)
+        result.watermark = started
+        return result
+
+    def _since(self, now: datetime) -> datetime:
+        """Where this poll starts reading: the watermark less the overlap margin (or, before the
+        first poll, one schedule interval's worth of overlap before now)."""
+        margin = timedelta(minutes=self.settings.changes_overlap_minutes)
+        row = self.store.get(self.store.runs, WATERMARK_PARTITION, WATERMARK_ROW)
+        mark = row.get("ChangesThrough") if row else None
+        if isinstance(mark, datetime):
+            mark = mark if mark.tzinfo else mark.replace(tzinfo=UTC)
+            return mark - margin
+        return now - margin
+
+    def _advance(self, through: datetime) -> None:
+        entity = {"PartitionKey": WATERMARK_PARTITION, "RowKey": WATERMARK_ROW, "ChangesThrough": through}
+        self.store.upsert_many(self.store.runs, [entity])
+
+    def _run(self, started: datetime, inventory: ChangedResources) -> RunSummary:
+        """A change run: the pipeline over the changed resources only, under the shared lease."""
+        ledger = RunLedger(self.settings, self.store, self.now, self.thread_init, kind="changes")
+        summary = ledger.open(started)
+        try:
+            context = RunContext(
+                summary,
+                load_exemptions(self.store),
+                {},
+                {},
+                time.monotonic() + self.settings.run_deadline_minutes * 60,
+                targeted=True,
+            )
+            pipeline = SubscriptionPipeline(
+                self.settings,
+                self.store,
+                inventory,
+                context,
+                now=self.now,
+                checkpoint=self.checkpoint,
+                thread_init=self.thread_init,
+            )
+            try:
+                results = [pipeline.audit(sub.subscription_id) for sub in inventory.subscriptions()]
+                pipeline.drain()
+            finally:
+                pipeline.close()
+            summary.transactions, summary.partitions = pipeline.transactions, pipeline.partitions
+            tally(summary, results)
+            summary.ended_at = self.now()
+            ledger.record(summary)
+        except BaseException as exc:
+            ledger.fail(summary, exc)
+            if isinstance(exc, Exception) and not isinstance(exc, AuditFailed):
+                raise AuditFailed(f"change run {summary.run_id} failed: {summary.error}") from exc
+            raise
+        ledger.close(summary)
+        return summary
+
+
+def poll_changes(
+    settings: Settings,
+    *,
+    credential: TokenCredential | None = None,
+    thread_init: ThreadInit = NO_CONTEXT,
+    now: Callable[[], datetime] | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> PollResult:
+    """Run one change poll with the configured identity and store. Raises
+    :class:`RunInProgressError` while the nightly run (or another poll) holds the lease."""
+    credential = credential or build_credential(settings.client_id)
+    store = TableStore(settings, None if settings.table_connection_string else credential)
+    feed = ChangeFeed(credential, settings)
+    arm = ArmInventory(credential, settings, thread_init)
+    try:
+        clock = {"now": now} if now else {}
+        return ChangePoll(settings, store, feed, arm, thread_init=thread_init, checkpoint=checkpoint, **clock).execute()
+    finally:
+        arm.close()
+        feed.close()
+        store.close()
+
+
+__all__ = ["CHANGES_QUERY", "ChangeFeed", "ChangePoll", "PollResult", "RunInProgressError", "poll_changes"]
