@@ -23,6 +23,9 @@ param resourceGroupName string = ''
 @description('NCRONTAB schedule of the audit (AUDIT_SCHEDULE, six fields, always UTC: Flex Consumption does not support a time zone setting). Default: 02:00 UTC every day.')
 param auditSchedule string = '0 0 2 * * *'
 
+@description('NCRONTAB schedule of the change poll (AUDIT_CHANGES_SCHEDULE), which re-audits apps whose settings changed within minutes; \'off\' disables it. Default: every 10 minutes.')
+param auditChangesSchedule string = '0 */10 * * * *'
+
 @description('Comma-separated subscription ids to audit (AUDIT_SUBSCRIPTIONS). Empty: every subscription the identity can read.')
 param auditSubscriptions string = ''
 
@@ -226,6 +229,7 @@ module functionApp 'app/function-app.bicep' = {
     // only and is deliberately absent: the deployed app reaches tables with its identity.
     appSettings: {
       AUDIT_SCHEDULE: auditSchedule
+      AUDIT_CHANGES_SCHEDULE: auditChangesSchedule
       AUDIT_ARM_ENDPOINT: armEndpoint
       AUDIT_TABLE_SERVICE_URI: auditTableServiceUri
       AUDIT_RESULTS_TABLE: tableNames.results

@@ -288,7 +288,7 @@ resource missedRunAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   }
   properties: {
     displayName: 'Client certificate audit: did not run'
-    description: 'No ClientCertAudit.RunSummary from ${functionAppName} in the last 26 hours: the nightly audit did not run or did not finish.'
+    description: 'No nightly ClientCertAudit.RunSummary from ${functionAppName} in the last 26 hours (change polls do not count): the nightly audit did not run or did not finish.'
     severity: 1
     enabled: true
     scopes: [
@@ -308,6 +308,7 @@ union isfuzzy=true
     (AppTraces
     | where TimeGenerated > ago(26h)
     | where Message startswith_cs "ClientCertAudit.RunSummary "
+    | where tostring(parse_json(substring(Message, strlen("ClientCertAudit.RunSummary "))).Kind) != "changes"
     | project TimeGenerated),
     (datatable(TimeGenerated: datetime)[])
 | summarize Runs = count()

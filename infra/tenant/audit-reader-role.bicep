@@ -40,18 +40,19 @@ var auditActions = [
   // A subscription in which the identity holds no role is not listed at all, so this role
   // assigned at the management group is what makes every subscription below it visible.
   'Microsoft.Resources/subscriptions/read'
-  // List web apps and function apps: GET /subscriptions/{id}/providers/Microsoft.Web/sites and
-  // GET .../resourceGroups/{rg}/providers/Microsoft.Web/sites?includeSlots=true. The site
-  // object carries clientCertEnabled, clientCertMode and clientCertExclusionPaths, which is
-  // everything the audit evaluates. (Site configuration and app settings are not read.)
+  // List web apps and function apps (GET .../providers/Microsoft.Web/sites, and per group with
+  // includeSlots=true), and GET each site the change poll names. The site object carries
+  // clientCertEnabled, clientCertMode and clientCertExclusionPaths, everything the audit
+  // evaluates. (Site configuration and app settings are not read.)
   'Microsoft.Web/sites/read'
-  // List and read deployment slots: GET .../sites/{name}/slots. Slots have their own
-  // client-certificate setting and are audited as separate resources.
+  // List and read deployment slots: GET .../sites/{name}/slots, and the change poll's GET of
+  // each changed slot. Slots have their own client-certificate setting and are audited as
+  // separate resources.
   'Microsoft.Web/sites/slots/read'
-  // Optional inventory source (AUDIT_INVENTORY_SOURCE=resourcegraph): POST
-  // /providers/Microsoft.ResourceGraph/resources. It grants no visibility by itself - Resource
-  // Graph returns only resources the caller can read through the three actions above - but it
-  // is the operation that submits the query, so it is declared rather than relied on implicitly.
+  // POST /providers/Microsoft.ResourceGraph/resources: the change poll's resourcechanges query
+  // and the optional Resource Graph inventory. It grants no visibility by itself (Resource Graph
+  // returns only what the actions above can read), but it submits the query, so it is declared
+  // rather than relied on implicitly.
   'Microsoft.ResourceGraph/resources/read'
 ]
 

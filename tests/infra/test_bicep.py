@@ -29,6 +29,7 @@ LOG_ANALYTICS_READER = "73c42c96-874c-492b-b04d-ab87d138a893"
 # The app settings the audit code reads (its contract), and the ones that must never be deployed.
 CONTRACT_SETTINGS = {
     "AUDIT_SCHEDULE",
+    "AUDIT_CHANGES_SCHEDULE",
     "AUDIT_ARM_ENDPOINT",
     "AUDIT_TABLE_SERVICE_URI",
     "AUDIT_RESULTS_TABLE",
@@ -279,6 +280,8 @@ def test_app_settings_cover_the_contract(bicep_trees: dict[str, Any]) -> None:
     params = bicep_trees[MAIN]["parameters"]
     assert settings["AUDIT_SCHEDULE"] == "auditSchedule"
     assert params["auditSchedule"]["default"] == "0 0 2 * * *"
+    assert settings["AUDIT_CHANGES_SCHEDULE"] == "auditChangesSchedule"
+    assert params["auditChangesSchedule"]["default"] == "0 */10 * * * *"
     assert params["auditInventorySource"]["default"] == "arm"
     assert params["auditRetentionDays"]["default"] == 400
     assert params["auditConcurrency"]["default"] == 8

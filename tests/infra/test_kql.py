@@ -62,6 +62,7 @@ def run_summary_payload(**changes: Any) -> dict[str, Any]:
         "StartedAt": datetime(2026, 1, 1, 2, 0, tzinfo=UTC).isoformat(),
         "EndedAt": datetime(2026, 1, 1, 2, 0, 12, tzinfo=UTC).isoformat(),
         "Error": None,
+        "Kind": "nightly",
     }
     payload.update(changes)
     return payload
@@ -370,3 +371,10 @@ def test_workbook_queries_use_the_event_contract(workbook_queries: dict[str, str
         assert re.findall(r'strlen\("([^"]*)"\)', query) == [f"{prefix} "], name
         missing = {f for f in referenced_fields(query) if not resolve(samples[prefix], f)}
         assert not missing, f"{name} reads fields {prefix} does not have: {missing}"
+
+
+def test_the_sample_run_summary_is_the_engines() -> None:
+    """The payloads these tests feed the queries have exactly the fields the engine logs."""
+    from shared.ledger import RunSummary
+
+    assert set(run_summary_payload()) == set(RunSummary("r", datetime.now(UTC)).event())
