@@ -29,7 +29,7 @@ LEASE_FLOOR_SECONDS = 60
 
 
 class InventorySource(StrEnum):
-    """Where the inventory comes from (see README: when to choose which)."""
+    """Where the inventory comes from (see bench/README.md, "Which inventory source")."""
 
     ARM = "arm"
     RESOURCE_GRAPH = "resourcegraph"

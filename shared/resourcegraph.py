@@ -4,7 +4,7 @@ Resource Graph saves requests (1,000 rows a page instead of one list call per su
 and resource group) but has its own quota (about 15 queries per 5 seconds per user), so it
 saves requests, not necessarily time. It only returns what the identity can read and does
 not report unreadable subscriptions; those are the ones the subscription list shows and the
-query returns nothing for, which is indistinguishable from "no apps" — see the README.
+query returns nothing for, which is indistinguishable from "no apps" — see docs/design.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every table's entity shape, in one place: result rows, state rows, gone rows, the run record,
 the subscription registry and exemption rows. Pure: plain data in, entity dicts out.
 
-The README's schema section describes these; the partition layout (which PartitionKey a row
+docs/design.md (Results: the tables) describes these; the partition layout (which PartitionKey a row
 gets) is ``layout.py``'s, and what a change *means* (new failure, owed alert) is ``state.py``'s.
 """
 

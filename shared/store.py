@@ -1,6 +1,6 @@
 """Results store adapter: Azure Table Storage (or Azurite) for results, state, runs and the lease.
 
-Schema (documented in the README; the partition layout and its reasons are in ``layout.py``):
+Schema (documented in docs/design.md; the partition layout and its reasons are in ``layout.py``):
 
 * results ``ClientCertAudit``: PartitionKey ``<RunId>_<NNNNN>`` (≤ 1,000 rows each), RowKey the
   encoded, lower-cased resource id. A run is a PartitionKey range, one subscription in a run a

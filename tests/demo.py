@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
             )
         code = cli_main(args)
     if args[0] == "run":
-        print("\nNext: make demo ARGS=report   (or --format html|csv|json; see README)")
+        print("\nNext: make demo ARGS=report   (or --format html|csv|json; see docs/security-team.md)")
         return 0 if code == 2 else code  # partial is expected here: one subscription has no access
     if args[0] == "report" and code == 1:
         print("(report exit code 1: the selection contains FAIL, as a pipeline would check)", file=sys.stderr)

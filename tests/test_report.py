@@ -527,12 +527,15 @@ def test_missing_sign_in_is_explained() -> None:
     assert "az login" in store_error_hint(ClientAuthenticationError("DefaultAzureCredential failed"))
 
 
-# -- README.md (For the security team) stays true -------------------------------------------------------------
-DOC = Path(__file__).resolve().parents[1] / "README.md"
+# -- the docs (docs/security-team.md, docs/design.md, README.md) stay true ---------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SECURITY_DOC = REPO_ROOT / "docs" / "security-team.md"
+DOCS = (SECURITY_DOC, REPO_ROOT / "docs" / "design.md", REPO_ROOT / "README.md")
 
 
-def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+def _blocks(language: str, docs: tuple[Path, ...] = DOCS) -> list[str]:
+    """Every fenced block of this language in these docs (the security team's page first)."""
+    return [b for doc in docs for b in re.findall(rf"```{language}\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)]
 
 
 def _doc_commands() -> list[list[str]]:
@@ -554,6 +557,7 @@ def test_doc_commands_parse() -> None:
 
     commands = _doc_commands()
     assert len(commands) >= 10
+    assert any(argv[:2] == ["subscriptions", "retire"] for argv in commands), "security-team.md: subscriptions retire"
     for argv in commands:
         args = build_parser().parse_args(argv)  # argparse exits (fails the test) on anything invalid
         assert args.func is not None
@@ -563,8 +567,8 @@ def test_doc_commands_parse() -> None:
 def test_doc_kql_is_valid() -> None:
     from tests.infra.conftest import run_kql_check
 
-    queries = {f"security-team.md kusto block {i}": q for i, q in enumerate(_blocks("kusto"))}
-    assert len(queries) >= 4
+    queries = {f"{doc.name} kusto block {i}": q for doc in DOCS for i, q in enumerate(_blocks("kusto", (doc,)))}
+    assert len(_blocks("kusto", (SECURITY_DOC,))) >= 4 and len(queries) >= 6
     code, result = run_kql_check("--stdin", stdin=json.dumps(queries))
     assert code == 0 and result["ok"], json.dumps(result, indent=2)
 

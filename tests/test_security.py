@@ -77,7 +77,7 @@ def test_functions_host_does_not_sample_away_alert_events() -> None:
 
 
 def test_worst_case_run_fits_the_functions_timeout() -> None:
-    """The bound the README states: run deadline + one call's whole retry budget + writing the
+    """The bound docs/design.md states: run deadline + one call's whole retry budget + writing the
     subscriptions in flight (allowed 10 minutes here) stays inside host.json's functionTimeout."""
     import json
 

@@ -55,13 +55,13 @@ param ticketWebhookUrl string = ''
 @description('Name of the audited Function app, shown in the alert descriptions.')
 param functionAppName string
 
-@description('Optional URL of your copy of the report documentation (README.md, section "The report"), added to the digest alert. Empty: the digest names the section.')
+@description('Optional URL of your copy of the report documentation (docs/security-team.md, section "The report"), added to the digest alert. Empty: the digest names the section.')
 param reportDocsUrl string = ''
 
 // Log Analytics Reader: read every table of the workspace, nothing else. Built-in role id.
 var logAnalyticsReaderRoleId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '73c42c96-874c-492b-b04d-ab87d138a893')
 var useTicketing = !empty(ticketWebhookUrl)
-var reportDocs = empty(reportDocsUrl) ? 'README.md, section "The report"' : reportDocsUrl
+var reportDocs = empty(reportDocsUrl) ? 'docs/security-team.md, section "The report"' : reportDocsUrl
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
   name: logAnalyticsWorkspaceName

@@ -81,7 +81,7 @@ def test_layout_is_complete() -> None:
         "app/workbook.json",
     ):
         assert (INFRA / required).is_file(), f"infra/{required} is missing"
-    assert KQL_FILES, "infra/queries/*.kql (the README's example queries) are missing"
+    assert KQL_FILES, "infra/queries/*.kql (the example queries of the docs) are missing"
     assert (REPO / "azure.yaml").is_file(), "azure.yaml (for `azd up`) is missing"
 
 
@@ -358,7 +358,7 @@ def test_the_identity_gets_exactly_the_data_roles_it_needs(bicep_trees: dict[str
 
 
 def documented_actions() -> list[str]:
-    """The actions listed in README.md (Deploy)'s custom-role table (rows starting with | `Microsoft.)."""
+    """The actions listed in docs/deploy.md's custom-role table (rows starting with | `Microsoft.)."""
     text = DEPLOY_DOC.read_text()
     return re.findall(r"^\|\s*`(Microsoft\.[A-Za-z]+/[^`]+)`\s*\|", text, re.M)
 
@@ -373,7 +373,7 @@ def test_custom_role_actions_are_exactly_the_documented_list(bicep_trees: dict[s
         "Microsoft.Web/sites/slots/read",
         "Microsoft.ResourceGraph/resources/read",
     ]
-    assert sorted(actions) == sorted(documented_actions()), "README.md (Deploy) and the custom role disagree"
+    assert sorted(actions) == sorted(documented_actions()), "docs/deploy.md and the custom role disagree"
     assert all("*" not in a and a.endswith("/read") for a in actions), "read-only, no wildcards"
     role = deployed(bicep_trees, "Microsoft.Authorization/roleDefinitions")[0].properties
     assert role["type"] == "CustomRole"
@@ -436,7 +436,7 @@ def test_readme_deploy_section_links_the_walkthrough() -> None:
 
 
 def test_main_outputs_exist_for_the_docs() -> None:
-    text = DEPLOY_DOC.read_text() + README.read_text()
+    text = "".join(p.read_text() for p in (README, *sorted((REPO / "docs").glob("*.md"))))
     for used in set(re.findall(r"azd env get-value ([A-Z_]+)", text)):
         assert f"output {used} " in (INFRA / "main.bicep").read_text(), (
             f"docs use {used}, which main.bicep does not output"

@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.infra
 
 # Every inline `// checkov:skip=ID: reason` in infra/, reviewed. Adding one means adding it here
-# (and to README.md (Deploy)) on purpose; the list is meant to stay short.
+# (and to docs/deploy.md, Validation) on purpose; the list is meant to stay short.
 REVIEWED_SUPPRESSIONS = {
     "CKV_AZURE_35",  # storage firewall default Deny: the Flex app has no VNet / fixed egress
     "CKV_AZURE_59",  # storage public endpoint: same reason; Entra ID only, no keys
