@@ -25,6 +25,11 @@ from .common import ExitCode, guarded, open_store, output, silence_stdout, subsc
 DEFAULT_HTML = "clientcert-audit-report.html"
 FORMATS = ("table", "csv", "json", "html", "script", "ocsf")
 DIFF_FORMATS = ("table", "csv", "json")
+HELP = "report on the latest finished run (or another run, a period, or a diff of two runs)"
+DESCRIPTION = (
+    "Summary by status and subscription, then the failing and warning resources with their reason and fix. "
+    f"Exits {ExitCode.FAIL_FOUND:d} when the selection contains FAIL, {ExitCode.NO_DATA:d} when there is no run yet."
+)
 
 
 # -- argument types -------------------------------------------------------------------------------
@@ -66,12 +71,7 @@ def _positive(value: str) -> int:
 # -- parser ---------------------------------------------------------------------------------------
 def register(subparsers: Any) -> None:
     """Add ``report`` to the ``clientcert-audit`` command line."""
-    p = subparsers.add_parser(
-        "report",
-        help="report on the latest finished run (or another run, a period, or a diff of two runs)",
-        description="Summary by status and subscription, then the failing and warning resources with "
-        "their reason and fix. Exits 1 when the selection contains FAIL, 5 when there is no run yet.",
-    )
+    p = subparsers.add_parser("report", help=HELP, description=DESCRIPTION)
     _add_run_options(p)
     _add_selection_options(p)
     _add_output_options(p)

@@ -40,19 +40,13 @@ CHECK_TITLE = "App Service requires incoming client certificates"
 PRODUCT = "clientcert-audit"
 DOCS = "https://learn.microsoft.com/azure/app-service/app-service-web-configure-tls-mutual-auth"
 
-_STATUS: dict[str, tuple[int, str]] = {
-    "FAIL": (1, "New"),
-    "WARN": (1, "New"),
-    "ERROR": (99, "Error"),
-    "EXEMPT": (3, "Suppressed"),
-    "PASS": (4, "Resolved"),
-}
-_SEVERITY: dict[str, tuple[int, str]] = {
-    "FAIL": (4, "High"),
-    "WARN": (3, "Medium"),
-    "ERROR": (3, "Medium"),
-    "EXEMPT": (1, "Informational"),
-    "PASS": (1, "Informational"),
+#: Our status -> OCSF ``(status_id, status, severity_id, severity)`` (the module docstring's table).
+_MAPPING: dict[str, tuple[int, str, int, str]] = {
+    "FAIL": (1, "New", 4, "High"),
+    "WARN": (1, "New", 3, "Medium"),
+    "ERROR": (99, "Error", 3, "Medium"),
+    "EXEMPT": (3, "Suppressed", 1, "Informational"),
+    "PASS": (4, "Resolved", 1, "Informational"),
 }
 _ACTIVITY = {1: "Create", 2: "Update", 3: "Close"}
 
@@ -165,8 +159,7 @@ def _metadata(product_version: str) -> dict[str, Any]:
 def detection_finding(row: Mapping[str, Any], product_version: str = "") -> dict[str, Any]:
     """One result row as an OCSF Detection Finding (class 2004, ``cloud`` profile)."""
     status = str(row.get("Status") or "")
-    status_id, status_name = _STATUS.get(status, (0, "Unknown"))
-    severity_id, severity = _SEVERITY.get(status, (0, "Unknown"))
+    status_id, status_name, severity_id, severity = _MAPPING.get(status, (0, "Unknown", 0, "Unknown"))
     activity_id = _activity(status, row)
     audited = _epoch_ms(row.get("AuditedAt")) or 0
     event: dict[str, Any] = {
