@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import urlparse
 
 from .errors import ConfigError
+from .ids import subscription_id
 
 DEFAULT_SCHEDULE = "0 0 2 * * *"
 DEFAULT_CHANGES_SCHEDULE = "0 */10 * * * *"  # every 10 minutes
@@ -137,15 +137,18 @@ def _subscriptions(raw: str) -> tuple[str, ...]:
         if not item:
             continue
         try:
-            out.setdefault(str(uuid.UUID(item)), None)
+            out.setdefault(subscription_id(item), None)
         except ValueError:
             raise ConfigError(f"AUDIT_SUBSCRIPTIONS contains {item!r}, which is not a subscription id") from None
     return tuple(out)
 
 
-def load_settings(env: Mapping[str, str] | None = None, *, require_table: bool = True) -> Settings:
-    """Read and validate the settings from ``env`` (default: the process environment)."""
-    env = os.environ if env is None else env
+#: The defaults, in one place: the :class:`Settings` field defaults (what an unset setting means).
+DEFAULTS = Settings()
+
+
+def _table_source(env: Mapping[str, str], *, require_table: bool) -> tuple[str | None, str | None]:
+    """``(service URI, connection string)``: exactly one of them when a table is required."""
     uri = env.get("AUDIT_TABLE_SERVICE_URI", "").strip() or None
     conn = env.get("AUDIT_TABLE_CONNECTION_STRING", "").strip() or None
     if require_table and bool(uri) == bool(conn):
@@ -155,30 +158,41 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_table: bool =
         )
     if conn and not all(k in conn for k in ("AccountName=", "TableEndpoint=")) and "UseDevelopmentStorage" not in conn:
         raise ConfigError("AUDIT_TABLE_CONNECTION_STRING is not a storage connection string (needs TableEndpoint=)")
-    source_raw = env.get("AUDIT_INVENTORY_SOURCE", "").strip().lower() or InventorySource.ARM.value
+    return uri, conn
+
+
+def _inventory_source(env: Mapping[str, str]) -> InventorySource:
+    raw = env.get("AUDIT_INVENTORY_SOURCE", "").strip().lower() or DEFAULTS.inventory_source.value
     try:
-        source = InventorySource(source_raw)
+        return InventorySource(raw)
     except ValueError:
-        raise ConfigError(f"AUDIT_INVENTORY_SOURCE must be 'arm' or 'resourcegraph', got {source_raw!r}") from None
+        raise ConfigError(f"AUDIT_INVENTORY_SOURCE must be 'arm' or 'resourcegraph', got {raw!r}") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, require_table: bool = True) -> Settings:
+    """Read and validate the settings from ``env`` (default: the process environment); an unset
+    setting takes its :data:`DEFAULTS` value."""
+    env = os.environ if env is None else env
+    uri, conn = _table_source(env, require_table=require_table)
+    source = _inventory_source(env)
+    d = DEFAULTS
     return Settings(
-        schedule=validate_schedule(env.get("AUDIT_SCHEDULE", "").strip() or DEFAULT_SCHEDULE),
-        arm_endpoint=_https_url(
-            "AUDIT_ARM_ENDPOINT", env.get("AUDIT_ARM_ENDPOINT", "").strip() or DEFAULT_ARM_ENDPOINT
-        ),
+        schedule=validate_schedule(env.get("AUDIT_SCHEDULE", "").strip() or d.schedule),
+        arm_endpoint=_https_url("AUDIT_ARM_ENDPOINT", env.get("AUDIT_ARM_ENDPOINT", "").strip() or d.arm_endpoint),
         table_service_uri=_https_url("AUDIT_TABLE_SERVICE_URI", uri) if uri else None,
         table_connection_string=conn,
-        results_table=_table(env, "AUDIT_RESULTS_TABLE", "ClientCertAudit"),
-        latest_table=_table(env, "AUDIT_LATEST_TABLE", "ClientCertAuditLatest"),
-        runs_table=_table(env, "AUDIT_RUNS_TABLE", "ClientCertAuditRuns"),
-        exemptions_table=_table(env, "AUDIT_EXEMPTIONS_TABLE", "ClientCertAuditExemptions"),
+        results_table=_table(env, "AUDIT_RESULTS_TABLE", d.results_table),
+        latest_table=_table(env, "AUDIT_LATEST_TABLE", d.latest_table),
+        runs_table=_table(env, "AUDIT_RUNS_TABLE", d.runs_table),
+        exemptions_table=_table(env, "AUDIT_EXEMPTIONS_TABLE", d.exemptions_table),
         subscriptions=_subscriptions(env.get("AUDIT_SUBSCRIPTIONS", "")),
-        retention_days=_int(env, "AUDIT_RETENTION_DAYS", 400, 1, 36500),
-        concurrency=_int(env, "AUDIT_CONCURRENCY", 8, 1, 64),
+        retention_days=_int(env, "AUDIT_RETENTION_DAYS", d.retention_days, 1, 36500),
+        concurrency=_int(env, "AUDIT_CONCURRENCY", d.concurrency, 1, 64),
         inventory_source=source,
-        http_timeout=_int(env, "AUDIT_HTTP_TIMEOUT", 60, 1, 600),
-        retry_total=_int(env, "AUDIT_RETRY_TOTAL", 4, 0, 10),
-        lease_seconds=_int(env, "AUDIT_LEASE_SECONDS", 600, LEASE_FLOOR_SECONDS, 86400),
-        run_deadline_minutes=_int(env, "AUDIT_RUN_DEADLINE_MINUTES", 45, 1, 1440),
+        http_timeout=_int(env, "AUDIT_HTTP_TIMEOUT", d.http_timeout, 1, 600),
+        retry_total=_int(env, "AUDIT_RETRY_TOTAL", d.retry_total, 0, 10),
+        lease_seconds=_int(env, "AUDIT_LEASE_SECONDS", d.lease_seconds, LEASE_FLOOR_SECONDS, 86400),
+        run_deadline_minutes=_int(env, "AUDIT_RUN_DEADLINE_MINUTES", d.run_deadline_minutes, 1, 1440),
         client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
         exemption_request_tag=_tag_name(env, "AUDIT_EXEMPTION_REQUEST_TAG"),
         owner_tags=_owner_tags(env),

@@ -28,6 +28,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
 from .errors import ExemptionError
+from .ids import SUBSCRIPTION_ID_PATTERN
 from .keys import odata_quote, resource_key
 from .models import Finding, Status
 from .schema import EXEMPTIONS_PARTITION, exemption_row
@@ -42,11 +43,10 @@ PARTITION = EXEMPTIONS_PARTITION
 MAX_EXEMPTION_DAYS = 365
 EXPIRING_SOON_DAYS = 14
 
-_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _RG = r"[\w\-.()]{0,89}[\w\-()]"  # ARM: 1-90 chars, unicode letters/digits, _-.(), not ending in '.'
 _SITE = r"[a-z0-9][a-z0-9-]{0,59}"
 _SCOPE = re.compile(
-    rf"^/subscriptions/{_GUID}"
+    rf"^/subscriptions/{SUBSCRIPTION_ID_PATTERN}"
     rf"(/resourcegroups/{_RG}"
     rf"(/providers/microsoft\.web/sites/{_SITE}"
     rf"(/slots/{_SITE})?)?)?$",

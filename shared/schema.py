@@ -84,6 +84,40 @@ def result_row(
     }
 
 
+#: The result-row columns a report exports, in order: ``report --format csv`` and each ``results``
+#: item of ``--format json`` (a contract for tooling). Every other result-row property
+#: (``PartitionKey``, ``RowKey``, table metadata) stays in the table.
+REPORT_COLUMNS: tuple[str, ...] = (
+    "RunId",
+    "Status",
+    "NewFailure",
+    "PreviousStatus",
+    "FirstFailedAt",
+    "SubscriptionId",
+    "SubscriptionName",
+    "ResourceGroup",
+    "AppName",
+    "Slot",
+    "Owner",
+    "Kind",
+    "ResourceType",
+    "ClientCertEnabled",
+    "ClientCertMode",
+    "ExclusionPaths",
+    "Reason",
+    "Remediation",
+    "Exemption",
+    "ExemptionRequest",
+    "HttpsOnly",
+    "PublicNetworkAccess",
+    "Tags",
+    "Location",
+    "State",
+    "AuditedAt",
+    "ResourceId",
+)
+
+
 def refused_result_row(row: dict[str, Any], refusal: str) -> dict[str, Any]:
     """An ERROR row in place of a result row the store refused: the resource keeps a visible row
     that says why, and the rest of its batch is stored normally."""

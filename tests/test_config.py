@@ -53,3 +53,35 @@ def test_bad_settings_name_the_setting(env: dict[str, str], names: str) -> None:
 @pytest.mark.parametrize("schedule", ["0 0 2 * * *", "0 */30 * * * *", "0 0 2 * * Mon-Fri", "0 15 1,13 * * 1-5"])
 def test_valid_schedules(schedule: str) -> None:
     assert load_settings({**URI, "AUDIT_SCHEDULE": schedule}).schedule == schedule
+
+
+def test_an_unset_setting_takes_the_settings_default() -> None:
+    """One source of defaults: what load_settings gives for an empty environment is the dataclass's."""
+    from dataclasses import fields
+
+    from shared.config import DEFAULTS
+
+    loaded = load_settings(URI)
+    differ = {f.name for f in fields(loaded) if getattr(loaded, f.name) != getattr(DEFAULTS, f.name)}
+    assert differ == {"table_service_uri"}
+
+
+def test_one_subscription_id_rule_for_settings_options_and_scopes() -> None:
+    """AUDIT_SUBSCRIPTIONS, --subscription and an exemption's scope accept and refuse the same ids."""
+    import argparse
+
+    from shared.commands.common import subscription_arg
+    from shared.errors import ExemptionError
+    from shared.exemptions import validate_scope
+
+    good = " 1A2B3C4D-0000-4000-8000-00000000000F "
+    assert load_settings({**URI, "AUDIT_SUBSCRIPTIONS": good}).subscriptions == (good.strip().lower(),)
+    assert subscription_arg(good) == good.strip().lower()
+    assert validate_scope(f"/subscriptions/{good.strip()}") == f"/subscriptions/{good.strip()}"
+    for bad in ("-" * 36, "1a2b3c4d00004000800000000000000f", "{1a2b3c4d-0000-4000-8000-00000000000f}", "prod"):
+        with pytest.raises(ConfigError, match="AUDIT_SUBSCRIPTIONS"):
+            load_settings({**URI, "AUDIT_SUBSCRIPTIONS": bad})
+        with pytest.raises(argparse.ArgumentTypeError, match="not a subscription id"):
+            subscription_arg(bad)
+        with pytest.raises(ExemptionError):
+            validate_scope(f"/subscriptions/{bad}")

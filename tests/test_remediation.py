@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from shared.evaluate import error_finding, evaluate
-from shared.fixscript import az_command
 from shared.models import InventoryError, SiteRecord
+from shared.report.fixscript import az_command
 from shared.roles import AUDIT_READER_ROLE
 from tests.reportbed import SUB_A, AuditBed
 

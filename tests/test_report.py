@@ -21,10 +21,12 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from shared import layout, report
+from shared.commands.report import parse_since
 from shared.errors import NoDataError
 from shared.exemptions import new_exemption
 from shared.keys import resource_key
-from shared.report_cli import ReportSource, find_run, latest_finished, parse_since, runs_since, trend_runs
+from shared.report import ReportSource, find_run, latest_finished, runs_since, trend_runs
+from shared.schema import REPORT_COLUMNS
 from tests.emulators.azurite import ACCOUNT_KEY
 from tests.reportbed import SUB_A, SUB_B, AuditBed
 
@@ -159,7 +161,7 @@ def test_csv_has_every_selected_row_and_defuses_formulas() -> None:
     report.write_csv(rows, out)
     parsed = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert len(parsed) == 7
-    assert list(parsed[0]) == list(report.RESULT_COLUMNS)
+    assert list(parsed[0]) == list(REPORT_COLUMNS)
     assert parsed[2]["Status"] == "FAIL" and parsed[2]["NewFailure"] == "true" and parsed[0]["NewFailure"] == "false"
     assert parsed[2]["AuditedAt"] == "2026-03-01T02:00:00Z"
     assert parsed[-1]["ExemptionRequest"] == '\'=HYPERLINK("http://x")'
@@ -522,7 +524,7 @@ def test_store_errors_are_one_actionable_line(
 def test_missing_sign_in_is_explained() -> None:
     from azure.core.exceptions import ClientAuthenticationError
 
-    from shared.report_cli import store_error_hint
+    from shared.commands.common import store_error_hint
 
     assert "az login" in store_error_hint(ClientAuthenticationError("DefaultAzureCredential failed"))
 

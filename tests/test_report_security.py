@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from shared import ocsf, report
-from shared.fixscript import az_command, comment, portal_link
+from shared import report
 from shared.keys import resource_key
+from shared.report import ocsf
+from shared.report.fixscript import az_command, comment, portal_link
 from tests.reportbed import SUB_A, SUB_B, AuditBed
 
 pytestmark = pytest.mark.integration

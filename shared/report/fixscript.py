@@ -18,8 +18,10 @@ from collections.abc import Iterable, Mapping
 from typing import IO, Any
 from urllib.parse import quote
 
-from .models import Status
-from .report import ListSpool, ReportContext, Summary, resource_label, subscription_label, text
+from ..models import Status
+from .spool import ListSpool
+from .summary import ReportContext, Summary
+from .values import resource_label, subscription_label, text
 
 #: The statuses a fix script covers: EXEMPT is left out on purpose, PASS and ERROR have nothing to fix.
 SCRIPT_STATUSES: frozenset[str] = frozenset({Status.FAIL.value, Status.WARN.value})

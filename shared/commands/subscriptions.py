@@ -1,7 +1,7 @@
 """``clientcert-audit subscriptions``: the subscriptions the audit has read, and retiring one.
 
 A subscription that an earlier run read and the subscription list no longer shows is an ERROR
-row every night (see ``AuditRun._vanished_subscriptions``): a gap stays visible. When the gap is
+row every night (see :meth:`shared.ledger.RunLedger.vanished`): a gap stays visible. When the gap is
 intended (the subscription was cancelled or handed over), the security team retires it here, and
 runs stop reporting it. Its last-known state rows are left as they are.
 """
@@ -13,18 +13,18 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from .report_cli import _guarded, open_store
-from .report_cli import _subscription_id as subscription_id_arg
+from .common import ExitCode, guarded, open_store, subscription_arg
 
 
 def register(subparsers: Any) -> None:
+    """Add ``subscriptions`` to the ``clientcert-audit`` command line."""
     p = subparsers.add_parser("subscriptions", help="subscriptions the audit has read; retire a vanished one")
     sub = p.add_subparsers(dest="subscriptions_command", required=True)
     ls = sub.add_parser("list", help="every subscription an audit run has read, and when it was last read")
-    ls.set_defaults(func=_guarded(cmd_list))
+    ls.set_defaults(func=guarded(cmd_list))
     retire = sub.add_parser("retire", help="stop reporting a subscription the audit can no longer see")
-    retire.add_argument("subscription", type=subscription_id_arg, help="the subscription id")
-    retire.set_defaults(func=_guarded(cmd_retire))
+    retire.add_argument("subscription", type=subscription_arg, help="the subscription id")
+    retire.set_defaults(func=guarded(cmd_retire))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -41,7 +41,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"{row.get('SubscriptionId', ''):<38}{_printable(str(row.get('SubscriptionName') or ''))[:28]:<30}"
             f"{when:<28}{row.get('LastRunId', '')}"
         )
-    return 0
+    return ExitCode.OK
 
 
 def cmd_retire(args: argparse.Namespace) -> int:
@@ -52,9 +52,9 @@ def cmd_retire(args: argparse.Namespace) -> int:
         store.close()
     if not forgotten:
         print(f"Subscription {args.subscription} is not one the audit has read.", file=sys.stderr)
-        return 1
+        return ExitCode.NOT_FOUND
     print(f"Retired {args.subscription}: later runs no longer report it as no longer visible.")
-    return 0
+    return ExitCode.OK
 
 
 def _printable(text: str) -> str:

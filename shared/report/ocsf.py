@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from importlib import metadata
 from typing import IO, Any
 
+from ..keys import resource_key
+from ..when import as_utc
 from .fixscript import portal_link
-from .keys import resource_key
-from .report import ReportContext, Summary, resource_label
+from .summary import ReportContext, Summary
+from .values import resource_label
 
 OCSF_VERSION = "1.5.0"
 CLASS_UID = 2004  # Detection Finding
@@ -39,19 +40,13 @@ CHECK_TITLE = "App Service requires incoming client certificates"
 PRODUCT = "clientcert-audit"
 DOCS = "https://learn.microsoft.com/azure/app-service/app-service-web-configure-tls-mutual-auth"
 
-_STATUS: dict[str, tuple[int, str]] = {
-    "FAIL": (1, "New"),
-    "WARN": (1, "New"),
-    "ERROR": (99, "Error"),
-    "EXEMPT": (3, "Suppressed"),
-    "PASS": (4, "Resolved"),
-}
-_SEVERITY: dict[str, tuple[int, str]] = {
-    "FAIL": (4, "High"),
-    "WARN": (3, "Medium"),
-    "ERROR": (3, "Medium"),
-    "EXEMPT": (1, "Informational"),
-    "PASS": (1, "Informational"),
+#: Our status -> OCSF ``(status_id, status, severity_id, severity)`` (the module docstring's table).
+_MAPPING: dict[str, tuple[int, str, int, str]] = {
+    "FAIL": (1, "New", 4, "High"),
+    "WARN": (1, "New", 3, "Medium"),
+    "ERROR": (99, "Error", 3, "Medium"),
+    "EXEMPT": (3, "Suppressed", 1, "Informational"),
+    "PASS": (4, "Resolved", 1, "Informational"),
 }
 _ACTIVITY = {1: "Create", 2: "Update", 3: "Close"}
 
@@ -65,15 +60,8 @@ def _product_version() -> str:
 
 def _epoch_ms(value: Any) -> int | None:
     """OCSF ``timestamp_t``: milliseconds since the epoch, from a datetime or an ISO 8601 string."""
-    if isinstance(value, str) and value:
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return int(moment.timestamp() * 1000)
-    return None
+    moment = as_utc(value)
+    return None if moment is None else int(moment.timestamp() * 1000)
 
 
 def finding_uid(row: Mapping[str, Any]) -> str:
@@ -136,17 +124,7 @@ def _unmapped(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def detection_finding(row: Mapping[str, Any], product_version: str = "") -> dict[str, Any]:
-    """One result row as an OCSF Detection Finding (class 2004, ``cloud`` profile)."""
-    status = str(row.get("Status") or "")
-    status_id, status_name = _STATUS.get(status, (0, "Unknown"))
-    severity_id, severity = _SEVERITY.get(status, (0, "Unknown"))
-    activity_id = _activity(status, row)
-    audited = _epoch_ms(row.get("AuditedAt")) or 0
-    subscription = str(row.get("SubscriptionId") or "")
-    account: dict[str, Any] = {"uid": subscription, "type_id": 13, "type": "Azure Subscription"}
-    if row.get("SubscriptionName"):
-        account["name"] = str(row["SubscriptionName"])
+def _finding_info(row: Mapping[str, Any], audited: int) -> dict[str, Any]:
     info: dict[str, Any] = {
         "uid": finding_uid(row),
         "title": CHECK_TITLE,
@@ -158,6 +136,32 @@ def detection_finding(row: Mapping[str, Any], product_version: str = "") -> dict
         info["first_seen_time"] = first_failed
     if audited:
         info["last_seen_time"] = audited
+    return info
+
+
+def _cloud(row: Mapping[str, Any]) -> dict[str, Any]:
+    account: dict[str, Any] = {"uid": str(row.get("SubscriptionId") or ""), "type_id": 13, "type": "Azure Subscription"}
+    if row.get("SubscriptionName"):
+        account["name"] = str(row["SubscriptionName"])
+    return {"provider": "Azure", "account": account, **({"region": row["Location"]} if row.get("Location") else {})}
+
+
+def _metadata(product_version: str) -> dict[str, Any]:
+    return {
+        "version": OCSF_VERSION,
+        "product": {"name": PRODUCT, "vendor_name": PRODUCT, "version": product_version or _product_version()},
+        "profiles": ["cloud"],
+        "event_code": CHECK_ID,
+        "log_name": "ClientCertAudit",
+    }
+
+
+def detection_finding(row: Mapping[str, Any], product_version: str = "") -> dict[str, Any]:
+    """One result row as an OCSF Detection Finding (class 2004, ``cloud`` profile)."""
+    status = str(row.get("Status") or "")
+    status_id, status_name, severity_id, severity = _MAPPING.get(status, (0, "Unknown", 0, "Unknown"))
+    activity_id = _activity(status, row)
+    audited = _epoch_ms(row.get("AuditedAt")) or 0
     event: dict[str, Any] = {
         "class_uid": CLASS_UID,
         "class_name": "Detection Finding",
@@ -175,19 +179,9 @@ def detection_finding(row: Mapping[str, Any], product_version: str = "") -> dict
         "status_code": status,
         "status_detail": str(row.get("Reason") or ""),
         "message": f"{status}: {resource_label(row)}: {row.get('Reason') or ''}",
-        "metadata": {
-            "version": OCSF_VERSION,
-            "product": {"name": PRODUCT, "vendor_name": PRODUCT, "version": product_version or _product_version()},
-            "profiles": ["cloud"],
-            "event_code": CHECK_ID,
-            "log_name": "ClientCertAudit",
-        },
-        "cloud": {
-            "provider": "Azure",
-            "account": account,
-            **({"region": row["Location"]} if row.get("Location") else {}),
-        },
-        "finding_info": info,
+        "metadata": _metadata(product_version),
+        "cloud": _cloud(row),
+        "finding_info": _finding_info(row, audited),
         "resources": [_resource(row)],
         "unmapped": _unmapped(row),
     }
