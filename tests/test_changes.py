@@ -258,3 +258,33 @@ def test_off_disables_the_poll() -> None:
     env["AUDIT_CHANGES_SCHEDULE"] = "every ten minutes"
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "AUDIT_CHANGES_SCHEDULE" in bad.stderr
+
+
+def test_report_defaults_to_the_nightly_run_and_since_includes_change_runs(
+    make_arm, harness_factory, capsys  # noqa: F811
+) -> None:
+    import csv
+    import io
+
+    from shared.cli import main
+
+    clock = Clock(NIGHT)
+    tenant, sites = build(clock)
+    h: AuditHarness = harness_factory(make_arm(tenant))
+    h.run_at(NIGHT)
+    clock.at = NIGHT + timedelta(hours=2)
+    sites["app"].update(client_cert_mode="Optional")
+    h.poll_at(clock.at + timedelta(minutes=3))
+    change_run = change_runs(h)[-1]["RunId"]
+
+    def report(*args: str) -> list[dict[str, str]]:
+        capsys.readouterr()
+        main(["report", "--format", "csv", "--status", "PASS,WARN,FAIL,EXEMPT,ERROR", *args])
+        return list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+
+    default = report()
+    assert {r["RunId"] for r in default} == {h.runs()[0]["RunId"]}, "the latest nightly run, not the poll's"
+    assert len(default) == len(tenant.expected())
+    since = report("--since", NIGHT.date().isoformat())
+    assert change_run in {r["RunId"] for r in since}
+    assert any(r["RunId"] == change_run and r["Status"] == "FAIL" for r in since)

@@ -114,15 +114,21 @@ def no_run_message(table: str) -> str:
     )
 
 
+def is_nightly(run: Mapping[str, Any]) -> bool:
+    """A nightly run (every app), as opposed to a change poll's run (``Kind`` ``changes``)."""
+    return str(run.get("Kind") or "nightly") != "changes"
+
+
 def latest_finished(runs: Sequence[Mapping[str, Any]], table: str) -> Mapping[str, Any]:
     """The newest run that finished writing its rows (Outcome ``complete`` or ``partial``).
 
     A partial run is included on purpose: a tenant with one subscription the audit may not read
     has *only* partial runs, and its readable subscriptions still need reporting. The report's
     header says "partial" and the unreadable scopes are ERROR rows. A run that failed or is still
-    running is never picked silently.
+    running is never picked silently. Change runs (``Kind`` ``changes``) hold only the resources that
+    changed, so the default is the latest *nightly* run; ``--since`` includes change runs.
     """
-    finished = [run for run in runs if run.get("Outcome") in TREND_OUTCOMES]
+    finished = [run for run in runs if run.get("Outcome") in TREND_OUTCOMES and is_nightly(run)]
     if finished:
         return finished[-1]
     if not runs:
@@ -156,5 +162,7 @@ def runs_since(runs: Sequence[Mapping[str, Any]], since: datetime) -> list[Mappi
 def trend_runs(runs: Sequence[Mapping[str, Any]], last: Mapping[str, Any], count: int) -> list[Mapping[str, Any]]:
     """Up to ``count`` complete/partial runs ending with ``last``: the chart's x axis."""
     upto = str(last.get("RowKey"))
-    eligible = [r for r in runs if r.get("Outcome") in TREND_OUTCOMES and str(r.get("RowKey")) <= upto]
+    eligible = [
+        r for r in runs if r.get("Outcome") in TREND_OUTCOMES and is_nightly(r) and str(r.get("RowKey")) <= upto
+    ]
     return eligible[-count:] if count > 0 else []
