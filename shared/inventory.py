@@ -24,11 +24,11 @@ import requests
 import requests.adapters
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, DecodeError, HttpResponseError, ResourceNotFoundError
-from azure.core.paging import ItemPaged
 from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
+from . import fastpaths
 from .arm_ids import parse_site, subscription_of
 from .config import Settings
 from .errors import ArmIdError, ForeignLinkError, PagingLoopError, one_line
@@ -141,20 +141,12 @@ def _raw_page(pipeline_response: Any, pacer: ReadPacer | None = None) -> tuple[s
 
 
 def raw_json_pages(pager: Any, pacer: ReadPacer | None = None) -> Any:
-    """The SDK operation's pager, yielding ARM's JSON items instead of deserialized models.
-
-    The engine reads six properties of a site, but azure-mgmt-web deserializes the whole ``Site``
-    model of every item (about 1 ms of CPU per site, most of the audit's own CPU at 100k sites),
-    and no hook skips it (``cls`` runs after deserialization). An ``ItemPaged`` is built from
-    ``(get_next, extract_data)``; we keep the operation's own ``get_next`` (its request builder,
-    api-version, the client's pipeline with auth, retry and ``Retry-After``, and its error mapping)
-    and replace only ``extract_data``. If a future azure-core shapes ``ItemPaged`` differently,
-    the SDK's pager is used unchanged (models, read through :func:`_raw`).
-    """
-    args = getattr(pager, "_args", None)
-    if isinstance(pager, ItemPaged) and isinstance(args, tuple) and len(args) == 2 and callable(args[0]):
-        return ItemPaged(args[0], functools.partial(_raw_page, pacer=pacer))
-    return pager
+    """The SDK operation's pager, yielding ARM's JSON items (:func:`_raw_page`) instead of
+    deserialized models: the operation's own ``get_next`` with our ``extract_data``
+    (:func:`shared.fastpaths.json_pager` says why and how). When that shortcut is unavailable,
+    the SDK's pager is used unchanged (models, read through :func:`_raw`)."""
+    rebuilt = fastpaths.json_pager(pager, functools.partial(_raw_page, pacer=pacer))
+    return pager if rebuilt is None else rebuilt
 
 
 def guarded_pages(pager: Any, what: str, pacer: ReadPacer | None = None) -> Iterator[Any]:

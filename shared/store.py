@@ -15,15 +15,10 @@ Writes are upserts with stable keys, so repeating any step after a crash is harm
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
-import re
-import uuid
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
-from urllib.parse import quote
+from datetime import datetime, timedelta
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
@@ -33,11 +28,12 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
+from . import fastpaths
 from .config import Settings
 from .errors import RunInProgressError, StoreError
+from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
 from .http import client_kwargs
 from .keys import odata_quote
 from .layout import partition_batches, run_range, state_filters
@@ -161,11 +157,7 @@ class TableStore:
             self._upsert_or_fallback(table, batch[0], fallback)
             return 1
         try:
-            bodies = [odata_entity(e) for e in batch]
-            if all(b is not None for b in bodies):
-                send_upsert_batch(table, batch, cast(list[str], bodies))
-            else:  # a property type the fast path does not serialise: the SDK's own transaction
-                table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+            fastpaths.upsert_batch(table, batch)
             return 1
         except (TableTransactionError, HttpResponseError) as exc:
             log.warning(
@@ -240,7 +232,7 @@ class TableStore:
         state: dict[str, dict[str, Any]] = {}
         extra: list[tuple[str, str]] = []
         for flt in state_filters(subscription_id):
-            for raw in query_json(self.latest, flt):
+            for raw in fastpaths.query_json(self.latest, flt):
                 key = str(raw["RowKey"])
                 row = {f: raw[f] for f in STATE_MODEL_FIELDS if f in raw} if key in present else raw
                 row.pop("Timestamp", None)  # a system property: never written back
@@ -343,146 +335,5 @@ class TableStore:
         return fresh
 
 
-def query_json(table: TableClient, flt: str) -> Iterator[dict[str, Any]]:
-    """Entities matching an OData filter as plain JSON objects (``odata=nometadata``: strings,
-    booleans and numbers), page after page, through the table client's own pipeline (its auth,
-    retry and headers policies), following the service's continuation headers as the SDK does.
-
-    ``TableClient.query_entities`` deserializes every page into a model and converts every entity
-    into a ``TableEntity`` (about 50 µs and 1.4 KB per entity); the state reads of a nightly run
-    hold one row per resource.
-    """
-    base = _account_url(table)
-    params = {"$filter": flt}
-    while True:
-        # The query string is encoded here, braces included: the client formats the URL as a template.
-        query = "&".join(f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in params.items())
-        request = HttpRequest(
-            "GET",
-            f"{base}/{table.table_name}()?{query}",
-            headers={
-                "x-ms-version": table.api_version,
-                "DataServiceVersion": "3.0",
-                "MaxDataServiceVersion": "3.0;NetFx",
-                "Accept": "application/json;odata=nometadata",
-            },
-        )
-        response = table._client.send_request(request)
-        if response.status_code != 200:
-            if response.status_code == 404:
-                raise ResourceNotFoundError(message=f"table {table.table_name} not found", response=response)
-            raise HttpResponseError(message=f"query answered HTTP {response.status_code}", response=response)
-        body = response.json()
-        yield from body.get("value") or () if isinstance(body, dict) else ()
-        next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
-        next_rk = response.headers.get("x-ms-continuation-NextRowKey")
-        if not next_pk and not next_rk:
-            return
-        params = {"$filter": flt, **({"NextPartitionKey": next_pk} if next_pk else {})}
-        if next_rk:
-            params["NextRowKey"] = next_rk
-
-
-_INT32 = range(-(2**31), 2**31)
-
-
-def odata_entity(entity: Mapping[str, Any]) -> str | None:
-    """An entity as the JSON body of one Table operation, or ``None`` for a type not handled here.
-
-    The SDK's transaction builder costs about 0.5 ms of CPU per row (a typed property map, a
-    request object and an ``http.client`` serialisation per entity, then ``email`` parsing of the
-    response); this writes the same JSON with ``@odata.type`` only where Table Storage needs it
-    (DateTime, Int64, Double; strings, booleans and Int32 are typed by JSON itself).
-    """
-    out: dict[str, Any] = {}
-    for key, value in entity.items():
-        kind = type(value)
-        if kind is str or kind is bool:
-            out[key] = value
-        elif value is None:
-            continue
-        elif kind is int:
-            if value in _INT32:
-                out[key] = value
-            else:
-                out[key] = str(value)
-                out[key + "@odata.type"] = "Edm.Int64"
-        elif isinstance(value, datetime):
-            service_value = getattr(value, "tables_service_value", None)  # read back unchanged
-            if service_value:
-                out[key] = service_value
-            else:
-                utc = value.astimezone(UTC) if value.tzinfo else value
-                out[key] = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            out[key + "@odata.type"] = "Edm.DateTime"
-        elif kind is float and math.isfinite(value):
-            out[key] = value
-            out[key + "@odata.type"] = "Edm.Double"
-        else:
-            return None
-    return json.dumps(out, ensure_ascii=False)
-
-
-def send_upsert_batch(table: TableClient, entities: list[dict[str, Any]], bodies: list[str]) -> None:
-    """One entity-group transaction of upserts (insert-or-replace), built as Table Storage's
-    ``$batch`` multipart body and sent through the table client's own pipeline (``send_request``:
-    its auth, retry, timeouts and headers policies), as ``TableClient.submit_transaction`` does.
-
-    Raises :class:`TableTransactionError` when the service rejects the transaction (it is then
-    rolled back whole) and :class:`HttpResponseError` when the request itself fails.
-    """
-    base = _account_url(table)
-    table_url = f"{base}/{table.table_name}"
-    batch_id, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
-    parts = [f"--{batch_id}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"]
-    for index, (entity, body) in enumerate(zip(entities, bodies, strict=True)):
-        pk = quote(str(entity["PartitionKey"]).replace("'", "''"), safe="")
-        rk = quote(str(entity["RowKey"]).replace("'", "''"), safe="")
-        data = body.encode("utf-8")
-        parts.append(
-            f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
-            f"Content-ID: {index}\r\n\r\nPUT {table_url}(PartitionKey='{pk}',RowKey='{rk}') HTTP/1.1\r\n"
-            "Content-Type: application/json\r\nAccept: application/json;odata=minimalmetadata\r\n"
-            f"DataServiceVersion: 3.0\r\nContent-Length: {len(data)}\r\n\r\n{body}\r\n"
-        )
-    parts.append(f"--{changeset}--\r\n\r\n--{batch_id}--\r\n")
-    request = HttpRequest(
-        "POST",
-        f"{base}/$batch",
-        headers={
-            "x-ms-version": table.api_version,
-            "DataServiceVersion": "3.0",
-            "MaxDataServiceVersion": "3.0;NetFx",
-            "Content-Type": f"multipart/mixed; boundary={batch_id}",
-            "Accept": "application/json",
-        },
-        content="".join(parts).encode("utf-8"),
-    )
-    # The generated client's pipeline, exactly as the SDK's own $batch (streamed: azure-core cannot
-    # decode multipart/mixed), then read whole.
-    # Every operation is an upsert (insert-or-replace), so the whole transaction is idempotent: a
-    # connection dropped before the answer (a kept-alive connection the service closed) is sent
-    # again. azure-core retries no POST after a read error by default.
-    response = table._client.send_request(request, stream=True, retry_on_methods=_IDEMPOTENT_BATCH)
-    response.read()
-    if response.status_code != 202:
-        raise HttpResponseError(message=f"$batch answered HTTP {response.status_code}", response=response)
-    statuses = _PART_STATUS.findall(response.text())
-    if len(statuses) != len(entities) or any(not code.startswith("2") for code in statuses):
-        failed = next((code for code in statuses if not code.startswith("2")), "missing parts")
-        raise TableTransactionError(message=f"transaction rejected: {failed}", response=response)
-
-
-_IDEMPOTENT_BATCH = frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST"})
-
-
-def _account_url(table: TableClient) -> str:
-    """The account endpoint a table client talks to (path-style, account included, for Azurite)."""
-    return table.url.split("?", 1)[0].rstrip("/")
-
-
 def _partition_key(entity: Mapping[str, Any]) -> str:
     return str(entity["PartitionKey"])
-
-
-_PART_STATUS = re.compile(r"^HTTP/1\.1 (\d{3})", re.MULTILINE)

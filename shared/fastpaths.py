@@ -1,0 +1,357 @@
+"""The SDK shortcuts the hot paths take, in one place, each behind a self-check and a public fallback.
+
+Three shortcuts reach past the SDKs' public surface, because the public one costs most of the
+audit's own CPU at 100k sites (each function says how much):
+
+* :data:`TABLE_REQUEST`: ``TableClient._client.send_request``, the table client's own pipeline
+  (auth, retry, timeouts, headers) for a request we build: the state reads as plain JSON
+  (:func:`query_json`) and the results' ``$batch`` transactions (:func:`send_upsert_batch`).
+* :data:`BATCH_BODY`: the entity JSON those transactions carry (:func:`odata_entity`), built here
+  instead of by the SDK's per-row request objects.
+* :data:`PAGER_ARGS`: ``ItemPaged._args`` as ``(get_next, extract_data)``, to page ARM's lists
+  as JSON instead of deserialized models (:func:`json_pager`).
+
+:func:`self_check` checks each one once per process, locally (no network): a table client built
+here answers canned responses through its real pipeline, our entity JSON is compared with the
+SDK's serializer, a tiny ``ItemPaged`` is rebuilt and paged. A shortcut that fails is replaced by
+the public API (``query_entities``, ``submit_transaction``, the SDK's pager) for the rest of the
+process, with one WARNING naming the internal that is not what it should be. What is stored and
+read is the same either way: ``tests/contract`` runs both paths against Azurite and the ARM
+emulator (:func:`use_public_api` forces the fallbacks) and compares them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import math
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.paging import ItemPaged
+from azure.core.rest import HttpRequest
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransactionError, UpdateMode
+
+from .errors import one_line
+
+log = logging.getLogger(__name__)
+
+#: The shortcuts, named by the internal each relies on (the names the fallback WARNING uses).
+TABLE_REQUEST = "TableClient._client.send_request"
+BATCH_BODY = "$batch entity JSON (as azure.data.tables serializes it)"
+PAGER_ARGS = "ItemPaged._args (get_next, extract_data)"
+SHORTCUTS = (TABLE_REQUEST, BATCH_BODY, PAGER_ARGS)
+_FALLBACK = {
+    TABLE_REQUEST: "TableClient.query_entities and submit_transaction",
+    BATCH_BODY: "TableClient.submit_transaction",
+    PAGER_ARGS: "the SDK's own pager (models)",
+}
+
+
+class _Switch:
+    """The self-check's verdicts (computed once) and the tests' switch to the public API."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # the checks may ask for a verdict while it is computed
+        self.problems: dict[str, str | None] | None = None
+        self.forced_public = False
+        self.warned: set[str] = set()
+
+
+_SWITCH = _Switch()
+
+
+def self_check() -> dict[str, str | None]:
+    """Each shortcut's problem (``None``: usable), checked on first use and then remembered; an
+    unusable one is logged once at WARNING with the internal it misses and what is used instead."""
+    with _SWITCH.lock:
+        if _SWITCH.problems is None:
+            from .fastpaths_check import CHECKS  # the checks use this module's functions
+
+            _SWITCH.problems = {name: _run(check) for name, check in CHECKS.items()}
+            for name, problem in _SWITCH.problems.items():
+                if problem:
+                    _warn_once(name, problem)
+        return dict(_SWITCH.problems)
+
+
+def _run(check: Callable[[], str | None]) -> str | None:
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - any surprise means the internal is not what we expect
+        return f"self-check raised {one_line(exc, 300)}"
+
+
+def _warn_once(name: str, problem: str) -> None:
+    if name in _SWITCH.warned:
+        return
+    _SWITCH.warned.add(name)
+    log.warning("SDK shortcut disabled: %s: %s; using %s instead", name, problem, _FALLBACK[name])
+
+
+def usable(*names: str) -> bool:
+    """Whether the fast path may use these shortcuts (all passed the self-check, none forced off)."""
+    if _SWITCH.forced_public:
+        return False
+    problems = self_check()
+    return all(problems.get(name) is None for name in names)
+
+
+@contextlib.contextmanager
+def use_public_api() -> Iterator[None]:
+    """Within the block, every shortcut takes its public fallback (the contract test's switch)."""
+    with _SWITCH.lock:
+        before, _SWITCH.forced_public = _SWITCH.forced_public, True
+    try:
+        yield
+    finally:
+        with _SWITCH.lock:
+            _SWITCH.forced_public = before
+
+
+# -- reads: table entities as plain JSON -------------------------------------------------------------
+def query_json(table: TableClient, flt: str) -> Iterator[dict[str, Any]]:
+    """Entities matching an OData filter as plain JSON objects (``odata=nometadata``: strings,
+    booleans and numbers; Int64, DateTime, Guid and binary values as the strings the service
+    sends), through :func:`query_json_fast`, or ``query_entities`` converted to the same shape."""
+    if usable(TABLE_REQUEST):
+        return query_json_fast(table, flt)
+    return (plain_entity(entity) for entity in table.query_entities(flt))
+
+
+def query_json_fast(table: TableClient, flt: str) -> Iterator[dict[str, Any]]:
+    """Page after page, through the table client's own pipeline (its auth, retry and headers
+    policies), following the service's continuation headers as the SDK does.
+
+    ``TableClient.query_entities`` deserializes every page into a model and converts every entity
+    into a ``TableEntity`` (about 50 µs and 1.4 KB per entity); the state reads of a nightly run
+    hold one row per resource.
+    """
+    base = _account_url(table)
+    params = {"$filter": flt}
+    while True:
+        # The query string is encoded here, braces included: the client formats the URL as a template.
+        query = "&".join(f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in params.items())
+        request = HttpRequest(
+            "GET",
+            f"{base}/{table.table_name}()?{query}",
+            headers={
+                "x-ms-version": table.api_version,
+                "DataServiceVersion": "3.0",
+                "MaxDataServiceVersion": "3.0;NetFx",
+                "Accept": "application/json;odata=nometadata",
+            },
+        )
+        response = table._client.send_request(request)
+        if response.status_code != 200:
+            if response.status_code == 404:
+                raise ResourceNotFoundError(message=f"table {table.table_name} not found", response=response)
+            raise HttpResponseError(message=f"query answered HTTP {response.status_code}", response=response)
+        body = response.json()
+        yield from body.get("value") or () if isinstance(body, dict) else ()
+        next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
+        next_rk = response.headers.get("x-ms-continuation-NextRowKey")
+        if not next_pk and not next_rk:
+            return
+        params = {"$filter": flt, **({"NextPartitionKey": next_pk} if next_pk else {})}
+        if next_rk:
+            params["NextRowKey"] = next_rk
+
+
+def plain_entity(entity: Any) -> dict[str, Any]:
+    """A ``TableEntity`` as ``odata=nometadata`` JSON has it, ``Timestamp`` included."""
+    out = {str(key): _plain_value(value) for key, value in entity.items()}
+    stamp = (getattr(entity, "metadata", None) or {}).get("timestamp")
+    if stamp is not None:
+        out["Timestamp"] = _plain_value(stamp)
+    return out
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, EntityProperty):  # a NamedTuple: before any other type test
+        value = value.value
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else _plain_value(value)
+    if isinstance(value, datetime):
+        service_value = getattr(value, "tables_service_value", None)  # the service's own spelling
+        return service_value or _utc_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return value
+
+
+# -- writes: one transaction of upserts ---------------------------------------------------------------
+def upsert_batch(table: TableClient, entities: list[dict[str, Any]]) -> None:
+    """Upsert (insert-or-replace) ≤100 entities of one partition as one transaction.
+
+    Raises :class:`TableTransactionError` when the service rejects it (rolled back whole) and
+    :class:`HttpResponseError` when the request fails, on either path.
+    """
+    if usable(TABLE_REQUEST, BATCH_BODY):
+        bodies = [odata_entity(e) for e in entities]
+        if all(b is not None for b in bodies):
+            send_upsert_batch(table, entities, [b for b in bodies if b is not None])
+            return
+    # The public path; also a property type the fast path does not serialise (the SDK does).
+    submit_upserts(table, entities)
+
+
+def submit_upserts(table: TableClient, entities: Iterable[Mapping[str, Any]]) -> None:
+    """The same transaction through ``TableClient.submit_transaction``, storing the same types
+    :func:`odata_entity` sends (an int beyond 32 bits as Int64, a naive datetime as UTC)."""
+    table.submit_transaction(
+        [("upsert", sdk_entity(e), {"mode": UpdateMode.REPLACE}) for e in entities],
+        retry_on_methods=_IDEMPOTENT_BATCH,
+    )
+
+
+def sdk_entity(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """An entity the SDK serialises as :func:`odata_entity` does (the SDK refuses an int beyond
+    32 bits unless told it is Int64, and reads a naive datetime as local time)."""
+    out: dict[str, Any] = {}
+    for key, value in entity.items():
+        if type(value) is int and value not in _INT32:
+            value = EntityProperty(value, EdmType.INT64)
+        elif isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        out[key] = value
+    return out
+
+
+_INT32 = range(-(2**31), 2**31)
+
+
+def odata_entity(entity: Mapping[str, Any]) -> str | None:
+    """An entity as the JSON body of one Table operation, or ``None`` for a type not handled here.
+
+    The SDK's transaction builder costs about 0.5 ms of CPU per row (a typed property map, a
+    request object and an ``http.client`` serialisation per entity, then ``email`` parsing of the
+    response); this writes the same JSON with ``@odata.type`` only where Table Storage needs it
+    (DateTime, Int64, Double; strings, booleans and Int32 are typed by JSON itself).
+    """
+    out: dict[str, Any] = {}
+    for key, value in entity.items():
+        kind = type(value)
+        if kind is str or kind is bool:
+            out[key] = value
+        elif value is None:
+            continue
+        elif kind is int:
+            if value in _INT32:
+                out[key] = value
+            else:
+                out[key] = str(value)
+                out[key + "@odata.type"] = "Edm.Int64"
+        elif isinstance(value, datetime):
+            service_value = getattr(value, "tables_service_value", None)  # read back unchanged
+            out[key] = service_value or _utc_text(value)
+            out[key + "@odata.type"] = "Edm.DateTime"
+        elif kind is float and math.isfinite(value):
+            out[key] = value
+            out[key + "@odata.type"] = "Edm.Double"
+        else:
+            return None
+    return json.dumps(out, ensure_ascii=False)
+
+
+def _utc_text(value: datetime) -> str:
+    """A datetime as Table Storage's DateTime text (a naive one is taken as UTC)."""
+    utc = value.astimezone(UTC) if value.tzinfo else value
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def send_upsert_batch(table: TableClient, entities: list[dict[str, Any]], bodies: list[str]) -> None:
+    """One entity-group transaction of upserts (insert-or-replace), built as Table Storage's
+    ``$batch`` multipart body and sent through the table client's own pipeline (``send_request``:
+    its auth, retry, timeouts and headers policies), as ``TableClient.submit_transaction`` does.
+
+    Raises :class:`TableTransactionError` when the service rejects the transaction (it is then
+    rolled back whole) and :class:`HttpResponseError` when the request itself fails.
+    """
+    base = _account_url(table)
+    batch_id, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
+    request = HttpRequest(
+        "POST",
+        f"{base}/$batch",
+        headers={
+            "x-ms-version": table.api_version,
+            "DataServiceVersion": "3.0",
+            "MaxDataServiceVersion": "3.0;NetFx",
+            "Content-Type": f"multipart/mixed; boundary={batch_id}",
+            "Accept": "application/json",
+        },
+        content=batch_body(f"{base}/{table.table_name}", batch_id, changeset, entities, bodies),
+    )
+    # The generated client's pipeline, exactly as the SDK's own $batch (streamed: azure-core cannot
+    # decode multipart/mixed), then read whole.
+    # Every operation is an upsert (insert-or-replace), so the whole transaction is idempotent: a
+    # connection dropped before the answer (a kept-alive connection the service closed) is sent
+    # again. azure-core retries no POST after a read error by default.
+    response = table._client.send_request(request, stream=True, retry_on_methods=_IDEMPOTENT_BATCH)
+    response.read()
+    if response.status_code != 202:
+        raise HttpResponseError(message=f"$batch answered HTTP {response.status_code}", response=response)
+    statuses = _PART_STATUS.findall(response.text())
+    if len(statuses) != len(entities) or any(not code.startswith("2") for code in statuses):
+        failed = next((code for code in statuses if not code.startswith("2")), "missing parts")
+        raise TableTransactionError(message=f"transaction rejected: {failed}", response=response)
+
+
+def batch_body(
+    table_url: str, batch_id: str, changeset: str, entities: list[dict[str, Any]], bodies: list[str]
+) -> bytes:
+    """The ``$batch`` multipart body: one changeset of ``PUT`` (insert-or-replace) parts."""
+    parts = [f"--{batch_id}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"]
+    for index, (entity, body) in enumerate(zip(entities, bodies, strict=True)):
+        pk = quote(str(entity["PartitionKey"]).replace("'", "''"), safe="")
+        rk = quote(str(entity["RowKey"]).replace("'", "''"), safe="")
+        data = body.encode("utf-8")
+        parts.append(
+            f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
+            f"Content-ID: {index}\r\n\r\nPUT {table_url}(PartitionKey='{pk}',RowKey='{rk}') HTTP/1.1\r\n"
+            "Content-Type: application/json\r\nAccept: application/json;odata=minimalmetadata\r\n"
+            f"DataServiceVersion: 3.0\r\nContent-Length: {len(data)}\r\n\r\n{body}\r\n"
+        )
+    parts.append(f"--{changeset}--\r\n\r\n--{batch_id}--\r\n")
+    return "".join(parts).encode("utf-8")
+
+
+_IDEMPOTENT_BATCH = frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST"})
+_PART_STATUS = re.compile(r"^HTTP/1\.1 (\d{3})", re.MULTILINE)
+
+
+def _account_url(table: TableClient) -> str:
+    """The account endpoint a table client talks to (path-style, account included, for Azurite)."""
+    return table.url.split("?", 1)[0].rstrip("/")
+
+
+# -- ARM pages as JSON ------------------------------------------------------------------------------
+def json_pager(pager: Any, extract_data: Callable[[Any], tuple[str | None, Iterator[Any]]]) -> Any | None:
+    """The SDK operation's pager rebuilt with another ``extract_data``, or ``None`` (use ``pager``).
+
+    An ``ItemPaged`` is built from ``(get_next, extract_data)``; keeping the operation's own
+    ``get_next`` keeps its request builder, api-version, the client's pipeline (auth, retry,
+    ``Retry-After``) and its error mapping, and replacing ``extract_data`` skips the model
+    deserialization (about 1 ms of CPU per site, most of the audit's own CPU at 100k sites; no
+    hook skips it: ``cls`` runs after deserialization). ``None`` when the self-check failed or
+    when this pager is shaped otherwise (logged once).
+    """
+    if not usable(PAGER_ARGS):
+        return None
+    args = getattr(pager, "_args", None)
+    if isinstance(pager, ItemPaged) and isinstance(args, tuple) and len(args) == 2 and callable(args[0]):
+        return ItemPaged(args[0], extract_data)
+    with _SWITCH.lock:
+        _warn_once(PAGER_ARGS, f"a {type(pager).__name__} pager has no _args of (get_next, extract_data)")
+    return None
