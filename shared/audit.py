@@ -23,7 +23,8 @@ from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory
 from .ledger import RunLedger, RunSummary
-from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline, SubscriptionResult, tally
+from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline
+from .plan import SubscriptionResult, tally
 from .schema import refused_result_row
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor

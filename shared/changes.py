@@ -30,7 +30,6 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.mgmt.resourcegraph import ResourceGraphClient
-from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from .arm_ids import parse_site_id
 from .config import Settings
@@ -41,8 +40,9 @@ from .inventory import ArmInventory, SubscriptionInfo, describe_error, site_reco
 from .ledger import RunLedger, RunSummary
 from .models import GoneRecord, InventoryError, SiteRecord
 from .owners import OwnerResolver
-from .pipeline import Checkpoint, RunContext, SubscriptionPipeline, tally
-from .resourcegraph import graph_client, quota_wait
+from .pipeline import Checkpoint, RunContext, SubscriptionPipeline
+from .plan import tally
+from .resourcegraph import graph_client, query_page, quota_wait
 from .schema import refused_result_row
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 #: The runs-table entity that holds the watermark.
 WATERMARK_PARTITION, WATERMARK_ROW = "watermark", "changes"
-PAGE_SIZE = 1000
 #: The change query; ``{since}`` is an ISO 8601 UTC instant. The emulator recognises this text.
 CHANGES_QUERY = (
     "resourcechanges"
@@ -109,17 +108,8 @@ class ChangeFeed:
                 time.sleep(pause)
 
     def _page(self, query: str, skip_token: str | None) -> tuple[Mapping[str, Any], Mapping[str, str]]:
-        request = QueryRequest(
-            query=query,
-            subscriptions=list(self._settings.subscriptions) or None,
-            options=QueryRequestOptions(skip_token=skip_token, top=PAGE_SIZE, result_format="objectArray"),
-        )
         self.requests += 1
-        result: Any = self._client.resources(
-            request,
-            cls=lambda response, _deserialized, _h: (response.http_response.json(), response.http_response.headers),
-        )
-        return result[0], result[1]
+        return query_page(self._client, query, self._settings.subscriptions, skip_token)
 
 
 def _change(row: Any) -> Change | None:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
@@ -28,13 +27,12 @@ from . import events
 from .config import Settings
 from .errors import AuditFailed, one_line
 from .evaluate import error_finding, evaluate
-from .exemptions import Exemption, apply_exemption, exemption_request
+from .exemptions import Exemption, apply_exemption
 from .keys import resource_key
-from .layout import partition_batches, results_partition, state_partition, state_shards
+from .layout import partition_batches, results_partition, state_shards
 from .ledger import RunSummary
 from .models import Finding, GoneRecord, InventoryError, SiteRecord, Status
-from .schema import gone_row, result_row, state_row
-from .state import Transition, observed, transition
+from .plan import SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
 from .when import as_utc
@@ -60,202 +58,6 @@ class Inventory(Protocol):
     def scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
 
     def close(self) -> None: ...
-
-
-@dataclass
-class SubscriptionResult:
-    """What one subscription contributed to the run."""
-
-    subscription_id: str
-    counts: Counter[str] = field(default_factory=Counter)
-    new_failures: int = 0
-    read: bool = True
-    partial: bool = False
-    rows: int = 0
-    retired: int = 0
-
-
-# -- the plan (pure) -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SubscriptionPlan:
-    """Everything one subscription's rows, state and alerts will be, decided before any write."""
-
-    subscription_id: str
-    subscription_name: str
-    run_id: str
-    audited_at: datetime
-    findings: dict[str, Finding]
-    changes: dict[str, Transition]  # audited resources (not ERROR rows)
-    prior: dict[str, Any]  # last-known state by key
-    extra: list[tuple[str, str]]  # older copies of state rows in other partitions
-    read: bool  # the subscription was listed fully enough to advance its state
-    partial: bool  # something in it could not be read: nothing is retired
-    partitions: dict[str, str]  # state partition of each key written tonight (gone ones: where they are)
-    gone: tuple[str, ...]  # resources a complete listing no longer shows
-    request_tag: str | None
-
-    @property
-    def now_iso(self) -> str:
-        return self.audited_at.isoformat()
-
-    @property
-    def counts(self) -> Counter[str]:
-        return Counter(f.status.value for f in self.findings.values())
-
-    @property
-    def new_failures(self) -> int:
-        return sum(1 for change in self.changes.values() if change.new_failure)
-
-    @property
-    def held(self) -> int:
-        return len(self.findings) + len(self.prior)
-
-    def result_rows(self) -> Iterator[dict[str, Any]]:
-        """Tonight's result rows, rendered as the writer takes them (no side effects)."""
-        for key, finding in self.findings.items():
-            yield result_row(
-                self.run_id,
-                finding,
-                self.changes.get(key),
-                self.audited_at,
-                key,
-                exemption_request=exemption_request(finding, self.request_tag),
-                subscription_name=self.subscription_name,
-            )
-
-    def state_rows(self) -> Iterator[dict[str, Any]]:
-        """Tonight's state rows, each in tonight's layout; gone resources are retired in place."""
-        for key in self.changes:
-            yield self.state_row(key, alerted=False)
-        for key in self.gone:
-            yield gone_row(self.prior[key], self.run_id, self.now_iso)
-
-    def state_row(self, key: str, *, alerted: bool) -> dict[str, Any]:
-        return state_row(
-            self.findings[key],
-            self.changes[key],
-            self.prior.get(key),
-            self.run_id,
-            self.now_iso,
-            key,
-            self.partitions[key],
-            alerted=alerted,
-        )
-
-    def alerts_due(self) -> list[str]:
-        """Owed alerts: tonight's new failures and those an earlier run stored but never sent."""
-        return [key for key, change in self.changes.items() if change.alert_pending]
-
-    def alerts_dropped(self) -> list[str]:
-        """Owed alerts of resources that no longer fail (the alert is not sent, and not owed)."""
-        return [key for key, change in self.changes.items() if change.dropped_alert]
-
-    def stale_copies(self) -> list[tuple[str, str]]:
-        """Keys of state rows left in a partition other than the one holding the current copy."""
-        stale: set[tuple[str, str]] = set()
-        for key, state in self.prior.items():
-            old = str(state["PartitionKey"])
-            if self.partitions.get(key, old) != old:
-                stale.add((old, key))
-        for partition, key in self.extra:
-            keep = self.partitions.get(key) or str(self.prior[key]["PartitionKey"])
-            if partition != keep:
-                stale.add((partition, key))
-        return sorted(stale)
-
-
-def plan_subscription(
-    subscription_id: str,
-    findings: dict[str, Finding],
-    prior: dict[str, Any],
-    extra: list[tuple[str, str]],
-    *,
-    summary: RunSummary,
-    audited_at: datetime,
-    read: bool,
-    partial: bool,
-    subscription_name: str = "",
-    request_tag: str | None = None,
-    retire: Iterable[str] = (),
-) -> SubscriptionPlan:
-    """Decide, as data, what tonight means for one subscription. A subscription not read fully
-    enough shows its stored state (``observed``) and changes nothing. ``retire`` names resources
-    confirmed deleted, retired even when the listing was partial (a change poll's targeted read)."""
-    now_iso = audited_at.isoformat()
-    changes = {
-        key: (
-            transition(finding, prior.get(key), summary.run_id, now_iso, baseline=summary.baseline)
-            if read
-            else observed(finding, prior.get(key), summary.run_id)
-        )
-        for key, finding in findings.items()
-        if finding.status is not Status.ERROR
-    }
-    size = len(changes)
-    partitions = {key: state_partition(subscription_id, size, key) for key in changes} if read else {}
-    gone: tuple[str, ...] = ()
-    if read and not partial:  # only a fully read subscription can prove that a resource is gone
-        gone = tuple(k for k, s in prior.items() if k not in findings and not s.get("Gone"))
-    elif read:
-        confirmed = set(retire)
-        gone = tuple(k for k, s in prior.items() if k in confirmed and k not in findings and not s.get("Gone"))
-    partitions.update((k, str(prior[k]["PartitionKey"])) for k in gone)
-    return SubscriptionPlan(
-        subscription_id=subscription_id,
-        subscription_name=subscription_name,
-        run_id=summary.run_id,
-        audited_at=audited_at,
-        findings=findings,
-        changes=changes,
-        prior=prior,
-        extra=extra,
-        read=read,
-        partial=partial,
-        partitions=partitions,
-        gone=gone,
-        request_tag=request_tag,
-    )
-
-
-def tally(summary: RunSummary, results: Iterable[SubscriptionResult]) -> None:
-    """Add the subscriptions' contributions to the run's summary."""
-    for result in results:
-        summary.counts.update(result.counts)
-        summary.new_failures += result.new_failures
-        summary.subscriptions_read += int(result.read)
-        summary.subscriptions_failed += int(not result.read)
-        summary.partial = summary.partial or result.partial or not result.read
-        summary.rows += result.rows
-        summary.retired += result.retired
-
-
-def _targeted(
-    prior: dict[str, Any], extra: list[tuple[str, str]], findings: Mapping[str, Finding], deleted: set[str]
-) -> tuple[dict[str, Any], list[tuple[str, str]], set[str]]:
-    """Narrow a subscription's state to the resources a targeted read saw or confirmed deleted (a
-    deleted site takes its slots with it: they cannot outlive it)."""
-    sites = tuple(f"{key}|slots|" for key in deleted)
-    retire = deleted | {k for k in prior if sites and k.startswith(sites)}
-    keep = {k: v for k, v in prior.items() if k in findings or k in retire}
-    return keep, [(p, k) for p, k in extra if k in keep], retire
-
-
-def new_failure_event(run_id: str, finding: Finding, change: Transition, *, sent_by: str) -> dict[str, Any]:
-    """Payload of one ``ClientCertAudit.NewFailure`` event (a contract: see docs/design.md).
-
-    ``RunId`` is the run that found the new failure (its result row has ``NewFailure`` true);
-    ``SentByRunId`` the run that logged the event, later when the alert was owed (``Owed``).
-    """
-    return {
-        **finding.identity(),
-        "ClientCertMode": finding.client_cert_mode,
-        "Status": finding.status.value,
-        "Reason": finding.reason,
-        "RunId": run_id,
-        "SentByRunId": sent_by,
-        "Owed": run_id != sent_by,
-        "FirstFailedAt": change.first_failed_at,
-    }
 
 
 # -- the pipeline (I/O) ----------------------------------------------------------------------------
@@ -333,7 +135,7 @@ class SubscriptionPipeline:
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
         prior, extra = self.store.subscription_state(subscription_id, findings)
         if self.run.targeted:
-            prior, extra, deleted = _targeted(prior, extra, findings, deleted)
+            prior, extra, deleted = targeted(prior, extra, findings, deleted)
         silent = self._unconfirmed_silence(subscription_id, findings, prior) if result.read else None
         if silent is not None:  # nothing listed, yet resources were known: nothing is retired
             self._warn(silent)

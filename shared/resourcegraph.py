@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -78,6 +78,23 @@ def graph_client(credential: TokenCredential, settings: Settings) -> ResourceGra
     )
 
 
+def query_page(
+    client: ResourceGraphClient, query: str, subscriptions: Sequence[str], skip_token: str | None
+) -> tuple[Mapping[str, Any], Mapping[str, str]]:
+    """One page of a Resource Graph query as its JSON body and headers (the quota headers pace
+    the next page); ``subscriptions`` empty means every subscription the identity can read."""
+    request = QueryRequest(
+        query=query,
+        subscriptions=list(subscriptions) or None,
+        options=QueryRequestOptions(skip_token=skip_token, top=PAGE_SIZE, result_format="objectArray"),
+    )
+    result: Any = client.resources(
+        request,
+        cls=lambda response, _deserialized, _h: (response.http_response.json(), response.http_response.headers),
+    )
+    return result[0], result[1]
+
+
 class ResourceGraphInventory:
     """Same interface as :class:`~shared.inventory.ArmInventory`, fed by one paged query.
 
@@ -138,17 +155,8 @@ class ResourceGraphInventory:
             )
 
     def _page(self, skip_token: str | None) -> tuple[Mapping[str, Any], Mapping[str, str]]:
-        request = QueryRequest(
-            query=SITES_QUERY,
-            subscriptions=list(self._settings.subscriptions) or None,
-            options=QueryRequestOptions(skip_token=skip_token, top=PAGE_SIZE, result_format="objectArray"),
-        )
         self.requests += 1
-        result: Any = self._client.resources(
-            request,
-            cls=lambda response, _deserialized, _h: (response.http_response.json(), response.http_response.headers),
-        )
-        return result[0], result[1]
+        return query_page(self._client, SITES_QUERY, self._settings.subscriptions, skip_token)
 
     def _is_complete(self, key: str) -> bool:
         """The query has moved past this subscription (rows come ordered by subscription id), or ended."""

@@ -28,7 +28,7 @@ from shared.exemptions import (
 )
 from shared.ledger import RunSummary
 from shared.models import SiteRecord, Status
-from shared.pipeline import plan_subscription
+from shared.plan import plan_subscription
 from shared.schema import result_row
 from tests.reportbed import SUB_A, AuditBed
 
