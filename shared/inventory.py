@@ -77,9 +77,18 @@ class ReadPacer:
     A 429 that still happens is retried by azure-core after its ``Retry-After``.
     """
 
-    def __init__(self, refill_per_second: float = 24.0, reserve: int = 8) -> None:
+    def __init__(
+        self,
+        refill_per_second: float = 24.0,
+        reserve: int = 8,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._refill = refill_per_second
         self._reserve = reserve
+        self._clock = clock
+        self._sleep = sleep
         self._tokens: float | None = None
         self._at = 0.0
         self._lock = threading.Lock()
@@ -90,7 +99,7 @@ class ReadPacer:
             return
         with contextlib.suppress(ValueError), self._lock:
             reported = float(int(value))
-            now = time.monotonic()
+            now = self._clock()
             # Keep a reservation already handed out (tokens below zero) rather than forgetting it.
             if self._tokens is None or self._at <= now:
                 self._tokens, self._at = reported, now
@@ -99,7 +108,7 @@ class ReadPacer:
         with self._lock:
             if self._tokens is None:
                 return
-            now = time.monotonic()
+            now = self._clock()
             start = max(now, self._at)
             tokens = self._tokens + (start - self._at) * self._refill
             need = self._reserve + 1.0
@@ -108,7 +117,7 @@ class ReadPacer:
             self._at = start + delay
             pause = self._at - now
         if pause > 0:
-            time.sleep(pause)
+            self._sleep(pause)
 
 
 def _then_refuse(items: Iterable[Any], error: AzureError) -> Iterator[Any]:
