@@ -95,7 +95,9 @@ def build_tenant(sites: int, subscriptions: int, slot_share: float, seed: int) -
     resources: list[Site] = []
     for i in range(sites):
         sub = subs[i % subscriptions]
-        site = sub.add_site(f"rg-{i // 8:04d}", f"app-{i:05d}", tags={"owner": f"team-{i % 17}@example.com"}, **REQUIRED)
+        site = sub.add_site(
+            f"rg-{i // 8:04d}", f"app-{i:05d}", tags={"owner": f"team-{i % 17}@example.com"}, **REQUIRED
+        )
         resources.append(site)
     for j in range(round(sites * slot_share)):
         parent = resources[rng.randrange(sites)]
@@ -149,7 +151,7 @@ class HttpCounter:
                 counter.by_port[port] += 1
             return original(adapter, request, *args, **kwargs)
 
-        HTTPAdapter.send = send  # type: ignore[method-assign]
+        HTTPAdapter.send = send  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:
@@ -256,7 +258,9 @@ class Deployment:
 
 
 # -- scenario 1: latency -----------------------------------------------------------------------------
-def change_plan(resources: list[Site], changes: int, intervals: int, seed: int) -> list[tuple[datetime, Site, dict[str, Any]]]:
+def change_plan(
+    resources: list[Site], changes: int, intervals: int, seed: int
+) -> list[tuple[datetime, Site, dict[str, Any]]]:
     """``changes`` breaking changes to distinct resources at random instants (uniform, to the
     microsecond) over ``intervals`` poll intervals after the first poll, in time order."""
     if changes > len(resources):
@@ -303,7 +307,9 @@ def measure_latency(lag: float, args: argparse.Namespace, make: Callable[[], Dep
                     "latency_seconds": round(waited + processing, 3),
                 }
             del poll["started_monotonic"]
-            poll["changes_made_since_previous_poll"] = sum(1 for when, _, _ in plan if at - INTERVAL <= when < at) if k else 0
+            poll["changes_made_since_previous_poll"] = (
+                sum(1 for when, _, _ in plan if at - INTERVAL <= when < at) if k else 0
+            )
             polls.append(poll)
             if k >= args.intervals and len(alerted) == len(plan):
                 break
@@ -388,7 +394,10 @@ def measure_requests(args: argparse.Namespace, make: Callable[[], Deployment]) -
         step(f"{args.burst} changes", window + INTERVAL)
         extra = math.ceil(args.overlap_minutes / (INTERVAL.total_seconds() / 60))
         for k in range(1, extra + 1):
-            step(f"no new change, {args.burst} changes {k * 10} min back (inside the overlap)", window + (k + 1) * INTERVAL)
+            step(
+                f"no new change, {args.burst} changes {k * 10} min back (inside the overlap)",
+                window + (k + 1) * INTERVAL,
+            )
         step("no change (the burst has left the overlap)", window + (extra + 2) * INTERVAL)
         return {
             "burst": args.burst,
@@ -412,8 +421,18 @@ def print_report(figures: dict[str, Any]) -> None:
     )
     print()
     print("Latency from a change to its NewFailure event (s):")
-    header = ("Resource Graph lag", "changes", "alerted", "dup", "median", "p95", "worst", "poll wall med/worst", "target")
-    rows = [header]
+    header = (
+        "Resource Graph lag",
+        "changes",
+        "alerted",
+        "dup",
+        "median",
+        "p95",
+        "worst",
+        "poll wall med/worst",
+        "target",
+    )
+    rows: list[tuple[str, ...]] = [header]
     for run in figures["latency"]:
         lat, wall = run["latency_seconds"], run["poll_wall_seconds"]
         target = run["target"]
@@ -509,7 +528,12 @@ def main(argv: list[str] | None = None) -> int:
     events.setLevel(logging.INFO)
     events.propagate = False  # one WARNING per alert is the product's; here they are only timed
     figures: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
         "settings": {
             "sites": args.sites,
             "slots": round(args.sites * args.slot_share),
@@ -539,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         events.removeHandler(failures)
         events.propagate = True
+    figures["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     figures["targets"] = evaluate_targets(figures)
     print_report(figures)
     out = args.json or repo_root() / "bench" / "results-changes.json"
