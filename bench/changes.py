@@ -525,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     events = logging.getLogger(EVENT_LOGGER_NAME)
     failures, http = NewFailureTimes(), HttpCounter()
     events.addHandler(failures)
+    level = events.level
     events.setLevel(logging.INFO)
     events.propagate = False  # one WARNING per alert is the product's; here they are only timed
     figures: dict[str, Any] = {
@@ -563,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         events.removeHandler(failures)
         events.propagate = True
+        events.setLevel(level)
     figures["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     figures["targets"] = evaluate_targets(figures)
     print_report(figures)
