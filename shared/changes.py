@@ -20,9 +20,11 @@ the ground truth for whatever the change feed misses.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,7 +47,7 @@ from .plan import tally
 from .resourcegraph import graph_client, query_page, quota_wait
 from .schema import refused_result_row
 from .store import TableStore
-from .threads import NO_CONTEXT, ThreadInit
+from .threads import NO_CONTEXT, ThreadInit, executor
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,20 @@ CHANGES_QUERY = (
     " | project changeTime, targetResourceId, targetResourceType, changeType"
     " | order by changeTime asc, targetResourceId asc"
 )
+
+
+#: Change records re-listed by the overlap are recognised by a fingerprint kept in the watermark row:
+#: 12 hex digits each, in up to this many string properties of this many (under 32K characters).
+HANDLED_PROPERTIES, HANDLED_PER_PROPERTY = 12, 2400
+#: GETs of one subscription's changed resources in flight at once.
+GET_CONCURRENCY = 4
+
+
+def fingerprint(change: Change) -> str:
+    """A change record's identity: the resource, the instant and the kind of change."""
+    when = change.at.isoformat() if change.at else ""
+    text = f"{change.resource_id.lower()}|{when}|{change.change_type}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def changes_query(since: datetime) -> str:
@@ -147,10 +163,18 @@ def by_subscription(changes: list[Change]) -> dict[str, list[str]]:
 class ChangedResources:
     """The pipeline's inventory for a change run: exactly the changed resources, read by GET."""
 
-    def __init__(self, arm: ArmInventory, changed: Mapping[str, list[str]], settings: Settings) -> None:
+    def __init__(
+        self,
+        arm: ArmInventory,
+        changed: Mapping[str, list[str]],
+        settings: Settings,
+        thread_init: ThreadInit = NO_CONTEXT,
+    ) -> None:
         self._arm = arm
         self._changed = changed
         self._settings = settings
+        self._thread_init = thread_init
+        self._lock = threading.Lock()
         self.gets = 0
 
     def subscriptions(self) -> list[SubscriptionInfo]:
@@ -163,10 +187,15 @@ class ChangedResources:
         """The ARM inventory is the caller's."""
 
     def scan(self, subscription_id: str) -> Iterator[SiteRecord | InventoryError | GoneRecord]:
+        """The changed resources of one subscription, read :data:`GET_CONCURRENCY` at a time (in order)."""
         owners = OwnerResolver(self._settings.owner_tags)
-        with self._arm.web_client(subscription_id) as web:
-            for resource_id in self._changed.get(subscription_id, ()):
-                yield from self._read(web, subscription_id, resource_id, owners)
+        ids = self._changed.get(subscription_id, [])
+        with (
+            self._arm.web_client(subscription_id) as web,
+            executor(GET_CONCURRENCY, "gets", self._thread_init) as pool,
+        ):
+            for found in pool.map(lambda rid: list(self._read(web, subscription_id, rid, owners)), ids):
+                yield from found
 
     def _read(
         self, web: Any, subscription_id: str, resource_id: str, owners: OwnerResolver
@@ -193,7 +222,8 @@ class ChangedResources:
         yield owners.resolve(record) if isinstance(record, SiteRecord) else record
 
     def _get(self, web: Any, group: str, app: str, slot: str) -> Mapping[str, Any]:
-        self.gets += 1
+        with self._lock:
+            self.gets += 1
         raw_json: Callable[..., Any] = lambda response, _deserialized, _headers: response.http_response.json()  # noqa: E731
         if slot:
             return web.web_apps.get_slot(group, app, slot, cls=raw_json)  # type: ignore[no-any-return]
@@ -219,6 +249,7 @@ class PollResult:
     since: datetime
     changes: int = 0
     resources: int = 0
+    already_handled: int = 0  # change records an earlier poll handled (listed again by the overlap)
     graph_requests: int = 0
     arm_gets: int = 0
     summary: RunSummary | None = None
@@ -247,6 +278,7 @@ class ChangePoll:
         self.thread_init = thread_init
         self.checkpoint: Checkpoint = checkpoint or (lambda stage, sub: None)
         store.fallbacks[store.results.table_name] = refused_result_row
+        self._row: Mapping[str, Any] | None = None
 
     def execute(self) -> PollResult:
         started = self.now()
@@ -259,32 +291,56 @@ class ChangePoll:
             result.watermark = started
             return result
         changes = self.feed.since(since)
-        result.changes, result.graph_requests = len(changes), self.feed.requests
-        changed = by_subscription(changes)
+        handled = self._handled()
+        fresh = [c for c in changes if fingerprint(c) not in handled]
+        result.changes, result.already_handled = len(changes), len(changes) - len(fresh)
+        result.graph_requests = self.feed.requests
+        changed = by_subscription(fresh)
         result.resources = sum(len(ids) for ids in changed.values())
         if changed:
-            inventory = ChangedResources(self.arm, changed, self.settings)
-            result.summary = self._run(started, inventory)
+            inventory = ChangedResources(self.arm, changed, self.settings, self.thread_init)
+            result.summary = self._run(started, inventory)  # raises when the run failed: no advance
             result.arm_gets = inventory.gets
-            if result.summary.outcome == "failed":
-                return result
-        self._advance(started)
+        self._advance(started, changes)
         result.watermark = started
         return result
 
+    def _watermark(self) -> Mapping[str, Any]:
+        if self._row is None:
+            self._row = self.store.get(self.store.runs, WATERMARK_PARTITION, WATERMARK_ROW) or {}
+        return self._row
+
+    def _handled(self) -> set[str]:
+        """Fingerprints of the change records earlier polls handled that are still in the overlap
+        window: seen again, they are not read again (the state model would make them no-ops anyway,
+        at the price of a GET and a change run each)."""
+        row = self._watermark()
+        return {fp for i in range(HANDLED_PROPERTIES) for fp in str(row.get(f"Handled{i}") or "").split()}
+
     def _since(self, now: datetime) -> datetime:
         """Where this poll starts reading: the watermark less the overlap margin (or, before the
-        first poll, one schedule interval's worth of overlap before now)."""
+        first poll, the overlap margin before now)."""
         margin = timedelta(minutes=self.settings.changes_overlap_minutes)
-        row = self.store.get(self.store.runs, WATERMARK_PARTITION, WATERMARK_ROW)
+        row = self._watermark()
         mark = row.get("ChangesThrough") if row else None
         if isinstance(mark, datetime):
             mark = mark if mark.tzinfo else mark.replace(tzinfo=UTC)
             return mark - margin
         return now - margin
 
-    def _advance(self, through: datetime) -> None:
-        entity = {"PartitionKey": WATERMARK_PARTITION, "RowKey": WATERMARK_ROW, "ChangesThrough": through}
+    def _advance(self, through: datetime, changes: Sequence[Change] = ()) -> None:
+        """Move the watermark to ``through`` (every change up to it was handled), remembering the
+        changes the next poll's overlap will list again."""
+        horizon = through - timedelta(minutes=self.settings.changes_overlap_minutes)
+        recent = sorted({fingerprint(c) for c in changes if c.at is not None and c.at > horizon})
+        recent = recent[-HANDLED_PROPERTIES * HANDLED_PER_PROPERTY :]  # past the cap: re-read, harmlessly
+        entity: dict[str, Any] = {
+            "PartitionKey": WATERMARK_PARTITION,
+            "RowKey": WATERMARK_ROW,
+            "ChangesThrough": through,
+        }
+        for i in range(HANDLED_PROPERTIES):
+            entity[f"Handled{i}"] = " ".join(recent[i * HANDLED_PER_PROPERTY : (i + 1) * HANDLED_PER_PROPERTY])
         self.store.upsert_many(self.store.runs, [entity])
 
     def _run(self, started: datetime, inventory: ChangedResources) -> RunSummary:
@@ -310,7 +366,9 @@ class ChangePoll:
                 thread_init=self.thread_init,
             )
             try:
-                results = [pipeline.audit(sub.subscription_id) for sub in inventory.subscriptions()]
+                ids = [sub.subscription_id for sub in inventory.subscriptions()]
+                with executor(self.settings.concurrency, "audit", self.thread_init) as pool:
+                    results = list(pool.map(pipeline.audit, ids))
                 pipeline.drain()
             finally:
                 pipeline.close()

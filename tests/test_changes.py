@@ -98,11 +98,22 @@ def test_a_change_is_audited_and_alerted_once_by_the_next_poll(make_arm, harness
     assert state[sites["app"].key]["LastRunId"] == run["RunId"]
     assert state[sites["quiet"].key]["LastRunId"] == nightly["RunId"], "nothing else is touched"
 
-    # The next poll sees the same changes again (the overlap margin) and alerts nothing.
+    # The next poll lists the same changes again (the overlap margin): recognised as handled, they
+    # are not read again, and nothing is alerted or written.
     h.clear_events()
+    runs_before = len(h.runs())
+    gets_before = arm.stats()["by_kind"]["site_get"]
     again = h.poll_at(clock.at + timedelta(minutes=14))
-    assert again.changes == 2 and not h.new_failure_events()
-    assert not any(r["NewFailure"] for r in h.rows_by_id(change_runs(h)[-1]["RunId"]).values())
+    assert again.changes == 2 and again.already_handled == 2 and again.summary is None
+    assert arm.stats()["by_kind"]["site_get"] == gets_before and again.arm_gets == 0
+    assert not h.new_failure_events() and len(h.runs()) == runs_before
+
+    # A later change to the same app is a new record: read again.
+    clock.at += timedelta(minutes=20)
+    sites["app"].update(client_cert_mode="Required")
+    third = h.poll_at(clock.at + timedelta(minutes=2))
+    assert third.resources == 1 and third.summary is not None
+    assert h.rows_by_id(third.summary.run_id)[sites["app"].key]["Status"] == "PASS"
 
     # The nightly run stays the ground truth and sees nothing new either.
     h.clear_events()

@@ -22,10 +22,10 @@
 // Exactly once, even when ingested late: log ingestion can lag by minutes. With the window equal
 // to the frequency, a record whose TimeGenerated falls in a window already evaluated is never
 // seen. The stateless rules therefore look back over a window longer than their frequency
-// (windowSize PT6H, evaluated every PT1H) and keep only records *ingested* during the last
-// frequency (`ingestion_time() > ago(1h)`): every record is ingested in exactly one hour, so it
-// is counted by exactly one evaluation, as long as it arrives less than 5 hours (window minus
-// frequency) after its TimeGenerated.
+// (windowSize PT6H, evaluated every PT5M or PT1H) and keep only records *ingested* during the
+// last frequency (`ingestion_time() > ago(5m)` or `ago(1h)`): every record is ingested in exactly
+// one such interval, so it is counted by exactly one evaluation, as long as it arrives less than
+// the window minus the frequency (about 5 hours) after its TimeGenerated.
 
 @description('Name of the Log Analytics workspace that receives the app\'s AppTraces (same resource group).')
 param logAnalyticsWorkspaceName string
@@ -100,8 +100,9 @@ resource ticketActionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (us
 }
 
 // (1) Per resource: one alert per web app or slot that newly fails the client-certificate
-// audit. Stateless (autoMitigate false); window PT6H > frequency PT1H with the ingestion-time
-// filter, so each event alerts exactly once (see the top of this file). Optional.
+// audit. Evaluated every 5 minutes, so a failure the change poll finds reaches its owner within
+// minutes, not an hour. Stateless (autoMitigate false); window PT6H > frequency PT5M with the
+// ingestion-time filter, so each event alerts exactly once (see the top of this file). Optional.
 resource newFailureAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = if (perResourceAlerts) {
   name: '${namePrefix}new-failure'
   location: location
@@ -118,7 +119,7 @@ resource newFailureAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = i
     scopes: [
       workspace.id
     ]
-    evaluationFrequency: 'PT1H'
+    evaluationFrequency: 'PT5M'
     windowSize: 'PT6H'
     autoMitigate: false
     // The rule's identity gets its role in this deployment, after the rule exists; validating
@@ -133,7 +134,7 @@ union isfuzzy=true
     | where Message startswith_cs "ClientCertAudit.NewFailure "
     | project TimeGenerated, Message, IngestedAt = ingestion_time()),
     (datatable(TimeGenerated: datetime, Message: string, IngestedAt: datetime)[])
-| where IngestedAt > ago(1h)
+| where IngestedAt > ago(5m)
 | extend e = parse_json(substring(Message, strlen("ClientCertAudit.NewFailure ")))
 | extend ResourceId = tostring(e.ResourceId)
 | extend AppName = tostring(e.AppName)

@@ -521,14 +521,18 @@ def test_stateless_rules_count_each_record_once_even_when_ingested_late(bicep_tr
         frequency, window = _duration_hours(p["evaluationFrequency"]), _duration_hours(p["windowSize"])
         assert window > frequency, f"{symbol}: a window equal to the frequency loses late records"
         (query,) = [c["query"] for c in p["criteria"]["allOf"]]
-        filters = re.findall(r"\| where IngestedAt > ago\((\d+)h\)", query)
-        assert filters and [float(h) for h in filters] == [frequency], (
+        filters = [
+            int(n) / (60 if unit == "m" else 1) for n, unit in re.findall(r"\| where IngestedAt > ago\((\d+)([hm])\)", query)
+        ]
+        assert filters and filters == [frequency], (
             f"{symbol}: select by ingestion_time() within the last evaluationFrequency ({frequency} h)"
         )
         assert "IngestedAt = ingestion_time()" in query
         assert "overrideQueryTimeRange" not in p
     text = (INFRA / "app" / "alerts.bicep").read_text()
     assert "Exactly once, even when ingested late" in text, "the reasoning is written next to the rules"
+    # the per-resource rule keeps up with the change poll: minutes, not an hour
+    assert _duration_hours(_rules(bicep_trees)["newFailureAlert"].properties["evaluationFrequency"]) <= 5 / 60
 
 
 def test_missed_run_rule_is_stateful_and_total_without_apptraces(bicep_trees: dict[str, Any]) -> None:
