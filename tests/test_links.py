@@ -31,7 +31,7 @@ from tests.emulators.faults import FaultRule, Status
 from tests.emulators.recorder import RecordingTlsServer
 from tests.emulators.tenant import Tenant
 from tests.emulators.tls import TlsMaterial
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
+from tests.harness import AuditHarness
 
 ARM = "https://management.azure.com"
 
@@ -205,7 +205,7 @@ def rows_split(h: AuditHarness) -> tuple[dict[str, Any], dict[str, Any]]:
 @pytest.mark.integration
 def test_site_list_with_a_foreign_next_link_is_an_error_row_and_sends_nothing(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
     recorder,
 ) -> None:
     tenant = pinned_tenant()
@@ -233,7 +233,7 @@ def test_site_list_with_a_foreign_next_link_is_an_error_row_and_sends_nothing(
 @pytest.mark.integration
 def test_group_list_with_a_foreign_next_link_is_the_groups_error_row(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
     recorder,
 ) -> None:
     tenant = pinned_tenant()
@@ -260,7 +260,7 @@ def test_group_list_with_a_foreign_next_link_is_the_groups_error_row(
 @pytest.mark.integration
 def test_per_app_slot_list_with_a_foreign_next_link_is_the_apps_error_row(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
     recorder,
 ) -> None:
     tenant = pinned_tenant()
@@ -292,7 +292,7 @@ def test_per_app_slot_list_with_a_foreign_next_link_is_the_apps_error_row(
 @pytest.mark.integration
 def test_subscription_list_with_a_foreign_next_link_fails_the_run(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
     recorder,
 ) -> None:
     tenant = pinned_tenant()

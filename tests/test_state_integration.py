@@ -10,7 +10,7 @@ import pytest
 from shared.store import TableStore
 from tests.emulators.faults import FaultRule, Latency
 from tests.emulators.tenant import Tenant
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
+from tests.harness import AuditHarness
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def new_failure_ids(rows: dict) -> set[str]:
     return {k for k, r in rows.items() if r.get("NewFailure")}
 
 
-def test_second_run_flags_exactly_the_new_failures(make_arm, harness_factory) -> None:  # noqa: F811
+def test_second_run_flags_exactly_the_new_failures(make_arm, harness_factory) -> None:
     tenant, sites = build_tenant()
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)
@@ -93,7 +93,7 @@ def test_second_run_flags_exactly_the_new_failures(make_arm, harness_factory) ->
     assert not new_failure_ids(h.rows_by_id()) and not h.new_failure_events()
 
 
-def test_unreadable_subscription_keeps_its_state(make_arm, harness_factory) -> None:  # noqa: F811
+def test_unreadable_subscription_keeps_its_state(make_arm, harness_factory) -> None:
     tenant, sites = build_tenant()
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)
@@ -120,7 +120,7 @@ def test_unreadable_subscription_keeps_its_state(make_arm, harness_factory) -> N
     assert not h.new_failure_events()
 
 
-def test_crash_between_rows_and_state_then_rerun(make_arm, harness_factory, monkeypatch) -> None:  # noqa: F811
+def test_crash_between_rows_and_state_then_rerun(make_arm, harness_factory, monkeypatch) -> None:
     tenant, sites = build_tenant()
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)
@@ -157,7 +157,7 @@ def test_crash_between_rows_and_state_then_rerun(make_arm, harness_factory, monk
     assert sorted(e["ResourceId"].lower() for e in events) == sorted(expected_new), "each new failure alerted once"
 
 
-def test_overlapping_runs_do_not_race(make_arm, harness_factory) -> None:  # noqa: F811
+def test_overlapping_runs_do_not_race(make_arm, harness_factory) -> None:
     tenant, sites = build_tenant()
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)
