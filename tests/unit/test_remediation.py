@@ -17,7 +17,7 @@ from shared.report.fixscript import az_command
 from shared.roles import AUDIT_READER_ROLE
 from tests.reportbed import SUB_A, AuditBed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUB = "11111111-2222-3333-4444-555555555555"
 
 #: (app, resource group, slot): what ARM allows and more (spaces and quotes cannot occur in Azure

@@ -530,7 +530,7 @@ def test_missing_sign_in_is_explained() -> None:
 
 
 # -- the docs (docs/security-team.md, docs/design.md, README.md) stay true ---------------------------------------
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SECURITY_DOC = REPO_ROOT / "docs" / "security-team.md"
 DOCS = (SECURITY_DOC, REPO_ROOT / "docs" / "design.md", REPO_ROOT / "README.md")
 
