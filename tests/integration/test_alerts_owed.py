@@ -23,8 +23,6 @@ from tests.emulators.faults import FaultRule, Status
 from tests.emulators.tenant import Site, Tenant
 from tests.harness import AuditHarness
 
-pytestmark = pytest.mark.integration
-
 SUB = "44444444-4444-4444-8444-444444444444"
 NIGHT1 = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)
 NIGHT2 = NIGHT1 + timedelta(days=1)

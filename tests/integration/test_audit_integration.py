@@ -11,8 +11,6 @@ from tests.emulators.faults import FaultRule, Status
 from tests.emulators.tenant import KEYWORD_RESOURCES, Tenant, generate_tenant
 from tests.harness import AuditHarness
 
-pytestmark = pytest.mark.integration
-
 
 def assert_matches_oracle(h: AuditHarness, tenant: Tenant, run_id: str | None = None) -> dict:
     rows = h.rows_by_id(run_id)

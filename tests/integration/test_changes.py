@@ -19,8 +19,6 @@ from tests.emulators.faults import FaultRule, Latency, Status
 from tests.emulators.tenant import Site, Tenant
 from tests.harness import AuditHarness
 
-pytestmark = pytest.mark.integration
-
 SUB = "c0c0c0c0-0000-4000-8000-000000000001"
 LOCKED = "c0c0c0c0-0000-4000-8000-000000000002"
 REQ = {"client_cert_enabled": True, "client_cert_mode": "Required"}

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from shared.cli import main
 from tests.emulators.faults import FaultRule, Latency, Status
 from tests.emulators.proxy import FaultProxy
 from tests.emulators.tenant import Tenant
 from tests.harness import AuditHarness
-
-pytestmark = pytest.mark.integration
 
 SUB_A = "aaaaaaaa-0000-4000-8000-00000000000a"
 SUB_B = "bbbbbbbb-0000-4000-8000-00000000000b"

@@ -17,8 +17,6 @@ from tests.emulators.faults import FaultRule, Status
 from tests.emulators.tenant import generate_tenant
 from tests.harness import AuditHarness
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
 def test_no_event_or_warning_is_dropped_by_the_host(

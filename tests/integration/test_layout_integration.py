@@ -22,8 +22,6 @@ from shared.store import TableStore
 from tests.emulators.tenant import Site, Subscription, Tenant
 from tests.harness import AuditHarness
 
-pytestmark = pytest.mark.integration
-
 ROWS = 20  # PARTITION_ROWS for these tests
 REQUIRED = {"client_cert_enabled": True, "client_cert_mode": "Required"}
 FAILING = {"client_cert_enabled": True, "client_cert_mode": "Optional"}

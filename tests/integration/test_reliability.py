@@ -15,8 +15,6 @@ from tests.emulators.proxy import FaultProxy
 from tests.emulators.tenant import OMIT, Tenant, generate_tenant
 from tests.harness import AuditHarness
 
-pytestmark = pytest.mark.integration
-
 SITES = r"/subscriptions/{sub}/providers/Microsoft\.Web/sites$"
 RG_SITES = r"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft\.Web/sites$"
 SLOTS = r"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft\.Web/sites/{site}/slots$"

@@ -24,8 +24,6 @@ from tests.emulators.arm import ArmEmulator, ResourceGraphQuota
 from tests.emulators.tenant import KEYWORD_RESOURCES, Tenant, generate_tenant
 from tests.harness import AuditHarness
 
-pytestmark = pytest.mark.integration
-
 RG_PATH = "/providers/Microsoft.ResourceGraph/resources?api-version=2024-04-01"
 
 

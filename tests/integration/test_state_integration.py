@@ -12,8 +12,6 @@ from tests.emulators.faults import FaultRule, Latency
 from tests.emulators.tenant import Tenant
 from tests.harness import AuditHarness
 
-pytestmark = pytest.mark.integration
-
 SUB1 = "11111111-1111-4111-8111-111111111111"
 SUB2 = "22222222-2222-4222-8222-222222222222"
 
