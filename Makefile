@@ -34,7 +34,7 @@ $(INFRA_STAMP): requirements-infra.txt
 
 infra-tools: $(INFRA_STAMP) $(NODE_STAMP)
 
-# Debian's headless Chromium renders the HTML report in tests/test_report_html.py; installed only if missing.
+# Debian's headless Chromium renders the HTML report in tests/integration/test_report_html.py; installed only if missing.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
