@@ -54,6 +54,8 @@ typecheck: $(STAMP)
 audit-deps: $(STAMP)
 	$(PY) tools/audit_deps.py
 
+# The kind is the directory: tests/integration and tests/infra mark their tests (their conftest.py),
+# so these markers select tests/unit, tests/integration + tests/contract, and tests/infra.
 unit: $(STAMP)
 	$(PY) -m pytest -q tests -m "not integration and not infra"
 
