@@ -34,7 +34,7 @@ $(INFRA_STAMP): requirements-infra.txt
 
 infra-tools: $(INFRA_STAMP) $(NODE_STAMP)
 
-# Debian's headless Chromium renders the HTML report in tests/test_report_html.py; installed only if missing.
+# Debian's headless Chromium renders the HTML report in tests/integration/test_report_html.py; installed only if missing.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
@@ -54,6 +54,8 @@ typecheck: $(STAMP)
 audit-deps: $(STAMP)
 	$(PY) tools/audit_deps.py
 
+# The kind is the directory: tests/integration and tests/infra mark their tests (their conftest.py),
+# so these markers select tests/unit, tests/integration + tests/contract, and tests/infra.
 unit: $(STAMP)
 	$(PY) -m pytest -q tests -m "not integration and not infra"
 

@@ -6,6 +6,7 @@ worker gets its own CA, Azurite process and ports; nothing is shared between wor
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from tests.emulators.arm import ArmEmulator
 from tests.emulators.azurite import Azurite
 from tests.emulators.tenant import Tenant
 from tests.emulators.tls import TlsMaterial, make_tls
+from tests.harness import AuditHarness
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +51,24 @@ def make_arm(tls: TlsMaterial) -> Iterator[MakeArm]:
     yield factory
     for emulator in started:
         emulator.stop()
+
+
+MakeHarness = Callable[[ArmEmulator], AuditHarness]
+
+
+@pytest.fixture
+def harness_factory(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> Iterator[MakeHarness]:
+    """Factory ``harness_factory(arm) -> AuditHarness`` on the shared Azurite; its host log handler is removed at teardown."""
+    made: list[AuditHarness] = []
+
+    def make(arm: ArmEmulator) -> AuditHarness:
+        harness = AuditHarness(arm, azurite, monkeypatch, caplog)
+        logging.getLogger().addHandler(harness.host)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        logging.getLogger().removeHandler(harness.host)

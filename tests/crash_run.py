@@ -1,6 +1,6 @@
 """Test helper: run ``clientcert-audit run`` and die like a killed process (``os._exit``, no
 clean-up, no ``finally``) right after the results rows are written and before the last-known
-state is advanced. Used by tests/test_reliability.py; never part of the product."""
+state is advanced. Used by tests/integration/test_reliability.py; never part of the product."""
 
 from __future__ import annotations
 

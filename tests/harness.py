@@ -16,7 +16,6 @@ import importlib
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -271,20 +270,3 @@ class AuditHarness:
     def clear_events(self) -> None:
         self.caplog.clear()
         self.host.clear()
-
-
-@pytest.fixture
-def harness_factory(
-    azurite: Azurite, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> Iterator[Any]:
-    made: list[AuditHarness] = []
-
-    def make(arm: ArmEmulator) -> AuditHarness:
-        harness = AuditHarness(arm, azurite, monkeypatch, caplog)
-        logging.getLogger().addHandler(harness.host)
-        made.append(harness)
-        return harness
-
-    yield make
-    for harness in made:
-        logging.getLogger().removeHandler(harness.host)

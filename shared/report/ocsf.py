@@ -2,7 +2,7 @@
 
 OCSF (the Open Cybersecurity Schema Framework) is what SIEM pipelines ingest: Microsoft Sentinel,
 Amazon Security Lake, Splunk. Events follow OCSF :data:`OCSF_VERSION` with the ``cloud`` profile, and
-``tests/test_ocsf.py`` validates them against that version's published schema (the
+``tests/integration/test_report_security.py`` validates them against that version's published schema (the
 ``ocsf-json-schema`` package ships the schema export of schema.ocsf.io). What OCSF has no attribute
 for (the certificate mode, exclusion paths, the exemption) goes to ``unmapped``.
 

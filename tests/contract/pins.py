@@ -2,7 +2,7 @@
 
 ``requirements.txt`` pins every runtime package (``==``). ``tested-pins.txt`` next to this file is
 the same list as the contract test (``tests/contract/test_fastpaths_contract.py``) last passed with
-it installed; ``tests/test_pins.py`` fails while the two differ. So a pin cannot change without the
+it installed; ``tests/unit/test_pins.py`` fails while the two differ. So a pin cannot change without the
 contract test passing on it.
 
 Changing a pin (a security fix, an SDK upgrade):

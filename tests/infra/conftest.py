@@ -3,6 +3,7 @@
 The tools live outside the app's venv: checkov and pycep-parser in ``.venv-infra`` (pinned in
 requirements-infra.txt), the Kusto language service in ``node_modules``. ``make test`` installs
 both. Nothing is skipped: a missing tool fails the test with the command that installs it.
+Every test below this directory is marked ``infra`` here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.kinds import mark_below
+
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 INFRA_VENV = REPO / ".venv-infra"
@@ -31,6 +34,11 @@ INSTALL_HINT = "run `make test` (or `make infra-tools`) from the repository root
 
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 KQL_FILES = sorted((INFRA / "queries").glob("*.kql"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before the ``-m`` selection reads the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_below(Path(__file__).parent, pytest.mark.infra, items)
 
 
 def rel(path: Path) -> str:

@@ -16,8 +16,6 @@ import pytest
 from tests.infra.bicep_tree import accessor, deployed, function_call, module_params, resources
 from tests.infra.conftest import BICEP_FILES, INFRA, KQL_FILES, REPO, rel
 
-pytestmark = pytest.mark.infra
-
 MAIN = "infra/main.bicep"
 FUNCTION = "infra/app/function-app.bicep"
 TENANT = "infra/tenant/audit-reader-role.bicep"

@@ -18,8 +18,6 @@ import pytest
 from tests.infra.bicep_types import Checker, Problem, TypeIndex, load_typed_trees
 from tests.infra.conftest import BICEP_FILES, BICEP_TO_JSON, INFRA_PYTHON, REPO, rel, require_tool
 
-pytestmark = pytest.mark.infra
-
 TYPES = Path(__file__).resolve().parent / "bicep-types"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "type-check"
 DECLARED = re.compile(r"^\s*resource\s+\w+\s+'([^'@]+)@([^']+)'", re.M)

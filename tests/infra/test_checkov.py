@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-pytestmark = pytest.mark.infra
-
 # Every inline `// checkov:skip=ID: reason` in infra/, reviewed. Adding one means adding it here
 # (and to docs/deploy.md, Validation) on purpose; the list is meant to stay short.
 REVIEWED_SUPPRESSIONS = {

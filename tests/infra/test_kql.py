@@ -18,8 +18,6 @@ from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVEN
 from tests.infra.bicep_tree import deployed
 from tests.infra.conftest import INFRA, KQL_FILES, rel, run_kql_check
 
-pytestmark = pytest.mark.infra
-
 ALERTS = "infra/app/alerts.bicep"
 # Which event each alert rule (Bicep symbol) is about.
 RULE_EVENTS = {

@@ -13,7 +13,7 @@ from shared.models import InventoryError, SiteRecord
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
 SITE = f"/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Web/sites/shop"
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "arm-examples"
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "arm-examples"
 
 
 def item(**props: Any) -> dict[str, Any]:

@@ -9,9 +9,7 @@ import pytest
 from shared.keys import resource_key
 from tests.emulators.faults import FaultRule, Status
 from tests.emulators.tenant import KEYWORD_RESOURCES, Tenant, generate_tenant
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
-
-pytestmark = pytest.mark.integration
+from tests.harness import AuditHarness
 
 
 def assert_matches_oracle(h: AuditHarness, tenant: Tenant, run_id: str | None = None) -> dict:
@@ -31,7 +29,7 @@ def assert_matches_oracle(h: AuditHarness, tenant: Tenant, run_id: str | None = 
     return rows
 
 
-def test_timer_audits_generated_tenant(make_arm, harness_factory) -> None:  # noqa: F811
+def test_timer_audits_generated_tenant(make_arm, harness_factory) -> None:
     tenant = generate_tenant(seed=11, subscriptions=4, sites=60, slot_share=0.4, disabled_subscriptions=1)
     arm = make_arm(tenant, page_size=7, empty_page_every=3)
     h = harness_factory(arm)
@@ -80,7 +78,7 @@ def test_timer_audits_generated_tenant(make_arm, harness_factory) -> None:  # no
     assert summaries[0]["Total"] == len(rows)
 
 
-def test_unreadable_subscription_is_one_error_row_and_run_goes_on(make_arm, harness_factory) -> None:  # noqa: F811
+def test_unreadable_subscription_is_one_error_row_and_run_goes_on(make_arm, harness_factory) -> None:
     tenant = generate_tenant(seed=12, subscriptions=3, sites=30, slot_share=0.3)
     bad = tenant.subscriptions[1]
     arm = make_arm(tenant)
@@ -100,7 +98,7 @@ def test_unreadable_subscription_is_one_error_row_and_run_goes_on(make_arm, harn
     assert summary["SubscriptionsFailed"] == 1 and summary["Outcome"] == "partial"
 
 
-def test_throttling_5xx_404_and_odd_names_do_not_crash(make_arm, harness_factory) -> None:  # noqa: F811
+def test_throttling_5xx_404_and_odd_names_do_not_crash(make_arm, harness_factory) -> None:
     tenant = generate_tenant(seed=13, subscriptions=3, sites=40, slot_share=0.5)
     victim = tenant.subscriptions[0].sites[0]
     arm = make_arm(tenant, page_size=5)
@@ -133,7 +131,7 @@ def test_throttling_5xx_404_and_odd_names_do_not_crash(make_arm, harness_factory
     assert any(not r["ResourceGroup"].isascii() for r in rows.values())
 
 
-def test_explicit_subscription_list_and_connection_string(make_arm, harness_factory) -> None:  # noqa: F811
+def test_explicit_subscription_list_and_connection_string(make_arm, harness_factory) -> None:
     tenant = generate_tenant(seed=14, subscriptions=3, sites=20, slot_share=0.2)
     chosen = tenant.subscriptions[2].subscription_id
     arm = make_arm(tenant)
@@ -145,7 +143,7 @@ def test_explicit_subscription_list_and_connection_string(make_arm, harness_fact
     assert arm.stats()["by_kind"].get("subscriptions", 0) == 0
 
 
-def test_store_unreachable_fails_loudly(make_arm, harness_factory) -> None:  # noqa: F811
+def test_store_unreachable_fails_loudly(make_arm, harness_factory) -> None:
     tenant = generate_tenant(seed=15, subscriptions=1, sites=3, slot_share=0.0)
     arm = make_arm(tenant)
     h = harness_factory(arm)
@@ -154,7 +152,7 @@ def test_store_unreachable_fails_loudly(make_arm, harness_factory) -> None:  # n
         h.run_timer()
 
 
-def test_missing_table_setting_is_a_clear_error(make_arm, harness_factory, monkeypatch) -> None:  # noqa: F811
+def test_missing_table_setting_is_a_clear_error(make_arm, harness_factory, monkeypatch) -> None:
     arm = make_arm(generate_tenant(seed=16, subscriptions=1, sites=1))
     h = harness_factory(arm)
     monkeypatch.delenv("AUDIT_TABLE_SERVICE_URI")
@@ -162,7 +160,7 @@ def test_missing_table_setting_is_a_clear_error(make_arm, harness_factory, monke
         h.run_timer()
 
 
-def test_user_assigned_identity_when_azure_client_id_is_set(make_arm, harness_factory) -> None:  # noqa: F811
+def test_user_assigned_identity_when_azure_client_id_is_set(make_arm, harness_factory) -> None:
     from tests.emulators.arm import UserAssignedIdentity
 
     client_id = "0f0f0f0f-1111-4222-8333-444444444444"
@@ -177,7 +175,7 @@ def test_user_assigned_identity_when_azure_client_id_is_set(make_arm, harness_fa
 
 def test_keyword_names_get_their_own_rows_and_an_unparsable_id_costs_only_itself(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
 ) -> None:
     """Groups ``slots``/``Sites``, apps ``slots``/``sites``, a slot ``slots``: each audited as what it is.
 

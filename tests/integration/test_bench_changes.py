@@ -10,8 +10,6 @@ import pytest
 
 from bench.changes import INTERVAL, main
 
-pytestmark = pytest.mark.integration
-
 
 def test_change_bench_runs_on_a_tiny_tenant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "changes.json"

@@ -7,17 +7,14 @@ import re
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from shared.evaluate import error_finding, evaluate
 from shared.models import InventoryError, SiteRecord
-from shared.report.fixscript import az_command
 from shared.roles import AUDIT_READER_ROLE
-from tests.reportbed import SUB_A, AuditBed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUB = "11111111-2222-3333-4444-555555555555"
 
 #: (app, resource group, slot): what ARM allows and more (spaces and quotes cannot occur in Azure
@@ -83,40 +80,3 @@ def test_role_named_on_error_rows_is_the_one_the_template_defines() -> None:
     assert "ClientCertAudit Reader" not in text
     for source in (ROOT / "shared").glob("*.py"):  # no other spelling of the role anywhere in the code
         assert "ClientCertAudit Reader" not in source.read_text(encoding="utf-8"), source
-
-
-# -- end to end: names ARM allows, through the engine and Azurite, over two runs ---------------------------
-@pytest.fixture
-def bed(azurite: Any, make_arm: Any, monkeypatch: pytest.MonkeyPatch) -> AuditBed:
-    bed = AuditBed(azurite, make_arm, monkeypatch)
-    sub = bed.tenant.get_subscription(SUB_A)
-    assert sub is not None
-    bed.sites["legacy"] = sub.add_site("rg(legacy)", "legacy", client_cert_enabled=False)
-    bed.sites["café"] = sub.add_site("rg-café-ü", "café-app", client_cert_enabled=True, client_cert_mode="Optional")
-    bed.sites["café/blue"] = bed.sites["café"].add_slot("blue", client_cert_enabled=False)
-    bed.sites["jp"] = sub.add_site("リソース-グループ", "jp-app", client_cert_enabled=True, exclusion_paths="/a;/b")
-    return bed
-
-
-@pytest.mark.integration
-def test_stored_commands_paste_over_several_runs(bed: AuditBed, capsys: pytest.CaptureFixture[str]) -> None:
-    for expected in (8, 9):  # shop, api/staging, portal, jobs and the four above; then intranet too
-        bed.run()
-        rows = [r for r in bed.rows().values() if r["Status"] in ("FAIL", "WARN")]
-        assert len(rows) == expected
-        for row in rows:
-            args = shlex.split(_command_text(row["Remediation"]))
-            assert args[args.index("--name") + 1] == row["AppName"]
-            assert args[args.index("--resource-group") + 1] == row["ResourceGroup"]
-            assert args[args.index("--subscription") + 1] == row["SubscriptionId"]
-            assert (args[args.index("--slot") + 1] if "--slot" in args else "") == row["Slot"]
-            assert az_command(row) == args
-        bed.sites["intranet"].update(client_cert_mode="Optional")
-    groups = {r["ResourceGroup"] for r in bed.rows().values()}
-    assert {"rg(legacy)", "rg-café-ü", "リソース-グループ"} <= groups
-    code, out, _ = bed.cli(capsys, ["report"])
-    fixes = [line.split("Fix: ", 1)[1] for line in out.splitlines() if "Fix: " in line]
-    assert len(fixes) == 9 and code == 1
-    for fix in fixes:
-        assert shlex.split(_command_text(fix))[:3] == ["az", "webapp", "update"]
-    assert "--resource-group 'rg(legacy)'" in out

@@ -17,9 +17,7 @@ import pytest
 from shared.changes import CHANGES_QUERY
 from tests.emulators.faults import FaultRule, Latency, Status
 from tests.emulators.tenant import Site, Tenant
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
-
-pytestmark = pytest.mark.integration
+from tests.harness import AuditHarness
 
 SUB = "c0c0c0c0-0000-4000-8000-000000000001"
 LOCKED = "c0c0c0c0-0000-4000-8000-000000000002"
@@ -62,7 +60,7 @@ def graph_queries(arm: Any) -> list[str]:
     return [str(q.get("query")) for q in arm.resource_graph_queries]
 
 
-def test_a_change_is_audited_and_alerted_once_by_the_next_poll(make_arm, harness_factory) -> None:  # noqa: F811
+def test_a_change_is_audited_and_alerted_once_by_the_next_poll(make_arm, harness_factory) -> None:
     clock = Clock(NIGHT)
     tenant, sites = build(clock)
     arm = make_arm(tenant)
@@ -122,7 +120,7 @@ def test_a_change_is_audited_and_alerted_once_by_the_next_poll(make_arm, harness
     assert h.runs()[-1].get("Kind", "nightly") == "nightly"
 
 
-def test_a_poll_with_no_change_costs_one_query_and_writes_no_run(make_arm, harness_factory) -> None:  # noqa: F811
+def test_a_poll_with_no_change_costs_one_query_and_writes_no_run(make_arm, harness_factory) -> None:
     clock = Clock(NIGHT)
     tenant, _ = build(clock)
     arm = make_arm(tenant)
@@ -142,7 +140,7 @@ def test_a_poll_with_no_change_costs_one_query_and_writes_no_run(make_arm, harne
     assert result.watermark == clock.at
 
 
-def test_deleted_and_unreadable_resources(make_arm, harness_factory) -> None:  # noqa: F811
+def test_deleted_and_unreadable_resources(make_arm, harness_factory) -> None:
     clock = Clock(NIGHT)
     tenant, sites = build(clock)
     arm = make_arm(tenant)
@@ -166,7 +164,7 @@ def test_deleted_and_unreadable_resources(make_arm, harness_factory) -> None:  #
     assert not h.new_failure_events()
 
 
-def test_resource_graph_throttling_and_failure(make_arm, harness_factory) -> None:  # noqa: F811
+def test_resource_graph_throttling_and_failure(make_arm, harness_factory) -> None:
     clock = Clock(NIGHT)
     tenant, sites = build(clock)
     arm = make_arm(tenant)
@@ -192,7 +190,7 @@ def test_resource_graph_throttling_and_failure(make_arm, harness_factory) -> Non
     assert [e["ResourceId"].lower() for e in h.new_failure_events()] == [sites["quiet"].key]
 
 
-def test_a_change_that_resource_graph_shows_late_is_still_seen(make_arm, harness_factory) -> None:  # noqa: F811
+def test_a_change_that_resource_graph_shows_late_is_still_seen(make_arm, harness_factory) -> None:
     clock = Clock(NIGHT)
     tenant, sites = build(clock)
     arm = make_arm(tenant)
@@ -211,7 +209,7 @@ def test_a_change_that_resource_graph_shows_late_is_still_seen(make_arm, harness
     assert [e["ResourceId"].lower() for e in h.new_failure_events()] == [sites["app"].key]
 
 
-def test_the_poll_never_competes_with_the_nightly_run(make_arm, harness_factory, caplog) -> None:  # noqa: F811
+def test_the_poll_never_competes_with_the_nightly_run(make_arm, harness_factory, caplog) -> None:
     caplog.set_level(logging.INFO)  # the skip is an INFO line of the function
     tenant, sites = build(Clock(NIGHT))
     tenant.start_change_log()  # the real clock: the timers run on it
@@ -237,7 +235,7 @@ def test_the_poll_never_competes_with_the_nightly_run(make_arm, harness_factory,
     assert not h.dropped_by_host()
 
 
-def test_the_nightly_run_waits_for_a_poll_instead_of_skipping(make_arm, harness_factory, monkeypatch) -> None:  # noqa: F811
+def test_the_nightly_run_waits_for_a_poll_instead_of_skipping(make_arm, harness_factory, monkeypatch) -> None:
     from shared import ledger
 
     monkeypatch.setattr(ledger, "LEASE_WAIT_SECONDS", 0.2)
@@ -272,7 +270,7 @@ def test_off_disables_the_poll() -> None:
 
 
 def test_report_defaults_to_the_nightly_run_and_since_includes_change_runs(
-    make_arm, harness_factory, capsys  # noqa: F811
+    make_arm, harness_factory, capsys
 ) -> None:
     import csv
     import io

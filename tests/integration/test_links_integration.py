@@ -1,10 +1,10 @@
-"""A ``nextLink`` is followed only to the endpoint that issued it: the token never leaves for another host.
+"""A ``nextLink`` to another origin, end to end: the token never leaves for another host.
 
-The end-to-end cases run the real timer function against the ARM emulator, with one list's
+These cases run the real timer function against the ARM emulator, with one list's
 ``nextLink`` naming a recording TLS server on another port of 127.0.0.1 (its certificate is valid,
 so a client that followed the link would succeed and hand over its token); each asserts that
 nothing reached the recorder, that the listed scope got an ERROR row naming the foreign link, and
-that everything else was audited as usual.
+that everything else was audited as usual. The origin rules themselves are in ``tests/unit/test_links.py``.
 """
 
 from __future__ import annotations
@@ -15,151 +15,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from azure.core.exceptions import AzureError
-from azure.core.pipeline import PipelineRequest
-from azure.core.pipeline.transport import HttpRequest
 from azure.core.rest import HttpRequest as RestHttpRequest
 from azure.identity import ManagedIdentityCredential
 
 from shared.config import load_settings
 from shared.errors import ForeignLinkError
-from shared.inventory import ArmInventory, _raw_page
-from shared.links import PinnedEndpointPolicy, check_next_link, origin, same_origin, shown
+from shared.inventory import ArmInventory
 from shared.resourcegraph import ResourceGraphInventory
 from tests.emulators.arm import ArmEmulator
 from tests.emulators.faults import FaultRule, Status
 from tests.emulators.recorder import RecordingTlsServer
 from tests.emulators.tenant import Tenant
 from tests.emulators.tls import TlsMaterial
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
-
-ARM = "https://management.azure.com"
-
-
-# -- the comparison ------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "link",
-    [
-        "https://management.azure.com/subscriptions?api-version=2022-12-01&$skiptoken=abc",
-        "https://MANAGEMENT.Azure.com/subscriptions",  # hosts compare case-insensitively
-        "HTTPS://management.azure.com/x",  # so do schemes
-        "https://management.azure.com:443/x",  # the default port, spelled out
-        "https://management.azure.com",  # no path
-        "https://management.azure.com/",  # trailing slash
-        "https://management.azure.com?$skiptoken=1",  # query straight after the host
-        "https://management.azure.com/x/@evil.example/y",  # an @ in the path is not userinfo
-    ],
-)
-def test_links_to_the_endpoint_are_followed(link: str) -> None:
-    assert same_origin(link, ARM)
-    assert same_origin(link, ARM + "/")  # the endpoint's own trailing slash does not matter
-    check_next_link(link, ARM)
-
-
-@pytest.mark.parametrize(
-    "link",
-    [
-        "https://evil.example/subscriptions",  # another host
-        "http://management.azure.com/subscriptions",  # another scheme (and the token in clear)
-        "https://management.azure.com:4443/x",  # another port
-        "https://management.azure.com.evil.example/x",  # a suffix
-        "https://evil.example/management.azure.com/x",  # the endpoint in the path
-        "https://management.azure.com@evil.example/x",  # userinfo: the host is evil.example
-        "https://user:pw@management.azure.com/x",  # userinfo at all: never plain
-        "https://management.azure.com:443@evil.example/x",
-        "https://management.azure.com\\@evil.example/x",  # backslash: parsers disagree, so refused
-        "https://management.azure.com\\.evil.example/x",
-        " https://management.azure.com/x",  # leading whitespace
-        "https://management.azure.com\t/x",  # control characters in the authority
-        "https://management.azure.com%2f@evil.example/x",  # percent-encoding in the authority
-        "https://management.azure.com./x",  # a trailing dot is another name to us: refused, not guessed
-        "https://management.azure.com:0443x/x",  # a port that is not a number
-        "https://management.azure.com:99999/x",  # out of range
-        "//management.azure.com/x",  # scheme-relative
-        "/subscriptions?$skiptoken=1",  # relative
-        "ftp://management.azure.com/x",
-        "",
-    ],
-)
-def test_links_elsewhere_are_refused(link: str) -> None:
-    assert not same_origin(link, ARM)
-    with pytest.raises(ForeignLinkError, match=r"refused so the token does not leave the ARM endpoint"):
-        check_next_link(link, ARM)
-
-
-def test_ports_and_loopback_spellings_are_distinct_origins() -> None:
-    assert same_origin("https://127.0.0.1:8443/a", "https://127.0.0.1:8443")
-    assert not same_origin("https://127.0.0.1:8444/a", "https://127.0.0.1:8443")
-    assert not same_origin("https://127.0.0.2:8443/a", "https://127.0.0.1:8443")
-    assert not same_origin("https://localhost:8443/a", "https://127.0.0.1:8443")  # same server, other name
-    assert same_origin("https://[::1]:8443/a", "https://[::1]:8443/")
-    assert origin("http://example.org/") == ("http", "example.org", 80)
-    assert origin("https://Example.org") == ("https", "example.org", 443)
-    assert origin("https://user@example.org/") is None
-
-
-def test_an_unparsable_endpoint_matches_nothing() -> None:
-    assert not same_origin("https://management.azure.com/x", "management.azure.com")
-    assert not same_origin("", "")
-
-
-def test_the_message_names_both_origins_briefly_and_printably() -> None:
-    with pytest.raises(ForeignLinkError) as caught:
-        check_next_link("https://127.0.0.2:4443/subscriptions/x?$skiptoken=SECRET", "https://127.0.0.1:8443/")
-    assert str(caught.value) == (
-        "ARM returned a nextLink to https://127.0.0.2:4443, not https://127.0.0.1:8443; "
-        "refused so the token does not leave the ARM endpoint"
-    )
-    assert isinstance(caught.value, AzureError)  # so the existing handling makes it an ERROR row
-    long = shown("https://" + "a" * 500 + "\x1b[31m/x")
-    assert len(long) <= 120 and "\x1b" not in long
-    assert shown("https://evil\x1b[2J.example/x") == "https://evil?[2J.example"
-
-
-# -- the raw pager: the page's items are kept, its foreign link is never returned ---------------------
-class _Response:
-    def __init__(self, body: Any) -> None:
-        self._body = body
-        self.headers: dict[str, str] = {}
-
-    def json(self) -> Any:
-        return self._body
-
-
-class _PipelineResponse:
-    """What ``extract_data`` reads of azure-core's pipeline response: the request and the body."""
-
-    def __init__(self, url: str, body: Any) -> None:
-        self.http_request = HttpRequest("GET", url)
-        self.http_response = _Response(body)
-
-
-def test_raw_page_keeps_the_items_and_refuses_a_foreign_link() -> None:
-    page = _PipelineResponse(
-        "https://127.0.0.1:8443/subscriptions/s/providers/Microsoft.Web/sites?api-version=1",
-        {"value": [{"id": "a"}, {"id": "b"}], "nextLink": "https://127.0.0.1:9999/subscriptions/s?$skiptoken=2"},
-    )
-    link, items = _raw_page(page)
-    assert link is None, "the pager must never get the foreign link to follow"
-    assert next(items) == {"id": "a"} and next(items) == {"id": "b"}
-    with pytest.raises(ForeignLinkError, match=r"nextLink to https://127\.0\.0\.1:9999, not https://127\.0\.0\.1:8443"):
-        next(items)
-
-
-def test_raw_page_returns_a_link_to_the_same_endpoint() -> None:
-    link = "https://127.0.0.1:8443/subscriptions/s/providers/Microsoft.Web/sites?api-version=1&$skiptoken=2"
-    page = _PipelineResponse(
-        "https://127.0.0.1:8443/subscriptions/s/providers/Microsoft.Web/sites", {"value": [], "nextLink": link}
-    )
-    got, items = _raw_page(page)
-    assert got == link and list(items) == []
-
-
-def test_policy_refuses_a_request_elsewhere_and_passes_the_endpoint() -> None:
-    policy = PinnedEndpointPolicy("https://127.0.0.1:8443", "Resource Graph")
-    policy.on_request(PipelineRequest(RestHttpRequest("GET", "https://127.0.0.1:8443/x?y=1"), None))  # type: ignore[arg-type]
-    with pytest.raises(ForeignLinkError, match=r"not the Resource Graph endpoint https://127\.0\.0\.1:8443"):
-        policy.on_request(PipelineRequest(RestHttpRequest("GET", "https://127.0.0.1:8444/x"), None))  # type: ignore[arg-type]
+from tests.harness import AuditHarness
 
 
 # -- end to end --------------------------------------------------------------------------------------
@@ -202,10 +70,9 @@ def rows_split(h: AuditHarness) -> tuple[dict[str, Any], dict[str, Any]]:
     )
 
 
-@pytest.mark.integration
 def test_site_list_with_a_foreign_next_link_is_an_error_row_and_sends_nothing(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
     recorder,
 ) -> None:
     tenant = pinned_tenant()
@@ -230,10 +97,9 @@ def test_site_list_with_a_foreign_next_link_is_an_error_row_and_sends_nothing(
     assert_nothing_reached(recorder)
 
 
-@pytest.mark.integration
 def test_group_list_with_a_foreign_next_link_is_the_groups_error_row(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
     recorder,
 ) -> None:
     tenant = pinned_tenant()
@@ -257,10 +123,9 @@ def test_group_list_with_a_foreign_next_link_is_the_groups_error_row(
     assert_nothing_reached(recorder)
 
 
-@pytest.mark.integration
 def test_per_app_slot_list_with_a_foreign_next_link_is_the_apps_error_row(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
     recorder,
 ) -> None:
     tenant = pinned_tenant()
@@ -289,10 +154,9 @@ def test_per_app_slot_list_with_a_foreign_next_link_is_the_apps_error_row(
     assert_nothing_reached(recorder)
 
 
-@pytest.mark.integration
 def test_subscription_list_with_a_foreign_next_link_fails_the_run(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
     recorder,
 ) -> None:
     tenant = pinned_tenant()
@@ -313,7 +177,6 @@ def _settings(arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> Any:
     return load_settings(require_table=False)
 
 
-@pytest.mark.integration
 def test_the_sdks_own_pager_is_stopped_by_the_pipeline(make_arm, monkeypatch, recorder) -> None:
     """If the raw pager ever falls back to the SDK's model pager, the pinned pipeline still refuses."""
     tenant = pinned_tenant()
@@ -332,7 +195,6 @@ def test_the_sdks_own_pager_is_stopped_by_the_pipeline(make_arm, monkeypatch, re
     assert_nothing_reached(recorder)
 
 
-@pytest.mark.integration
 def test_resource_graph_client_sends_nothing_elsewhere(make_arm, monkeypatch, recorder) -> None:
     """Resource Graph pages by $skipToken in the body (no link to follow); its pipeline is pinned anyway."""
     arm = make_arm(pinned_tenant())

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from shared.cli import main
 from tests.emulators.faults import FaultRule, Latency, Status
 from tests.emulators.proxy import FaultProxy
 from tests.emulators.tenant import Tenant
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
-
-pytestmark = pytest.mark.integration
+from tests.harness import AuditHarness
 
 SUB_A = "aaaaaaaa-0000-4000-8000-00000000000a"
 SUB_B = "bbbbbbbb-0000-4000-8000-00000000000b"
@@ -39,7 +35,7 @@ def live_state(h: AuditHarness, subscription: str) -> set[str]:
 
 # -- Resource Graph: silence is not absence ---------------------------------------------------------
 def test_resource_graph_silence_is_confirmed_with_arm_before_anything_is_retired(
-    make_arm, harness_factory  # noqa: F811
+    make_arm, harness_factory
 ) -> None:
     tenant, sites = two_subscriptions()
     arm = make_arm(tenant)
@@ -82,7 +78,7 @@ def test_resource_graph_silence_is_confirmed_with_arm_before_anything_is_retired
 
 
 # -- A subscription that disappears is a visible gap -------------------------------------------------
-def test_vanished_subscription_is_an_error_row_until_retired(make_arm, harness_factory, capsys) -> None:  # noqa: F811
+def test_vanished_subscription_is_an_error_row_until_retired(make_arm, harness_factory, capsys) -> None:
     tenant, _ = two_subscriptions()
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)
@@ -117,7 +113,7 @@ def test_vanished_subscription_is_an_error_row_until_retired(make_arm, harness_f
     assert main(["subscriptions", "retire", SUB_B]) == 1, "retiring an unknown subscription says so"
 
 
-def test_vanished_subscription_ages_out_after_the_retention_period(make_arm, harness_factory) -> None:  # noqa: F811
+def test_vanished_subscription_ages_out_after_the_retention_period(make_arm, harness_factory) -> None:
     tenant, _ = two_subscriptions()
     h: AuditHarness = harness_factory(make_arm(tenant))
     h.apply_env(AUDIT_RETENTION_DAYS="30")
@@ -129,7 +125,7 @@ def test_vanished_subscription_ages_out_after_the_retention_period(make_arm, har
     assert f"/subscriptions/{SUB_B}" not in h.rows_by_id()
 
 
-def test_configured_subscriptions_are_the_scope(make_arm, harness_factory) -> None:  # noqa: F811
+def test_configured_subscriptions_are_the_scope(make_arm, harness_factory) -> None:
     tenant, _ = two_subscriptions()
     h: AuditHarness = harness_factory(make_arm(tenant))
     h.run_at(NIGHT1)
@@ -140,7 +136,7 @@ def test_configured_subscriptions_are_the_scope(make_arm, harness_factory) -> No
 
 
 # -- One rejected row never fails the run ---------------------------------------------------------
-def test_non_bmp_exclusion_paths_far_past_the_limit_are_cut_by_utf16(make_arm, harness_factory) -> None:  # noqa: F811
+def test_non_bmp_exclusion_paths_far_past_the_limit_are_cut_by_utf16(make_arm, harness_factory) -> None:
     tenant = Tenant()
     sub = tenant.add_subscription(SUB_A)
     # 1,500 distinct paths of 45 characters (85 UTF-16 code units): ~69,000 characters, ~129,000
@@ -160,7 +156,7 @@ def test_non_bmp_exclusion_paths_far_past_the_limit_are_cut_by_utf16(make_arm, h
 
 
 def test_a_row_the_store_refuses_becomes_an_error_row_and_the_rest_is_stored(
-    make_arm, harness_factory, azurite, tls  # noqa: F811
+    make_arm, harness_factory, azurite, tls
 ) -> None:
     tenant = Tenant()
     sub = tenant.add_subscription(SUB_A)
@@ -193,7 +189,7 @@ def _slow_tenant() -> tuple[Tenant, dict]:
     return tenant, sites
 
 
-def test_heartbeat_keeps_the_lease_through_a_slow_run(make_arm, harness_factory, monkeypatch) -> None:  # noqa: F811
+def test_heartbeat_keeps_the_lease_through_a_slow_run(make_arm, harness_factory, monkeypatch) -> None:
     import threading
     import time
 
@@ -227,7 +223,7 @@ def test_heartbeat_keeps_the_lease_through_a_slow_run(make_arm, harness_factory,
     assert any("skipped" in r.getMessage() for r in h.host.kept)
 
 
-def test_a_run_that_loses_its_lease_stops_writing(make_arm, harness_factory, azurite, tls, monkeypatch) -> None:  # noqa: F811
+def test_a_run_that_loses_its_lease_stops_writing(make_arm, harness_factory, azurite, tls, monkeypatch) -> None:
     import threading
     import time
 

@@ -9,8 +9,6 @@ import pytest
 
 from bench.run import main
 
-pytestmark = pytest.mark.integration
-
 
 def test_bench_runs_on_a_tiny_tenant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "figures.json"

@@ -13,8 +13,6 @@ from shared.errors import StoreError
 from shared.store import TableStore, odata_entity
 from tests.emulators.azurite import Azurite
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def store(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> TableStore:

@@ -2,7 +2,7 @@
 
 Pure unit tests of the ARM inventory's list walk (``shared.inventory._scan``) over stand-in SDK
 pagers that serve ARM's JSON items; the emulated end-to-end runs are in
-``tests/test_audit_integration.py``.
+``tests/integration/test_audit_integration.py``.
 """
 
 from __future__ import annotations

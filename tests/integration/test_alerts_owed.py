@@ -21,9 +21,7 @@ from shared.cli import main
 from shared.store import TableStore
 from tests.emulators.faults import FaultRule, Status
 from tests.emulators.tenant import Site, Tenant
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
-
-pytestmark = pytest.mark.integration
+from tests.harness import AuditHarness
 
 SUB = "44444444-4444-4444-8444-444444444444"
 NIGHT1 = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)
@@ -86,7 +84,7 @@ def alerts(h: AuditHarness) -> Counter[str]:
 @pytest.mark.parametrize("later", [timedelta(hours=6), timedelta(hours=24)], ids=["6h", "24h"])
 @pytest.mark.parametrize("step", ["rows", "state", "mark", "events"])
 def test_new_failure_alerted_exactly_once_whatever_step_fails(
-    step: str, later: timedelta, make_arm, harness_factory, monkeypatch  # noqa: F811
+    step: str, later: timedelta, make_arm, harness_factory, monkeypatch
 ) -> None:
     tenant, sites = build()
     h: AuditHarness = harness_factory(make_arm(tenant))
@@ -135,7 +133,7 @@ def test_new_failure_alerted_exactly_once_whatever_step_fails(
 
 
 def test_owed_alert_waits_for_a_readable_subscription_and_is_dropped_on_recovery(
-    make_arm, harness_factory, monkeypatch  # noqa: F811
+    make_arm, harness_factory, monkeypatch
 ) -> None:
     tenant, sites = build()
     arm = make_arm(tenant)
@@ -179,7 +177,7 @@ def report_new(h: AuditHarness, capsys: pytest.CaptureFixture[str], run_id: str)
 
 
 def test_rows_of_a_partly_read_subscription_show_the_stored_state(
-    make_arm, harness_factory, capsys  # noqa: F811
+    make_arm, harness_factory, capsys
 ) -> None:
     tenant = Tenant()
     sub = tenant.add_subscription(SUB, display_name="prod")

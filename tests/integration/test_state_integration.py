@@ -10,9 +10,7 @@ import pytest
 from shared.store import TableStore
 from tests.emulators.faults import FaultRule, Latency
 from tests.emulators.tenant import Tenant
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
-
-pytestmark = pytest.mark.integration
+from tests.harness import AuditHarness
 
 SUB1 = "11111111-1111-4111-8111-111111111111"
 SUB2 = "22222222-2222-4222-8222-222222222222"
@@ -41,7 +39,7 @@ def new_failure_ids(rows: dict) -> set[str]:
     return {k for k, r in rows.items() if r.get("NewFailure")}
 
 
-def test_second_run_flags_exactly_the_new_failures(make_arm, harness_factory) -> None:  # noqa: F811
+def test_second_run_flags_exactly_the_new_failures(make_arm, harness_factory) -> None:
     tenant, sites = build_tenant()
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)
@@ -93,7 +91,7 @@ def test_second_run_flags_exactly_the_new_failures(make_arm, harness_factory) ->
     assert not new_failure_ids(h.rows_by_id()) and not h.new_failure_events()
 
 
-def test_unreadable_subscription_keeps_its_state(make_arm, harness_factory) -> None:  # noqa: F811
+def test_unreadable_subscription_keeps_its_state(make_arm, harness_factory) -> None:
     tenant, sites = build_tenant()
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)
@@ -120,7 +118,7 @@ def test_unreadable_subscription_keeps_its_state(make_arm, harness_factory) -> N
     assert not h.new_failure_events()
 
 
-def test_crash_between_rows_and_state_then_rerun(make_arm, harness_factory, monkeypatch) -> None:  # noqa: F811
+def test_crash_between_rows_and_state_then_rerun(make_arm, harness_factory, monkeypatch) -> None:
     tenant, sites = build_tenant()
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)
@@ -157,7 +155,7 @@ def test_crash_between_rows_and_state_then_rerun(make_arm, harness_factory, monk
     assert sorted(e["ResourceId"].lower() for e in events) == sorted(expected_new), "each new failure alerted once"
 
 
-def test_overlapping_runs_do_not_race(make_arm, harness_factory) -> None:  # noqa: F811
+def test_overlapping_runs_do_not_race(make_arm, harness_factory) -> None:
     tenant, sites = build_tenant()
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)

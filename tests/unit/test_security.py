@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = [*sorted((ROOT / "shared").glob("*.py")), ROOT / "function_app.py"]
 
 

@@ -22,9 +22,7 @@ from shared.inventory import ArmInventory
 from shared.models import SiteRecord
 from tests.emulators.arm import ArmEmulator, ResourceGraphQuota
 from tests.emulators.tenant import KEYWORD_RESOURCES, Tenant, generate_tenant
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
-
-pytestmark = pytest.mark.integration
+from tests.harness import AuditHarness
 
 RG_PATH = "/providers/Microsoft.ResourceGraph/resources?api-version=2024-04-01"
 
@@ -93,7 +91,7 @@ def post_query(arm: ArmEmulator, body: dict[str, Any]) -> requests.Response:
 
 def test_findings_identical_for_arm_and_resource_graph(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
     monkeypatch,
 ) -> None:
     tenant = generate_tenant(seed=21, subscriptions=4, sites=90, slot_share=0.5, disabled_subscriptions=1)
@@ -140,7 +138,7 @@ def test_findings_identical_for_arm_and_resource_graph(
 
 def test_an_unparsable_id_in_a_resource_graph_page_is_one_error_row(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
     monkeypatch,
 ) -> None:
     """Two rows of one Resource Graph page carry no usable id: each is its own ERROR row, in its own

@@ -22,8 +22,6 @@ from shared.report import ocsf
 from shared.report.fixscript import az_command, comment, portal_link
 from tests.reportbed import SUB_A, SUB_B, AuditBed
 
-pytestmark = pytest.mark.integration
-
 TAGS: dict[str, dict[str, str]] = {
     "shop": {"Owner": "Alice@contoso.com"},
     "api": {"team": "payments"},  # its slot has no tag: the site's owner

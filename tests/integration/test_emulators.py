@@ -42,8 +42,6 @@ from tests.emulators.tenant import (
 )
 from tests.emulators.tls import TlsMaterial
 
-pytestmark = pytest.mark.integration
-
 
 # -- helpers --------------------------------------------------------------------------------------
 def use(emu: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> ManagedIdentityCredential:

@@ -15,14 +15,12 @@ import pytest
 from shared import layout
 from tests.emulators.faults import FaultRule, Status
 from tests.emulators.tenant import generate_tenant
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
-
-pytestmark = pytest.mark.integration
+from tests.harness import AuditHarness
 
 
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
 def test_no_event_or_warning_is_dropped_by_the_host(
-    source: str, make_arm, harness_factory, monkeypatch  # noqa: F811
+    source: str, make_arm, harness_factory, monkeypatch
 ) -> None:
     # Partitions of 100 rows instead of 1,000: the larger subscriptions get their own state shards,
     # which are stored (and their events logged) on the audit thread that completes them.

@@ -22,8 +22,6 @@ import pytest
 from shared.report import COLOURS
 from tests.reportbed import SUB_B, AuditBed
 
-pytestmark = pytest.mark.integration
-
 WINDOW = (1200, 900)
 
 

@@ -20,9 +20,7 @@ from azure.core.exceptions import HttpResponseError
 from shared import layout
 from shared.store import TableStore
 from tests.emulators.tenant import Site, Subscription, Tenant
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
-
-pytestmark = pytest.mark.integration
+from tests.harness import AuditHarness
 
 ROWS = 20  # PARTITION_ROWS for these tests
 REQUIRED = {"client_cert_enabled": True, "client_cert_mode": "Required"}
@@ -89,7 +87,7 @@ def new_failures(h: AuditHarness) -> set[str]:
 
 
 # -- a. results partitions ------------------------------------------------------------------------
-def test_results_are_packed_into_numbered_partitions_of_bounded_size(make_arm, harness_factory) -> None:  # noqa: F811
+def test_results_are_packed_into_numbered_partitions_of_bounded_size(make_arm, harness_factory) -> None:
     tenant = Tenant()
     subs = [tenant.add_subscription(sub_id("ab"[k % 2], k)) for k in range(20)]
     for k, sub in enumerate(subs):
@@ -127,7 +125,7 @@ def test_results_are_packed_into_numbered_partitions_of_bounded_size(make_arm, h
 
 
 def test_waiting_subscriptions_past_the_memory_cap_send_partial_batches_early(
-    make_arm, harness_factory, monkeypatch  # noqa: F811
+    make_arm, harness_factory, monkeypatch
 ) -> None:
     # Small subscriptions wait (findings and prior state in memory) until their shared partitions
     # fill; past MAX_HELD_RESOURCES the partial batches go out early. With a cap of 10 resources,
@@ -165,7 +163,7 @@ def test_waiting_subscriptions_past_the_memory_cap_send_partial_batches_early(
 
 
 # -- b. state layout ------------------------------------------------------------------------------
-def test_state_layout_buckets_and_shards(make_arm, harness_factory) -> None:  # noqa: F811
+def test_state_layout_buckets_and_shards(make_arm, harness_factory) -> None:
     tenant = Tenant()
     sizes = {}
     for first, n, count in (
@@ -200,7 +198,7 @@ def test_state_layout_buckets_and_shards(make_arm, harness_factory) -> None:  # 
 
 
 # -- c. moves without false alarms ----------------------------------------------------------------
-def test_previous_one_partition_per_subscription_layout_is_migrated(make_arm, harness_factory) -> None:  # noqa: F811
+def test_previous_one_partition_per_subscription_layout_is_migrated(make_arm, harness_factory) -> None:
     tenant = Tenant()
     small = tenant.add_subscription(sub_id("5", 1))
     large = tenant.add_subscription(sub_id("6", 2))
@@ -245,7 +243,7 @@ def test_previous_one_partition_per_subscription_layout_is_migrated(make_arm, ha
     }
 
 
-def test_interrupted_move_leaves_copies_that_the_next_run_resolves(make_arm, harness_factory, monkeypatch) -> None:  # noqa: F811
+def test_interrupted_move_leaves_copies_that_the_next_run_resolves(make_arm, harness_factory, monkeypatch) -> None:
     """Moved rows whose old copy could not be deleted: the newer copy wins, the next run tidies up."""
     tenant = Tenant()
     sub = tenant.add_subscription(sub_id("c", 1))
@@ -284,7 +282,7 @@ def test_interrupted_move_leaves_copies_that_the_next_run_resolves(make_arm, har
     assert len(rows) == 30, "the old copies are gone"
 
 
-def test_growing_past_the_threshold_and_shrinking_back_raises_no_false_alarm(make_arm, harness_factory) -> None:  # noqa: F811
+def test_growing_past_the_threshold_and_shrinking_back_raises_no_false_alarm(make_arm, harness_factory) -> None:
     tenant = Tenant()
     grows = tenant.add_subscription(sub_id("7", 1))
     steady = tenant.add_subscription(sub_id("7", 2))  # shares grows' bucket the whole time
@@ -361,7 +359,7 @@ def crash_tenant() -> tuple[Tenant, list[Site]]:
 
 def crash_then_resume(
     make_arm,
-    harness_factory,  # noqa: F811
+    harness_factory,
     monkeypatch: pytest.MonkeyPatch,
     crash_at: int,
     *,
@@ -444,17 +442,17 @@ def crash_then_resume(
 # The 12 shards of the large subscription are written first (each flushed as soon as its result rows
 # are durable), then its alert marks (one write per shard holding new failures, each
 # followed by its events), then the two small subscriptions' buckets at the final flush.
-def test_crash_between_two_alert_batches_then_resume(make_arm, harness_factory, monkeypatch) -> None:  # noqa: F811
+def test_crash_between_two_alert_batches_then_resume(make_arm, harness_factory, monkeypatch) -> None:
     # The second mark write fails: the first batch's events are out (and marked), the rest are not.
     crash_then_resume(
         make_arm, harness_factory, monkeypatch, crash_at=2, expect_alerts_before_crash=True, count_marks_only=True
     )
 
 
-def test_crash_after_whole_subscriptions_state_then_resume(make_arm, harness_factory, monkeypatch) -> None:  # noqa: F811
+def test_crash_after_whole_subscriptions_state_then_resume(make_arm, harness_factory, monkeypatch) -> None:
     crash_then_resume(make_arm, harness_factory, monkeypatch, crash_at=14, expect_alerts_before_crash=True)
 
 
-def test_crash_inside_one_subscriptions_state_then_resume(make_arm, harness_factory, monkeypatch) -> None:  # noqa: F811
+def test_crash_inside_one_subscriptions_state_then_resume(make_arm, harness_factory, monkeypatch) -> None:
     # The 11th state write is one of the large subscription's 12 shards: 10 are stored, its events are not.
     crash_then_resume(make_arm, harness_factory, monkeypatch, crash_at=11, expect_alerts_before_crash=False)

@@ -1,7 +1,7 @@
-"""Owners from tags (``AUDIT_OWNER_TAGS``) and subscription names on every result row.
+"""Owners and subscription names on every result row, end to end: the real engine against the
+emulated tenant (which serves the tags as ARM and Resource Graph do) and Azurite, over several runs.
 
-Unit tests of the tag rules, then the real engine against the emulated tenant (which serves the
-tags as ARM and Resource Graph do) and Azurite, over several runs.
+The tag rules are in ``tests/unit/test_owners.py``.
 """
 
 from __future__ import annotations
@@ -10,67 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.config import DEFAULT_OWNER_TAGS, load_settings
-from shared.errors import ConfigError
-from shared.models import InventoryError, SiteRecord
-from shared.owners import OwnerResolver, owner_from_tags, resolve_owners, with_owners
 from tests.reportbed import SUB_A, SUB_B, AuditBed
-
-URI = {"AUDIT_TABLE_SERVICE_URI": "https://acct.table.core.windows.net"}
-
-
-# -- the rules ------------------------------------------------------------------------------------
-def test_owner_tags_are_tried_in_order_whatever_their_casing() -> None:
-    names = ("owner", "team", "contact")
-    assert owner_from_tags((("OWNER", "alice"), ("team", "payments")), names) == "alice"
-    assert owner_from_tags((("Team", "payments"), ("Contact", "bob")), names) == "payments"
-    assert owner_from_tags((("cOnTaCt", "bob"),), names) == "bob"
-    assert owner_from_tags((("owner", "  "), ("contact", " bob ")), names) == "bob"  # blank does not count
-    assert owner_from_tags((("CostCenter", "42"),), names) == ""
-    assert owner_from_tags((), names) == ""
-    assert owner_from_tags((("owner", "a"), ("contact", "b")), ("contact", "owner")) == "b"
-    # one name in two casings: the same answer whatever order the tags came in
-    assert owner_from_tags((("owner", "x"), ("Owner", "y")), names) == owner_from_tags(
-        (("Owner", "y"), ("owner", "x")), names
-    )
-
-
-def _record(app: str, slot: str = "", tags: dict[str, str] | None = None, rg: str = "rg") -> SiteRecord:
-    rid = f"/subscriptions/{SUB_A}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}"
-    return SiteRecord(
-        resource_id=rid + (f"/slots/{slot}" if slot else ""),
-        subscription_id=SUB_A,
-        resource_group=rg,
-        app_name=app,
-        slot=slot,
-        tags=tuple(sorted((tags or {}).items())),
-    )
-
-
-def test_a_slot_without_an_owner_tag_takes_its_sites() -> None:
-    names = DEFAULT_OWNER_TAGS
-    site = _record("api", tags={"Team": "payments"})
-    bare = _record("api", "staging")
-    own = _record("api", "qa", {"OWNER": "qa-crew"})
-    other_group = _record("API", "x", rg="other")  # same app name, another group: not the same site
-    error = InventoryError(f"/subscriptions/{SUB_A}", SUB_A, "boom")
-    streamed = list(resolve_owners([site, bare, own, other_group, error], names))
-    assert [getattr(r, "owner", None) for r in streamed] == ["payments", "payments", "qa-crew", "", None]
-    assert streamed[-1] is error
-    # Resource Graph hands over a complete list: the order does not matter there
-    assert [r.owner for r in with_owners([bare, own, site], names)] == ["payments", "qa-crew", "payments"]
-    resolver = OwnerResolver(names)
-    assert resolver.resolve(_record("Api", "late", rg="RG")).owner == ""  # its site unseen: nothing to inherit
-
-
-def test_owner_tags_setting() -> None:
-    assert load_settings(URI).owner_tags == DEFAULT_OWNER_TAGS == ("owner", "team", "contact")
-    assert load_settings({**URI, "AUDIT_OWNER_TAGS": " , "}).owner_tags == DEFAULT_OWNER_TAGS
-    custom = load_settings({**URI, "AUDIT_OWNER_TAGS": "app-owner, Owner,owner ,cost center"})
-    assert custom.owner_tags == ("app-owner", "Owner", "cost center")
-    with pytest.raises(ConfigError, match="AUDIT_OWNER_TAGS"):
-        load_settings({**URI, "AUDIT_OWNER_TAGS": "owner,team/lead"})
-
 
 # -- end to end: emulated ARM / Resource Graph -> engine -> Azurite --------------------------------
 TAGS: dict[str, dict[str, str]] = {
@@ -93,7 +33,6 @@ def _owners(rows: dict[str, dict[str, Any]], bed: AuditBed) -> dict[str, str]:
     return {by_id[key]: row["Owner"] for key, row in rows.items() if key in by_id}
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
 def test_rows_carry_owner_and_subscription_name_over_several_runs(
     bed: AuditBed, monkeypatch: pytest.MonkeyPatch, source: str
@@ -136,7 +75,6 @@ def test_rows_carry_owner_and_subscription_name_over_several_runs(
     }
 
 
-@pytest.mark.integration
 def test_configured_subscriptions_are_named_by_a_get_each(bed: AuditBed, monkeypatch: pytest.MonkeyPatch) -> None:
     """With AUDIT_SUBSCRIPTIONS the subscription list is not read; each name comes from GET
     /subscriptions/{id}, and a subscription whose GET fails is audited with an empty name."""

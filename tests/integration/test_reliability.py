@@ -13,9 +13,7 @@ import pytest
 from tests.emulators.faults import FaultRule, Latency, MalformedJson, Reset, Stall, Status, Truncated
 from tests.emulators.proxy import FaultProxy
 from tests.emulators.tenant import OMIT, Tenant, generate_tenant
-from tests.harness import AuditHarness, harness_factory  # noqa: F401
-
-pytestmark = pytest.mark.integration
+from tests.harness import AuditHarness
 
 SITES = r"/subscriptions/{sub}/providers/Microsoft\.Web/sites$"
 RG_SITES = r"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft\.Web/sites$"
@@ -69,7 +67,7 @@ RECOVERABLE = {
 
 
 @pytest.mark.parametrize("case", sorted(RECOVERABLE))
-def test_recoverable_arm_faults(case: str, make_arm, harness_factory) -> None:  # noqa: F811
+def test_recoverable_arm_faults(case: str, make_arm, harness_factory) -> None:
     tenant = small_tenant()
     arm = make_arm(tenant, page_size=6, empty_page_every=2)
     for rule in RECOVERABLE[case](tenant):
@@ -82,7 +80,7 @@ def test_recoverable_arm_faults(case: str, make_arm, harness_factory) -> None:  
 
 
 # -- faults that make a scope unreadable: an ERROR row for exactly that scope -------------------
-def test_throttling_that_outlasts_the_retry_budget(make_arm, harness_factory) -> None:  # noqa: F811
+def test_throttling_that_outlasts_the_retry_budget(make_arm, harness_factory) -> None:
     tenant = small_tenant()
     victim = tenant.subscriptions[1].subscription_id
     arm = make_arm(tenant)
@@ -100,7 +98,7 @@ def test_throttling_that_outlasts_the_retry_budget(make_arm, harness_factory) ->
 
 
 @pytest.mark.parametrize("fault", [MalformedJson(), Truncated(0.5)], ids=["malformed-json", "truncated-json"])
-def test_bad_json_on_one_page(fault, make_arm, harness_factory) -> None:  # noqa: F811
+def test_bad_json_on_one_page(fault, make_arm, harness_factory) -> None:
     tenant = small_tenant()
     victim = tenant.subscriptions[0]
     arm = make_arm(tenant, page_size=3)
@@ -118,7 +116,7 @@ def test_bad_json_on_one_page(fault, make_arm, harness_factory) -> None:  # noqa
     assert not any(r["SubscriptionId"] == victim.subscription_id for r in state.values()), "no state from a partial read"
 
 
-def test_next_link_loop_is_stopped_and_reported(make_arm, harness_factory) -> None:  # noqa: F811
+def test_next_link_loop_is_stopped_and_reported(make_arm, harness_factory) -> None:
     tenant = small_tenant()
     arm = make_arm(tenant, page_size=4, next_link_loop_to=0, paging_kinds={"sites_list"})
     h = harness_factory(arm)
@@ -131,7 +129,7 @@ def test_next_link_loop_is_stopped_and_reported(make_arm, harness_factory) -> No
     assert all("paging loop" in e["Reason"] for e in errs.values())
 
 
-def test_forbidden_resource_group_and_slot_list(make_arm, harness_factory) -> None:  # noqa: F811
+def test_forbidden_resource_group_and_slot_list(make_arm, harness_factory) -> None:
     tenant = small_tenant()
     sub = tenant.subscriptions[0]
     rg_site = sub.sites[0]
@@ -166,7 +164,7 @@ def test_forbidden_resource_group_and_slot_list(make_arm, harness_factory) -> No
     assert arm.stats()["by_kind"].get("slots_list", 0) >= 2, "fell back to per-app slot lists only there"
 
 
-def test_managed_identity_down_for_good_fails_loudly(make_arm, harness_factory) -> None:  # noqa: F811
+def test_managed_identity_down_for_good_fails_loudly(make_arm, harness_factory) -> None:
     tenant = small_tenant()
     arm = make_arm(tenant)
     arm.faults.add(FaultRule(Status(500), path=r"/msi/token"))
@@ -178,7 +176,7 @@ def test_managed_identity_down_for_good_fails_loudly(make_arm, harness_factory) 
 
 
 # -- Azurite faults --------------------------------------------------------------------------------
-def test_store_unreachable_then_recovers(make_arm, harness_factory) -> None:  # noqa: F811
+def test_store_unreachable_then_recovers(make_arm, harness_factory) -> None:
     tenant = small_tenant()
     h = harness_factory(make_arm(tenant))
     h.apply_env(AUDIT_TABLE_SERVICE_URI="https://127.0.0.1:9/devstoreaccount1", AUDIT_RETRY_TOTAL="0")
@@ -190,7 +188,7 @@ def test_store_unreachable_then_recovers(make_arm, harness_factory) -> None:  # 
     assert_complete(h, tenant)
 
 
-def test_batch_rejected_mid_run_loses_nothing(make_arm, harness_factory, azurite, tls) -> None:  # noqa: F811
+def test_batch_rejected_mid_run_loses_nothing(make_arm, harness_factory, azurite, tls) -> None:
     tenant = generate_tenant(seed=21, subscriptions=3, sites=150, slot_share=0.5)  # ≥ 5 transactions when packed
     with FaultProxy(azurite.port, tls) as proxy:
         proxy.faults.add(FaultRule(Status(400, code="InvalidInput"), method="POST", path=r"/\$batch$", skip=1, times=1))
@@ -202,7 +200,7 @@ def test_batch_rejected_mid_run_loses_nothing(make_arm, harness_factory, azurite
     assert_complete(h, tenant)
 
 
-def test_batch_connection_dropped_is_replayed(make_arm, harness_factory, azurite, tls) -> None:  # noqa: F811
+def test_batch_connection_dropped_is_replayed(make_arm, harness_factory, azurite, tls) -> None:
     # A $batch of upserts is idempotent (insert-or-replace): when the connection drops without an
     # answer (e.g. the service closed a kept-alive connection), it is sent again, not failed.
     tenant = small_tenant()
@@ -216,7 +214,7 @@ def test_batch_connection_dropped_is_replayed(make_arm, harness_factory, azurite
     assert h.runs()[-1]["Outcome"] == "complete"
 
 
-def test_results_cannot_be_written_fails_loudly_and_next_run_recovers(make_arm, harness_factory, azurite, tls) -> None:  # noqa: F811
+def test_results_cannot_be_written_fails_loudly_and_next_run_recovers(make_arm, harness_factory, azurite, tls) -> None:
     tenant = small_tenant()
     with FaultProxy(azurite.port, tls) as proxy:
         h = harness_factory(make_arm(tenant))
@@ -234,7 +232,7 @@ def test_results_cannot_be_written_fails_loudly_and_next_run_recovers(make_arm, 
     assert len(h.runs()) == 1 and h.runs()[-1]["Attempts"] == 2, "the failed run was resumed, not duplicated"
 
 
-def test_azurite_restarted_mid_run(make_arm, harness_factory, tls, tmp_path) -> None:  # noqa: F811
+def test_azurite_restarted_mid_run(make_arm, harness_factory, tls, tmp_path) -> None:
     import threading
 
     from tests.emulators.azurite import Azurite
@@ -254,7 +252,7 @@ def test_azurite_restarted_mid_run(make_arm, harness_factory, tls, tmp_path) -> 
 
 
 # -- bad inputs ----------------------------------------------------------------------------------
-def test_bad_inputs(make_arm, harness_factory) -> None:  # noqa: F811
+def test_bad_inputs(make_arm, harness_factory) -> None:
     tenant = Tenant()
     sub = tenant.add_subscription("33333333-3333-4333-8333-333333333333")
     long_rg = "rg-" + "x" * 84 + "(é)"
@@ -292,7 +290,7 @@ def test_bad_inputs(make_arm, harness_factory) -> None:  # noqa: F811
     assert rows[odd[1].key]["ResourceGroup"] == long_rg
 
 
-def test_malformed_setting_is_a_clear_startup_error(make_arm, harness_factory) -> None:  # noqa: F811
+def test_malformed_setting_is_a_clear_startup_error(make_arm, harness_factory) -> None:
     from shared.config import ConfigError
 
     h = harness_factory(make_arm(small_tenant()))
@@ -303,7 +301,7 @@ def test_malformed_setting_is_a_clear_startup_error(make_arm, harness_factory) -
             h.run_timer()
 
 
-def test_no_secret_reaches_logs_or_rows(make_arm, harness_factory, caplog, azurite) -> None:  # noqa: F811
+def test_no_secret_reaches_logs_or_rows(make_arm, harness_factory, caplog, azurite) -> None:
     import logging
 
     tenant = small_tenant()
@@ -324,7 +322,7 @@ def test_no_secret_reaches_logs_or_rows(make_arm, harness_factory, caplog, azuri
     assert arm.identity_header not in text
 
 
-def test_process_killed_between_rows_and_state_then_rerun(make_arm, harness_factory) -> None:  # noqa: F811
+def test_process_killed_between_rows_and_state_then_rerun(make_arm, harness_factory) -> None:
     import os
     import subprocess
     import sys
@@ -357,7 +355,7 @@ def test_process_killed_between_rows_and_state_then_rerun(make_arm, harness_fact
     assert len(h.new_failure_events()) == len(expected_new), "no duplicate events"
 
 
-def test_group_lists_start_while_the_site_list_pages_and_fall_back_with_every_app(make_arm, harness_factory) -> None:  # noqa: F811
+def test_group_lists_start_while_the_site_list_pages_and_fall_back_with_every_app(make_arm, harness_factory) -> None:
     # A group's includeSlots list starts as soon as a site-list page names the group (pipelined, to use
     # ARM's read budget while the site list pages); if it fails over to per-app slot lists, that waits
     # until the site list is done, so apps listed on later pages still get their slots audited.

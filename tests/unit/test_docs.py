@@ -4,7 +4,8 @@ The README holds what it is, the two commands, the picture, the module table and
 everything else lives in docs/ and bench/README.md. These checks keep that true as the code moves:
 every relative link (and its #anchor) resolves, the README stays short, and the module table names
 every module in ``shared/``. The commands, KQL and OData filters of the docs are checked where they
-run (``tests/test_report.py``), the deploy walk-through in ``tests/infra/test_bicep.py``.
+run (``tests/unit/test_report.py``, ``tests/integration/test_report_integration.py``,
+``tests/infra/test_doc_kql.py``), the deploy walk-through in ``tests/infra/test_bicep.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 DOCS = [README, *sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
 
