@@ -28,9 +28,9 @@ from bench.armproc import build_tenant
 from bench.baseline import run_baseline
 from bench.ingest import raw_ingest, spread_jobs
 from shared.layout import PARTITION_ROWS, state_bucket, state_shards
-from tests.emulators.arm import ArmEmulator
+from tests.emulators.arm import SITE_SHAPES, ArmEmulator
 from tests.emulators.azurite import Azurite, repo_root
-from tests.emulators.tenant import ACTIVE_STATES, Tenant
+from tests.emulators.tenant import ACTIVE_STATES, SPREADS, Tenant
 from tests.emulators.tls import make_tls
 
 RG_PAGE = 1000
@@ -370,6 +370,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sites", type=int, default=13000, help="production sites (default 13000; 100000 = full)")
     parser.add_argument("--subscriptions", type=int, help="default: sites / 100 (1,000 at 100k sites)")
     parser.add_argument("--slot-share", type=float, default=0.3, help="slots per site (default 0.3)")
+    parser.add_argument(
+        "--spread",
+        choices=sorted(SPREADS),
+        default="heavy",
+        help="sites over subscriptions: heavy-tailed (default; largest ~37k of 130k) or flat (largest ~15k)",
+    )
+    parser.add_argument(
+        "--site-shape",
+        choices=SITE_SHAPES,
+        default="full",
+        help="site objects served: full (default; a real list page's, ~3 KB) or compact (~1.7 KB)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every ARM answer")
     parser.add_argument("--page-size", type=int, default=50, help="items per ARM list page")
@@ -403,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         "subscriptions": subscriptions,
         "sites": args.sites,
         "slot_share": args.slot_share,
+        "spread": args.spread,
+        "site_shape": args.site_shape,
         "latency": args.latency,
         "page_size": args.page_size,
         "throttle": not args.no_throttle,
@@ -425,8 +439,16 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "throttle": "off" if args.no_throttle else "250 reads/subscription/principal, refill 25/s",
             "seed": args.seed,
+            "spread": args.spread,
+            "site_shape": args.site_shape,
         },
-        "tenant": {**counts, "resources": resources},
+        "tenant": {
+            **counts,
+            "resources": resources,
+            "largest_subscription_resources": max(
+                (sum(1 for _ in s.iter_resources()) for s in tenant.subscriptions), default=0
+            ),
+        },
         "arm_floor": floor,
         "resourcegraph_floor": max(1, math.ceil(len(tenant.subscriptions) / args.page_size))
         + max(1, math.ceil(all_rows / RG_PAGE)),
@@ -485,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in figures["runs"]:
         run["targets"] = evaluate_targets(run, figures, args)
     print_report(figures)
-    out = args.json or repo_root() / "bench" / f"results-{args.sites}.json"
+    suffix = ("" if args.spread == "heavy" else f"-{args.spread}") + ("" if args.site_shape == "full" else "-compact")
+    out = args.json or repo_root() / "bench" / f"results-{args.sites}{suffix}.json"
     out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
     print(f"\nFigures written to {out} (logs and profiles in {workdir})")
     return 0
