@@ -112,8 +112,11 @@ class ArmProcess:
                 self.proc.wait(timeout=5)
 
 
-def run_audit_child(env: dict[str, str], log_file: Path, profile: Path | None) -> dict[str, Any]:
+def run_audit_child(
+    env: dict[str, str], log_file: Path, profile: Path | None, memory: Path | None = None
+) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.child"] + (["--profile", str(profile)] if profile else [])
+    argv += ["--tracemalloc", str(memory)] if memory else []
     started = time.monotonic()
     with log_file.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=repo_root(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -190,12 +193,15 @@ def measure_audit(
                 print(f"Audit with AUDIT_INVENTORY_SOURCE={source}, the next night (state present) ...", flush=True)
             arm.command("reset")
             profile = workdir / f"profile-{label}.pstats" if args.profile else None
-            measured = run_audit_child(env, workdir / f"audit-{label}.log", profile)
+            memory = workdir / f"memory-{label}.txt" if args.tracemalloc else None
+            measured = run_audit_child(env, workdir / f"audit-{label}.log", profile, memory)
             stats = arm.command("stats")
             record = read_run_record(azurite, tables["AUDIT_RUNS_TABLE"], len(results) + 1)
             out = _figures(source, label, night, measured, stats, record, expected)
             if profile is not None and profile.exists():
                 out["profile_top"] = top_profile(profile)
+            if memory is not None:
+                out["tracemalloc_report"] = str(memory)
             results.append(out)
     return results
 
@@ -395,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-ingest-as-audit", action="store_true", help="skip the raw ingest in the audit's own partition layout"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile every thread of the audit")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace the audit's allocations and report where memory was at its peak (slow; not for figures)",
+    )
     parser.add_argument(
         "--nightly",
         action=argparse.BooleanOptionalAction,
