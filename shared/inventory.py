@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -360,7 +361,8 @@ def _scan(web: WebSiteManagementClient, subscription_id: str, thread_init: Threa
     groups: dict[str, tuple[str, dict[str, str]]] = {}  # lower-cased group -> (name as listed, apps)
     pacer = ReadPacer()
     pool = executor(GROUP_LIST_CONCURRENCY, "groups", thread_init)
-    started: list[tuple[tuple[str, dict[str, str]], Future[list[Found | _PerApp]]]] = []
+    # Taken off as they are yielded, so each group's records are let go then, not at the end of the scan.
+    started: deque[tuple[tuple[str, dict[str, str]], Future[list[Found | _PerApp]]]] = deque()
 
     def group_list(group: tuple[str, dict[str, str]]) -> list[Found | _PerApp]:
         pacer.wait()
@@ -390,7 +392,8 @@ def _scan(web: WebSiteManagementClient, subscription_id: str, thread_init: Threa
             # the groups already seen are still audited: nothing that can be read is dropped.
             message, status = describe_error(exc)
             yield InventoryError(f"/subscriptions/{subscription_id}", subscription_id, message, status_code=status)
-        for (rg, apps), future in started:
+        while started:
+            (rg, apps), future = started.popleft()
             for listed in future.result():
                 if isinstance(listed, _PerApp):
                     yield from _slots_per_app(web, subscription_id, rg, list(apps.values()), first_sighting)
