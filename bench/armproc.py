@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.emulators.arm import ArmEmulator, ThrottleModel
-from tests.emulators.tenant import Tenant, generate_tenant
+from tests.emulators.tenant import SPREADS, Tenant, generate_tenant
 from tests.emulators.tls import TlsMaterial
 
 
@@ -30,6 +30,7 @@ def build_tenant(spec: dict[str, Any]) -> Tenant:
         empty_resource_groups=1,
         awkward_names=True,
         keyword_names=False,  # the tenant the README's figures were measured on (the tests cover these names)
+        spread_exponent=SPREADS[str(spec.get("spread", "heavy"))],
     )
 
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         latency=float(spec["latency"]),
         throttle=throttle if spec.get("throttle", True) else False,
         request_log_size=16,
+        site_shape=str(spec.get("site_shape", "full")),
     ).start()
     try:
         print(json.dumps({"url": emulator.url, "env": emulator.env(), "counts": tenant.counts()}), flush=True)

@@ -28,9 +28,9 @@ from bench.armproc import build_tenant
 from bench.baseline import run_baseline
 from bench.ingest import raw_ingest, spread_jobs
 from shared.layout import PARTITION_ROWS, state_bucket, state_shards
-from tests.emulators.arm import ArmEmulator
+from tests.emulators.arm import SITE_SHAPES, ArmEmulator
 from tests.emulators.azurite import Azurite, repo_root
-from tests.emulators.tenant import ACTIVE_STATES, Tenant
+from tests.emulators.tenant import ACTIVE_STATES, SPREADS, Tenant
 from tests.emulators.tls import make_tls
 
 RG_PAGE = 1000
@@ -112,8 +112,11 @@ class ArmProcess:
                 self.proc.wait(timeout=5)
 
 
-def run_audit_child(env: dict[str, str], log_file: Path, profile: Path | None) -> dict[str, Any]:
+def run_audit_child(
+    env: dict[str, str], log_file: Path, profile: Path | None, memory: Path | None = None
+) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.child"] + (["--profile", str(profile)] if profile else [])
+    argv += ["--tracemalloc", str(memory)] if memory else []
     started = time.monotonic()
     with log_file.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=repo_root(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -190,12 +193,15 @@ def measure_audit(
                 print(f"Audit with AUDIT_INVENTORY_SOURCE={source}, the next night (state present) ...", flush=True)
             arm.command("reset")
             profile = workdir / f"profile-{label}.pstats" if args.profile else None
-            measured = run_audit_child(env, workdir / f"audit-{label}.log", profile)
+            memory = workdir / f"memory-{label}.txt" if args.tracemalloc else None
+            measured = run_audit_child(env, workdir / f"audit-{label}.log", profile, memory)
             stats = arm.command("stats")
             record = read_run_record(azurite, tables["AUDIT_RUNS_TABLE"], len(results) + 1)
             out = _figures(source, label, night, measured, stats, record, expected)
             if profile is not None and profile.exists():
                 out["profile_top"] = top_profile(profile)
+            if memory is not None:
+                out["tracemalloc_report"] = str(memory)
             results.append(out)
     return results
 
@@ -370,6 +376,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sites", type=int, default=13000, help="production sites (default 13000; 100000 = full)")
     parser.add_argument("--subscriptions", type=int, help="default: sites / 100 (1,000 at 100k sites)")
     parser.add_argument("--slot-share", type=float, default=0.3, help="slots per site (default 0.3)")
+    parser.add_argument(
+        "--spread",
+        choices=sorted(SPREADS),
+        default="heavy",
+        help="sites over subscriptions: heavy-tailed (default; largest ~37k of 130k) or flat (largest ~15k)",
+    )
+    parser.add_argument(
+        "--site-shape",
+        choices=SITE_SHAPES,
+        default="full",
+        help="site objects served: full (default; a real list page's, ~3 KB) or compact (~1.7 KB)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every ARM answer")
     parser.add_argument("--page-size", type=int, default=50, help="items per ARM list page")
@@ -383,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-ingest-as-audit", action="store_true", help="skip the raw ingest in the audit's own partition layout"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile every thread of the audit")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace the audit's allocations and report where memory was at its peak (slow; not for figures)",
+    )
     parser.add_argument(
         "--nightly",
         action=argparse.BooleanOptionalAction,
@@ -403,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         "subscriptions": subscriptions,
         "sites": args.sites,
         "slot_share": args.slot_share,
+        "spread": args.spread,
+        "site_shape": args.site_shape,
         "latency": args.latency,
         "page_size": args.page_size,
         "throttle": not args.no_throttle,
@@ -425,8 +450,16 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "throttle": "off" if args.no_throttle else "250 reads/subscription/principal, refill 25/s",
             "seed": args.seed,
+            "spread": args.spread,
+            "site_shape": args.site_shape,
         },
-        "tenant": {**counts, "resources": resources},
+        "tenant": {
+            **counts,
+            "resources": resources,
+            "largest_subscription_resources": max(
+                (sum(1 for _ in s.iter_resources()) for s in tenant.subscriptions), default=0
+            ),
+        },
         "arm_floor": floor,
         "resourcegraph_floor": max(1, math.ceil(len(tenant.subscriptions) / args.page_size))
         + max(1, math.ceil(all_rows / RG_PAGE)),
@@ -485,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in figures["runs"]:
         run["targets"] = evaluate_targets(run, figures, args)
     print_report(figures)
-    out = args.json or repo_root() / "bench" / f"results-{args.sites}.json"
+    suffix = ("" if args.spread == "heavy" else f"-{args.spread}") + ("" if args.site_shape == "full" else "-compact")
+    out = args.json or repo_root() / "bench" / f"results-{args.sites}{suffix}.json"
     out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
     print(f"\nFigures written to {out} (logs and profiles in {workdir})")
     return 0

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -231,22 +233,31 @@ def site_record(raw: Mapping[str, Any], subscription_id: str = "") -> SiteRecord
     props = raw.get("properties")
     props = props if isinstance(props, Mapping) else {}
     tags = raw.get("tags")
+    # A subscription's records are held until its state is stored (tens of thousands in a large
+    # one), and JSON decoding makes a new string for every value: the values many records share
+    # (subscription, group, kind, state, location, modes) are kept once, not once per record.
     return SiteRecord(
         resource_id=str(raw["id"]).strip(),
-        subscription_id=parsed.subscription_id,
-        resource_group=parsed.resource_group,
+        subscription_id=sys.intern(parsed.subscription_id),
+        resource_group=sys.intern(parsed.resource_group),
         app_name=parsed.app_name,
-        slot=parsed.slot,
-        kind=str(raw.get("kind") or ""),
-        state=str(props.get("state") or ""),
-        location=str(raw.get("location") or ""),
+        slot=sys.intern(parsed.slot),
+        kind=sys.intern(str(raw.get("kind") or "")),
+        state=sys.intern(str(props.get("state") or "")),
+        location=sys.intern(str(raw.get("location") or "")),
         client_cert_enabled=_opt_bool(props.get("clientCertEnabled")),
-        client_cert_mode=_opt_str(props.get("clientCertMode")),
+        client_cert_mode=_shared(_opt_str(props.get("clientCertMode"))),
         exclusion_paths=_opt_str(props.get("clientCertExclusionPaths")),
         https_only=_opt_bool(props.get("httpsOnly")),
-        public_network_access=_opt_str(props.get("publicNetworkAccess")),
+        public_network_access=_shared(_opt_str(props.get("publicNetworkAccess"))),
         tags=tuple(sorted((str(k), str(v)) for k, v in tags.items())) if isinstance(tags, Mapping) else (),
     )
+
+
+def _shared(value: str | None) -> str | None:
+    """One copy of a string many records hold (:func:`sys.intern`; interned strings are freed with
+    their last reference, so nothing outlives the run)."""
+    return None if value is None else sys.intern(value)
 
 
 class ArmInventory:
@@ -382,7 +393,8 @@ def _scan(web: WebSiteManagementClient, subscription_id: str, thread_init: Threa
     groups: dict[str, tuple[str, dict[str, str]]] = {}  # lower-cased group -> (name as listed, apps)
     pacer = ReadPacer()
     pool = executor(GROUP_LIST_CONCURRENCY, "groups", thread_init)
-    started: list[tuple[tuple[str, dict[str, str]], Future[list[Found | _PerApp]]]] = []
+    # Taken off as they are yielded, so each group's records are let go then, not at the end of the scan.
+    started: deque[tuple[tuple[str, dict[str, str]], Future[list[Found | _PerApp]]]] = deque()
 
     def group_list(group: tuple[str, dict[str, str]]) -> list[Found | _PerApp]:
         pacer.wait()
@@ -412,7 +424,8 @@ def _scan(web: WebSiteManagementClient, subscription_id: str, thread_init: Threa
             # the groups already seen are still audited: nothing that can be read is dropped.
             message, status = describe_error(exc)
             yield InventoryError(f"/subscriptions/{subscription_id}", subscription_id, message, status_code=status)
-        for (rg, apps), future in started:
+        while started:
+            (rg, apps), future = started.popleft()
             for listed in future.result():
                 if isinstance(listed, _PerApp):
                     yield from _slots_per_app(web, subscription_id, rg, list(apps.values()), first_sighting)

@@ -30,6 +30,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,11 +47,13 @@ from .tls import TlsMaterial
 __all__ = [
     "RESOURCE_GRAPH_API_VERSIONS",
     "ROUTE_KINDS",
+    "SITE_SHAPES",
     "ArmEmulator",
     "RequestRecord",
     "ResourceGraphQuota",
     "ThrottleModel",
     "UserAssignedIdentity",
+    "site_json",
 ]
 
 #: Request kinds counted by :meth:`ArmEmulator.stats`.
@@ -286,7 +289,9 @@ class ArmEmulator:
     * ``user_assigned``: identities selectable with ``client_id``/``object_id``/``mi_res_id``;
     * ``list_deleted_subscriptions``: whether ``Deleted`` subscriptions appear in ``/subscriptions``;
     * ``resource_graph_quota``: a :class:`ResourceGraphQuota` (default: Resource Graph's 15 per 5 s) or
-      ``None`` for no limit (the quota headers are sent either way).
+      ``None`` for no limit (the quota headers are sent either way);
+    * ``site_shape``: ``"full"`` (default: every property a real list page carries, about 3 KB a
+      site) or ``"compact"`` (fewer properties); see :func:`site_json`.
     """
 
     def __init__(
@@ -308,9 +313,13 @@ class ArmEmulator:
         list_deleted_subscriptions: bool = True,
         request_log_size: int = 10000,
         resource_graph_quota: ResourceGraphQuota | bool | None = True,
+        site_shape: str = "full",
     ) -> None:
+        if site_shape not in SITE_SHAPES:
+            raise ValueError(f"unknown site shape {site_shape!r}: one of {SITE_SHAPES}")
         self.tenant = tenant
         self.tls = tls
+        self.site_shape = site_shape
         self.page_size = page_size
         self.latency = latency
         self.empty_page_every = empty_page_every
@@ -1053,58 +1062,181 @@ class ArmEmulator:
             "properties": {"provisioningState": "Succeeded"},
         }
 
-    @staticmethod
-    def _site_json(site: Site, kind: str) -> dict[str, Any]:
-        """A site or slot as ``Microsoft.Web/sites`` (shape of ListWebApps.json / ListWebAppSlots.json)."""
-        sub_id = site.subscription.subscription_id
-        rg = site.resource_group
-        host_label = site.name if site.slot_name is None else f"{site.name}-{site.slot_name}"
-        host = f"{host_label}.azurewebsites.net".lower()
-        scm = f"{host_label}.scm.azurewebsites.net".lower()
-        linux = bool(site.kind and "linux" in site.kind)
-        doc: dict[str, Any] = {
-            "id": site.served_id(kind),
-            "name": site.full_name,
-            "type": "Microsoft.Web/sites" if site.slot_name is None else "Microsoft.Web/sites/slots",
+    def _site_json(self, site: Site, kind: str) -> dict[str, Any]:
+        """A site or slot as ``Microsoft.Web/sites``, in the emulator's :attr:`site_shape`."""
+        return site_json(site, kind, self.site_shape)
+
+
+#: ``siteConfig`` as a real ``WebApps_List`` page carries it (ListWebAppsByResourceGroup.json, 2024-11-01).
+_SITE_CONFIG: dict[str, Any] = {
+    "numberOfWorkers": 1,
+    "defaultDocuments": [
+        "Default.htm",
+        "Default.html",
+        "Default.asp",
+        "index.htm",
+        "index.html",
+        "iisstart.htm",
+        "default.aspx",
+        "index.php",
+        "hostingstart.html",
+    ],
+    "netFrameworkVersion": "v4.0",
+    "phpVersion": "5.6",
+    "pythonVersion": "",
+    "nodeVersion": "",
+    "powerShellVersion": "",
+    "linuxFxVersion": "",
+    "requestTracingEnabled": False,
+    "remoteDebuggingEnabled": False,
+    "httpLoggingEnabled": False,
+    "acrUseManagedIdentityCreds": False,
+    "logsDirectorySizeLimit": 35,
+    "detailedErrorLoggingEnabled": False,
+    "use32BitWorkerProcess": True,
+    "webSocketsEnabled": False,
+    "alwaysOn": False,
+    "appCommandLine": "",
+    "managedPipelineMode": "Integrated",
+    "virtualApplications": [{"virtualPath": "/", "physicalPath": "site\\wwwroot", "preloadEnabled": False}],
+    "loadBalancing": "LeastRequests",
+    "autoHealEnabled": False,
+    "vnetName": "",
+    "vnetRouteAllEnabled": False,
+    "vnetPrivatePortsCount": 0,
+    "http20Enabled": False,
+    "minTlsVersion": "1.2",
+    "scmMinTlsVersion": "1.2",
+    "ftpsState": "AllAllowed",
+    "functionAppScaleLimit": 0,
+    "functionsRuntimeScaleMonitoringEnabled": False,
+    "minimumElasticInstanceCount": 0,
+    "azureStorageAccounts": {},
+}
+_OUTBOUND_VNET_ROUTING = {
+    "allTraffic": False,
+    "applicationTraffic": False,
+    "backupRestoreTraffic": False,
+    "contentShareTraffic": False,
+    "imagePullTraffic": False,
+    "managedIdentityTraffic": False,
+}
+#: The shapes :func:`site_json` serves: ``full`` (a real list page's) and ``compact`` (the minimum
+#: the audit reads plus a few common properties; the shape the first benchmark figures used).
+SITE_SHAPES = ("full", "compact")
+
+
+def _custom_hosts(site: Site) -> list[str]:
+    """Custom domains of a site: a quarter of the sites have one to three (fixed per name, so
+    answers are stable and the tenant's random draws are unchanged)."""
+    digest = zlib.crc32(site.name.encode())
+    if digest % 4:
+        return []
+    zone = ("contoso.com", "fabrikam.net", "northwind.io")[digest % 3]
+    label = site.name if site.slot_name is None else f"{site.name}-{site.slot_name}"
+    return [f"{prefix}{label}.{zone}" for prefix in ("www.", "api.", "")[: 1 + (digest >> 8) % 3]]
+
+
+def site_json(site: Site, kind: str, shape: str = "full") -> dict[str, Any]:
+    """A site or slot as ``Microsoft.Web/sites`` (shape of ListWebApps.json / ListWebAppSlots.json).
+
+    ``full`` carries every property a real ``WebApps_List`` page does (``siteConfig``, host-name
+    lists and SSL states, outbound addresses, ...; about 3 KB a site, as the reference examples),
+    so what the audit parses and holds per page is what it would in Azure. ``compact`` keeps
+    fewer properties (about 1.7 KB).
+    """
+    if shape not in SITE_SHAPES:
+        raise ValueError(f"unknown site shape {shape!r}: one of {SITE_SHAPES}")
+    full_shape = shape == "full"
+    sub_id = site.subscription.subscription_id
+    rg = site.resource_group
+    host_label = site.name if site.slot_name is None else f"{site.name}-{site.slot_name}"
+    host = f"{host_label}.azurewebsites.net".lower()
+    scm = f"{host_label}.scm.azurewebsites.net".lower()
+    linux = bool(site.kind and "linux" in site.kind)
+    doc: dict[str, Any] = {
+        "id": site.served_id(kind),
+        "name": site.full_name,
+        "type": "Microsoft.Web/sites" if site.slot_name is None else "Microsoft.Web/sites/slots",
+    }
+    if site.kind is not None:
+        doc["kind"] = site.kind
+    doc["location"] = site.location
+    if site.tags is not None:
+        doc["tags"] = dict(site.tags)
+    omit = site.omit_properties_on_get if kind == "site_get" else site.omit_properties
+    if omit:
+        return doc
+    custom = _custom_hosts(site) if full_shape else []
+    ssl_states = [{"name": host, "sslState": "Disabled", "hostType": "Standard"}]
+    ssl_states += [
+        {
+            "name": name,
+            "sslState": "SniEnabled",
+            "thumbprint": hashlib.sha1(name.encode()).hexdigest().upper(),  # a certificate label, not a security use
+            "hostType": "Standard",
         }
-        if site.kind is not None:
-            doc["kind"] = site.kind
-        doc["location"] = site.location
-        if site.tags is not None:
-            doc["tags"] = dict(site.tags)
-        omit = site.omit_properties_on_get if kind == "site_get" else site.omit_properties
-        if omit:
-            return doc
-        props: dict[str, Any] = {
-            "name": site.full_name,
-            "state": site.state,
-            "hostNames": [host],
-            "repositorySiteName": site.name,
-            "usageState": "Normal",
-            "enabled": True,
-            "enabledHostNames": [host, scm],
-            "availabilityState": "Normal",
-            "hostNameSslStates": [
-                {"name": host, "sslState": "Disabled", "hostType": "Standard"},
-                {"name": scm, "sslState": "Disabled", "hostType": "Repository"},
-            ],
-            "serverFarmId": f"/subscriptions/{sub_id}/resourceGroups/{rg}/providers/Microsoft.Web/serverfarms/asp-{site.name}",
-            "reserved": linux,
-            "isXenon": False,
-            "hyperV": False,
-            "lastModifiedTimeUtc": "2025-06-01T12:00:00.000Z",
-            "siteConfig": {
-                "numberOfWorkers": 1,
-                "linuxFxVersion": "PYTHON|3.11" if linux else "",
-                "minTlsVersion": "1.2",
-                "ftpsState": "FtpsOnly",
-                "http20Enabled": True,
-            },
+        for name in custom
+    ]
+    ssl_states.append({"name": scm, "sslState": "Disabled", "hostType": "Repository"})
+    props: dict[str, Any] = {
+        "name": site.full_name,
+        "state": site.state,
+        "hostNames": [host, *custom],
+        "repositorySiteName": site.name,
+        "usageState": "Normal",
+        "enabled": True,
+        "enabledHostNames": [host, *custom, scm],
+        "availabilityState": "Normal",
+        "hostNameSslStates": ssl_states,
+        "serverFarmId": f"/subscriptions/{sub_id}/resourceGroups/{rg}/providers/Microsoft.Web/serverfarms/asp-{site.name}",
+        "reserved": linux,
+        "isXenon": False,
+        "hyperV": False,
+        "lastModifiedTimeUtc": "2025-06-01T12:00:00.000Z",
+    }
+    if full_shape:
+        props.update(
+            vnetRouteAllEnabled=False,
+            vnetImagePullEnabled=False,
+            vnetContentShareEnabled=False,
+            outboundVnetRouting=dict(_OUTBOUND_VNET_ROUTING),
+        )
+        config = dict(_SITE_CONFIG)
+        config["defaultDocuments"] = list(_SITE_CONFIG["defaultDocuments"])
+        config["virtualApplications"] = [dict(v) for v in _SITE_CONFIG["virtualApplications"]]
+        config.update(
+            linuxFxVersion="PYTHON|3.11" if linux else "",
+            ftpsState="FtpsOnly",
+            http20Enabled=True,
+            use32BitWorkerProcess=not linux,
+        )
+        props["siteConfig"] = config
+    else:
+        props["siteConfig"] = {
+            "numberOfWorkers": 1,
+            "linuxFxVersion": "PYTHON|3.11" if linux else "",
+            "minTlsVersion": "1.2",
+            "ftpsState": "FtpsOnly",
+            "http20Enabled": True,
+        }
+    props.update(
+        {
             "scmSiteAlsoStopped": False,
             "clientAffinityEnabled": True,
             **site.client_cert_properties(),
             "hostNamesDisabled": False,
-            "outboundIpAddresses": "20.0.0.1,20.0.0.2",
+        }
+    )
+    if full_shape:
+        props["customDomainVerificationId"] = hashlib.sha256(sub_id.encode()).hexdigest().upper()
+    props["outboundIpAddresses"] = "20.0.0.1,20.0.0.2"
+    if full_shape:
+        props["possibleOutboundIpAddresses"] = (
+            "20.0.0.1,20.0.0.2,20.225.184.122,20.225.184.188,20.225.185.12,20.225.185.40"
+        )
+    props.update(
+        {
             "containerSize": 0,
             "dailyMemoryTimeQuota": 0,
             "resourceGroup": rg,
@@ -1114,19 +1246,20 @@ class ArmEmulator:
             "storageAccountRequired": False,
             "keyVaultReferenceIdentity": "SystemAssigned",
         }
-        if site.public_network_access is not None:
-            props["publicNetworkAccess"] = site.public_network_access
-        if kind == "site_get":
-            props["sku"] = "Standard"
-        override = site.raw_properties_override
-        if override:
-            for key, value in override.items():
-                if value is OMIT:
-                    props.pop(key, None)
-                else:
-                    props[key] = value
-        doc["properties"] = props
-        return doc
+    )
+    if site.public_network_access is not None:
+        props["publicNetworkAccess"] = site.public_network_access
+    if kind == "site_get":
+        props["sku"] = "Standard"
+    override = site.raw_properties_override
+    if override:
+        for key, value in override.items():
+            if value is OMIT:
+                props.pop(key, None)
+            else:
+                props[key] = value
+    doc["properties"] = props
+    return doc
 
 
 def _classify(segments: list[str]) -> tuple[str, tuple[str, ...]]:

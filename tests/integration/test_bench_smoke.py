@@ -30,6 +30,8 @@ def test_bench_runs_on_a_tiny_tenant(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     assert code == 0
     figures = json.loads(out.read_text())
+    assert figures["settings"]["site_shape"] == "full" and figures["settings"]["spread"] == "heavy"
+    assert 0 < figures["tenant"]["largest_subscription_resources"] <= figures["tenant"]["resources"]
     runs = {r["source"]: r for r in figures["runs"]}
     assert set(runs) == {"arm", "resourcegraph", "arm+state", "resourcegraph+state"}  # + the next night
     for run in runs.values():

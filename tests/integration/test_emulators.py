@@ -7,6 +7,7 @@ authenticate, these fail first and point at the emulator rather than at the prod
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +29,7 @@ from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
 from tests.conftest import MakeArm
-from tests.emulators.arm import ArmEmulator, ThrottleModel, UserAssignedIdentity
+from tests.emulators.arm import ArmEmulator, ThrottleModel, UserAssignedIdentity, site_json
 from tests.emulators.azurite import Azurite
 from tests.emulators.faults import FaultRule, Latency, MalformedJson, Reset, Status, Truncated
 from tests.emulators.tenant import (
@@ -36,6 +37,7 @@ from tests.emulators.tenant import (
     KEYWORD_RESOURCES,
     KINDS,
     OMIT,
+    SPREADS,
     Tenant,
     expected_verdict,
     generate_tenant,
@@ -140,6 +142,46 @@ def test_generator_scales_to_benchmark_size() -> None:
     assert tenant.counts()["sites"] == 100_000
     assert tenant.counts()["slots"] == 30_000
     assert elapsed < 15, f"generation took {elapsed:.1f}s"
+
+
+def test_flatter_spread_caps_the_largest_subscription() -> None:
+    """The two spreads the benchmark measures memory on (at 1/10 of its size, same proportions)."""
+    largest = {}
+    for name, exponent in SPREADS.items():
+        tenant = generate_tenant(1, subscriptions=100, sites=10_000, keyword_names=False, spread_exponent=exponent)
+        assert tenant.counts()["sites"] == 10_000
+        largest[name] = max(sum(1 for _ in s.iter_resources()) for s in tenant.subscriptions)
+    assert largest["heavy"] > 1.5 * largest["flat"]  # 37,217 against 14,862 at 1,000 subscriptions
+    assert largest["flat"] > 1_500
+
+
+def test_full_site_shape_is_a_real_list_page() -> None:
+    """By default sites carry what a real ``WebApps_List`` page does (siteConfig, host-name lists,
+    SSL states: about 3 KB each, as ListWebAppsByResourceGroup.json), so memory is measured on
+    what Azure sends; the compact shape stays available and audits identically."""
+    tenant = generate_tenant(4, subscriptions=3, sites=300, keyword_names=False)
+    sizes = {"full": 0, "compact": 0}
+    custom_domains = 0
+    for item in tenant.iter_resources():
+        full = site_json(item, "sites_list")
+        compact = site_json(item, "sites_list", "compact")
+        sizes["full"] += len(json.dumps(full))
+        sizes["compact"] += len(json.dumps(compact))
+        props = full["properties"]
+        assert {"defaultDocuments", "virtualApplications", "netFrameworkVersion", "scmMinTlsVersion"} <= set(
+            props["siteConfig"]
+        )
+        assert {"customDomainVerificationId", "possibleOutboundIpAddresses", "outboundVnetRouting"} <= set(props)
+        assert len(props["hostNameSslStates"]) == len(props["enabledHostNames"]) == len(props["hostNames"]) + 1
+        custom_domains += len(props["hostNames"]) > 1
+        for key in ("clientCertEnabled", "clientCertMode", "clientCertExclusionPaths", "httpsOnly", "state"):
+            assert props.get(key) == compact["properties"].get(key)
+    count = sum(1 for _ in tenant.iter_resources())
+    assert 2_800 <= sizes["full"] / count <= 4_000
+    assert sizes["compact"] / count < 0.6 * sizes["full"] / count
+    assert 0.1 * count < custom_domains < 0.4 * count
+    with pytest.raises(ValueError, match="unknown site shape"):
+        site_json(next(tenant.iter_resources()), "sites_list", "tiny")
 
 
 def test_oracle_follows_updates_and_overrides() -> None:

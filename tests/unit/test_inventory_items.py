@@ -7,6 +7,7 @@ pagers that serve ARM's JSON items; the emulated end-to-end runs are in
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -130,3 +131,34 @@ def test_per_app_slot_lists_map_items_alike() -> None:
     errors = [f for f in found if isinstance(f, InventoryError)]
     assert [e.scope_id for e in errors] == [garbage]
     assert "has 9 segments" in errors[0].message
+
+
+def test_group_list_results_are_let_go_once_yielded() -> None:
+    """A large subscription's group lists hold its slots (and the sites the site list had not reached)
+    until the site list ends; each group's records are released as they are yielded, not kept to
+    the end of the subscription's scan (memory bounded by what is still to be yielded)."""
+    groups = [f"rg{i:02d}" for i in range(20)]
+    web = Web(
+        WebApps(
+            sites=Pager([site(rg, "app") for rg in groups]),
+            groups={rg: Pager([site(rg, "app", f"s{k}") for k in range(50)]) for rg in groups},
+            slots={},
+        )
+    )
+    early = set(groups[:9])
+
+    def alive_in_early_groups() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, SiteRecord) and o.resource_group in early)
+
+    scan = _scan(web, SUB)  # type: ignore[arg-type]
+    yielded = 0
+    for found in scan:
+        assert isinstance(found, SiteRecord)
+        yielded += 1
+        if found.resource_group == groups[10] and found.slot == "s49":
+            break
+    del found
+    assert yielded == 20 + 11 * 50
+    assert alive_in_early_groups() == 0, "records of groups already yielded are still held"
+    assert sum(1 for _ in scan) == 9 * 50  # and the rest still comes
