@@ -38,7 +38,7 @@ from .config import Settings
 from .errors import ArmIdError, AuditFailed, RunInProgressError
 from .exemptions import load_exemptions
 from .identity import build_credential
-from .inventory import ArmInventory, SubscriptionInfo, describe_error, site_record
+from .inventory import ArmInventory, SubscriptionInfo
 from .ledger import RunLedger, RunSummary
 from .models import GoneRecord, InventoryError, SiteRecord
 from .owners import OwnerResolver
@@ -46,6 +46,7 @@ from .pipeline import Checkpoint, RunContext, SubscriptionPipeline
 from .plan import tally
 from .resourcegraph import graph_client, query_page, quota_wait
 from .schema import refused_result_row
+from .sites import describe_error, site_record
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
 

@@ -10,14 +10,10 @@ against a ``nextLink`` off the ARM endpoint (refused, see :mod:`shared.links`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import sys
-import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -25,19 +21,19 @@ from typing import Any
 import requests
 import requests.adapters
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, DecodeError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
-from . import fastpaths
-from .arm_ids import parse_site, subscription_of
 from .config import Settings
-from .errors import ArmIdError, ForeignLinkError, PagingLoopError, one_line
+from .errors import ForeignLinkError
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
-from .links import PinnedEndpointPolicy, check_next_link
+from .links import PinnedEndpointPolicy
 from .models import InventoryError, SiteRecord
 from .owners import resolve_owners
+from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
+from .sites import describe_error, site_record
 from .threads import NO_CONTEXT, ThreadInit, executor
 
 log = logging.getLogger(__name__)
@@ -54,210 +50,6 @@ class SubscriptionInfo:
     subscription_id: str
     display_name: str = ""
     state: str = ""
-
-
-def _raw(item: Any) -> Mapping[str, Any]:
-    """The JSON ARM sent for an SDK model (azure-mgmt-web 11 models are mappings over it)."""
-    if isinstance(item, Mapping):
-        return item
-    as_dict = getattr(item, "as_dict", None)
-    if callable(as_dict):
-        result = as_dict()
-        if isinstance(result, Mapping):
-            return result
-    return {}
-
-
-class ReadPacer:
-    """Keeps one subscription's concurrent reads under ARM's throttling instead of collecting 429s.
-
-    ARM meters reads per subscription and principal as a bucket (250 reads, refilled at 25 a
-    second) and reports what is left in ``x-ms-ratelimit-remaining-subscription-reads``. The pacer
-    mirrors that bucket: each answer resets it to what ARM reported, each call takes one token
-    (calls in flight are not in ARM's figure yet: ``reserve`` covers them), and it refills a little
-    slower than ARM does. While tokens are left calls go out at once; then they wait their turn.
-    A 429 that still happens is retried by azure-core after its ``Retry-After``.
-    """
-
-    def __init__(
-        self,
-        refill_per_second: float = 24.0,
-        reserve: int = 8,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._refill = refill_per_second
-        self._reserve = reserve
-        self._clock = clock
-        self._sleep = sleep
-        self._tokens: float | None = None
-        self._at = 0.0
-        self._lock = threading.Lock()
-
-    def observe(self, pipeline_response: Any) -> None:
-        value = pipeline_response.http_response.headers.get("x-ms-ratelimit-remaining-subscription-reads")
-        if value is None:
-            return
-        with contextlib.suppress(ValueError), self._lock:
-            reported = float(int(value))
-            now = self._clock()
-            # Keep a reservation already handed out (tokens below zero) rather than forgetting it.
-            if self._tokens is None or self._at <= now:
-                self._tokens, self._at = reported, now
-
-    def wait(self) -> None:
-        with self._lock:
-            if self._tokens is None:
-                return
-            now = self._clock()
-            start = max(now, self._at)
-            tokens = self._tokens + (start - self._at) * self._refill
-            need = self._reserve + 1.0
-            delay = max(0.0, (need - tokens) / self._refill)
-            self._tokens = tokens + delay * self._refill - 1.0
-            self._at = start + delay
-            pause = self._at - now
-        if pause > 0:
-            self._sleep(pause)
-
-
-def _then_refuse(items: Iterable[Any], error: AzureError) -> Iterator[Any]:
-    """A page's items, then ``error``: what was read is kept, and the listed scope still gets its ERROR."""
-    yield from items
-    raise error
-
-
-def _raw_page(pipeline_response: Any, pacer: ReadPacer | None = None) -> tuple[str | None, Iterator[Any]]:
-    """``extract_data`` that keeps ARM's JSON: the next link and the page's ``value`` items as dicts.
-
-    A ``nextLink`` to another origin than the request that fetched the page (so than the endpoint)
-    is not returned: the page's items end with a :class:`~shared.links.ForeignLinkError` instead.
-    """
-    if pacer is not None:
-        pacer.observe(pipeline_response)
-    try:
-        body = pipeline_response.http_response.json()
-    except ValueError as exc:  # as the SDK's own deserializer would: an AzureError, so a visible ERROR row
-        raise DecodeError(f"ARM returned a page that is not valid JSON: {exc}") from exc
-    if not isinstance(body, Mapping):
-        return None, iter(())
-    link, items = body.get("nextLink") or None, iter(body.get("value") or ())
-    if link is not None:
-        try:
-            check_next_link(str(link), str(pipeline_response.http_request.url))
-        except ForeignLinkError as refused:
-            return None, _then_refuse(items, refused)
-    return link, items
-
-
-def raw_json_pages(pager: Any, pacer: ReadPacer | None = None) -> Any:
-    """The SDK operation's pager, yielding ARM's JSON items (:func:`_raw_page`) instead of
-    deserialized models: the operation's own ``get_next`` with our ``extract_data``
-    (:func:`shared.fastpaths.json_pager` says why and how). When that shortcut is unavailable,
-    the SDK's pager is used unchanged (models, read through :func:`_raw`)."""
-    rebuilt = fastpaths.json_pager(pager, functools.partial(_raw_page, pacer=pacer))
-    return pager if rebuilt is None else rebuilt
-
-
-def guarded_pages(pager: Any, what: str, pacer: ReadPacer | None = None) -> Iterator[Any]:
-    """Iterate an azure-core ``ItemPaged`` page by page (as ARM's JSON items), refusing to revisit
-    a ``nextLink``; with a ``pacer``, every page after the first waits for its read token.
-
-    A ``nextLink`` to another origin ends the iteration with a ``ForeignLinkError``: the raw pager
-    refuses it in :func:`_raw_page`, and the SDK's model pager (if used) is stopped by the client's
-    :class:`~shared.links.PinnedEndpointPolicy` before the request leaves."""
-    pages = raw_json_pages(pager, pacer).by_page()
-    seen: set[str] = set()
-    for page in pages:
-        yield from page
-        token = getattr(pages, "continuation_token", None)
-        if token:
-            if token in seen:
-                raise PagingLoopError(f"{what}: ARM returned nextLink {token!r} twice (paging loop)")
-            seen.add(token)
-            if pacer is not None:  # the next page is a read too (the first one's caller waited)
-                pacer.wait()
-
-
-def describe_error(exc: BaseException) -> tuple[str, int | None]:
-    """A short, secret-free description of an SDK error and its HTTP status."""
-    status = getattr(exc, "status_code", None)
-    if isinstance(exc, HttpResponseError):
-        code = getattr(getattr(exc, "error", None), "code", None) or getattr(exc, "reason", "") or ""
-        message = getattr(getattr(exc, "error", None), "message", None) or str(exc).splitlines()[0]
-        return f"HTTP {status} {code}: {message}".strip(), status
-    return one_line(exc, 1000), status
-
-
-def _opt_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return None
-
-
-def _opt_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    return str(getattr(value, "value", value))
-
-
-def _unusable(raw: Mapping[str, Any], subscription_id: str, problem: ArmIdError) -> InventoryError:
-    """An ERROR for one listed item whose id cannot be used: that item is not audited, the others are.
-
-    The row is keyed by the item's own id, so it never stands in for anything else; an item without
-    an id (or whose id is the bare subscription, whose ERROR row means "subscription unreadable")
-    gets a scope made from its name instead."""
-    resource_id = raw.get("id")
-    sub = subscription_id or subscription_of(resource_id)
-    scope = resource_id.strip() if isinstance(resource_id, str) else ""
-    if not scope or scope.rstrip("/").lower() == f"/subscriptions/{sub}".lower():
-        scope = f"/subscriptions/{sub}/unparsable-item/{raw.get('name') or 'unnamed'}"
-    message = f"not audited: ARM listed an item whose id cannot be read as an App Service site or slot: {problem}"
-    return InventoryError(scope, sub, message)
-
-
-def site_record(raw: Mapping[str, Any], subscription_id: str = "") -> SiteRecord | InventoryError:
-    """Map one ARM site/slot JSON object to a record, or to an ERROR for that item alone.
-
-    Names come from the id by position (:func:`~shared.arm_ids.parse_site`), and site or slot
-    from the item's ``type`` or that positional suffix; ``subscription_id`` is the subscription
-    being listed, which owns the ERROR of an item whose id does not parse.
-    """
-    try:
-        parsed = parse_site(raw.get("id"), raw.get("type"))
-    except ArmIdError as problem:
-        return _unusable(raw, subscription_id, problem)
-    props = raw.get("properties")
-    props = props if isinstance(props, Mapping) else {}
-    tags = raw.get("tags")
-    # A subscription's records are held until its state is stored (tens of thousands in a large
-    # one), and JSON decoding makes a new string for every value: the values many records share
-    # (subscription, group, kind, state, location, modes) are kept once, not once per record.
-    return SiteRecord(
-        resource_id=str(raw["id"]).strip(),
-        subscription_id=sys.intern(parsed.subscription_id),
-        resource_group=sys.intern(parsed.resource_group),
-        app_name=parsed.app_name,
-        slot=sys.intern(parsed.slot),
-        kind=sys.intern(str(raw.get("kind") or "")),
-        state=sys.intern(str(props.get("state") or "")),
-        location=sys.intern(str(raw.get("location") or "")),
-        client_cert_enabled=_opt_bool(props.get("clientCertEnabled")),
-        client_cert_mode=_shared(_opt_str(props.get("clientCertMode"))),
-        exclusion_paths=_opt_str(props.get("clientCertExclusionPaths")),
-        https_only=_opt_bool(props.get("httpsOnly")),
-        public_network_access=_shared(_opt_str(props.get("publicNetworkAccess"))),
-        tags=tuple(sorted((str(k), str(v)) for k, v in tags.items())) if isinstance(tags, Mapping) else (),
-    )
-
-
-def _shared(value: str | None) -> str | None:
-    """One copy of a string many records hold (:func:`sys.intern`; interned strings are freed with
-    their last reference, so nothing outlives the run)."""
-    return None if value is None else sys.intern(value)
 
 
 class ArmInventory:

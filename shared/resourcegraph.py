@@ -22,10 +22,11 @@ from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from .config import Settings
 from .http import client_kwargs
-from .inventory import ArmInventory, Found, SubscriptionInfo, describe_error, found_key, site_record
+from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
 from .links import PinnedEndpointPolicy
 from .models import InventoryError, SiteRecord
 from .owners import with_owners
+from .sites import describe_error, site_record
 from .threads import NO_CONTEXT, ThreadInit, thread
 
 log = logging.getLogger(__name__)

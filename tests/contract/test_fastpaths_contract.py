@@ -21,7 +21,9 @@ from azure.identity import ManagedIdentityCredential
 
 from shared import fastpaths
 from shared.config import load_settings
-from shared.inventory import ArmInventory, _raw, found_key, guarded_pages, site_record
+from shared.inventory import ArmInventory, found_key
+from shared.paging import _raw, guarded_pages
+from shared.sites import site_record
 from shared.store import TableStore
 from tests.emulators.azurite import Azurite
 from tests.emulators.tenant import generate_tenant

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from shared.arm_ids import SiteId, parse_site, parse_site_id, subscription_of
 from shared.errors import ArmIdError
 from shared.evaluate import error_finding, evaluate
-from shared.inventory import site_record
 from shared.keys import MAX_KEY_CHARS, resource_key
 from shared.models import InventoryError, SiteRecord
 from shared.schema import result_row
+from shared.sites import site_record
 
 #: Deterministic and quick enough for every CI run: a fixed set of examples, no timing deadline.
 PROPERTY = settings(

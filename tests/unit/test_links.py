@@ -14,8 +14,8 @@ from azure.core.pipeline.transport import HttpRequest
 from azure.core.rest import HttpRequest as RestHttpRequest
 
 from shared.errors import ForeignLinkError
-from shared.inventory import _raw_page
 from shared.links import PinnedEndpointPolicy, check_next_link, origin, same_origin, shown
+from shared.paging import _raw_page
 
 ARM = "https://management.azure.com"
 

@@ -40,15 +40,17 @@ def test_no_shell_outs_or_dynamic_code() -> None:
 def test_arm_calls_are_read_only() -> None:
     """The inventory adapters call only list/get operations (the custom role grants only reads)."""
     # close: the client's own transport; get: a configured subscription's display name (subscriptions/read)
-    allowed = {"list", "list_by_resource_group", "list_slots", "resources", "get", "close"}
-    for name in ("inventory.py", "resourcegraph.py"):
+    # get/get_slot: the change poll re-reads one changed site or slot (sites/read, sites/slots/read)
+    allowed = {"list", "list_by_resource_group", "list_slots", "resources", "get", "get_slot", "close"}
+    adapters = ("inventory.py", "resourcegraph.py", "changes.py", "paging.py", "sites.py")
+    for name in adapters:
         tree = ast.parse((ROOT / "shared" / name).read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and isinstance(node.func.value, ast.Attribute)
                     and node.func.value.attr in {"web_apps", "subscriptions", "_client"}):
                 assert node.func.attr in allowed, f"{name}: {node.func.value.attr}.{node.func.attr}"
-    text = (ROOT / "shared" / "inventory.py").read_text() + (ROOT / "shared" / "resourcegraph.py").read_text()
+    text = "".join((ROOT / "shared" / name).read_text() for name in adapters)
     text = text.replace("self._loader.start()", "")  # the Resource Graph loader thread, not an ARM call
     assert not re.search(r"\.(begin_|create_or_update|update|delete|restart|start|stop)\w*\(", text)
 
