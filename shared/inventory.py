@@ -169,62 +169,79 @@ def found_key(found: Found) -> str:
 def _scan(web: WebSiteManagementClient, subscription_id: str, thread_init: ThreadInit = NO_CONTEXT) -> Iterator[Found]:
     """The subscription-wide site list, and the group lists started *while* it pages.
 
-    A large subscription's reads are bounded by ARM's bucket (25 a second after the first 250);
-    paging the site list alone runs at ARM's latency, well under that rate, so group lists start
-    as soon as a page names a new group, :data:`GROUP_LIST_CONCURRENCY` at a time under the
-    subscription's :class:`ReadPacer`. Their results are yielded in discovery order after the
-    site list. A group whose list fails over to per-app slot lists waits for the end of the site
-    list, when all of its apps are known.
-
-    Every list is read alike: each item becomes a record (site or slot, as its ``type`` says) or an
-    ERROR for that item alone, and the first sighting of a resource wins (the site list's, so its
-    spelling of the id). Only this thread decides what is yielded; group threads read ``seen``
-    merely to drop what is already known before it is held in memory.
+    Reads are bounded by ARM's bucket (25 a second after the first 250), and paging the site list
+    alone runs well under that rate, so group lists start as soon as a page names a new group,
+    :data:`GROUP_LIST_CONCURRENCY` at a time under the subscription's :class:`ReadPacer`; their
+    results follow the site list in discovery order. A group that falls back to per-app slot lists
+    waits for the end of the site list, when all of its apps are known. Each item becomes a record
+    or an ERROR for that item alone; the first sighting of a resource wins (the site list's). Only
+    this thread decides what is yielded; group threads read ``seen`` only to drop what is known.
     """
-    seen: set[str] = set()
-    groups: dict[str, tuple[str, dict[str, str]]] = {}  # lower-cased group -> (name as listed, apps)
-    pacer = ReadPacer()
-    pool = executor(GROUP_LIST_CONCURRENCY, "groups", thread_init)
-    # Taken off as they are yielded, so each group's records are let go then, not at the end of the scan.
-    started: deque[tuple[tuple[str, dict[str, str]], Future[list[Found | _PerApp]]]] = deque()
-
-    def group_list(group: tuple[str, dict[str, str]]) -> list[Found | _PerApp]:
-        pacer.wait()
-        return list(_group_items(web, subscription_id, group[0], seen, pacer))
-
-    def first_sighting(found: Found) -> bool:
-        key = found_key(found)
-        if key in seen:
-            return False
-        seen.add(key)
-        return True
-
+    scan = _SubscriptionScan(web, subscription_id, thread_init)
     try:
+        yield from scan.site_list()
+        yield from scan.group_lists()
+    finally:
+        scan.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _SubscriptionScan:
+    """The state of one subscription's listing (see :func:`_scan`)."""
+
+    def __init__(self, web: WebSiteManagementClient, subscription_id: str, thread_init: ThreadInit) -> None:
+        self.web = web
+        self.subscription_id = subscription_id
+        self.seen: set[str] = set()
+        self.groups: dict[str, tuple[str, dict[str, str]]] = {}  # lower-cased group -> (name as listed, apps)
+        self.pacer = ReadPacer()
+        self.pool = executor(GROUP_LIST_CONCURRENCY, "groups", thread_init)
+        # Taken off as they are yielded, so each group's records are let go then, not at the end.
+        self.started: deque[tuple[tuple[str, dict[str, str]], Future[list[Found | _PerApp]]]] = deque()
+
+    def site_list(self) -> Iterator[Found]:
         try:
-            for item in guarded_pages(web.web_apps.list(), f"site list of {subscription_id}", pacer):
-                found = site_record(_raw(item), subscription_id)
+            for item in guarded_pages(self.web.web_apps.list(), f"site list of {self.subscription_id}", self.pacer):
+                found = site_record(_raw(item), self.subscription_id)
                 if isinstance(found, SiteRecord):
-                    group = groups.get(found.resource_group.lower())
-                    if group is None:
-                        group = groups[found.resource_group.lower()] = (found.resource_group, {})
-                        started.append((group, pool.submit(group_list, group)))
-                    group[1].setdefault(found.app_name.lower(), found.app_name)
-                if first_sighting(found):
+                    self._note_group(found)
+                if self.first_sighting(found):
                     yield found
         except AzureError as exc:
             # The subscription is reported unreadable (its state stays untouched), but the slots of
             # the groups already seen are still audited: nothing that can be read is dropped.
             message, status = describe_error(exc)
-            yield InventoryError(f"/subscriptions/{subscription_id}", subscription_id, message, status_code=status)
-        while started:
-            (rg, apps), future = started.popleft()
+            scope = f"/subscriptions/{self.subscription_id}"
+            yield InventoryError(scope, self.subscription_id, message, status_code=status)
+
+    def group_lists(self) -> Iterator[Found]:
+        while self.started:
+            (rg, apps), future = self.started.popleft()
             for listed in future.result():
                 if isinstance(listed, _PerApp):
-                    yield from _slots_per_app(web, subscription_id, rg, list(apps.values()), first_sighting)
-                elif first_sighting(listed):
+                    yield from _slots_per_app(
+                        self.web, self.subscription_id, rg, list(apps.values()), self.first_sighting
+                    )
+                elif self.first_sighting(listed):
                     yield listed
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+
+    def first_sighting(self, found: Found) -> bool:
+        key = found_key(found)
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+    def _note_group(self, found: SiteRecord) -> None:
+        """A new group starts its list at once; every site's app is remembered for a fallback."""
+        group = self.groups.get(found.resource_group.lower())
+        if group is None:
+            group = self.groups[found.resource_group.lower()] = (found.resource_group, {})
+            self.started.append((group, self.pool.submit(self._group_list, group)))
+        group[1].setdefault(found.app_name.lower(), found.app_name)
+
+    def _group_list(self, group: tuple[str, dict[str, str]]) -> list[Found | _PerApp]:
+        self.pacer.wait()
+        return list(_group_items(self.web, self.subscription_id, group[0], self.seen, self.pacer))
 
 
 class _PerApp:
