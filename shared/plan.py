@@ -7,6 +7,7 @@ marks rendered from them. The pipeline (``pipeline.py``) only writes what the pl
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -151,7 +152,8 @@ def plan_subscription(
         if finding.status is not Status.ERROR
     }
     size = len(changes)
-    partitions = {key: state_partition(subscription_id, size, key) for key in changes} if read else {}
+    # A few distinct partitions for up to tens of thousands of keys: one string object each.
+    partitions = {key: sys.intern(state_partition(subscription_id, size, key)) for key in changes} if read else {}
     gone = _gone(findings, prior, read=read, partial=partial, retire=retire)
     partitions.update((k, str(prior[k]["PartitionKey"])) for k in gone)
     return SubscriptionPlan(
