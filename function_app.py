@@ -14,11 +14,13 @@ from shared.audit import run_audit
 from shared.changes import poll_changes
 from shared.config import changes_schedule, load_settings
 from shared.errors import RunInProgressError
+from shared.memory import limit_malloc_arenas
 from shared.threads import invocation_initializer
 
 # host.json's logLevel categories do not filter Python loggers (the host files every user record
 # under Function.<name>.User), so azure-core's per-request traces are cut here, as the CLI does.
 logging.getLogger("azure").setLevel(logging.WARNING)
+limit_malloc_arenas()  # before the audit starts its threads: RSS stays near Python's own heap
 
 app = func.FunctionApp()
 

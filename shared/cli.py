@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from .commands import exempt, report, run, subscriptions
 from .commands.common import ExitCode
 from .errors import ConfigError
+from .memory import limit_malloc_arenas
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("azure").setLevel(logging.WARNING)
+    limit_malloc_arenas()
     try:
         return int(args.func(args))
     except ConfigError as exc:
