@@ -30,12 +30,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.mgmt.resourcegraph import ResourceGraphClient
 
 from .arm_ids import parse_site_id
 from .config import Settings
-from .errors import ArmIdError, AuditFailed, RunInProgressError
+from .errors import ArmIdError, AuditFailed, RunInProgressError, one_line
 from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory, SubscriptionInfo
@@ -49,6 +49,7 @@ from .schema import refused_result_row
 from .sites import describe_error, site_record
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
+from .when import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -132,18 +133,11 @@ class ChangeFeed:
 def _change(row: Any) -> Change | None:
     if not isinstance(row, Mapping) or not isinstance(row.get("targetResourceId"), str):
         return None
-    when = row.get("changeTime")
-    at = None
-    if isinstance(when, str):
-        try:
-            at = datetime.fromisoformat(when.replace("Z", "+00:00"))
-        except ValueError:
-            at = None
     return Change(
         resource_id=row["targetResourceId"],
         resource_type=str(row.get("targetResourceType") or ""),
         change_type=str(row.get("changeType") or ""),
-        at=at,
+        at=as_utc(row.get("changeTime")),
     )
 
 
@@ -234,7 +228,10 @@ class ChangedResources:
         """A slot without an owner tag takes its site's: one more GET, only for such slots."""
         try:
             raw = self._get(web, site.resource_group, site.app_name, "")
-        except (AzureError, HttpResponseError):
+        except AzureError as exc:  # the Owner column stays empty; the slot itself was read
+            log.info(
+                "No owner for slot %s/%s: its site could not be read (%s)", site.app_name, site.slot, one_line(exc)
+            )
             return ""
         record = site_record(raw, site.subscription_id)
         if not isinstance(record, SiteRecord):
@@ -323,11 +320,8 @@ class ChangePoll:
         first poll, the overlap margin before now)."""
         margin = timedelta(minutes=self.settings.changes_overlap_minutes)
         row = self._watermark()
-        mark = row.get("ChangesThrough") if row else None
-        if isinstance(mark, datetime):
-            mark = mark if mark.tzinfo else mark.replace(tzinfo=UTC)
-            return mark - margin
-        return now - margin
+        mark = as_utc(row.get("ChangesThrough"))
+        return (mark or now) - margin
 
     def _advance(self, through: datetime, changes: Sequence[Change] = ()) -> None:
         """Move the watermark to ``through`` (every change up to it was handled), remembering the

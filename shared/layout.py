@@ -97,6 +97,25 @@ def state_filters(subscription_id: str) -> tuple[str, str]:
     return bucket, own
 
 
+#: Keys OR-ed into one narrowed state query (keeps each filter far below the service's length limit).
+KEYS_PER_FILTER = 20
+
+
+def narrowed_state_filters(subscription_id: str, keys: Iterable[str], prefixes: Iterable[str] = ()) -> list[str]:
+    """The :func:`state_filters` of a subscription narrowed to some RowKeys (``keys``) and RowKey
+    ranges (``prefixes``, each ``prefix`` to ``prefix + "~"``): a change poll reads the state of the
+    few resources it re-read, not the whole subscription's."""
+    terms = [f"RowKey eq {odata_quote(k)}" for k in sorted(set(keys))]
+    terms += [
+        f"(RowKey ge {odata_quote(p)} and RowKey lt {odata_quote(p + _AFTER_ALL)})" for p in sorted(set(prefixes))
+    ]
+    return [
+        f"{base} and ({' or '.join(terms[i : i + KEYS_PER_FILTER])})"
+        for base in state_filters(subscription_id)
+        for i in range(0, len(terms), KEYS_PER_FILTER)
+    ]
+
+
 def partition_batches(items: Iterable[T], partition_of: Callable[[T], str]) -> Iterator[list[T]]:
     """Group items into transactions: ≤ :data:`BATCH_SIZE` of one partition each. A batch is
     yielded as soon as it is full (so a stream is never held whole), the partial ones at the end."""

@@ -29,7 +29,7 @@ from .errors import AuditFailed, one_line
 from .evaluate import error_finding, evaluate
 from .exemptions import Exemption, apply_exemption
 from .keys import resource_key
-from .layout import partition_batches, results_partition, state_shards
+from .layout import narrowed_state_filters, partition_batches, results_partition, state_shards
 from .ledger import RunSummary
 from .models import Finding, GoneRecord, InventoryError, SiteRecord, Status
 from .plan import SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
@@ -133,7 +133,11 @@ class SubscriptionPipeline:
         findings = self._findings(subscription_id, result, audited_at, deleted)
         # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
-        prior, extra = self.store.subscription_state(subscription_id, findings)
+        narrowed = None
+        if self.run.targeted:  # only the state of what was re-read (and a deleted site's slots)
+            keys = set(findings) | deleted
+            narrowed = narrowed_state_filters(subscription_id, keys, (f"{k}|slots|" for k in deleted))
+        prior, extra = self.store.subscription_state(subscription_id, findings, narrowed)
         if self.run.targeted:
             prior, extra, deleted = targeted(prior, extra, findings, deleted)
         silent = self._unconfirmed_silence(subscription_id, findings, prior) if result.read else None

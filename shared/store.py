@@ -218,7 +218,7 @@ class TableStore:
         return sorted(rows, key=lambda e: str(e["RowKey"]))
 
     def subscription_state(
-        self, subscription_id: str, present: Container[str] = ()
+        self, subscription_id: str, present: Container[str] = (), filters: Iterable[str] | None = None
     ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
         """A subscription's last-known state by RowKey, wherever an earlier run's layout put it,
         and the keys of extra copies (a row moved to another partition whose old copy remains).
@@ -228,11 +228,12 @@ class TableStore:
         gone is rewritten from its last row. Read as plain JSON: on a nightly run this is a row per
         resource, and the SDK's entity conversion would double its memory and CPU.
         When a resource has two copies (a crash between moving it and deleting the old one), the
-        one written by the later run wins.
+        one written by the later run wins. ``filters`` narrows the read (see
+        :func:`~shared.layout.narrowed_state_filters`); by default it is the whole subscription's.
         """
         state: dict[str, dict[str, Any]] = {}
         extra: list[tuple[str, str]] = []
-        for flt in state_filters(subscription_id):
+        for flt in state_filters(subscription_id) if filters is None else filters:
             for raw in fastpaths.query_json(self.latest, flt):
                 key = str(raw["RowKey"])
                 row = _state_model_row(raw) if key in present else raw

@@ -193,3 +193,18 @@ def test_partition_batches_are_single_partition_full_first_and_streamed() -> Non
     assert all(len({p for p, _ in b}) == 1 and len(b) <= layout.BATCH_SIZE for _, b in batches)
     assert [len(b) for _, b in batches] == [100, 100, 100, 100, 50, 50, 1]
     assert batches[0][0] < 250, "a full batch goes out before the stream ends"
+
+
+def test_narrowed_state_filters_select_only_the_given_keys_and_ranges() -> None:
+    from shared.layout import KEYS_PER_FILTER, narrowed_state_filters, state_filters
+
+    sub = "00000000-0000-0000-0000-00000000000a"
+    keys = [f"|subscriptions|{sub}|k{i:03d}" for i in range(KEYS_PER_FILTER + 1)]
+    filters = narrowed_state_filters(sub, keys, [f"{keys[0]}|slots|"])
+    assert len(filters) == 2 * 2, "two chunks for each of the bucket and the own-partition filters"
+    bucket, own = state_filters(sub)
+    assert all(f.startswith((bucket + " and (", own + " and (")) for f in filters)
+    text = " ".join(filters)
+    assert all(f"RowKey eq '{k}'" in text for k in keys)
+    assert f"RowKey ge '{keys[0]}|slots|' and RowKey lt '{keys[0]}|slots|~'" in text
+    assert narrowed_state_filters(sub, []) == []
