@@ -6,8 +6,10 @@ STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 INFRA_VENV  := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed
+AZCLI_VENV  := .venv-azcli
+AZCLI_STAMP := $(AZCLI_VENV)/.installed
 
-.PHONY: help install infra-tools chromium demo test lint typecheck audit-deps unit integration test-infra bench clean
+.PHONY: help install infra-tools azcli chromium demo test lint typecheck audit-deps unit integration test-infra bench clean
 
 help:
 	@echo "make demo   - run the audit once against an emulated tenant and print the summary"
@@ -33,6 +35,15 @@ $(INFRA_STAMP): requirements-infra.txt
 	touch $@
 
 infra-tools: $(INFRA_STAMP) $(NODE_STAMP)
+
+# The real Azure CLI (PyPI, fully pinned) in its own venv: tests run the generated fix commands and the
+# docs' az commands with it, offline, against the ARM emulator. Its pins clash with the app's too.
+$(AZCLI_STAMP): requirements-azcli.txt
+	$(PYTHON) -m venv $(AZCLI_VENV)
+	$(AZCLI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-azcli.txt
+	touch $@
+
+azcli: $(AZCLI_STAMP)
 
 # Debian's headless Chromium renders the HTML report in tests/integration/test_report_html.py; installed only if missing.
 chromium:
@@ -65,11 +76,11 @@ integration: install chromium
 test-infra: install infra-tools
 	$(PY) -m pytest -q -p no:cacheprovider tests -m infra
 
-test: install infra-tools chromium lint typecheck audit-deps
+test: install infra-tools azcli chromium lint typecheck audit-deps
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider tests
 
 bench: install
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .azurite .demo
+	rm -rf $(VENV) $(INFRA_VENV) $(AZCLI_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .azurite .demo
