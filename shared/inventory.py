@@ -27,9 +27,9 @@ from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
 from .config import Settings
-from .errors import ForeignLinkError
+from .errors import ForeignLinkError, RedirectRefusedError
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
-from .links import PinnedEndpointPolicy
+from .links import pinned_client_kwargs
 from .models import InventoryError, SiteRecord
 from .names import fold
 from .owners import resolve_owners
@@ -75,11 +75,12 @@ class ArmInventory:
         """Fresh for every client: a policy instance is linked into one pipeline (``policy.next``), so a
         retry policy shared by two clients sends one client's requests down the other's transport.
         The transport is per client too, over the shared session (``session_owner=False``: closing a
-        client leaves the pool open). Every request is pinned to the ARM endpoint (no token leaves it)."""
+        client leaves the pool open). Every request is pinned to the ARM endpoint (no token leaves it,
+        no redirect is followed)."""
         return {
             "base_url": self._settings.arm_endpoint,
             "credential_scopes": [self._settings.arm_scope],
-            "per_call_policies": [PinnedEndpointPolicy(self._settings.arm_endpoint)],
+            **pinned_client_kwargs(self._settings.arm_endpoint),
             **client_kwargs(self._settings.retry_total, self._settings.http_timeout),
             "transport": RequestsTransport(
                 session=self._session,
@@ -261,7 +262,7 @@ def _group_items(
     try:
         pager = web.web_apps.list_by_resource_group(rg, include_slots=True)
         items = list(_unseen(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id, seen))
-    except ForeignLinkError as exc:  # per-app lists would not make ARM's paging trustworthy
+    except (ForeignLinkError, RedirectRefusedError) as exc:  # per-app lists would not make ARM trustworthy
         yield InventoryError(scope, subscription_id, f"slots not readable: {describe_error(exc)[0]}", rg)
         return
     except HttpResponseError as exc:
