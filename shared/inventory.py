@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
@@ -30,7 +30,7 @@ from .config import Settings
 from .errors import ForeignLinkError, RedirectRefusedError
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
 from .links import pinned_client_kwargs
-from .models import InventoryError, SiteRecord
+from .models import InventoryError, SiteRecord, valid_text
 from .names import fold
 from .owners import resolve_owners
 from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
@@ -51,6 +51,15 @@ class SubscriptionInfo:
     subscription_id: str
     display_name: str = ""
     state: str = ""
+
+
+def _subscription_info(raw: Mapping[str, Any]) -> SubscriptionInfo:
+    """A subscription as ARM lists it, its text made valid (a display name is estate text too)."""
+    return SubscriptionInfo(
+        valid_text(str(raw.get("subscriptionId") or "").strip()),
+        valid_text(str(raw.get("displayName") or "")),
+        valid_text(str(raw.get("state") or "")),
+    )
 
 
 class ArmInventory:
@@ -103,14 +112,18 @@ class ArmInventory:
         with client:
             for item in guarded_pages(client.subscriptions.list(), "subscription list"):
                 raw = _raw(item)
-                sub_id = str(raw.get("subscriptionId") or "").strip()
-                if not sub_id:
+                info = _subscription_info(raw)
+                if not info.subscription_id:
                     continue
-                state = str(raw.get("state") or "")
-                if state.lower() in SKIPPED_SUBSCRIPTION_STATES:
-                    log.info("Skipping subscription %s (%s): state is %s", sub_id, raw.get("displayName"), state)
+                if info.state.lower() in SKIPPED_SUBSCRIPTION_STATES:
+                    log.info(
+                        "Skipping subscription %s (%s): state is %s",
+                        info.subscription_id,
+                        info.display_name,
+                        info.state,
+                    )
                     continue
-                found.setdefault(fold(sub_id), SubscriptionInfo(sub_id, str(raw.get("displayName") or ""), state))
+                found.setdefault(fold(info.subscription_id), info)
         return list(found.values())
 
     def _named(self, subscription_ids: Iterable[str]) -> list[SubscriptionInfo]:
@@ -126,7 +139,7 @@ class ArmInventory:
             except AzureError as exc:
                 log.info("No display name for subscription %s: %s", subscription_id, describe_error(exc)[0])
                 return SubscriptionInfo(subscription_id)
-            return SubscriptionInfo(subscription_id, str(raw.get("displayName") or ""), str(raw.get("state") or ""))
+            return replace(_subscription_info(raw), subscription_id=subscription_id)
 
         with (
             SubscriptionClient(self._credential, **self._kwargs) as client,
