@@ -29,8 +29,9 @@ from azure.data.tables import UpdateMode
 
 from .errors import ExemptionError, one_line
 from .ids import SUBSCRIPTION_ID_PATTERN
-from .keys import odata_quote, resource_key
+from .keys import lookup_keys, odata_quote, resource_key
 from .models import Finding, Status, valid_text
+from .names import fold, starts_with
 from .schema import EXEMPTIONS_PARTITION, exemption_row
 from .when import as_utc, parse_when
 
@@ -67,10 +68,11 @@ class Exemption:
     recorded_by: str = ""
 
     def covers(self, resource_id: str) -> bool:
-        """Case-insensitive prefix match on a path boundary (``/sites/app`` never covers ``/sites/app2``)."""
-        scope = self.scope.lower().rstrip("/")
-        rid = resource_id.lower().rstrip("/")
-        return rid == scope or rid.startswith(scope + "/")
+        """Prefix match on a path boundary (``/sites/app`` never covers ``/sites/app2``), names compared
+        as ARM compares them (:mod:`shared.names`: a group spelled with U+212A is not ``...k...``)."""
+        scope = self.scope.rstrip("/")
+        rid = resource_id.rstrip("/")
+        return fold(rid) == fold(scope) or starts_with(rid, scope + "/")
 
     def active(self, at: datetime) -> bool:
         return self.created <= at < self.expires
@@ -108,9 +110,9 @@ def exemption_request(finding: Finding, tag_name: str | None) -> str:
     """
     if not tag_name or finding.status not in (Status.FAIL, Status.WARN):
         return ""
-    wanted = tag_name.lower()
+    wanted = fold(tag_name)
     for key, value in finding.tags:
-        if key.lower() == wanted:
+        if fold(key) == wanted:
             return value.strip() or "(requested, no reason given)"
     return ""
 
@@ -339,33 +341,52 @@ def add_exemption(store: TableStore, exemption: Exemption) -> Exemption | Broken
         with contextlib.suppress(ResourceExistsError):
             store.exemptions.create_table()
         store.exemptions.upsert_entity(entity, mode=UpdateMode.REPLACE)
+    for legacy in _legacy_keys(exemption.scope):  # the same scope, keyed by an older version: replaced
+        old = store.get(store.exemptions, PARTITION, legacy)
+        if old is not None:
+            previous = previous or old
+            store.exemptions.delete_entity(PARTITION, legacy)
     return read_exemption(previous) if previous else None
+
+
+def _legacy_keys(scope: str) -> list[str]:
+    """Other RowKeys an exemption of ``scope`` may be stored under (an older version keyed scopes
+    with non-ASCII letters by ``lower()``; see :mod:`shared.names`)."""
+    scope = scope.strip().rstrip("/")
+    return sorted(lookup_keys(scope) - {resource_key(scope)})
 
 
 def remove_exemption(store: TableStore, scope: str) -> Exemption | BrokenExemption | None:
     """Delete the exemption for ``scope`` (a broken row too); return it, or ``None`` when there was none.
 
-    The scope is matched exactly (case-insensitively), never as a prefix: removing a
+    The scope is matched exactly (as ARM compares names), never as a prefix: removing a
     subscription-wide exemption must not silently remove the resource-level ones under it. A row
     written by hand under a key of its own is found by its ``Scope``, or by that key (what
     ``exempt list`` shows for a broken row without a scope).
     """
     wanted = scope.strip().rstrip("/")
-    try:
-        previous = store.get(store.exemptions, PARTITION, resource_key(wanted)) or _written_for(store, wanted)
-    except ResourceNotFoundError:
-        return None
+    previous = None
+    for row_key in [resource_key(wanted), *_legacy_keys(wanted)]:
+        try:
+            found = store.get(store.exemptions, PARTITION, row_key)
+        except ResourceNotFoundError:
+            return None
+        if found is not None:
+            previous = previous or found
+            store.exemptions.delete_entity(PARTITION, row_key)
     if previous is None:
-        return None
-    store.exemptions.delete_entity(PARTITION, str(previous["RowKey"]))
+        previous = _written_for(store, wanted)
+        if previous is None:
+            return None
+        store.exemptions.delete_entity(PARTITION, str(previous["RowKey"]))
     return read_exemption(previous)
 
 
 def _written_for(store: TableStore, wanted: str) -> Mapping[str, Any] | None:
-    """The row whose ``Scope`` is exactly ``wanted`` (case-insensitively), or whose RowKey is."""
+    """The row whose ``Scope`` is exactly ``wanted`` (as ARM compares names), or whose RowKey is."""
     for entity in _rows(store):
         written = entity.get("Scope")
-        if isinstance(written, str) and written.strip().rstrip("/").lower() == wanted.lower():
+        if isinstance(written, str) and fold(written.strip().rstrip("/")) == fold(wanted):
             return entity
         if str(entity.get("RowKey")) == wanted:
             return entity
