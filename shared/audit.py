@@ -142,12 +142,13 @@ def nothing_read(results: list[SubscriptionResult]) -> InventoryError:
     here, before the tenant role is granted, and a run after the role is removed looks the same."""
     if results:
         what = (
-            f"No subscription could be read: all {len(results)} were unreadable (each has its ERROR row), "
-            "so nothing was audited."
+            f"No subscription could be read: all {len(results)} were unreadable (each has its ERROR row), no state "
+            "moved, and this run is not a pass."
         )
     else:
         what = (
-            "The audit identity can read no subscription (the subscription list it sees is empty): nothing was audited."
+            "The audit identity can read no subscription (the subscription list it sees is empty): nothing was "
+            "audited, and this run is not a pass."
         )
     grant = (
         f"Grant it the custom role '{AUDIT_READER_ROLE}' (infra/tenant/audit-reader-role.bicep) at the tenant root "

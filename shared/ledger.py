@@ -54,7 +54,7 @@ class RunSummary:
     subscriptions_failed: int = 0
     partial: bool = False
     failed: bool = False
-    blind: bool = False  # a nightly run that read no subscription: nothing was audited (see audit.py)
+    blind: bool = False  # a nightly run that read no subscription: never a pass (see audit.py)
     baseline: bool = False
     resumed: bool = False
     attempt: int = 1

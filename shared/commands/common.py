@@ -46,7 +46,7 @@ class ExitCode(IntEnum):
     6       ``STORE``           ``report``, ``exempt``, ``subscriptions``: the tables cannot be read
                                 or written (not signed in, no role, unreachable)
     7       ``BLIND``           ``run``: the run read no subscription (Outcome ``blind``: no role
-                                granted yet, or every subscription unreadable), nothing was audited;
+                                granted yet, or every subscription unreadable): not a pass;
                                 ``report``: the run reported (or one of them) is such a run and the
                                 selection has no FAIL
     ======  ==================  ====================================================================

@@ -40,7 +40,9 @@ def format_summary(summary: RunSummary) -> str:
         f"Duration: {summary.duration_seconds:.1f}s",
     ]
     if summary.blind:
-        lines.append("Nothing was audited: the run read no subscription. Its ERROR row says which role to grant where.")
+        lines.append(
+            "Not a pass: the run could read no subscription. Its ERROR rows say why, and which role to grant where."
+        )
     return "\n".join(lines)
 
 

@@ -44,7 +44,7 @@ def assert_blind(h: AuditHarness, subscriptions_failed: int) -> dict[str, Any]:
     tenant_row = rows[TENANT_SCOPE]
     assert tenant_row["Status"] == "ERROR" and tenant_row["SubscriptionId"] == ""
     assert f"'{AUDIT_READER_ROLE}'" in tenant_row["Reason"] and "infra/tenant/audit-reader-role.bicep" in tenant_row["Reason"]
-    assert "tenant root management group" in tenant_row["Reason"] and "nothing was audited" in tenant_row["Reason"]
+    assert "tenant root management group" in tenant_row["Reason"] and "this run is not a pass" in tenant_row["Reason"]
     assert all(r["Status"] == "ERROR" for r in rows.values())
     assert len(rows) == 1 + subscriptions_failed
     assert event["Counts"]["ERROR"] == event["Total"] == len(rows)
@@ -62,7 +62,7 @@ def test_a_deployment_before_the_tenant_role_is_granted_is_blind_not_clean(
     h.apply_env(AUDIT_INVENTORY_SOURCE=source)
     h.run_timer()
     rows = assert_blind(h, subscriptions_failed=0)
-    assert "the subscription list it sees is empty" in rows[TENANT_SCOPE]["Reason"]
+    assert "the subscription list it sees is empty): nothing was audited" in rows[TENANT_SCOPE]["Reason"]
     assert not h.state(), "no state moved"
     assert not h.dropped_by_host()
 
@@ -70,10 +70,10 @@ def test_a_deployment_before_the_tenant_role_is_granted_is_blind_not_clean(
     capsys.readouterr()
     assert main(["run"]) == ExitCode.BLIND == 7
     out = capsys.readouterr().out
-    assert ": blind" in out and "Subscriptions read: 0" in out and "Nothing was audited" in out
+    assert ": blind" in out and "Subscriptions read: 0" in out and "Not a pass" in out
     assert main(["report"]) == ExitCode.BLIND
     out = capsys.readouterr().out
-    assert "(blind: it read no subscription, NOTHING WAS AUDITED" in out
+    assert "(blind: it could read no subscription, this is NOT A PASS" in out
     assert "infra/tenant/audit-reader-role.bicep" in out, "the report lists the ERROR row that says what to grant"
     assert main(["report", "--format", "json"]) == ExitCode.BLIND
     assert json.loads(capsys.readouterr().out)["report"]["runs"][0]["outcome"] == "blind"
