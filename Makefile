@@ -70,7 +70,7 @@ audit-deps: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q tests -m "not integration and not infra"
 
-integration: install chromium
+integration: install azcli chromium
 	$(PY) -m pytest -q -n 2 tests -m integration
 
 test-infra: install infra-tools

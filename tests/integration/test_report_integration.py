@@ -108,7 +108,7 @@ def test_report_formats_filters_history_and_diff(
     assert f"  {'Dev (bbbbbbbb)':<38}       0       0       2       0       0       2" in out
     listing = out.split("FAIL/ERROR/WARN resources: 4\n", 1)[1]
     assert "FAIL    new blog" in listing and "intranet" in listing and "jobs" in listing and "portal" in listing
-    assert "az webapp update --name jobs --resource-group rg-func" in listing
+    assert "az functionapp update --resource-group=rg-func --name=jobs " in listing  # jobs is a function app
     assert "shop" not in listing
 
     code, out, _ = bed.cli(capsys, ["report", "--format", "json", "--status", "WARN"])

@@ -34,17 +34,18 @@ CASES = [  # (clientCertEnabled, clientCertMode, exclusion paths): FAIL, FAIL, W
 ]
 
 
-def _record(app: str, rg: str, slot: str, enabled: bool, mode: str, paths: str | None) -> SiteRecord:
+def _record(app: str, rg: str, slot: str, enabled: bool, mode: str, paths: str | None, kind: str) -> SiteRecord:
     rid = f"/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}" + (
         f"/slots/{slot}" if slot else ""
     )
     return SiteRecord(
-        rid, SUB, rg, app, slot, client_cert_enabled=enabled, client_cert_mode=mode, exclusion_paths=paths
+        rid, SUB, rg, app, slot, kind=kind, client_cert_enabled=enabled, client_cert_mode=mode, exclusion_paths=paths
     )
 
 
 def _command_text(remediation: str) -> str:
-    return remediation[remediation.index("az webapp ") :]
+    """The command of a remediation: from its first ``az `` on (the text before it is ours only)."""
+    return remediation[remediation.index(" az ") + 1 :]
 
 
 def _bash_args(command: str) -> list[str]:
@@ -54,19 +55,32 @@ def _bash_args(command: str) -> list[str]:
     return ["az", *done.stdout.decode("utf-8").split("\0")[:-1]]
 
 
+def _value(args: list[str], option: str) -> str | None:
+    found = [a.split("=", 1)[1] for a in args if a.startswith(f"{option}=")]
+    assert len(found) <= 1 and option not in args, f"{option} given twice, or as a separate argument: {args}"
+    return found[0] if found else None
+
+
+KINDS = [("app", "webapp"), ("functionapp,workflowapp", "functionapp"), ("", "resource")]
+
+
 @pytest.mark.parametrize(("app", "rg", "slot"), AWKWARD)
-def test_every_command_gives_back_the_exact_names(app: str, rg: str, slot: str) -> None:
+@pytest.mark.parametrize(("kind", "group"), KINDS)
+def test_every_command_gives_back_the_exact_names(app: str, rg: str, slot: str, kind: str, group: str) -> None:
     for enabled, mode, paths in CASES:
-        finding = evaluate(_record(app, rg, slot, enabled, mode, paths))
-        command = _command_text(finding.remediation)
+        site = _record(app, rg, slot, enabled, mode, paths, kind)
+        command = _command_text(evaluate(site).remediation)
         args = shlex.split(command)
-        assert args[:3] == ["az", "webapp", "update"]
-        assert args[args.index("--name") + 1] == app
-        assert args[args.index("--resource-group") + 1] == rg
-        assert args[args.index("--subscription") + 1] == SUB
-        assert ("--slot" in args) == bool(slot)
-        if slot:
-            assert args[args.index("--slot") + 1] == slot
+        assert args[:2] == ["az", group]
+        if group == "resource":  # one argument names the resource: its id, exactly
+            assert args[2] == "patch" and _value(args, "--ids") == site.resource_id
+            assert _value(args, "--name") is _value(args, "--resource-group") is _value(args, "--slot") is None
+        else:  # every option as --option=value: a value starting with '-' is never read as an option
+            assert args[2] == "update" and _value(args, "--ids") is None
+            assert _value(args, "--name") == app
+            assert _value(args, "--resource-group") == rg
+            assert _value(args, "--subscription") == SUB
+            assert _value(args, "--slot") == (slot or None)
         assert _bash_args(command) == args  # bash reads it exactly as shlex does
 
 
