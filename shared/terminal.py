@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -60,6 +61,36 @@ def one_line(value: Any) -> str:
     """:func:`terminal_text` on one line, runs of white space as one space, trimmed: a value inside a
     bash comment, a table cell or a message (nothing in it can end the comment or forge a line)."""
     return " ".join(terminal_text(value).split())
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: East Asian wide and full-width characters two, combining
+    marks and zero-width characters none, the rest one."""
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def columns(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Sequence[int] = (), gap: int = 2
+) -> list[str]:
+    """A table as lines, each column as wide as its widest cell (header included), cells through
+    :func:`one_line`: values of any length never run into the next column. Columns whose index is in
+    ``right`` are right-aligned (counts); the last column is not padded."""
+    table = [[one_line(cell) for cell in header], *([one_line(cell) for cell in row] for row in rows)]
+    widths = [max(display_width(line[i]) for line in table) for i in range(len(header))]
+    lines = []
+    for line in table:
+        cells = []
+        for i, cell in enumerate(line):
+            pad = " " * (widths[i] - display_width(cell))
+            last = i == len(line) - 1
+            cells.append(pad + cell if i in right else cell + ("" if last else pad))
+        lines.append((" " * gap).join(cells).rstrip())
+    return lines
 
 
 class TerminalFormatter(logging.Formatter):

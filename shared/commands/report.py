@@ -17,10 +17,21 @@ from typing import IO, Any
 from .. import report
 from ..errors import ExemptionError, NoDataError
 from ..exemptions import EXPIRING_SOON_DAYS, Exemption, expiring_soon, list_exemptions, validate_scope
+from ..ids import subscription_id
 from ..report import ReportContext, ReportSource, RowFilter, Summary
 from ..store import TableStore
+from ..terminal import terminal_text
 from ..when import parse_when
-from .common import ExitCode, guarded, open_store, output, silence_stdout, subscription_arg
+from .common import (
+    ExitCode,
+    UnknownSubscription,
+    guarded,
+    open_store,
+    output,
+    resolve_subscription,
+    silence_stdout,
+    subscription_arg,
+)
 
 DEFAULT_HTML = "clientcert-audit-report.html"
 FORMATS = ("table", "csv", "json", "html", "script", "ocsf")
@@ -95,7 +106,11 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
         "--status", type=_statuses, action="extend", help="only these statuses (repeatable or comma-separated)"
     )
     p.add_argument("--new", action="store_true", help="only new failures (FAIL that was not FAIL before)")
-    p.add_argument("--subscription", type=subscription_arg, help="only this subscription id")
+    p.add_argument(
+        "--subscription",
+        type=subscription_arg,
+        help="only this subscription: its id, its name, or the start of either (e.g. Prod, d7a7a3cc)",
+    )
     p.add_argument("--resource-group", help="only this resource group (case-insensitive)")
     p.add_argument("--kind", help="only apps whose kind has all these comma-separated parts (e.g. functionapp,linux)")
     p.add_argument("--resource", type=_resource_id, help="only this site or slot id (with --since: its history)")
@@ -159,21 +174,36 @@ def _refusal(args: argparse.Namespace) -> str:
     return ""
 
 
+def _subscription(store: TableStore, value: str | None) -> str:
+    """``--subscription`` as an id: a name or the start of one is looked up among the subscriptions
+    the audit has read (one small query, only when it is not an id already)."""
+    if not value:
+        return ""
+    try:
+        return subscription_id(value)
+    except ValueError:
+        return resolve_subscription(value, store.known_subscriptions())
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     if refusal := _refusal(args):
         print(refusal, file=sys.stderr)
         return ExitCode.INVALID
-    flt = _row_filter(args)
     store = open_store()
     try:
+        args.subscription = _subscription(store, args.subscription)
+        flt = _row_filter(args)
         source = ReportSource(store)
         runs = source.runs()
         table = store.runs.table_name
         if args.diff:
             return _report_diff(source, runs, table, flt, args)
         return _report_runs(source, store, runs, table, flt, args)
+    except UnknownSubscription as exc:
+        print(terminal_text(exc), file=sys.stderr)
+        return ExitCode.INVALID
     except NoDataError as exc:
-        print(str(exc), file=sys.stderr)
+        print(terminal_text(exc), file=sys.stderr)
         return ExitCode.NO_DATA
     except BrokenPipeError:  # `report | head`: the reader has what it wanted
         silence_stdout()
@@ -213,6 +243,14 @@ def _report_runs(
 ) -> int:
     now = datetime.now(UTC)
     selected = _selected_runs(runs, table, args)
+    if flt.new_only:
+        for run in selected:
+            if run.get("Baseline") is True:
+                print(
+                    f"Run {terminal_text(run.get('RowKey'))} is the baseline (the audit's first run): nothing "
+                    "counts as new on a baseline, so --new selects nothing from it.",
+                    file=sys.stderr,
+                )
     flt = _narrowed(flt, args)
     ctx = ReportContext(
         runs=tuple(selected),
@@ -230,7 +268,7 @@ def _report_runs(
         summary = _render(args.format, rows, out, ctx)
     if path and path != "-":
         counts = ", ".join(f"{s} {summary.by_status.get(s, 0)}" for s in report.STATUSES)
-        print(f"Wrote {path}: {ctx.title()}; {counts}")
+        print(f"Wrote {terminal_text(path)}: {terminal_text(ctx.title())}; {counts}")
     return ExitCode.FAIL_FOUND if summary.has_fail else ExitCode.OK
 
 

@@ -16,7 +16,7 @@ from datetime import UTC
 from typing import IO, Any
 
 from ..schema import REPORT_COLUMNS
-from ..terminal import terminal_row, terminal_text
+from ..terminal import columns, terminal_row, terminal_text
 from .diff import DIFF_COLUMNS, Change
 from .spool import LIST_ORDER, ListSpool, copy, new_spool
 from .summary import ReportContext, Summary
@@ -160,15 +160,13 @@ def _group_block(summary: Summary) -> list[str]:
 
 
 def _runs_block(runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    lines = [f"  {'run':<24}{'outcome':<10}{'started':<22}" + "".join(f"{s:>8}" for s in STATUSES) + f"{'new':>6}"]
+    """One line per run, every column as wide as its data (run ids are longer than they once were)."""
+    cells = []
     for run in runs:
-        counts = run_counts(run)
-        lines.append(
-            f"  {text(run.get('RowKey')):<24}{text(run.get('Outcome')):<10}{run_started(run):<22}"
-            + "".join(f"{counts[s]:>8}" for s in STATUSES)
-            + f"{int(run.get('NewFailures') or 0):>6}"
-        )
-    return lines
+        counts, new = run_counts(run), int(run.get("NewFailures") or 0)
+        cells.append([run.get("RowKey"), run.get("Outcome"), run_started(run), *(counts[s] for s in STATUSES), new])
+    numbers = range(3, 4 + len(STATUSES))
+    return ["  " + line for line in columns(("run", "outcome", "started", *STATUSES, "new"), cells, right=numbers)]
 
 
 def _expiring_block(ctx: ReportContext) -> list[str]:

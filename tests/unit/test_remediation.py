@@ -3,6 +3,7 @@ guidance naming the role the templates really define."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from shared.evaluate import error_finding, evaluate
 from shared.models import InventoryError, SiteRecord
+from shared.report import ReportContext, write_script
 from shared.roles import AUDIT_READER_ROLE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,3 +96,46 @@ def test_role_named_on_error_rows_is_the_one_the_template_defines() -> None:
     assert "ClientCertAudit Reader" not in text
     for source in (ROOT / "shared").glob("*.py"):  # no other spelling of the role anywhere in the code
         assert "ClientCertAudit Reader" not in source.read_text(encoding="utf-8"), source
+
+
+def test_the_fix_script_hands_az_exactly_the_recorded_arguments(tmp_path: Path) -> None:
+    """The script, run by bash with a stand-in ``az`` that records its arguments: every command reaches
+    the CLI as the arguments the row's remediation names, whatever the names hold (shell syntax,
+    quotes, a leading dash), and nothing from a name is executed."""
+    awkward = [*AWKWARD, ("pwn", "rg-$(touch pwned)", "s`touch pwned`"), ("x", "-rg;touch pwned", "")]
+    rows, expected = [], []
+    for (app, rg, slot), (kind, _) in itertools.product(awkward, KINDS):
+        site = _record(app, rg, slot, False, "Required", "/;/a b", kind)
+        remediation = evaluate(site).remediation
+        rows.append(
+            {
+                "Status": "FAIL",
+                "AppName": app,
+                "ResourceGroup": rg,
+                "Slot": slot,
+                "Kind": kind,
+                "SubscriptionId": SUB,
+                "ResourceId": site.resource_id,
+                "Remediation": remediation,
+                "Owner": "eve\n; touch pwned #",
+                "Reason": "r\n`touch pwned`",
+            }
+        )
+        expected.append(shlex.split(_command_text(remediation)))
+    script = tmp_path / "fix.sh"
+    with script.open("w", encoding="utf-8", newline="") as out:
+        write_script(rows, out, ReportContext(runs=({"RowKey": "r1", "Outcome": "complete"},)))
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "calls"
+    (fake / "az").write_text(
+        f"#!/usr/bin/env bash\nprintf '%s\\0' \"$@\" >> {shlex.quote(str(log))}\necho >> {shlex.quote(str(log))}\n"
+    )
+    (fake / "az").chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    calls = [["az", *entry.split("\0")] for entry in log.read_text(encoding="utf-8").split("\0\n") if entry]
+    assert calls == expected
+    assert not (tmp_path / "pwned").exists()
+    assert f"All {len(rows)} fix commands ran." in done.stdout.decode()

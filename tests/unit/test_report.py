@@ -13,6 +13,7 @@ import shlex
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -164,6 +165,20 @@ def test_csv_has_every_selected_row_and_defuses_formulas() -> None:
     assert parsed[-1]["ExemptionRequest"] == '\'=HYPERLINK("http://x")'
 
 
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_defuses_every_formula_start(start: str) -> None:
+    """OWASP's list of characters a spreadsheet reads as the start of a formula, each in every
+    estate-controlled column (an owner tag, a reason, a request, a group name)."""
+    value = f"{start}cmd|' /C calc'!A0"
+    hostile = row("evil", "FAIL", Owner=value, Reason=value, ExemptionRequest=value, ResourceGroup=value)
+    out = io.StringIO()
+    report.write_csv([hostile], out)
+    parsed = next(csv.DictReader(io.StringIO(out.getvalue())))
+    for column in ("Owner", "Reason", "ExemptionRequest", "ResourceGroup"):
+        assert parsed[column] == "'" + value, column
+    assert report.csv_cell("plain") == "plain" and report.csv_cell("a=b") == "a=b"  # only a leading one
+
+
 def test_json_is_one_document_with_summary_last() -> None:
     out = io.StringIO()
     report.write_json(ROWS, out, ctx(flt=report.RowFilter(kinds=("linux",))))
@@ -274,6 +289,39 @@ def test_html_escapes_everything_from_the_estate() -> None:
     assert "<script>" not in page and "<img" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "default-src 'none'" in page  # CSP: no external loads, no script
+
+
+class _Attributes(HTMLParser):
+    """Every attribute of every start tag, as a browser would read them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.append((tag, dict(attrs)))
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_html_values_in_attributes_cannot_break_out(quote: str) -> None:
+    """Ids, links and titles carry estate text inside attributes: a quote must not end the attribute."""
+    breakout = f"x{quote} onmouseover={quote}alert(1){quote} data-x={quote}"
+    hostile = row(
+        f"app{quote}x",
+        "FAIL",
+        rg=f"rg{quote}><b",
+        SubscriptionId=f"sub{breakout}",
+        SubscriptionName=f"Prod{breakout}",
+        Owner=f"o{breakout}",
+    )
+    page = _html([hostile], trend=(run_record(1, PASS=1),))
+    parser = _Attributes()
+    parser.feed(page)
+    names = {name for _, attrs in parser.found for name in attrs}
+    assert "onmouseover" not in names and "data-x" not in names, "a quote ended an attribute"
+    values = [value or "" for _, attrs in parser.found for value in attrs.values()]
+    assert any(hostile["ResourceId"] in v for v in values), "the resource id is kept exactly in an attribute"
+    assert any(f"sub{breakout}" == v for v in values)
 
 
 # -- choosing runs --------------------------------------------------------------------------------
