@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import IO, Any
 
 from .. import report
@@ -33,7 +34,9 @@ from .common import (
     subscription_arg,
 )
 
-DEFAULT_HTML = "clientcert-audit-report.html"
+#: Where ``--format html`` writes without ``-o``: a folder of its own, which .gitignore ignores and the
+#: deployment package (.funcignore, an allow-list) never contains, even when run from the checkout.
+DEFAULT_HTML = "clientcert-audit-reports/clientcert-audit-report.html"
 FORMATS = ("table", "csv", "json", "html", "script", "ocsf")
 DIFF_FORMATS = ("table", "csv", "json")
 HELP = "report on the latest finished run (or another run, a period, or a diff of two runs)"
@@ -264,6 +267,8 @@ def _report_runs(
     )
     rows = _chain(source.results(str(run.get("RowKey")), flt) for run in selected)
     path = args.output or (DEFAULT_HTML if args.format == "html" else None)
+    if path == DEFAULT_HTML:
+        Path(DEFAULT_HTML).parent.mkdir(exist_ok=True)
     with output(path) as out:
         summary = _render(args.format, rows, out, ctx)
     if path and path != "-":

@@ -616,30 +616,6 @@ def test_workbook_is_deployed_with_its_json(bicep_trees: dict[str, Any]) -> None
 # -- small things --------------------------------------------------------------------------------
 
 
-def test_funcignore_excludes_local_caches_and_keeps_the_app() -> None:
-    lines = {line.strip() for line in (REPO / ".funcignore").read_text().splitlines() if line.strip()}
-    for cache in (
-        "__pycache__/",
-        ".mypy_cache/",
-        ".pytest_cache/",
-        ".ruff_cache/",
-        "*.egg-info/",
-        ".azurite/",
-        ".demo/",
-    ):
-        assert cache in lines, f".funcignore misses {cache} (azd applies only .funcignore when it exists)"
-    # Everything `make clean` removes is local state, never part of the package.
-    cleaned = re.search(r"^clean:\n\trm -rf (.*)$", (REPO / "Makefile").read_text(), re.M)
-    assert cleaned
-    for path in cleaned.group(1).split():
-        if not path.startswith("$("):
-            assert path in lines or f"{path.rstrip('/')}/" in lines, (
-                f".funcignore misses {path} (removed by make clean)"
-            )
-    for needed in ("function_app.py", "host.json", "requirements.txt", "shared"):
-        assert needed not in lines and f"{needed}/" not in lines, f".funcignore would drop {needed}"
-
-
 def test_azure_yaml_links_only_to_files_that_exist() -> None:
     text = (REPO / "azure.yaml").read_text()
     links = re.findall(r"(?<![\w/.])((?:[\w.-]+/)*[\w.-]+\.md)\b", text)

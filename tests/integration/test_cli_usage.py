@@ -146,3 +146,17 @@ def test_without_sign_in_one_line_says_how(bed: AuditBed, tmp_path: Path) -> Non
             "Cannot use the results tables: not signed in. Sign in with `az login` (the commands use your Azure CLI "
             "sign-in), then run this again."
         ]
+
+
+def test_the_html_report_goes_to_its_own_folder_by_default(
+    bed: AuditBed, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from the checkout, the page lands in a folder that git ignores and the package leaves out."""
+    bed.run()
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = bed.cli(capsys, ["report", "--format", "html"])
+    page = tmp_path / "clientcert-audit-reports" / "clientcert-audit-report.html"
+    assert (
+        code == 1 and page.is_file() and out.startswith("Wrote clientcert-audit-reports/clientcert-audit-report.html: ")
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clientcert-audit-reports"]
