@@ -104,7 +104,8 @@ class AuditRun:
         finally:
             pipeline.close()
         read = {r.subscription_id: names.get(r.subscription_id.lower(), "") for r in results if r.read}
-        self.ledger.remember(summary, read, known)  # bookkeeping, like the run record: not in Transactions
+        tenants = {s.subscription_id.lower(): s.tenant_id for s in subscriptions if s.tenant_id}
+        self.ledger.remember(summary, read, known, tenants)  # bookkeeping, like the run record: not in Transactions
         summary.transactions = pipeline.transactions
         summary.partitions = pipeline.partitions
         tally(summary, results)

@@ -50,6 +50,7 @@ class SubscriptionInfo:
     subscription_id: str
     display_name: str = ""
     state: str = ""
+    tenant_id: str = ""  # its home tenant (portal links open in that directory)
 
 
 class ArmInventory:
@@ -108,7 +109,10 @@ class ArmInventory:
                 if state.lower() in SKIPPED_SUBSCRIPTION_STATES:
                     log.info("Skipping subscription %s (%s): state is %s", sub_id, raw.get("displayName"), state)
                     continue
-                found.setdefault(sub_id.lower(), SubscriptionInfo(sub_id, str(raw.get("displayName") or ""), state))
+                found.setdefault(
+                    sub_id.lower(),
+                    SubscriptionInfo(sub_id, str(raw.get("displayName") or ""), state, str(raw.get("tenantId") or "")),
+                )
         return list(found.values())
 
     def _named(self, subscription_ids: Iterable[str]) -> list[SubscriptionInfo]:
@@ -124,7 +128,12 @@ class ArmInventory:
             except AzureError as exc:
                 log.info("No display name for subscription %s: %s", subscription_id, describe_error(exc)[0])
                 return SubscriptionInfo(subscription_id)
-            return SubscriptionInfo(subscription_id, str(raw.get("displayName") or ""), str(raw.get("state") or ""))
+            return SubscriptionInfo(
+                subscription_id,
+                str(raw.get("displayName") or ""),
+                str(raw.get("state") or ""),
+                str(raw.get("tenantId") or ""),
+            )
 
         with (
             SubscriptionClient(self._credential, **self._kwargs) as client,

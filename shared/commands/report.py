@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from .. import report
 from ..errors import ExemptionError, NoDataError
 from ..exemptions import EXPIRING_SOON_DAYS, Exemption, expiring_soon, list_exemptions, validate_scope
@@ -177,15 +179,23 @@ def _refusal(args: argparse.Namespace) -> str:
     return ""
 
 
-def _subscription(store: TableStore, value: str | None) -> str:
+def _known(store: TableStore) -> dict[str, dict[str, Any]]:
+    """The subscription registry (names, tenants), or nothing before the first run made the table."""
+    try:
+        return store.known_subscriptions()
+    except ResourceNotFoundError:
+        return {}
+
+
+def _subscription(value: str | None, known: Mapping[str, Mapping[str, Any]]) -> str:
     """``--subscription`` as an id: a name or the start of one is looked up among the subscriptions
-    the audit has read (one small query, only when it is not an id already)."""
+    the audit has read."""
     if not value:
         return ""
     try:
         return subscription_id(value)
     except ValueError:
-        return resolve_subscription(value, store.known_subscriptions())
+        return resolve_subscription(value, known)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -194,14 +204,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         return ExitCode.INVALID
     store = open_store()
     try:
-        args.subscription = _subscription(store, args.subscription)
+        known = _known(store)
+        args.subscription = _subscription(args.subscription, known)
         flt = _row_filter(args)
         source = ReportSource(store)
         runs = source.runs()
         table = store.runs.table_name
         if args.diff:
             return _report_diff(source, runs, table, flt, args)
-        return _report_runs(source, store, runs, table, flt, args)
+        tenants = {key: str(row.get("TenantId") or "") for key, row in known.items() if row.get("TenantId")}
+        return _report_runs(source, store, runs, table, flt, args, tenants)
     except UnknownSubscription as exc:
         print(terminal_text(exc), file=sys.stderr)
         return ExitCode.INVALID
@@ -243,6 +255,7 @@ def _report_runs(
     table: str,
     flt: RowFilter,
     args: argparse.Namespace,
+    tenants: Mapping[str, str],
 ) -> int:
     now = datetime.now(UTC)
     selected = _selected_runs(runs, table, args)
@@ -264,6 +277,7 @@ def _report_runs(
         html_rows=args.html_rows,
         generated_at=now,
         group_by=args.group_by or "",
+        tenants=tenants,
     )
     rows = _chain(source.results(str(run.get("RowKey")), flt) for run in selected)
     path = args.output or (DEFAULT_HTML if args.format == "html" else None)

@@ -20,7 +20,7 @@ from ..when import as_utc
 from .common import ExitCode, UnknownSubscription, guarded, open_store, resolve_subscription, subscription_arg
 
 #: ``subscriptions list --format csv|json``: one record per subscription the audit has read.
-LIST_COLUMNS = ("SubscriptionId", "SubscriptionName", "FirstAuditedAt", "LastAuditedAt", "LastRunId")
+LIST_COLUMNS = ("SubscriptionId", "SubscriptionName", "TenantId", "FirstAuditedAt", "LastAuditedAt", "LastRunId")
 
 
 def register(subparsers: Any) -> None:

@@ -28,7 +28,7 @@ from .values import resource_label, subscription_label, text
 
 #: The statuses a fix script covers: EXEMPT is left out on purpose, PASS and ERROR have nothing to fix.
 SCRIPT_STATUSES: frozenset[str] = frozenset({Status.FAIL.value, Status.WARN.value})
-PORTAL = "https://portal.azure.com/#resource"
+PORTAL = "https://portal.azure.com/#"
 #: The command of a remediation: the first ``az <group> `` after our own text (no estate text precedes it).
 _AZ = re.compile(r"(?:^|\s)(az\s+(?:" + "|".join(COMMAND_GROUPS) + r")\s.*)$", re.S)
 _TARGET = {"--name": "AppName", "--resource-group": "ResourceGroup", "--slot": "Slot"}
@@ -39,9 +39,20 @@ def comment(value: Any) -> str:
     return one_line(text(value))
 
 
-def portal_link(resource_id: str) -> str:
-    """The app's (or slot's) Configuration blade, where the incoming client certificate setting is."""
-    return f"{PORTAL}{quote(resource_id, safe='/-_.()~')}/configuration"
+def portal_link(resource_id: str, tenant: str = "") -> str:
+    """The app's (or slot's) Configuration blade, where the incoming client certificate setting is:
+    ``https://portal.azure.com/#@<tenant>/resource<id>/configuration``, which opens in the resource's
+    own directory (without a tenant, in the viewer's default one)."""
+    directory = f"@{quote(tenant, safe='-.')}/" if tenant else ""
+    return f"{PORTAL}{directory}resource{quote(resource_id, safe='/-_.()~')}/configuration"
+
+
+def command_of(remediation: str) -> tuple[str, str]:
+    """``(text, command)``: a remediation's words for people and its ``az`` command (``""`` if none)."""
+    found = _AZ.search(remediation)
+    if not found:
+        return remediation, ""
+    return remediation[: found.start(1)].rstrip(), found.group(1)
 
 
 def _targets_row(parsed: ParsedFix, row: Mapping[str, Any]) -> bool:
@@ -86,7 +97,7 @@ def az_command(row: Mapping[str, Any]) -> list[str] | None:
     return fix_command(target, parsed.properties)
 
 
-def _block(row: Mapping[str, Any]) -> tuple[str, bool]:
+def _block(row: Mapping[str, Any], tenant: str = "") -> tuple[str, bool]:
     """A resource's block (comments, then its command) and whether it has a command."""
     status = text(row.get("Status"))
     owner = comment(row.get("Owner")) or "(no owner tag)"
@@ -95,7 +106,7 @@ def _block(row: Mapping[str, Any]) -> tuple[str, bool]:
         f"subscription {comment(subscription_label(row))}",
         f"# Owner: {owner}",
         f"# Reason: {comment(row.get('Reason'))}",
-        f"# Portal: {portal_link(str(row.get('ResourceId') or ''))}",
+        f"# Portal: {portal_link(str(row.get('ResourceId') or ''), tenant)}",
     ]
     command = az_command(row)
     if command is None:
@@ -136,7 +147,7 @@ def write_script(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportCon
             summary.add(row)
             status = str(row.get("Status") or "")
             if status in SCRIPT_STATUSES:
-                block, has_command = _block(row)
+                block, has_command = _block(row, ctx.tenant_of(row))
                 commands += has_command
                 spool.write(status, block)
         count = spool.count

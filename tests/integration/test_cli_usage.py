@@ -102,6 +102,7 @@ def test_columns_fit_their_data(bed: AuditBed, capsys: pytest.CaptureFixture[str
     listed = json.loads(bed.cli(capsys, ["subscriptions", "list", "--format", "json"])[1])
     assert [s["SubscriptionId"] for s in listed] == sorted([SUB_A, SUB_B, "cccccccc-3333-4333-8333-333333333333"])
     assert listed[0]["LastRunId"] == bed.summaries[-1].run_id and listed[0]["LastAuditedAt"].endswith("Z")
+    assert {s["TenantId"] for s in listed} == {bed.tenant.tenant_id}  # each subscription's tenant, from ARM
     rows = list(csv.DictReader(io.StringIO(bed.cli(capsys, ["subscriptions", "list", "--format", "csv"])[1])))
     assert [r["SubscriptionName"] for r in rows][1] == "Dev" and set(rows[0]) >= {"SubscriptionId", "LastRunId"}
 

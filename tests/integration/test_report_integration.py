@@ -154,7 +154,8 @@ def test_report_formats_filters_history_and_diff(
     page = tmp_path / "report.html"
     code, out, _ = bed.cli(capsys, ["report", "--format", "html", "-o", str(page)])
     assert code == 1 and f"Wrote {page}" in out and "FAIL 3" in out
-    assert page.read_text(encoding="utf-8").count('<polyline class="series') == 9
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<polyline class="series') == 5 and 'id="subscription-chart"' in html  # trend, and the bars
 
 
 def test_tag_requests_are_listed_never_exempt(

@@ -103,7 +103,7 @@ def test_names_owner_filter_and_groups_in_every_format(
     bed.cli(capsys, ["report", "--format", "html", "--group-by", "owner", "-o", str(page)])
     html = page.read_text(encoding="utf-8")
     assert 'id="by-owner"' in html and "<td>(no owner)</td>" in html
-    assert f'title="{SUB_A}">Prod (aaaaaaaa)</td>' in html and '<td class="owner">payments</td>' in html
+    assert f'title="{SUB_A}">Prod (aaaaaaaa)</td>' in html and '<td class="owner" data-label="Owner">payments</td>' in html
 
 
 def test_fix_script_covers_fail_and_warn_leaves_exempt_out_and_is_never_run(
@@ -131,7 +131,7 @@ def test_fix_script_covers_fail_and_warn_leaves_exempt_out_and_is_never_run(
     assert shop not in text and "# [FAIL] shop " not in text
     assert "# Owner: ops ; touch pwned #" in text  # the hostile tag stays a comment
     assert "# Owner: payments" in text and "(no owner tag)" in text
-    assert f"# Portal: {portal_link(bed.site_id('api/staging'))}" in text
+    assert f"# Portal: {portal_link(bed.site_id('api/staging'), bed.tenant.tenant_id)}" in text
     staging = next(c for c in commands if "--slot" in c)
     assert "--slot=staging" in shlex.split(staging)
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
@@ -259,7 +259,7 @@ def test_ocsf_findings_validate_and_keep_their_uid_from_run_to_run(
     assert staging["unmapped"]["client_cert_mode"] == "Required" and staging["unmapped"]["previous_status"] == "FAIL"
     jobs = by_code["FAIL"][0]
     assert jobs["resources"][0]["name"] == "jobs" and "az functionapp update" in jobs["remediation"]["desc"]
-    assert jobs["remediation"]["references"][0] == portal_link(bed.site_id("jobs"))
+    assert jobs["remediation"]["references"][0] == portal_link(bed.site_id("jobs"), bed.tenant.tenant_id)
     portal = by_code["WARN"][0]
     assert portal["unmapped"]["client_cert_exclusion_paths"] == ["/health"]
     error = by_code["ERROR"][0]
