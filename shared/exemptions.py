@@ -29,8 +29,9 @@ from azure.data.tables import UpdateMode
 
 from .errors import ExemptionError
 from .ids import SUBSCRIPTION_ID_PATTERN
-from .keys import odata_quote, resource_key
+from .keys import lookup_keys, odata_quote, resource_key
 from .models import Finding, Status
+from .names import fold, starts_with
 from .schema import EXEMPTIONS_PARTITION, exemption_row
 from .when import as_utc, parse_when
 
@@ -67,10 +68,11 @@ class Exemption:
     recorded_by: str = ""
 
     def covers(self, resource_id: str) -> bool:
-        """Case-insensitive prefix match on a path boundary (``/sites/app`` never covers ``/sites/app2``)."""
-        scope = self.scope.lower().rstrip("/")
-        rid = resource_id.lower().rstrip("/")
-        return rid == scope or rid.startswith(scope + "/")
+        """Prefix match on a path boundary (``/sites/app`` never covers ``/sites/app2``), names compared
+        as ARM compares them (:mod:`shared.names`: a group spelled with U+212A is not ``...k...``)."""
+        scope = self.scope.rstrip("/")
+        rid = resource_id.rstrip("/")
+        return fold(rid) == fold(scope) or starts_with(rid, scope + "/")
 
     def active(self, at: datetime) -> bool:
         return self.created <= at < self.expires
@@ -108,9 +110,9 @@ def exemption_request(finding: Finding, tag_name: str | None) -> str:
     """
     if not tag_name or finding.status not in (Status.FAIL, Status.WARN):
         return ""
-    wanted = tag_name.lower()
+    wanted = fold(tag_name)
     for key, value in finding.tags:
-        if key.lower() == wanted:
+        if fold(key) == wanted:
             return value.strip() or "(requested, no reason given)"
     return ""
 
@@ -255,23 +257,38 @@ def add_exemption(store: TableStore, exemption: Exemption) -> Exemption | None:
         with contextlib.suppress(ResourceExistsError):
             store.exemptions.create_table()
         store.exemptions.upsert_entity(entity, mode=UpdateMode.REPLACE)
+    for legacy in _legacy_keys(exemption.scope):  # the same scope, keyed by an older version: replaced
+        old = store.get(store.exemptions, PARTITION, legacy)
+        if old is not None:
+            previous = previous or old
+            store.exemptions.delete_entity(PARTITION, legacy)
     return exemption_from_entity(previous) if previous else None
+
+
+def _legacy_keys(scope: str) -> list[str]:
+    """Other RowKeys an exemption of ``scope`` may be stored under (an older version keyed scopes
+    with non-ASCII letters by ``lower()``; see :mod:`shared.names`)."""
+    scope = scope.strip().rstrip("/")
+    return sorted(lookup_keys(scope) - {resource_key(scope)})
 
 
 def remove_exemption(store: TableStore, scope: str) -> Exemption | None:
     """Delete the exemption for ``scope``; return it, or ``None`` when there was none.
 
-    The scope is matched exactly (case-insensitively), never as a prefix: removing a
+    The scope is matched exactly (as ARM compares names), never as a prefix: removing a
     subscription-wide exemption must not silently remove the resource-level ones under it.
     """
-    row_key = resource_key(scope.strip().rstrip("/"))
-    try:
-        previous = store.get(store.exemptions, PARTITION, row_key)
-    except ResourceNotFoundError:
-        return None
+    previous = None
+    for row_key in [resource_key(scope.strip().rstrip("/")), *_legacy_keys(scope)]:
+        try:
+            found = store.get(store.exemptions, PARTITION, row_key)
+        except ResourceNotFoundError:
+            return None
+        if found is not None:
+            previous = previous or found
+            store.exemptions.delete_entity(PARTITION, row_key)
     if previous is None:
         return None
-    store.exemptions.delete_entity(PARTITION, row_key)
     return exemption_from_entity(previous) or Exemption(
         scope=str(previous.get("Scope") or scope),
         reason=str(previous.get("Reason") or ""),

@@ -23,6 +23,7 @@ from .config import Settings
 from .errors import AuditFailed, LeaseLost, RunInProgressError, one_line
 from .lease import LeaseKeeper
 from .models import Status
+from .names import fold
 from .schema import RUNS_PARTITION, run_row, running_row, subscription_row
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit
@@ -215,7 +216,7 @@ class RunLedger:
         list is the audit's scope, so nothing outside it is reported."""
         if self.settings.subscriptions:
             return {}
-        seen = {s.lower() for s in listed}
+        seen = {fold(s) for s in listed}
         cutoff = now - timedelta(days=self.settings.retention_days)
         vanished: dict[str, Mapping[str, Any]] = {}
         for key, row in known.items():
@@ -235,7 +236,7 @@ class RunLedger:
         known: Mapping[str, Mapping[str, Any]],
         tenants: Mapping[str, str] | None = None,
     ) -> int:
-        """Record each subscription read tonight (id -> name; ``tenants``: lower-cased id -> its tenant);
+        """Record each subscription read tonight (id -> name; ``tenants``: folded id -> its tenant);
         returns transactions used."""
         rows = [
             subscription_row(
@@ -243,8 +244,8 @@ class RunLedger:
                 name,
                 summary.run_id,
                 summary.started_at,
-                known.get(sub.lower()),
-                (tenants or {}).get(sub.lower(), ""),
+                known.get(fold(sub)),
+                (tenants or {}).get(fold(sub), ""),
             )
             for sub, name in read.items()
         ]

@@ -21,6 +21,7 @@ from ..config import load_settings
 from ..errors import one_line
 from ..identity import build_credential
 from ..ids import subscription_id
+from ..names import fold
 from ..store import TableStore
 from ..terminal import terminal_text
 
@@ -156,14 +157,14 @@ def resolve_subscription(value: str, known: Mapping[str, Mapping[str, Any]]) -> 
         return subscription_id(value)
     except ValueError:
         pass
-    wanted = value.strip().casefold()
+    wanted = fold(value.strip())  # ARM's rule for names (shared.names), as everywhere else
     rows = list(known.values())
-    exact = [r for r in rows if str(r.get("SubscriptionName") or "").casefold() == wanted]
+    exact = [r for r in rows if fold(str(r.get("SubscriptionName") or "")) == wanted]
     found = exact or [
         r
         for r in rows
-        if str(r.get("SubscriptionName") or "").casefold().startswith(wanted)
-        or str(r.get("SubscriptionId") or "").lower().startswith(wanted)
+        if fold(str(r.get("SubscriptionName") or "")).startswith(wanted)
+        or fold(str(r.get("SubscriptionId") or "")).startswith(wanted)
     ]
     ids = sorted({str(r.get("SubscriptionId") or "").lower() for r in found})
     if len(ids) == 1:

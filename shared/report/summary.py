@@ -13,6 +13,7 @@ from typing import Any
 
 from ..exemptions import Exemption
 from ..models import Status
+from ..names import fold
 from ..schema import REPORT_COLUMNS
 from .selection import RowFilter, listed_statuses
 from .values import STATUSES, run_started, single_line, subscription_label
@@ -31,7 +32,7 @@ def group_of(row: Mapping[str, Any], group_by: str) -> tuple[str, str]:
     sub = str(row.get("SubscriptionId") or "").lower()
     if group_by == "resource-group":
         rg = str(row.get("ResourceGroup") or "")
-        return f"{sub}/{rg.casefold()}", f"{rg or '-'} in {subscription_label(row)}"
+        return f"{sub}/{fold(rg)}", f"{rg or '-'} in {subscription_label(row)}"
     return sub, subscription_label(row)
 
 
