@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from .fixcommand import FixTarget, FixValue, fix_command
+from .fixcommand import FixValue, fix_command
 from .models import CertMode, Finding, InventoryError, SiteRecord, Status
 from .roles import AUDIT_READER_ROLE
 
@@ -86,12 +86,6 @@ def fix_properties(record: SiteRecord, mode: str, paths: tuple[str, ...]) -> dic
     return properties
 
 
-def _fix_target(record: SiteRecord) -> FixTarget:
-    return FixTarget(
-        record.resource_id, record.subscription_id, record.resource_group, record.app_name, record.slot, record.kind
-    )
-
-
 def remediation_for(record: SiteRecord, mode: str, paths: tuple[str, ...]) -> str:
     """A concrete fix: where to click in the portal, then the ``az`` command that does it all at once.
 
@@ -116,7 +110,7 @@ def remediation_for(record: SiteRecord, mode: str, paths: tuple[str, ...]) -> st
         steps.append("remove the certificate exclusion paths if they are not needed")
     if "httpsOnly" in properties:
         steps.append("turn on 'HTTPS Only' (requests over HTTP carry no client certificate)")
-    command = shlex.join(fix_command(_fix_target(record), properties))
+    command = shlex.join(fix_command(record, properties))
     return f"Portal: App Service > Configuration > General settings: {'; '.join(steps)}. {command}"
 
 

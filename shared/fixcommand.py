@@ -32,6 +32,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .models import SiteRecord
+
 #: The properties a client-certificate fix may set, and nothing else (the fix script refuses others).
 FIX_PROPERTIES: tuple[str, ...] = ("clientCertEnabled", "clientCertMode", "clientCertExclusionPaths", "httpsOnly")
 #: ``az resource patch`` needs an api-version; the one azure-mgmt-web 11 (azure-cli 2.91, and the audit) uses.
@@ -41,18 +43,6 @@ _PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _LITERALS = frozenset({"true", "false", "null", "True", "False", "None"})
 
 FixValue = bool | str
-
-
-@dataclass(frozen=True)
-class FixTarget:
-    """The resource a fix command names: its id and the parts ``az webapp/functionapp`` take."""
-
-    resource_id: str
-    subscription_id: str
-    resource_group: str
-    app_name: str
-    slot: str = ""
-    kind: str = ""
 
 
 def command_group(kind: str) -> str:
@@ -71,8 +61,9 @@ def _set_value(value: FixValue) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def fix_command(target: FixTarget, properties: Mapping[str, FixValue]) -> list[str]:
-    """The ``az`` arguments that set ``properties`` on exactly ``target``."""
+def fix_command(target: SiteRecord, properties: Mapping[str, FixValue]) -> list[str]:
+    """The ``az`` arguments that set ``properties`` on exactly ``target`` (its id, group, name, slot,
+    subscription and ``kind`` are what the command needs)."""
     unknown = set(properties) - set(FIX_PROPERTIES)
     if unknown:
         raise ValueError(f"not a client certificate property: {sorted(unknown)}")

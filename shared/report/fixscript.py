@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping
 from typing import IO, Any
 from urllib.parse import quote
 
-from ..fixcommand import COMMAND_GROUPS, FixTarget, ParsedFix, fix_command, parse_fix_command
+from ..fixcommand import COMMAND_GROUPS, ParsedFix, fix_command, parse_fix_command
 from ..keys import resource_key
-from ..models import Status
+from ..models import SiteRecord, Status
 from ..terminal import one_line
 from .spool import ListSpool
 from .summary import ReportContext, Summary
@@ -32,6 +32,8 @@ PORTAL = "https://portal.azure.com/#"
 #: The command of a remediation: the first ``az <group> `` after our own text (no estate text precedes it).
 _AZ = re.compile(r"(?:^|\s)(az\s+(?:" + "|".join(COMMAND_GROUPS) + r")\s.*)$", re.S)
 _TARGET = {"--name": "AppName", "--resource-group": "ResourceGroup", "--slot": "Slot"}
+#: The result columns a fix command is written from.
+_RECORD = ("ResourceId", "SubscriptionId", "ResourceGroup", "AppName", "Slot", "Kind")
 
 
 def comment(value: Any) -> str:
@@ -84,13 +86,14 @@ def az_command(row: Mapping[str, Any]) -> list[str] | None:
         return None
     if parsed is None or not _targets_row(parsed, row):
         return None
-    target = FixTarget(
-        resource_id=str(row.get("ResourceId") or ""),
-        subscription_id=str(row.get("SubscriptionId") or ""),
-        resource_group=str(row.get("ResourceGroup") or ""),
-        app_name=str(row.get("AppName") or ""),
-        slot=str(row.get("Slot") or ""),
-        kind=str(row.get("Kind") or ""),
+    value = {column: str(row.get(column) or "") for column in _RECORD}
+    target = SiteRecord(
+        value["ResourceId"],
+        value["SubscriptionId"],
+        value["ResourceGroup"],
+        value["AppName"],
+        slot=value["Slot"],
+        kind=value["Kind"],
     )
     if not target.resource_id or (target.kind and not target.app_name):
         return None

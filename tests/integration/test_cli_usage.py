@@ -115,6 +115,10 @@ def test_columns_fit_their_data(bed: AuditBed, capsys: pytest.CaptureFixture[str
         cells = run.split()
         assert cells[0] == summary.run_id and cells[1] == "complete", run  # never run together
         assert run.index("complete") == head.index("outcome")
+    listing = out.split("\nRUN", 1)[1].splitlines()
+    status_at = listing[0].index("STATUS") + len("RUN")
+    entries = [line for line in listing[1:] if line[:8].isdigit()]
+    assert entries and all(line[status_at:].split()[0] in ("FAIL", "WARN", "ERROR") for line in entries), listing[:4]
 
 
 def test_new_on_a_baseline_says_nothing_counts_as_new(bed: AuditBed, capsys: pytest.CaptureFixture[str]) -> None:
