@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..exemptions import Exemption
+from ..exemptions import BrokenExemption, Exemption
 from ..models import Status
 from ..names import fold
 from ..schema import REPORT_COLUMNS
@@ -132,6 +132,7 @@ class ReportContext:
     trend: tuple[Mapping[str, Any], ...] = ()
     expiring: tuple[Exemption, ...] = ()
     expiring_days: int = 14
+    broken: tuple[BrokenExemption, ...] = ()  # exemption rows that exempt nothing (always shown)
     html_rows: int = 5000  # a page with 100,000 rows helps nobody; CSV has them all
     group_by: str = ""  # --group-by; "" is the default summary (per subscription)
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
