@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 #: filled transactions per early flush.
 MAX_HELD_RESOURCES = 20_000
 Checkpoint = Callable[[str, str], None]
+#: RowKey of the tenant's ERROR row (its ResourceId is ``/``, the tenant root scope).
+TENANT_ROW_KEY = "~tenant"
 
 
 class Inventory(Protocol):
@@ -84,7 +86,7 @@ class RunContext:
     exemptions: Sequence[Exemption]
     names: Mapping[str, str]  # lower-cased subscription id -> display name
     vanished: Mapping[str, Mapping[str, Any]]  # subscription id -> its registry row
-    deadline: float  # time.monotonic() after which no ARM call starts
+    deadline: float  # the host's monotonic time after which no ARM call starts
     #: A change poll reads only some resources of each subscription: nothing else is retired or
     #: confirmed, and only those resources' state is touched.
     targeted: bool = False
@@ -102,6 +104,7 @@ class SubscriptionPipeline:
         *,
         now: Callable[[], datetime],
         checkpoint: Checkpoint,
+        monotonic: Callable[[], float] = time.monotonic,
         thread_init: ThreadInit = NO_CONTEXT,
     ) -> None:
         self.settings = settings
@@ -109,6 +112,7 @@ class SubscriptionPipeline:
         self.inventory = inventory
         self.run = run
         self.now = now
+        self.monotonic = monotonic
         self.checkpoint = checkpoint
         run_id = run.summary.run_id
         self._results = PackedWriter(
@@ -160,6 +164,7 @@ class SubscriptionPipeline:
             subscription_name=self.run.names.get(fold(subscription_id), ""),
             request_tag=self.settings.exemption_request_tag,
             retire=deleted,
+            in_place=self.run.targeted,
         )
         result.counts, result.rows = plan.counts, len(plan.findings)
         if not result.read:  # unreadable: its last-known state stays exactly as it was
@@ -171,6 +176,25 @@ class SubscriptionPipeline:
         )
         self._hold(tracked)
         result.new_failures, result.retired = plan.new_failures, len(plan.gone)
+        return result
+
+    def scope_error(self, owner: str, error: InventoryError) -> SubscriptionResult:
+        """The ERROR row of a scope above the subscriptions (the tenant: nothing could be read), written
+        with the run's rows; it has no state. Its result counts its row, not a subscription."""
+        result = SubscriptionResult(owner, read=False, partial=True)
+        plan = plan_subscription(
+            error.subscription_id,
+            {TENANT_ROW_KEY: error_finding(error)},
+            {},
+            [],
+            summary=self.run.summary,
+            audited_at=self.now(),
+            read=False,
+            partial=True,
+        )
+        result.counts, result.rows = plan.counts, len(plan.findings)
+        log.error("Run %s: %s %s", self.run.summary.run_id, error.scope_id, error.message)
+        self._results.add(owner, plan.result_rows(), self._then(owner, self._rows_only, plan))
         return result
 
     def _findings(
@@ -223,13 +247,13 @@ class SubscriptionPipeline:
             yield InventoryError(scope, subscription_id, self._vanished_message(subscription_id, vanished))
             return
         note = f"the run reached its deadline (AUDIT_RUN_DEADLINE_MINUTES={self.settings.run_deadline_minutes})"
-        if time.monotonic() > self.run.deadline:
+        if self.monotonic() > self.run.deadline:
             yield InventoryError(scope, subscription_id, f"not audited: {note}")
             return
         try:
             for item in self.inventory.scan(subscription_id):
                 yield item
-                if time.monotonic() > self.run.deadline:
+                if self.monotonic() > self.run.deadline:
                     yield InventoryError(scope, subscription_id, f"listing incomplete: {note}")
                     return
         except Exception as exc:  # noqa: BLE001 - one broken subscription never stops the run
