@@ -11,12 +11,14 @@ or a failed poll whose watermark stays).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from azure.core.exceptions import AzureError
 
 import shared.resourcegraph as rg
 from shared.errors import PagingLoopError
+from tests.emulators.arm import ArmEmulator
 from tests.emulators.graph import repeated_skip_token, truncated_after
 from tests.emulators.tenant import Site, Tenant
 from tests.harness import AuditHarness
@@ -51,6 +53,16 @@ def tenant_with_slots(clock: Clock | None = None) -> tuple[Tenant, dict[str, Sit
     if clock is not None:
         tenant.start_change_log(clock)
     return tenant, sites
+
+
+def after_a_night(make_arm: Any, harness_factory: Any) -> tuple[Clock, dict[str, Site], ArmEmulator, AuditHarness]:
+    """The estate with its change log, audited once (the baseline every poll test starts from)."""
+    clock = Clock(NIGHT)
+    tenant, sites = tenant_with_slots(clock)
+    arm = make_arm(tenant)
+    h: AuditHarness = harness_factory(arm)
+    h.run_at(NIGHT)
+    return clock, sites, arm, h
 
 
 def live(h: AuditHarness) -> set[str]:
@@ -127,11 +139,7 @@ def test_a_slot_list_404_retires_the_slots_only_on_the_sites_own_resource_not_fo
 def test_a_poll_get_answering_another_404_is_an_error_and_keeps_the_state(
     make_arm, harness_factory, code: str | None
 ) -> None:
-    clock = Clock(NIGHT)
-    tenant, sites = tenant_with_slots(clock)
-    arm = make_arm(tenant)
-    h: AuditHarness = harness_factory(arm)
-    h.run_at(NIGHT)
+    clock, sites, arm, h = after_a_night(make_arm, harness_factory)
     clock.at = NIGHT + timedelta(hours=3)
     sites["app"].update(client_cert_mode="Optional")
     sites["slot"].update(client_cert_mode="Optional")
@@ -151,11 +159,7 @@ def test_a_poll_get_answering_another_404_is_an_error_and_keeps_the_state(
 
 
 def test_a_poll_get_answering_resource_not_found_retires_the_resource(make_arm, harness_factory) -> None:
-    clock = Clock(NIGHT)
-    tenant, sites = tenant_with_slots(clock)
-    arm = make_arm(tenant)
-    h: AuditHarness = harness_factory(arm)
-    h.run_at(NIGHT)
+    clock, sites, arm, h = after_a_night(make_arm, harness_factory)
     clock.at = NIGHT + timedelta(hours=3)
     sites["plain"].update(client_cert_mode="Optional")
     arm.faults.not_found(r"/sites/plain$", "ResourceNotFound")
@@ -194,11 +198,7 @@ def test_a_truncated_resource_graph_answer_is_an_error_for_what_it_did_not_reach
 
 
 def test_a_truncated_change_feed_fails_the_poll_and_keeps_the_watermark(make_arm, harness_factory) -> None:
-    clock = Clock(NIGHT)
-    tenant, sites = tenant_with_slots(clock)
-    arm = make_arm(tenant)
-    h: AuditHarness = harness_factory(arm)
-    h.run_at(NIGHT)
+    clock, sites, arm, h = after_a_night(make_arm, harness_factory)
     clock.at = NIGHT + timedelta(hours=1)
     first = h.poll_at(clock.at)
     clock.at += timedelta(hours=1)
@@ -221,11 +221,7 @@ def test_a_truncated_change_feed_fails_the_poll_and_keeps_the_watermark(make_arm
 def test_a_change_feed_that_repeats_its_skip_token_fails_the_poll(
     make_arm, harness_factory, monkeypatch
 ) -> None:
-    clock = Clock(NIGHT)
-    tenant, sites = tenant_with_slots(clock)
-    arm = make_arm(tenant)
-    h: AuditHarness = harness_factory(arm)
-    h.run_at(NIGHT)
+    clock, sites, arm, h = after_a_night(make_arm, harness_factory)
     clock.at = NIGHT + timedelta(hours=2)
     for name in ("app", "plain", "failing"):
         sites[name].update(client_cert_mode="Optional")
