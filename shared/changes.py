@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError
 from azure.mgmt.resourcegraph import ResourceGraphClient
 
 from .arm_ids import parse_site_id
@@ -44,9 +44,9 @@ from .models import GoneRecord, InventoryError, SiteRecord
 from .owners import OwnerResolver
 from .pipeline import Checkpoint, RunContext, SubscriptionPipeline
 from .plan import tally
-from .resourcegraph import graph_client, query_page, quota_wait
+from .resourcegraph import graph_client, next_skip_token, query_page, quota_wait
 from .schema import refused_result_row
-from .sites import describe_error, site_record
+from .sites import confirms_gone, describe_error, site_record
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
 from .when import as_utc
@@ -110,15 +110,18 @@ class ChangeFeed:
         self._client.close()
 
     def since(self, since: datetime) -> list[Change]:
+        """Every change record since ``since``; raises (the poll fails, its watermark stays) when
+        Resource Graph's answer is truncated or its paging loops (:func:`next_skip_token`)."""
         changes: list[Change] = []
         skip_token: str | None = None
+        followed: set[str] = set()
         while True:
             body, headers = self._page(changes_query(since), skip_token)
             for row in body.get("data") or ():
                 change = _change(row)
                 if change is not None:
                     changes.append(change)
-            skip_token = body.get("$skipToken") or None
+            skip_token = next_skip_token(body, followed, "the change query")
             if not skip_token:
                 return changes
             pause = quota_wait(headers)
@@ -202,10 +205,10 @@ class ChangedResources:
             return
         try:
             raw = self._get(web, site.resource_group, site.app_name, site.slot)
-        except ResourceNotFoundError:
-            yield GoneRecord(resource_id, subscription_id)
-            return
         except AzureError as exc:
+            if confirms_gone(exc):  # only the resource's own ResourceNotFound: any other 404 is an ERROR
+                yield GoneRecord(resource_id, subscription_id)
+                return
             message, status = describe_error(exc)
             yield InventoryError(resource_id, subscription_id, f"not readable: {message}", site.resource_group, status)
             return

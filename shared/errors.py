@@ -22,7 +22,13 @@ class NoDataError(LookupError):
 
 
 class PagingLoopError(AzureError):
-    """ARM returned a ``nextLink`` already followed: stop instead of looping forever."""
+    """ARM returned a ``nextLink`` (or Resource Graph a ``$skipToken``) already followed: stop
+    instead of looping forever, and treat what was listed as incomplete."""
+
+
+class TruncatedAnswerError(AzureError):
+    """Resource Graph says its answer is truncated (``resultTruncated``): rows are missing and no
+    ``$skipToken`` leads to them, so the answer is incomplete, never a short list to trust."""
 
 
 class ArmIdError(ValueError):

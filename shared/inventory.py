@@ -21,7 +21,7 @@ from typing import Any
 import requests
 import requests.adapters
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
@@ -33,7 +33,7 @@ from .links import PinnedEndpointPolicy
 from .models import InventoryError, SiteRecord
 from .owners import resolve_owners
 from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
-from .sites import describe_error, site_record
+from .sites import confirms_gone, describe_error, site_record
 from .threads import NO_CONTEXT, ThreadInit, executor
 
 log = logging.getLogger(__name__)
@@ -260,15 +260,15 @@ def _group_items(
     try:
         pager = web.web_apps.list_by_resource_group(rg, include_slots=True)
         items = list(_unseen(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id, seen))
-    except ResourceNotFoundError:
-        return  # the group was deleted since the subscription list: nothing left to audit
     except ForeignLinkError as exc:  # per-app lists would not make ARM's paging trustworthy
         yield InventoryError(scope, subscription_id, f"slots not readable: {describe_error(exc)[0]}", rg)
         return
     except HttpResponseError as exc:
-        # Access denied, or still throttled after azure-core's retries: per-app lists would only
-        # multiply the calls that cannot succeed, so the group is reported unreadable.
-        if exc.status_code in (401, 403, 429):
+        # Access denied, still throttled after azure-core's retries, or not found: per-app lists would
+        # only multiply the calls that cannot succeed, so the group is reported unreadable. A 404 is
+        # never read as "the group is gone": whatever its code (ResourceGroupNotFound, SubscriptionNotFound,
+        # none), the sites the site list showed in it exist, and their slots must not be retired.
+        if exc.status_code in (401, 403, 404, 429):
             message, status = describe_error(exc)
             yield InventoryError(scope, subscription_id, f"slots not readable: {message}", rg, status)
             return
@@ -302,10 +302,10 @@ def _slots_per_app(
         try:
             pager = web.web_apps.list_slots(rg, app)
             listed = list(_unseen(guarded_pages(pager, scope), subscription_id, set()))
-        except ResourceNotFoundError:
-            log.info("Site %s disappeared between the site list and its slot list", scope)
-            continue
         except AzureError as exc:
+            if confirms_gone(exc):  # the site's own ResourceNotFound; any other 404 is an ERROR below
+                log.info("Site %s disappeared between the site list and its slot list", scope)
+                continue
             message, status = describe_error(exc)
             yield InventoryError(scope, subscription_id, f"slots not readable: {message}", rg, status)
             continue

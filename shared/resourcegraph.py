@@ -21,6 +21,7 @@ from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from .config import Settings
+from .errors import PagingLoopError, TruncatedAnswerError
 from .http import client_kwargs
 from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
 from .links import PinnedEndpointPolicy
@@ -77,6 +78,28 @@ def graph_client(credential: TokenCredential, settings: Settings) -> ResourceGra
         per_call_policies=[PinnedEndpointPolicy(settings.arm_endpoint, "Resource Graph")],
         **client_kwargs(settings.retry_total, settings.http_timeout),
     )
+
+
+def next_skip_token(body: Mapping[str, Any], followed: set[str], what: str) -> str | None:
+    """The ``$skipToken`` of the page after ``body``, or ``None`` after the last page.
+
+    Guarded like ARM's paging (``paging.guarded_pages``): a truncated answer (``resultTruncated``:
+    rows are missing and no token leads to them) raises :class:`TruncatedAnswerError`, and a token
+    already in ``followed`` (a paging loop) raises :class:`PagingLoopError`. Either way the caller
+    treats its answer as incomplete, never as a short list to trust; ``followed`` gains the token.
+    """
+    if str(body.get("resultTruncated", "false")).lower() == "true":
+        raise TruncatedAnswerError(
+            f"{what}: Resource Graph truncated its answer (resultTruncated is true): rows are missing"
+        )
+    token = body.get("$skipToken") or None
+    if token is None:
+        return None
+    token = str(token)
+    if token in followed:
+        raise PagingLoopError(f"{what}: Resource Graph returned the same $skipToken twice (paging loop)")
+    followed.add(token)
+    return token
 
 
 def query_page(
@@ -208,12 +231,9 @@ class ResourceGraphInventory:
                 if key not in seen:
                     seen.add(key)
                     records.append(found)
-            token = body.get("$skipToken") or None
+            token = next_skip_token(body, tokens, "the sites query")
             if not token:
                 break
-            if token in tokens:
-                raise AzureError("Resource Graph returned the same $skipToken twice (paging loop)")
-            tokens.add(token)
             wait = quota_wait(headers)
             if wait:
                 log.info("Resource Graph quota exhausted; waiting %.1fs", wait)

@@ -13,6 +13,27 @@ from .arm_ids import parse_site, subscription_of
 from .errors import ArmIdError, one_line
 from .models import InventoryError, SiteRecord
 
+#: The one answer that proves a resource is gone: a 404 whose ARM error code is this. Any other 404
+#: (``SubscriptionNotFound``, ``ResourceGroupNotFound``, ``ParentResourceNotFound``, or none at all,
+#: as a gateway or an unknown route answers) says something about another scope, or nothing: the
+#: resource may well exist, and retiring it would page its failure as new when it is read again.
+OWN_NOT_FOUND = "ResourceNotFound"
+
+
+def error_code(exc: BaseException) -> str:
+    """ARM's error code of an SDK error (``""`` when the answer carried none)."""
+    code = getattr(getattr(exc, "error", None), "code", None)
+    return code if isinstance(code, str) else ""
+
+
+def confirms_gone(exc: BaseException) -> bool:
+    """Whether an SDK error is the resource's own confirmed absence (see :data:`OWN_NOT_FOUND`)."""
+    return (
+        isinstance(exc, HttpResponseError)
+        and exc.status_code == 404
+        and error_code(exc).lower() == OWN_NOT_FOUND.lower()
+    )
+
 
 def describe_error(exc: BaseException) -> tuple[str, int | None]:
     """A short, secret-free description of an SDK error and its HTTP status."""

@@ -342,6 +342,12 @@ class ArmEmulator:
         #: Lower-cased subscriptions Resource Graph returns no rows for (no error), as it does for a
         #: subscription the identity can no longer read.
         self.resource_graph_hidden: set[str] = set()
+        #: Rows Resource Graph leaves out of its answers without an error, as a deny assignment on one
+        #: group does (``True`` hides the row); see :mod:`tests.emulators.graph`.
+        self.resource_graph_hides: Callable[[dict[str, Any]], bool] | None = None
+        #: Rewrites each Resource Graph answer ``(document, request) -> document`` before it is sent: a
+        #: truncated answer, a repeated ``$skipToken`` (see :mod:`tests.emulators.graph`).
+        self.resource_graph_answer: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
         self._rg_rows: tuple[int, list[dict[str, Any]]] | None = None
         self.faults = FaultSet()
         #: Identity of the system-assigned MI (the token's ``oid``/``appid``).
@@ -722,6 +728,9 @@ class ArmEmulator:
             rows = self._resource_graph_rows() if since is None else self._change_rows(since)
         if self.resource_graph_hidden:  # Resource Graph answers an unreadable subscription with no rows
             rows = [r for r in rows if r["subscriptionId"].lower() not in self.resource_graph_hidden]
+        hides = self.resource_graph_hides
+        if hides is not None:
+            rows = [r for r in rows if not hides(r)]
         if isinstance(subscriptions, list) and subscriptions:
             wanted = {str(s).lower() for s in subscriptions}
             rows = [r for r in rows if r["subscriptionId"].lower() in wanted]
@@ -736,6 +745,8 @@ class ArmEmulator:
         }
         if end < len(rows):
             doc["$skipToken"] = _b64url(str(end).encode())
+        if self.resource_graph_answer is not None:
+            doc = self.resource_graph_answer(doc, request)
         return _Response(200, json.dumps(doc, ensure_ascii=False).encode(), quota_headers)
 
     def _change_rows(self, since: datetime) -> list[dict[str, Any]]:
