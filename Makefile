@@ -18,6 +18,7 @@ help:
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
@@ -46,7 +47,8 @@ demo-deps: $(DEMO_STAMP) $(NODE_STAMP)
 WHEELHOUSE := .wheelhouse
 WHEEL_STAMP := $(WHEELHOUSE)/.downloaded
 $(WHEEL_STAMP): requirements.txt pyproject.toml $(STAMP)
-	$(PY) -m pip download --quiet --disable-pip-version-check -d $(WHEELHOUSE) -r requirements.txt 'setuptools>=68'
+	$(PY) -m pip download --quiet --disable-pip-version-check -d $(WHEELHOUSE) -r requirements.txt
+	$(PY) -m pip download --quiet --disable-pip-version-check -d $(WHEELHOUSE) 'setuptools>=68'
 	touch $@
 
 wheelhouse: $(WHEEL_STAMP)
