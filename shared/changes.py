@@ -40,7 +40,7 @@ from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory, SubscriptionInfo
 from .ledger import RunLedger, RunSummary
-from .models import GoneRecord, InventoryError, SiteRecord
+from .models import GoneRecord, InventoryError, SiteRecord, valid_text
 from .owners import OwnerResolver
 from .pipeline import Checkpoint, RunContext, SubscriptionPipeline
 from .plan import tally
@@ -137,7 +137,7 @@ def _change(row: Any) -> Change | None:
     if not isinstance(row, Mapping) or not isinstance(row.get("targetResourceId"), str):
         return None
     return Change(
-        resource_id=row["targetResourceId"],
+        resource_id=valid_text(row["targetResourceId"]),  # estate text: no lone surrogate (models.valid_text)
         resource_type=str(row.get("targetResourceType") or ""),
         change_type=str(row.get("changeType") or ""),
         at=as_utc(row.get("changeTime")),

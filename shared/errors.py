@@ -56,6 +56,11 @@ class ForeignLinkError(AzureError):
     """A request (a ``nextLink`` to follow) names another origin than the endpoint: not sent."""
 
 
+class RedirectRefusedError(AzureError):
+    """ARM or Resource Graph answered with a redirect (3xx): not followed, so no answer is taken
+    from anywhere but the endpoint; the scope being read is unreadable."""
+
+
 class LeaseLost(RuntimeError):
     """This run no longer holds the audit lease: it must not write anything more."""
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
@@ -27,10 +27,10 @@ from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
 from .config import Settings
-from .errors import ForeignLinkError
+from .errors import ForeignLinkError, RedirectRefusedError
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
-from .links import PinnedEndpointPolicy
-from .models import InventoryError, SiteRecord
+from .links import pinned_client_kwargs
+from .models import InventoryError, SiteRecord, valid_text
 from .owners import resolve_owners
 from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
 from .sites import confirms_gone, describe_error, site_record
@@ -50,6 +50,15 @@ class SubscriptionInfo:
     subscription_id: str
     display_name: str = ""
     state: str = ""
+
+
+def _subscription_info(raw: Mapping[str, Any]) -> SubscriptionInfo:
+    """A subscription as ARM lists it, its text made valid (a display name is estate text too)."""
+    return SubscriptionInfo(
+        valid_text(str(raw.get("subscriptionId") or "").strip()),
+        valid_text(str(raw.get("displayName") or "")),
+        valid_text(str(raw.get("state") or "")),
+    )
 
 
 class ArmInventory:
@@ -74,11 +83,12 @@ class ArmInventory:
         """Fresh for every client: a policy instance is linked into one pipeline (``policy.next``), so a
         retry policy shared by two clients sends one client's requests down the other's transport.
         The transport is per client too, over the shared session (``session_owner=False``: closing a
-        client leaves the pool open). Every request is pinned to the ARM endpoint (no token leaves it)."""
+        client leaves the pool open). Every request is pinned to the ARM endpoint (no token leaves it,
+        no redirect is followed)."""
         return {
             "base_url": self._settings.arm_endpoint,
             "credential_scopes": [self._settings.arm_scope],
-            "per_call_policies": [PinnedEndpointPolicy(self._settings.arm_endpoint)],
+            **pinned_client_kwargs(self._settings.arm_endpoint),
             **client_kwargs(self._settings.retry_total, self._settings.http_timeout),
             "transport": RequestsTransport(
                 session=self._session,
@@ -101,14 +111,18 @@ class ArmInventory:
         with client:
             for item in guarded_pages(client.subscriptions.list(), "subscription list"):
                 raw = _raw(item)
-                sub_id = str(raw.get("subscriptionId") or "").strip()
-                if not sub_id:
+                info = _subscription_info(raw)
+                if not info.subscription_id:
                     continue
-                state = str(raw.get("state") or "")
-                if state.lower() in SKIPPED_SUBSCRIPTION_STATES:
-                    log.info("Skipping subscription %s (%s): state is %s", sub_id, raw.get("displayName"), state)
+                if info.state.lower() in SKIPPED_SUBSCRIPTION_STATES:
+                    log.info(
+                        "Skipping subscription %s (%s): state is %s",
+                        info.subscription_id,
+                        info.display_name,
+                        info.state,
+                    )
                     continue
-                found.setdefault(sub_id.lower(), SubscriptionInfo(sub_id, str(raw.get("displayName") or ""), state))
+                found.setdefault(info.subscription_id.lower(), info)
         return list(found.values())
 
     def _named(self, subscription_ids: Iterable[str]) -> list[SubscriptionInfo]:
@@ -124,7 +138,7 @@ class ArmInventory:
             except AzureError as exc:
                 log.info("No display name for subscription %s: %s", subscription_id, describe_error(exc)[0])
                 return SubscriptionInfo(subscription_id)
-            return SubscriptionInfo(subscription_id, str(raw.get("displayName") or ""), str(raw.get("state") or ""))
+            return replace(_subscription_info(raw), subscription_id=subscription_id)
 
         with (
             SubscriptionClient(self._credential, **self._kwargs) as client,
@@ -260,7 +274,7 @@ def _group_items(
     try:
         pager = web.web_apps.list_by_resource_group(rg, include_slots=True)
         items = list(_unseen(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id, seen))
-    except ForeignLinkError as exc:  # per-app lists would not make ARM's paging trustworthy
+    except (ForeignLinkError, RedirectRefusedError) as exc:  # per-app lists would not make ARM trustworthy
         yield InventoryError(scope, subscription_id, f"slots not readable: {describe_error(exc)[0]}", rg)
         return
     except HttpResponseError as exc:

@@ -24,7 +24,7 @@ from .config import Settings
 from .errors import PagingLoopError, TruncatedAnswerError
 from .http import client_kwargs
 from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
-from .links import PinnedEndpointPolicy
+from .links import pinned_client_kwargs
 from .models import InventoryError, SiteRecord
 from .owners import with_owners
 from .sites import describe_error, site_record
@@ -74,8 +74,9 @@ def graph_client(credential: TokenCredential, settings: Settings) -> ResourceGra
         base_url=settings.arm_endpoint,
         credential_scopes=[settings.arm_scope],
         api_version=API_VERSION,
-        # Pages come by $skipToken in the POST body (no link is followed); pinned all the same.
-        per_call_policies=[PinnedEndpointPolicy(settings.arm_endpoint, "Resource Graph")],
+        # Pages come by $skipToken in the POST body (no link is followed); pinned all the same, and
+        # a redirect is refused (a 307 would re-send the query, and its answer, elsewhere).
+        **pinned_client_kwargs(settings.arm_endpoint, "Resource Graph"),
         **client_kwargs(settings.retry_total, settings.http_timeout),
     )
 

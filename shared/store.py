@@ -28,7 +28,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from . import fastpaths
 from .config import Settings
@@ -37,6 +37,7 @@ from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $ba
 from .http import client_kwargs
 from .keys import odata_quote
 from .layout import partition_batches, run_range, state_filters
+from .models import valid_text
 from .schema import RUNS_PARTITION, STATE_MODEL_FIELDS, SUBSCRIPTIONS_PARTITION
 from .when import as_utc
 
@@ -68,7 +69,11 @@ def truncate(value: str, limit: int = MAX_STRING_UNITS) -> str:
     if len(value) * 2 <= limit or utf16_units(value) <= limit:
         return value
     marker_room = 48
-    kept = value.encode("utf-16-le")[: (limit - marker_room) * 2].decode("utf-16-le", errors="ignore")
+    # surrogatepass: a lone surrogate (which no codec takes as text) is cut like any other unit, and a
+    # pair cut in half loses its dangling high half; the value is stored or refused as it is.
+    kept = value.encode("utf-16-le", "surrogatepass")[: (limit - marker_room) * 2].decode("utf-16-le", "surrogatepass")
+    if kept and "\ud800" <= kept[-1] <= "\udbff":
+        kept = kept[:-1]
     return f"{kept}…[truncated {len(value) - len(kept)} chars]"
 
 
@@ -156,10 +161,12 @@ class TableStore:
     def write_batch(self, table: TableClient, entities: list[dict[str, Any]]) -> int:
         """Upsert ≤100 entities of one partition as one transaction; returns transactions used.
 
-        A rejected transaction is split: its entities are written one by one, so one bad row cannot
-        take its 99 neighbours down with it. A row the service still refuses is replaced by what the
-        table's :attr:`fallbacks` entry makes of it (an ERROR row that says why, for results);
-        without one, or when the replacement is refused too, :class:`StoreError` is raised.
+        A transaction that fails for any reason (rejected by the service, or refused on this side,
+        say a value no encoder takes) is split: its entities are written one by one, so one bad row
+        cannot take its 99 neighbours down with it (a store that is down fails the first of them
+        too, and that error is raised). A row still refused is replaced by what the table's
+        :attr:`fallbacks` entry makes of it (an ERROR row that says why, for results); without one,
+        or when the replacement is refused too, :class:`StoreError` is raised.
         """
         self.guard()
         fallback = self.fallbacks.get(table.table_name)
@@ -170,11 +177,11 @@ class TableStore:
         try:
             fastpaths.upsert_batch(table, batch)
             return 1
-        except (TableTransactionError, HttpResponseError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: each row is tried on its own below
             log.warning(
-                "Transaction of %d rows rejected (%s); writing them one by one",
+                "Transaction of %d rows failed (%s); writing them one by one",
                 len(batch),
-                getattr(exc, "error_code", None) or getattr(exc, "status_code", None),
+                getattr(exc, "error_code", None) or getattr(exc, "status_code", None) or type(exc).__name__,
             )
         for entity in batch:
             self.guard()
@@ -189,7 +196,7 @@ class TableStore:
             if replacement is None:
                 raise
             log.error("%s; stored in its place: %s", exc, replacement.get("Reason", "a reduced row"))
-            self._upsert_one(table, clean_entity(replacement))
+            self._upsert_one(table, clean_entity(_valid_entity(replacement)))
 
     def _upsert_one(self, table: TableClient, entity: dict[str, Any]) -> None:
         try:
@@ -198,6 +205,11 @@ class TableStore:
             raise StoreError(
                 f"{table.table_name} rejected row {entity.get('PartitionKey')}/{entity.get('RowKey')}: "
                 f"{getattr(exc, 'error_code', None) or exc.status_code}"
+            ) from exc
+        except (ValueError, TypeError) as exc:  # refused on this side: a value the SDK cannot send
+            raise StoreError(
+                f"{table.table_name} could not send row {entity.get('PartitionKey')}/{entity.get('RowKey')}: "
+                f"{type(exc).__name__}"
             ) from exc
 
     def delete_keys(self, table: TableClient, keys: Iterable[tuple[str, str]]) -> tuple[int, int]:
@@ -363,6 +375,12 @@ def _state_model_row(raw: Mapping[str, Any]) -> dict[str, Any]:
             value = raw[name]
             row[name] = sys.intern(value) if type(value) is str and name in _SHARED_STATE_FIELDS else value
     return row
+
+
+def _valid_entity(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """A replacement row with every string made valid text: it must be storable whatever refused
+    the row it stands in for."""
+    return {key: valid_text(value) if isinstance(value, str) else value for key, value in entity.items()}
 
 
 def _partition_key(entity: Mapping[str, Any]) -> str:
