@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	touch $@
+	touch $(VENV)/.demo-installed $@
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -30,7 +30,8 @@ $(NODE_STAMP): package.json package-lock.json
 install: $(STAMP) $(NODE_STAMP)
 
 # What ./demo needs and no more: the runtime (requirements.txt), trustme for the emulators' TLS, and
-# Azurite. A full `make install` is a superset of it.
+# Azurite. A full `make install` is a superset of it and marks it done (so ./demo, run by the tests,
+# never reinstalls into the venv the other test workers are using).
 DEMO_STAMP := $(VENV)/.demo-installed
 $(DEMO_STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -22,8 +22,8 @@ role=$(sed "s/MANAGEMENT_GROUP_ID/$mg/" "$here/../tenant/audit-reader-role.json"
 cat <<BANNER
 
 ==============================================================================================
- NOT DONE YET: the auditor can read NOTHING until a tenant admin runs the commands below.
- Until then every run reads zero subscriptions (docs/deploy.md, "A run that read nothing").
+ The auditor can read NOTHING until a tenant admin has run the commands below (once; skip this
+ if it is done). Until then every run reads zero subscriptions (docs/deploy.md, "A run that read nothing").
  Send this block to your tenant admin (docs/deploy.md, "Runbook 2: the tenant admin");
  it needs User Access Administrator (or Owner) at management group $mg.
 ==============================================================================================
