@@ -41,6 +41,7 @@ from .identity import build_credential
 from .inventory import ArmInventory, SubscriptionInfo
 from .ledger import RunLedger, RunSummary
 from .models import GoneRecord, InventoryError, SiteRecord, valid_text
+from .names import fold
 from .owners import OwnerResolver
 from .pipeline import Checkpoint, RunContext, SubscriptionPipeline
 from .plan import tally
@@ -79,7 +80,7 @@ GET_CONCURRENCY = 4
 def fingerprint(change: Change) -> str:
     """A change record's identity: the resource, the instant and the kind of change."""
     when = change.at.isoformat() if change.at else ""
-    text = f"{change.resource_id.lower()}|{when}|{change.change_type}"
+    text = f"{fold(change.resource_id)}|{when}|{change.change_type}"
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
@@ -145,15 +146,19 @@ def _change(row: Any) -> Change | None:
 
 
 def by_subscription(changes: list[Change]) -> dict[str, list[str]]:
-    """The changed resource ids per subscription, each resource once (case-insensitively); a
-    record whose id names no subscription is dropped with a warning (no scope could own it)."""
+    """The changed resource ids per subscription, each subscription and each resource once as ARM
+    compares ids (``resourcechanges`` spells an id in whatever casing its writer used: two casings
+    of one subscription are one subscription); a record whose id names no subscription is dropped
+    with a warning (no scope could own it)."""
+    spelled: dict[str, str] = {}
     out: dict[str, dict[str, str]] = {}
     for change in changes:
         parts = change.resource_id.strip("/").split("/")
-        if len(parts) < 2 or parts[0].lower() != "subscriptions" or not parts[1]:
+        if len(parts) < 2 or fold(parts[0]) != "subscriptions" or not parts[1]:
             log.warning("Change record for %r names no subscription; ignored", change.resource_id[:200])
             continue
-        out.setdefault(parts[1], {}).setdefault(change.resource_id.lower(), change.resource_id)
+        sub = spelled.setdefault(fold(parts[1]), parts[1])
+        out.setdefault(sub, {}).setdefault(fold(change.resource_id), change.resource_id)
     return {sub: list(ids.values()) for sub, ids in out.items()}
 
 

@@ -31,6 +31,7 @@ from .errors import ForeignLinkError, RedirectRefusedError
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
 from .links import pinned_client_kwargs
 from .models import InventoryError, SiteRecord, valid_text
+from .names import fold
 from .owners import resolve_owners
 from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
 from .sites import confirms_gone, describe_error, site_record
@@ -122,7 +123,7 @@ class ArmInventory:
                         info.state,
                     )
                     continue
-                found.setdefault(info.subscription_id.lower(), info)
+                found.setdefault(fold(info.subscription_id), info)
         return list(found.values())
 
     def _named(self, subscription_ids: Iterable[str]) -> list[SubscriptionInfo]:
@@ -176,8 +177,8 @@ Found = SiteRecord | InventoryError
 
 
 def found_key(found: Found) -> str:
-    """The case-insensitive key a found item is deduplicated by (a record's id, an error's scope)."""
-    return found.key if isinstance(found, SiteRecord) else found.scope_id.lower()
+    """The key a found item is deduplicated by, as ARM compares ids (a record's id, an error's scope)."""
+    return found.key if isinstance(found, SiteRecord) else fold(found.scope_id)
 
 
 def _scan(web: WebSiteManagementClient, subscription_id: str, thread_init: ThreadInit = NO_CONTEXT) -> Iterator[Found]:
@@ -206,7 +207,7 @@ class _SubscriptionScan:
         self.web = web
         self.subscription_id = subscription_id
         self.seen: set[str] = set()
-        self.groups: dict[str, tuple[str, dict[str, str]]] = {}  # lower-cased group -> (name as listed, apps)
+        self.groups: dict[str, tuple[str, dict[str, str]]] = {}  # folded group -> (name as listed, apps)
         self.pacer = ReadPacer()
         self.pool = executor(GROUP_LIST_CONCURRENCY, "groups", thread_init)
         # Taken off as they are yielded, so each group's records are let go then, not at the end.
@@ -247,11 +248,11 @@ class _SubscriptionScan:
 
     def _note_group(self, found: SiteRecord) -> None:
         """A new group starts its list at once; every site's app is remembered for a fallback."""
-        group = self.groups.get(found.resource_group.lower())
+        group = self.groups.get(fold(found.resource_group))
         if group is None:
-            group = self.groups[found.resource_group.lower()] = (found.resource_group, {})
+            group = self.groups[fold(found.resource_group)] = (found.resource_group, {})
             self.started.append((group, self.pool.submit(self._group_list, group)))
-        group[1].setdefault(found.app_name.lower(), found.app_name)
+        group[1].setdefault(fold(found.app_name), found.app_name)
 
     def _group_list(self, group: tuple[str, dict[str, str]]) -> list[Found | _PerApp]:
         self.pacer.wait()

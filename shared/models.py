@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .names import fold
+
 
 def valid_text(value: str) -> str:
     """``value`` as text every encoder accepts: a lone UTF-16 surrogate becomes U+FFFD.
@@ -73,8 +75,8 @@ class SiteRecord:
 
     @property
     def key(self) -> str:
-        """Case-insensitive identity: ARM returns the same id with different casing."""
-        return self.resource_id.lower()
+        """Identity as ARM compares ids (:func:`~shared.names.fold`): ARM returns one id in many casings."""
+        return fold(self.resource_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,7 @@ class GoneRecord:
 
     @property
     def key(self) -> str:
-        return self.resource_id.lower()
+        return fold(self.resource_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +140,8 @@ class Finding:
 
     @property
     def key(self) -> str:
-        """Case-insensitive identity of the resource."""
-        return self.resource_id.lower()
+        """Identity of the resource as ARM compares ids."""
+        return fold(self.resource_id)
 
     def identity(self) -> dict[str, str]:
         """The properties that name the resource, alike in result rows, state rows and events."""

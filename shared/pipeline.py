@@ -28,10 +28,11 @@ from .config import Settings
 from .errors import AuditFailed, one_line
 from .evaluate import error_finding, evaluate
 from .exemptions import Exemption, apply_exemption
-from .keys import resource_key
+from .keys import lookup_keys, resource_key
 from .layout import narrowed_state_filters, partition_batches, results_partition, state_shards
 from .ledger import RunSummary
 from .models import Finding, GoneRecord, InventoryError, SiteRecord, Status
+from .names import fold, same
 from .plan import SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
@@ -130,12 +131,14 @@ class SubscriptionPipeline:
         result = SubscriptionResult(subscription_id)
         audited_at = self.now()
         deleted: set[str] = set()
-        findings = self._findings(subscription_id, result, audited_at, deleted)
+        gone_ids: list[str] = []
+        findings = self._findings(subscription_id, result, audited_at, deleted, gone_ids)
         # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
         narrowed = None
         if self.run.targeted:  # only the state of what was re-read (and a deleted site's slots)
-            keys = set(findings) | deleted
+            ids = [f.resource_id for f in findings.values()] + gone_ids  # any key their rows may be under
+            keys = {key for rid in ids for key in lookup_keys(rid)} | set(findings) | deleted
             narrowed = narrowed_state_filters(subscription_id, keys, (f"{k}|slots|" for k in deleted))
         prior, extra = self.store.subscription_state(subscription_id, findings, narrowed)
         if self.run.targeted:
@@ -154,7 +157,7 @@ class SubscriptionPipeline:
             audited_at=audited_at,
             read=result.read,
             partial=result.partial or self.run.targeted,  # a targeted read retires only what is confirmed
-            subscription_name=self.run.names.get(subscription_id.lower(), ""),
+            subscription_name=self.run.names.get(fold(subscription_id), ""),
             request_tag=self.settings.exemption_request_tag,
             retire=deleted,
         )
@@ -171,17 +174,23 @@ class SubscriptionPipeline:
         return result
 
     def _findings(
-        self, subscription_id: str, result: SubscriptionResult, audited_at: datetime, deleted: set[str]
+        self,
+        subscription_id: str,
+        result: SubscriptionResult,
+        audited_at: datetime,
+        deleted: set[str],
+        gone_ids: list[str],
     ) -> dict[str, Finding]:
         findings: dict[str, Finding] = {}
         for item in self._scan(subscription_id):
             if isinstance(item, GoneRecord):
                 deleted.add(resource_key(item.resource_id))
+                gone_ids.append(item.resource_id)
                 continue
             if isinstance(item, InventoryError):
                 finding = error_finding(item)
                 result.partial = True
-                if item.scope_id.lower() == f"/subscriptions/{subscription_id}".lower():
+                if same(item.scope_id, f"/subscriptions/{subscription_id}"):
                     result.read = False
                 self._warn(item)
             else:

@@ -26,6 +26,7 @@ from .http import client_kwargs
 from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
 from .links import pinned_client_kwargs
 from .models import InventoryError, SiteRecord
+from .names import fold
 from .owners import with_owners
 from .sites import describe_error, site_record
 from .threads import NO_CONTEXT, ThreadInit, thread
@@ -151,9 +152,9 @@ class ResourceGraphInventory:
         self._arm.close()
 
     def subscriptions(self) -> list[SubscriptionInfo]:
-        subs = sorted(self._arm.subscriptions(), key=lambda s: s.subscription_id.lower())
+        subs = sorted(self._arm.subscriptions(), key=lambda s: fold(s.subscription_id))
         with self._cond:
-            self._wanted = {s.subscription_id.lower() for s in subs}
+            self._wanted = {fold(s.subscription_id) for s in subs}
         return subs
 
     def confirm_empty(self, subscription_id: str) -> InventoryError | None:
@@ -220,7 +221,7 @@ class ResourceGraphInventory:
                 if not isinstance(row, Mapping):
                     continue
                 found = site_record(row, str(row.get("subscriptionId") or ""))
-                subscription = found.subscription_id.lower()
+                subscription = fold(found.subscription_id)
                 if isinstance(found, InventoryError) and not subscription:
                     # No subscription column and no id to read one from: no subscription's audit can own it.
                     log.warning("Resource Graph returned a row of no subscription: %s", found.message)
@@ -256,7 +257,7 @@ class ResourceGraphInventory:
             self._cond.notify_all()
 
     def scan(self, subscription_id: str) -> Iterator[SiteRecord | InventoryError]:
-        key = subscription_id.lower()
+        key = fold(subscription_id)
         with self._cond:
             if self._loader is None:
                 self._loader = thread(self._run_loader, "resourcegraph", self._thread_init)

@@ -15,6 +15,7 @@ from azure.core.exceptions import HttpResponseError
 from .arm_ids import parse_site, subscription_of
 from .errors import ArmIdError, one_line
 from .models import InventoryError, SiteRecord, valid_text
+from .names import same
 
 #: The one answer that proves a resource is gone: a 404 whose ARM error code is this. Any other 404
 #: (``SubscriptionNotFound``, ``ResourceGroupNotFound``, ``ParentResourceNotFound``, or none at all,
@@ -77,7 +78,7 @@ def _unusable(raw: Mapping[str, Any], subscription_id: str, problem: ArmIdError)
     resource_id = raw.get("id")
     sub = subscription_id or subscription_of(resource_id)
     scope = resource_id.strip() if isinstance(resource_id, str) else ""
-    if not scope or scope.rstrip("/").lower() == f"/subscriptions/{sub}".lower():
+    if not scope or same(scope.rstrip("/"), f"/subscriptions/{sub}"):
         scope = f"/subscriptions/{sub}/unparsable-item/{raw.get('name') or 'unnamed'}"
     message = f"not audited: ARM listed an item whose id cannot be read as an App Service site or slot: {problem}"
     return InventoryError(scope, sub, message)

@@ -35,9 +35,10 @@ from .config import Settings
 from .errors import RunInProgressError, StoreError
 from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
 from .http import client_kwargs
-from .keys import odata_quote
+from .keys import legacy_key, odata_quote, resource_key
 from .layout import partition_batches, run_range, state_filters
 from .models import valid_text
+from .names import fold
 from .schema import RUNS_PARTITION, STATE_MODEL_FIELDS, SUBSCRIPTIONS_PARTITION
 from .when import as_utc
 
@@ -241,9 +242,10 @@ class TableStore:
 
     def subscription_state(
         self, subscription_id: str, present: Container[str] = (), filters: Iterable[str] | None = None
-    ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
-        """A subscription's last-known state by RowKey, wherever an earlier run's layout put it,
-        and the keys of extra copies (a row moved to another partition whose old copy remains).
+    ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str, str]]]:
+        """A subscription's last-known state by resource key, wherever an earlier run's layout put it,
+        and the extra copies as ``(PartitionKey, RowKey, key)`` (a row moved to another partition
+        whose old copy remains, or a row an older version keyed by ``lower()``).
 
         Rows of resources in ``present`` (listed tonight) keep only what the state model reads
         (:data:`STATE_MODEL_FIELDS`); the others keep every property, since a resource that is
@@ -252,12 +254,16 @@ class TableStore:
         When a resource has two copies (a crash between moving it and deleting the old one), the
         one written by the later run wins. ``filters`` narrows the read (see
         :func:`~shared.layout.narrowed_state_filters`); by default it is the whole subscription's.
+        A row stored under the key an older version made with ``lower()`` (an id with non-ASCII
+        letters, see :mod:`shared.names`) is found by its ``ResourceId`` and adopted: it counts as a
+        copy of the resource's key (its own ``RowKey`` stays in the row, so it is moved and deleted
+        like any other copy), with its status, streak and owed alert.
         """
         state: dict[str, dict[str, Any]] = {}
-        extra: list[tuple[str, str]] = []
+        extra: list[tuple[str, str, str]] = []
         for flt in state_filters(subscription_id) if filters is None else filters:
             for raw in fastpaths.query_json(self.latest, flt):
-                key = str(raw["RowKey"])
+                key = _current_key(raw)
                 row = _state_model_row(raw) if key in present else raw
                 row.pop("Timestamp", None)  # a system property: never written back
                 other = state.get(key)
@@ -270,7 +276,7 @@ class TableStore:
                     else (other, row)
                 )
                 state[key] = keep
-                extra.append((str(drop["PartitionKey"]), key))
+                extra.append((str(drop["PartitionKey"]), str(drop["RowKey"]), key))
         return state, extra
 
     def known_subscriptions(self) -> dict[str, dict[str, Any]]:
@@ -279,7 +285,7 @@ class TableStore:
 
     def forget_subscription(self, subscription_id: str) -> bool:
         """Stop reporting a vanished subscription (the security team retired it); True if it was known."""
-        key = subscription_id.strip().lower()
+        key = fold(subscription_id.strip())
         if self.get(self.runs, SUBSCRIPTIONS_PARTITION, key) is None:
             return False
         self.runs.delete_entity(SUBSCRIPTIONS_PARTITION, key)
@@ -375,6 +381,16 @@ def _state_model_row(raw: Mapping[str, Any]) -> dict[str, Any]:
             value = raw[name]
             row[name] = sys.intern(value) if type(value) is str and name in _SHARED_STATE_FIELDS else value
     return row
+
+
+def _current_key(raw: Mapping[str, Any]) -> str:
+    """The key a state row belongs to: its RowKey, or for a row of an id with non-ASCII letters
+    stored by an older version (keyed by ``lower()``), the key of its ``ResourceId`` today."""
+    stored = str(raw["RowKey"])
+    resource_id = raw.get("ResourceId")
+    if isinstance(resource_id, str) and not resource_id.isascii() and stored == legacy_key(resource_id):
+        return resource_key(resource_id)
+    return stored
 
 
 def _valid_entity(entity: Mapping[str, Any]) -> dict[str, Any]:
