@@ -9,14 +9,14 @@ leaves a state that a later run completes without flagging anything twice or los
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from datetime import UTC, datetime
+from datetime import datetime
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 
+from .clock import Clock, host_clock
 from .config import Settings
 from .errors import AuditFailed, one_line
 from .exemptions import load_exemptions
@@ -44,22 +44,24 @@ class AuditRun:
         store: TableStore,
         inventory: Inventory,
         *,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
         checkpoint: Checkpoint | None = None,
         thread_init: ThreadInit = NO_CONTEXT,
     ) -> None:
         self.settings = settings
         self.store = store
         self.inventory = inventory
-        self.now = now
+        self.clock = host_clock(now, clock)
+        self.now = self.clock.now
         self.checkpoint: Checkpoint = checkpoint or (lambda stage, sub: None)
         self.thread_init = thread_init
         store.fallbacks[store.results.table_name] = refused_result_row
-        self.ledger = RunLedger(settings, store, now, thread_init)
+        self.ledger = RunLedger(settings, store, self.clock, thread_init)
 
     def execute(self) -> RunSummary:
         started = self.now()
-        deadline = time.monotonic() + self.settings.run_deadline_minutes * 60
+        deadline = self.clock.monotonic() + self.settings.run_deadline_minutes * 60
         summary = self.ledger.open(started)
         try:
             self._run(summary, deadline)
@@ -96,6 +98,7 @@ class AuditRun:
             self.inventory,
             context,
             now=self.now,
+            monotonic=self.clock.monotonic,
             checkpoint=self.checkpoint,
             thread_init=self.thread_init,
         )
@@ -144,18 +147,23 @@ def run_audit(
     checkpoint: Checkpoint | None = None,
     thread_init: ThreadInit = NO_CONTEXT,
     now: Callable[[], datetime] | None = None,
+    clock: Clock | None = None,
 ) -> RunSummary:
     """Run the audit once with the configured identity, store and inventory. ``thread_init`` runs
     first on every thread the run starts (the Functions invocation context, see ``threads``);
-    ``now`` is the clock (tests move it across nights)."""
+    ``clock`` is the host's clocks, or ``now`` its wall clock alone (tests move them across nights)."""
     credential = credential or build_credential(settings.client_id)
     store = TableStore(settings, None if settings.table_connection_string else credential)
     try:
         inventory = build_inventory(settings, credential, thread_init)
         try:
-            clock = {"now": now} if now else {}
             return AuditRun(
-                settings, store, inventory, checkpoint=checkpoint, thread_init=thread_init, **clock
+                settings,
+                store,
+                inventory,
+                clock=host_clock(now, clock),
+                checkpoint=checkpoint,
+                thread_init=thread_init,
             ).execute()
         finally:
             inventory.close()

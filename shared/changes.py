@@ -34,6 +34,7 @@ from azure.core.exceptions import AzureError
 from azure.mgmt.resourcegraph import ResourceGraphClient
 
 from .arm_ids import parse_site_id
+from .clock import Clock, host_clock
 from .config import Settings
 from .errors import ArmIdError, AuditFailed, RunInProgressError, one_line
 from .exemptions import load_exemptions
@@ -272,7 +273,8 @@ class ChangePoll:
         feed: ChangeFeed,
         arm: ArmInventory,
         *,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
         thread_init: ThreadInit = NO_CONTEXT,
         checkpoint: Checkpoint | None = None,
     ) -> None:
@@ -280,7 +282,8 @@ class ChangePoll:
         self.store = store
         self.feed = feed
         self.arm = arm
-        self.now = now
+        self.clock = host_clock(now, clock)
+        self.now = self.clock.now
         self.thread_init = thread_init
         self.checkpoint: Checkpoint = checkpoint or (lambda stage, sub: None)
         store.fallbacks[store.results.table_name] = refused_result_row
@@ -348,7 +351,7 @@ class ChangePoll:
 
     def _run(self, started: datetime, inventory: ChangedResources) -> RunSummary:
         """A change run: the pipeline over the changed resources only, under the shared lease."""
-        ledger = RunLedger(self.settings, self.store, self.now, self.thread_init, kind="changes")
+        ledger = RunLedger(self.settings, self.store, self.clock, self.thread_init, kind="changes")
         summary = ledger.open(started)
         try:
             context = RunContext(
@@ -356,7 +359,7 @@ class ChangePoll:
                 load_exemptions(self.store),
                 {},
                 {},
-                time.monotonic() + self.settings.run_deadline_minutes * 60,
+                self.clock.monotonic() + self.settings.run_deadline_minutes * 60,
                 targeted=True,
             )
             pipeline = SubscriptionPipeline(
@@ -365,6 +368,7 @@ class ChangePoll:
                 inventory,
                 context,
                 now=self.now,
+                monotonic=self.clock.monotonic,
                 checkpoint=self.checkpoint,
                 thread_init=self.thread_init,
             )
@@ -394,6 +398,7 @@ def poll_changes(
     credential: TokenCredential | None = None,
     thread_init: ThreadInit = NO_CONTEXT,
     now: Callable[[], datetime] | None = None,
+    clock: Clock | None = None,
     checkpoint: Checkpoint | None = None,
 ) -> PollResult:
     """Run one change poll with the configured identity and store. Raises
@@ -403,8 +408,9 @@ def poll_changes(
     feed = ChangeFeed(credential, settings)
     arm = ArmInventory(credential, settings, thread_init)
     try:
-        clock = {"now": now} if now else {}
-        return ChangePoll(settings, store, feed, arm, thread_init=thread_init, checkpoint=checkpoint, **clock).execute()
+        return ChangePoll(
+            settings, store, feed, arm, clock=host_clock(now, clock), thread_init=thread_init, checkpoint=checkpoint
+        ).execute()
     finally:
         arm.close()
         feed.close()

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from . import events
+from .clock import Clock
 from .config import Settings
 from .errors import AuditFailed, LeaseLost, RunInProgressError, one_line
 from .lease import LeaseKeeper
@@ -61,6 +61,7 @@ class RunSummary:
     deleted_old_rows: int = 0
     error: str = ""
     kind: str = "nightly"  # or "changes": a change poll's run (see changes.py)
+    fence: int = 0  # the lease holding this attempt writes under (stamped on every state row)
 
     @property
     def outcome(self) -> str:
@@ -111,15 +112,16 @@ class RunLedger:
         self,
         settings: Settings,
         store: TableStore,
-        now: Callable[[], datetime],
+        clock: Clock,
         thread_init: ThreadInit = NO_CONTEXT,
         kind: str = "nightly",
     ) -> None:
         self.settings = settings
         self.store = store
-        self.now = now
+        self.clock = clock
+        self.now = clock.now
         self.kind = kind
-        self.lease = LeaseKeeper(store, secrets.token_hex(8), settings.lease_seconds, now, thread_init, kind)
+        self.lease = LeaseKeeper(store, secrets.token_hex(8), settings.lease_seconds, clock, thread_init, kind)
 
     # -- opening ----------------------------------------------------------------------------------
     def open(self, started: datetime) -> RunSummary:
@@ -129,7 +131,7 @@ class RunLedger:
         :class:`AuditFailed` (after a failed RunSummary) when the store cannot be reached."""
         try:
             self.store.ensure_tables()
-            self._acquire(started)
+            self._acquire()
         except RunInProgressError:
             raise
         except AzureError as exc:
@@ -141,27 +143,27 @@ class RunLedger:
         self.store.guard = self.lease.check  # from here on, every write needs the lease
         self.lease.start()
         try:
-            return self._begin(started)
+            summary = self._begin(started)
+            summary.fence = self.lease.fence
+            return summary
         except BaseException:
             self.lease.release(keep_run=True)
             raise
 
-    def _acquire(self, started: datetime) -> None:
+    def _acquire(self) -> None:
         """Take the lease. The nightly run wins over change polls: while a poll holds the lease (a
         matter of seconds), the nightly run waits for it, up to one lease length, instead of
         skipping the night."""
-        waited_until = time.monotonic() + self.settings.lease_seconds
-        at = started
+        waited_until = self.clock.monotonic() + self.settings.lease_seconds
         while True:
             try:
-                self.lease.acquire(at)
+                self.lease.acquire()
                 return
             except RunInProgressError as exc:
-                if self.kind != "nightly" or exc.holder_kind != "changes" or time.monotonic() > waited_until:
+                if self.kind != "nightly" or exc.holder_kind != "changes" or self.clock.monotonic() > waited_until:
                     raise
                 log.info("A change poll holds the audit lease; the nightly run waits for it")
-            time.sleep(LEASE_WAIT_SECONDS)
-            at = max(self.now(), started)
+            self.clock.sleep(LEASE_WAIT_SECONDS)
 
     def _begin(self, started: datetime) -> RunSummary:
         """Start a new run, or resume the one a crashed attempt left unfinished (nightly runs only:

@@ -84,7 +84,7 @@ class RunContext:
     exemptions: Sequence[Exemption]
     names: Mapping[str, str]  # lower-cased subscription id -> display name
     vanished: Mapping[str, Mapping[str, Any]]  # subscription id -> its registry row
-    deadline: float  # time.monotonic() after which no ARM call starts
+    deadline: float  # the host's monotonic time after which no ARM call starts
     #: A change poll reads only some resources of each subscription: nothing else is retired or
     #: confirmed, and only those resources' state is touched.
     targeted: bool = False
@@ -102,6 +102,7 @@ class SubscriptionPipeline:
         *,
         now: Callable[[], datetime],
         checkpoint: Checkpoint,
+        monotonic: Callable[[], float] = time.monotonic,
         thread_init: ThreadInit = NO_CONTEXT,
     ) -> None:
         self.settings = settings
@@ -109,6 +110,7 @@ class SubscriptionPipeline:
         self.inventory = inventory
         self.run = run
         self.now = now
+        self.monotonic = monotonic
         self.checkpoint = checkpoint
         run_id = run.summary.run_id
         self._results = PackedWriter(
@@ -160,6 +162,7 @@ class SubscriptionPipeline:
             subscription_name=self.run.names.get(fold(subscription_id), ""),
             request_tag=self.settings.exemption_request_tag,
             retire=deleted,
+            in_place=self.run.targeted,
         )
         result.counts, result.rows = plan.counts, len(plan.findings)
         if not result.read:  # unreadable: its last-known state stays exactly as it was
@@ -223,13 +226,13 @@ class SubscriptionPipeline:
             yield InventoryError(scope, subscription_id, self._vanished_message(subscription_id, vanished))
             return
         note = f"the run reached its deadline (AUDIT_RUN_DEADLINE_MINUTES={self.settings.run_deadline_minutes})"
-        if time.monotonic() > self.run.deadline:
+        if self.monotonic() > self.run.deadline:
             yield InventoryError(scope, subscription_id, f"not audited: {note}")
             return
         try:
             for item in self.inventory.scan(subscription_id):
                 yield item
-                if time.monotonic() > self.run.deadline:
+                if self.monotonic() > self.run.deadline:
                     yield InventoryError(scope, subscription_id, f"listing incomplete: {note}")
                     return
         except Exception as exc:  # noqa: BLE001 - one broken subscription never stops the run

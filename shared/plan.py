@@ -43,6 +43,7 @@ class SubscriptionPlan:
     subscription_id: str
     subscription_name: str
     run_id: str
+    fence: int  # the run's lease holding, stamped on every state row it writes
     audited_at: datetime
     findings: dict[str, Finding]
     changes: dict[str, Transition]  # audited resources (not ERROR rows)
@@ -88,7 +89,7 @@ class SubscriptionPlan:
         for key in self.changes:
             yield self.state_row(key, alerted=False)
         for key in self.gone:
-            yield gone_row(self.prior[key], self.run_id, self.now_iso, key)
+            yield gone_row(self.prior[key], self.run_id, self.now_iso, key, self.fence)
 
     def state_row(self, key: str, *, alerted: bool) -> dict[str, Any]:
         return state_row(
@@ -100,6 +101,7 @@ class SubscriptionPlan:
             key,
             self.partitions[key],
             alerted=alerted,
+            fence=self.fence,
         )
 
     def alerts_due(self) -> list[str]:
@@ -143,10 +145,13 @@ def plan_subscription(
     subscription_name: str = "",
     request_tag: str | None = None,
     retire: Iterable[str] = (),
+    in_place: bool = False,
 ) -> SubscriptionPlan:
     """Decide, as data, what tonight means for one subscription. A subscription not read fully
     enough shows its stored state (``observed``) and changes nothing. ``retire`` names resources
-    confirmed deleted, retired even when the listing was partial (a change poll's targeted read)."""
+    confirmed deleted, retired even when the listing was partial (a change poll's targeted read).
+    ``in_place`` (a change poll, which sees a few resources, not the subscription's size) writes
+    each row where it already is; only a new resource takes the layout of what was read."""
     now_iso = audited_at.isoformat()
     changes = {
         key: (
@@ -159,13 +164,23 @@ def plan_subscription(
     }
     size = len(changes)
     # A few distinct partitions for up to tens of thousands of keys: one string object each.
-    partitions = {key: sys.intern(state_partition(subscription_id, size, key)) for key in changes} if read else {}
+    partitions = (
+        {
+            key: str(prior[key]["PartitionKey"])
+            if in_place and key in prior
+            else sys.intern(state_partition(subscription_id, size, key))
+            for key in changes
+        }
+        if read
+        else {}
+    )
     gone = _gone(findings, prior, read=read, partial=partial, retire=retire)
     partitions.update((k, str(prior[k]["PartitionKey"])) for k in gone)
     return SubscriptionPlan(
         subscription_id=subscription_id,
         subscription_name=subscription_name,
         run_id=summary.run_id,
+        fence=summary.fence,
         audited_at=audited_at,
         findings=findings,
         changes=changes,

@@ -40,6 +40,7 @@ STATE_MODEL_FIELDS = (
     "AlertRunId",
     "AlertSentAt",
     "AlertSentByRunId",
+    "Fence",
 )
 
 
@@ -145,9 +146,11 @@ def state_row(
     partition_key: str,
     *,
     alerted: bool = False,
+    fence: int = 0,
 ) -> dict[str, Any]:
     """The last-known state row after this run saw ``finding`` (stored in ``partition_key``,
-    which ``layout.state_partition`` chooses).
+    which ``layout.state_partition`` chooses). ``fence`` is the writer's lease holding: of two
+    copies of a row, the one with the larger ``Fence`` was written later (``store.py``).
 
     ``AlertPending`` records that a ``NewFailure`` event is owed: the row is first written with it
     set, and marked sent (``alerted``: ``AlertPending`` false, ``AlertSentAt``) just before the
@@ -176,6 +179,7 @@ def state_row(
         "AlertRunId": change.alert_run_id,
         "AlertSentAt": now_iso if sent else change.alert_sent_at,
         "AlertSentByRunId": run_id if sent else sent_by,
+        "Fence": fence,
     }
 
 
@@ -187,7 +191,7 @@ def _previous_first_failed(state: Mapping[str, Any] | None, change: Transition) 
     return "" if state.get("Gone") else str(state.get("FirstFailedAt") or "")
 
 
-def gone_row(state: Mapping[str, Any], run_id: str, now_iso: str, row_key: str) -> dict[str, Any]:
+def gone_row(state: Mapping[str, Any], run_id: str, now_iso: str, row_key: str, fence: int = 0) -> dict[str, Any]:
     """Retire a resource that a fully read subscription no longer lists (an owed alert about a
     resource that no longer exists is dropped with it), in place, under its key ``row_key``."""
     entity = {k: v for k, v in state.items() if not k.startswith("odata")}
@@ -201,6 +205,7 @@ def gone_row(state: Mapping[str, Any], run_id: str, now_iso: str, row_key: str) 
         LastRunId=run_id,
         FirstFailedAt="",
         AlertPending=False,
+        Fence=fence,
     )
     return entity
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -31,6 +31,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from . import fastpaths
+from .clock import ServiceTime
 from .config import Settings
 from .errors import RunInProgressError, StoreError
 from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
@@ -252,7 +253,7 @@ class TableStore:
         gone is rewritten from its last row. Read as plain JSON: on a nightly run this is a row per
         resource, and the SDK's entity conversion would double its memory and CPU.
         When a resource has two copies (a crash between moving it and deleting the old one), the
-        one written by the later run wins. ``filters`` narrows the read (see
+        one written later wins: by the writers' lease ``Fence``, i.e. in write order. ``filters`` narrows the read (see
         :func:`~shared.layout.narrowed_state_filters`); by default it is the whole subscription's.
         A row stored under the key an older version made with ``lower()`` (an id with non-ASCII
         letters, see :mod:`shared.names`) is found by its ``ResourceId`` and adopted: it counts as a
@@ -270,11 +271,7 @@ class TableStore:
                 if other is None:
                     state[key] = row
                     continue
-                keep, drop = (
-                    (row, other)
-                    if str(row.get("LastRunId") or "") > str(other.get("LastRunId") or "")
-                    else (other, row)
-                )
+                keep, drop = (row, other) if _written_later(row, other) else (other, row)
                 state[key] = keep
                 extra.append((str(drop["PartitionKey"]), str(drop["RowKey"]), key))
         return state, extra
@@ -306,13 +303,35 @@ class TableStore:
         return deleted
 
     # -- lease ----------------------------------------------------------------------------
-    def acquire_lease(self, owner: str, seconds: int, now: datetime, kind: str = "nightly") -> Any:
+    def read_lease(self, service: ServiceTime) -> Any | None:
+        """The lease entity (``None`` before the first run), recording the ``Date`` of the answer in
+        ``service``: the lease is judged by the table service's clock, never a host's."""
+        sent = service.clock.monotonic()
+        dates: list[str | None] = []
+
+        def date_of(response: Any) -> None:
+            dates.append(response.http_response.headers.get("Date"))
+
+        try:
+            entity = self.runs.get_entity(LEASE_PARTITION, LEASE_ROW, raw_response_hook=date_of)
+        except ResourceNotFoundError:
+            entity = None
+        service.observe(dates[-1] if dates else None, sent)
+        return entity
+
+    def acquire_lease(self, owner: str, seconds: int, kind: str, service: ServiceTime) -> Any:
         """Take the run lease, or raise :class:`RunInProgressError` while another holds it.
 
-        Optimistic concurrency (ETag) makes two racing runs see exactly one winner. The lease
-        entity also remembers the run it protects, so a run that died can be resumed.
+        Whether the holder's lease has expired is judged by the table service's clock (the
+        ``Date`` of the read), against an expiry the holder also wrote in the service's time: a
+        host whose clock runs ahead cannot take a lease early. Optimistic concurrency (ETag)
+        makes two racing runs see exactly one winner, and every acquisition increments ``Fence``,
+        the number each state row this run writes carries (the later writer's copy wins, see
+        :meth:`subscription_state`). The lease entity also remembers the run it protects, so a
+        run that died can be resumed.
         """
-        current = self.get(self.runs, LEASE_PARTITION, LEASE_ROW)
+        current = self.read_lease(service)
+        now = service.now()
         entity = dict(current) if current else {"PartitionKey": LEASE_PARTITION, "RowKey": LEASE_ROW}
         if current:
             expires = as_utc(current.get("ExpiresAt"))
@@ -323,7 +342,8 @@ class TableStore:
                     f"{expires.isoformat()}; not starting a second, overlapping run",
                     holder,
                 )
-        entity.update(Owner=owner, ExpiresAt=now + timedelta(seconds=seconds), HolderKind=kind)
+        fence = fence_of(current) + 1
+        entity.update(Owner=owner, ExpiresAt=now + timedelta(seconds=seconds), HolderKind=kind, Fence=fence)
         try:
             if current:
                 self.runs.update_entity(
@@ -340,9 +360,9 @@ class TableStore:
             if exc.status_code in (409, 412):
                 raise RunInProgressError("another run took the audit lease at the same moment") from exc
             raise
-        return self.get(self.runs, LEASE_PARTITION, LEASE_ROW) or entity
+        return self.read_lease(service) or entity
 
-    def update_lease(self, lease: Any, **changes: Any) -> Any:
+    def update_lease(self, lease: Any, service: ServiceTime, **changes: Any) -> Any:
         """Renew or annotate the lease; raises :class:`RunInProgressError` if it was lost."""
         entity = {k: v for k, v in lease.items()}
         entity.update(changes)
@@ -359,10 +379,19 @@ class TableStore:
             if exc.status_code in (404, 409, 412):
                 raise RunInProgressError("the audit lease was taken over by another run") from exc
             raise
-        fresh = self.get(self.runs, LEASE_PARTITION, LEASE_ROW)
+        fresh = self.read_lease(service)
         if fresh is None:
             raise RunInProgressError("the audit lease disappeared")
         return fresh
+
+
+def fence_of(row: Mapping[str, Any] | None) -> int:
+    """The ``Fence`` a lease or state row carries (0 when it has none: written by an older version)."""
+    value = row.get("Fence") if row else None
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 #: State fields whose values repeat across a subscription's rows (the partition, a status, the run
@@ -381,6 +410,13 @@ def _state_model_row(raw: Mapping[str, Any]) -> dict[str, Any]:
             value = raw[name]
             row[name] = sys.intern(value) if type(value) is str and name in _SHARED_STATE_FIELDS else value
     return row
+
+
+def _written_later(row: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Whether ``row`` was written after ``other``: by write order (the writers' lease ``Fence``),
+    not by RunId (a resumed run keeps its first attempt's RunId, which sorts before any run between
+    the two attempts); rows of an older version (no ``Fence``) by RunId, as that version did."""
+    return (fence_of(row), str(row.get("LastRunId") or "")) > (fence_of(other), str(other.get("LastRunId") or ""))
 
 
 def _current_key(raw: Mapping[str, Any]) -> str:

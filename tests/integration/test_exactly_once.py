@@ -220,3 +220,119 @@ def _rekey_as_older_version(h: AuditHarness) -> None:
                 continue
             table.delete_entity(row["PartitionKey"], row["RowKey"])
             table.upsert_entity({**dict(row), "RowKey": old}, mode=UpdateMode.REPLACE)
+
+
+# -- 2: copies resolved by write order, not by RunId -------------------------------------------------------
+def test_seq02_a_resumed_run_after_a_change_run_keeps_its_copies_in_write_order(
+    make_arm, harness_factory, monkeypatch
+) -> None:
+    """A subscription with its own state shard; a change run writes two of its resources (one it
+    re-reads, one created since the night); the nightly run, resumed afterwards under its first
+    attempt's (earlier) RunId, writes them again in the shard, and its tidy delete of the older
+    copies fails. The next night must read the copies the resumed run wrote: no second alert."""
+    from azure.core.exceptions import ServiceRequestError
+
+    from shared import layout
+
+    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)  # 12 resources: a shard of its own
+    clock = Clock(NIGHT)
+    tenant = Tenant()
+    sub = tenant.add_subscription(SUB, display_name="big")
+    sites = [sub.add_site("rg-big", f"app-{i:02d}", **REQ) for i in range(12)]
+    reread = sites[0]
+    tenant.start_change_log(clock)
+    h: AuditHarness = harness_factory(make_arm(tenant))
+    h.run_at(NIGHT)
+    assert {r["PartitionKey"] for r in state_rows(h)} == {f"{SUB}_0000"}
+
+    night2 = NIGHT + timedelta(days=1)
+    real_write = TableStore.write_batch
+
+    def refuse_rows(self: TableStore, table: Any, entities: list[dict[str, Any]]) -> int:
+        if table.table_name == h.tables["AUDIT_RESULTS_TABLE"]:
+            raise RuntimeError("store refused the rows")
+        return real_write(self, table, entities)
+
+    monkeypatch.setattr(TableStore, "write_batch", refuse_rows)
+    with pytest.raises(Exception, match="refused the rows"):
+        h.run_at(night2)  # the first attempt: nothing written, resumable
+    monkeypatch.setattr(TableStore, "write_batch", real_write)
+    first_attempt = h.runs()[-1]["RunId"]
+
+    clock.at = night2 + timedelta(hours=7)
+    reread.update(tags={"owner": "ops"})  # still passing
+    created = sub.add_site("rg-big", "app-new", **REQ)  # created passing
+    h.poll_at(clock.at + timedelta(minutes=2))
+    clock.at += timedelta(minutes=30)
+    reread.update(client_cert_mode="Optional")
+    created.update(client_cert_enabled=False)
+
+    real_delete = TableStore.delete_keys
+
+    def failing_tidy(self: TableStore, table: Any, keys: Any) -> tuple[int, int]:
+        if table.table_name == h.tables["AUDIT_LATEST_TABLE"]:
+            raise ServiceRequestError("connection reset while deleting the old copies")
+        return real_delete(self, table, keys)
+
+    monkeypatch.setattr(TableStore, "delete_keys", failing_tidy)
+    h.clear_events()
+    h.run_at(night2 + timedelta(hours=8))  # resumes the first attempt
+    monkeypatch.setattr(TableStore, "delete_keys", real_delete)
+    resumed = h.runs()
+    assert next(r for r in resumed if r["RunId"] == first_attempt)["Outcome"] == "complete"
+    assert alerts(h) == Counter({fold(reread.id): 1, fold(created.id): 1})
+    assert {e["RunId"] for e in h.new_failure_events()} == {first_attempt}
+    assert_rows_agree_with_alerts(h)
+
+    h.clear_events()
+    h.run_at(night2 + timedelta(days=1))
+    assert not h.new_failure_events(), "the copies the resumed run wrote are the later ones"
+    after = {fold(r["ResourceId"]): r for r in state_rows(h)}
+    assert after[fold(reread.id)]["Status"] == after[fold(created.id)]["Status"] == "FAIL"
+
+
+# -- 4: the lease is judged by the table service's clock, and fences the alert marks -------------------------
+def _paused_run(h: AuditHarness, at: datetime, stage: str) -> tuple[Any, Any, Any, list[BaseException]]:
+    """Start the nightly run at host time ``at`` in a thread; it stops at checkpoint ``stage``."""
+    import threading
+
+    paused, go = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hook(reached: str, _sub: str) -> None:
+        if reached == stage and not paused.is_set():
+            paused.set()
+            go.wait(60)
+
+    def run() -> None:
+        try:
+            h.run_at(at, hook)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert paused.wait(60), "the run reached its checkpoint"
+    return thread, paused, go, errors
+
+
+def test_seq04_a_host_whose_clock_runs_ahead_does_not_take_a_held_lease(make_arm, harness_factory) -> None:
+    tenant = Tenant()
+    sub = tenant.add_subscription(SUB, display_name="prod")
+    app = sub.add_site("rg-a", "app", **REQ)
+    sub.add_site("rg-a", "other", **REQ)
+    h: AuditHarness = harness_factory(make_arm(tenant))
+    h.run_at(NIGHT)
+    app.update(client_cert_mode="Optional")
+    h.clear_events()
+
+    night2 = NIGHT + timedelta(days=1)
+    thread, _, go, errors = _paused_run(h, night2, "state_advanced")  # holds the lease, its alert owed
+    h.run_at(night2 + timedelta(minutes=11))  # a host 11 minutes ahead: past the 10-minute lease by its clock
+    go.set()
+    thread.join(60)
+    assert not errors, errors
+    assert alerts(h) == Counter({fold(app.id): 1})
+    assert len([r for r in h.runs() if r.get("Kind", "nightly") == "nightly"]) == 2
+    assert any("skipped" in r.getMessage() for r in h.host.kept), "the second host skipped"
+    assert_rows_agree_with_alerts(h)

@@ -343,9 +343,13 @@ def test_process_killed_between_rows_and_state_then_rerun(make_arm, harness_fact
     killed = h.runs()[-1]
     assert killed["Outcome"] == "running" and len(h.runs()) == 2
 
+    # The lease is judged by the table service's clock: move it (the proxy's Date), not this host's.
     killed_at = datetime.now(UTC)
+    service = h.service_clock()
+    service.date_offset = 20
     h.run_at(killed_at + timedelta(seconds=20))  # while the dead run's lease is still valid: skipped, not raced
     assert len(h.runs()) == 2 and not h.run_summaries()
+    service.date_offset = 61
     h.run_at(killed_at + timedelta(seconds=61))  # the lease expired: the unfinished run is resumed
     runs = h.runs()
     assert len(runs) == 2 and runs[-1]["RunId"] == killed["RunId"] and runs[-1]["Attempts"] == 2
