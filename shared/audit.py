@@ -23,9 +23,11 @@ from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory
 from .ledger import RunLedger, RunSummary
+from .models import InventoryError
 from .names import fold
 from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline
 from .plan import SubscriptionResult, tally
+from .roles import AUDIT_READER_ROLE
 from .schema import refused_result_row
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
@@ -104,6 +106,7 @@ class AuditRun:
         )
         try:
             results = self._fan_out(pipeline, ids)
+            blind = None if any(r.read for r in results) else pipeline.scope_error("tenant", nothing_read(results))
             pipeline.drain()
         finally:
             pipeline.close()
@@ -112,6 +115,10 @@ class AuditRun:
         summary.transactions = pipeline.transactions
         summary.partitions = pipeline.partitions
         tally(summary, results)
+        if blind is not None:  # the tenant's ERROR row counts as a row, not as a subscription
+            summary.blind = summary.partial = True
+            summary.counts.update(blind.counts)
+            summary.rows += blind.rows
 
     def _fan_out(self, pipeline: SubscriptionPipeline, subscription_ids: list[str]) -> list[SubscriptionResult]:
         """Audit subscriptions concurrently (bounded); a failed step of any subscription stops the run."""
@@ -129,6 +136,29 @@ class AuditRun:
                     future.cancel()
                 raise
         return results
+
+
+def nothing_read(results: list[SubscriptionResult]) -> InventoryError:
+    """The tenant's ERROR row of a run that read no subscription: why, and which role to grant where.
+
+    A run that saw nothing is never a pass (its outcome is ``blind``): every new deployment starts
+    here, before the tenant role is granted, and a run after the role is removed looks the same."""
+    if results:
+        what = (
+            f"No subscription could be read: all {len(results)} were unreadable (each has its ERROR row), no state "
+            "moved, and this run is not a pass."
+        )
+    else:
+        what = (
+            "The audit identity can read no subscription (the subscription list it sees is empty): nothing was "
+            "audited, and this run is not a pass."
+        )
+    grant = (
+        f"Grant it the custom role '{AUDIT_READER_ROLE}' (infra/tenant/audit-reader-role.bicep) at the tenant root "
+        "management group (its id is the tenant id), or at the management group that holds the subscriptions to "
+        "audit; see docs/deploy.md. The next run audits them."
+    )
+    return InventoryError("/", "", f"{what} {grant}")
 
 
 def build_inventory(settings: Settings, credential: TokenCredential, thread_init: ThreadInit = NO_CONTEXT) -> Inventory:

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 RESUME_WINDOW = timedelta(hours=12)
 #: How often a nightly run that finds a change poll holding the lease tries again (seconds).
 LEASE_WAIT_SECONDS = 1.0
+#: The outcome of a nightly run that read no subscription (a contract: the run record, the RunSummary
+#: event, the incomplete-run alert, the report header and ``run``'s exit code all say it).
+BLIND = "blind"
 
 
 @dataclass
@@ -51,6 +54,7 @@ class RunSummary:
     subscriptions_failed: int = 0
     partial: bool = False
     failed: bool = False
+    blind: bool = False  # a nightly run that read no subscription: never a pass (see audit.py)
     baseline: bool = False
     resumed: bool = False
     attempt: int = 1
@@ -65,7 +69,13 @@ class RunSummary:
 
     @property
     def outcome(self) -> str:
-        return "failed" if self.failed else ("partial" if self.partial else "complete")
+        """``complete``, ``partial`` (ERROR rows), ``blind`` (no subscription read: nothing was
+        audited, never a pass), ``failed``; ``running`` is written by :func:`running_row` only."""
+        if self.failed:
+            return "failed"
+        if self.blind:
+            return BLIND
+        return "partial" if self.partial else "complete"
 
     @property
     def duration_seconds(self) -> float:

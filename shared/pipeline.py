@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 #: filled transactions per early flush.
 MAX_HELD_RESOURCES = 20_000
 Checkpoint = Callable[[str, str], None]
+#: RowKey of the tenant's ERROR row (its ResourceId is ``/``, the tenant root scope).
+TENANT_ROW_KEY = "~tenant"
 
 
 class Inventory(Protocol):
@@ -174,6 +176,25 @@ class SubscriptionPipeline:
         )
         self._hold(tracked)
         result.new_failures, result.retired = plan.new_failures, len(plan.gone)
+        return result
+
+    def scope_error(self, owner: str, error: InventoryError) -> SubscriptionResult:
+        """The ERROR row of a scope above the subscriptions (the tenant: nothing could be read), written
+        with the run's rows; it has no state. Its result counts its row, not a subscription."""
+        result = SubscriptionResult(owner, read=False, partial=True)
+        plan = plan_subscription(
+            error.subscription_id,
+            {TENANT_ROW_KEY: error_finding(error)},
+            {},
+            [],
+            summary=self.run.summary,
+            audited_at=self.now(),
+            read=False,
+            partial=True,
+        )
+        result.counts, result.rows = plan.counts, len(plan.findings)
+        log.error("Run %s: %s %s", self.run.summary.run_id, error.scope_id, error.message)
+        self._results.add(owner, plan.result_rows(), self._then(owner, self._rows_only, plan))
         return result
 
     def _findings(

@@ -45,6 +45,10 @@ class ExitCode(IntEnum):
     5       ``NO_DATA``         ``report``: nothing to report (no run yet, or an unknown run id)
     6       ``STORE``           ``report``, ``exempt``, ``subscriptions``: the tables cannot be read
                                 or written (not signed in, no role, unreachable)
+    7       ``BLIND``           ``run``: the run read no subscription (Outcome ``blind``: no role
+                                granted yet, or every subscription unreadable): not a pass;
+                                ``report``: the run reported (or one of them) is such a run and the
+                                selection has no FAIL
     ======  ==================  ====================================================================
 
     Members that share a number keep the numbers the command line has always returned, which
@@ -63,6 +67,7 @@ class ExitCode(IntEnum):
     INVALID = 4
     NO_DATA = 5
     STORE = 6
+    BLIND = 7
 
 
 Command = Callable[[argparse.Namespace], int]

@@ -17,6 +17,7 @@ from typing import IO, Any
 from .. import report
 from ..errors import ExemptionError, NoDataError
 from ..exemptions import EXPIRING_SOON_DAYS, expiring_soon, in_force, load_exemption_rows, validate_scope
+from ..ledger import BLIND
 from ..report import ReportContext, ReportSource, RowFilter, Summary
 from ..store import TableStore
 from ..when import parse_when
@@ -233,7 +234,10 @@ def _report_runs(
     if path and path != "-":
         counts = ", ".join(f"{s} {summary.by_status.get(s, 0)}" for s in report.STATUSES)
         print(f"Wrote {path}: {ctx.title()}; {counts}")
-    return ExitCode.FAIL_FOUND if summary.has_fail else ExitCode.OK
+    if summary.has_fail:
+        return ExitCode.FAIL_FOUND
+    # No FAIL in a run that read nothing is not a pass.
+    return ExitCode.BLIND if any(run.get("Outcome") == BLIND for run in selected) else ExitCode.OK
 
 
 _Renderer = Callable[[Iterable[Mapping[str, Any]], IO[str], ReportContext], Summary]

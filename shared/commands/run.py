@@ -39,6 +39,10 @@ def format_summary(summary: RunSummary) -> str:
         f"Rows written: {summary.rows} in {summary.transactions} transactions; gone: {summary.retired}",
         f"Duration: {summary.duration_seconds:.1f}s",
     ]
+    if summary.blind:
+        lines.append(
+            "Not a pass: the run could read no subscription. Its ERROR rows say why, and which role to grant where."
+        )
     return "\n".join(lines)
 
 
@@ -53,4 +57,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"Audit failed: {exc}", file=sys.stderr)
         return ExitCode.FAILED
     print(json.dumps(summary.event(), indent=2) if args.json else format_summary(summary))
+    if summary.blind:
+        return ExitCode.BLIND
     return ExitCode.PARTIAL if summary.partial else ExitCode.OK

@@ -141,4 +141,8 @@ class ReportContext:
         if outcome == "partial":
             unreadable = int(run.get("SubscriptionsFailed") or 0)
             outcome = f"partial: {unreadable} subscription(s) unreadable, see the ERROR rows"
+        elif outcome == "blind":
+            outcome = (
+                "blind: it could read no subscription, this is NOT A PASS; the ERROR rows say why and what to grant"
+            )
         return f"run {run.get('RowKey')} ({outcome}, started {run_started(run)})"

@@ -183,6 +183,8 @@ def test_rows_of_a_partly_read_subscription_show_the_stored_state(
     sub = tenant.add_subscription(SUB, display_name="prod")
     sites = [sub.add_site(f"rg-{i % 3}", f"app-{i:02d}", **REQ) for i in range(9)]
     sites[3].update(client_cert_enabled=False)  # fails from the first night on (rg-0: the first page)
+    # another subscription, read in full each night (a run that read none would be blind, not partial)
+    tenant.add_subscription("0ff0ff00-0000-4000-8000-000000000002", display_name="other").add_site("rg", "x", **REQ)
     arm = make_arm(tenant, page_size=3)
     h: AuditHarness = harness_factory(arm)
     h.apply_env(AUDIT_RETRY_TOTAL="0")

@@ -169,14 +169,16 @@ def test_a_truncated_resource_graph_answer_is_an_error_for_what_it_did_not_reach
     make_arm, harness_factory
 ) -> None:
     tenant, _ = tenant_with_slots()
+    first = tenant.add_subscription("c0c0c0c0-0000-4000-8000-000000000001", display_name="first")
+    first.add_site("rg-f", "first-app", **REQ)
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)
     h.apply_env(AUDIT_INVENTORY_SOURCE="resourcegraph")
     h.run_at(NIGHT)
     known = live(h)
-    assert len(known) == 6
+    assert len(known) == 7
 
-    # Rows come ordered by subscription: SUB's five, then OTHER's one. Cut inside SUB.
+    # Rows come ordered by subscription: the first one's, SUB's five, then OTHER's one. Cut inside SUB.
     arm.resource_graph_answer = truncated_after(3, "sites")
     h.clear_events()
     h.run_at(NIGHT + timedelta(days=1))
@@ -184,6 +186,7 @@ def test_a_truncated_resource_graph_answer_is_an_error_for_what_it_did_not_reach
     for sub in (SUB, OTHER):
         error = rows[f"/subscriptions/{sub}"]
         assert error["Status"] == "ERROR" and "resultTruncated" in error["Reason"], error
+    assert rows[first.sites[0].key]["Status"] == "PASS", "the subscription the answer moved past is read"
     assert live(h) == known, "nothing that the cut answer left out is retired"
     run = h.runs()[-1]
     assert run["Outcome"] == "partial" and run["SubscriptionsFailed"] == 2
