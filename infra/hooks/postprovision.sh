@@ -23,7 +23,8 @@ cat <<BANNER
 
 ==============================================================================================
  The auditor can read NOTHING until a tenant admin has run the commands below (once; skip this
- if it is done). Until then every run reads zero subscriptions (docs/deploy.md, "A run that read nothing").
+ if it is done). Until then every run reads zero subscriptions: its outcome is "blind" and it alerts
+ (docs/deploy.md, "A run that read nothing").
  Send this block to your tenant admin (docs/deploy.md, "Runbook 2: the tenant admin");
  it needs User Access Administrator (or Owner) at management group $mg.
 ==============================================================================================

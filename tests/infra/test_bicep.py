@@ -811,3 +811,16 @@ def test_azure_yaml_runs_the_postprovision_hook() -> None:
     assert hook, "azure.yaml needs a posix postprovision hook"
     assert (REPO / hook.group(1)).is_file()
     assert (REPO / hook.group(1)).stat().st_mode & 0o111, "the hook must be executable"
+
+
+def test_the_deploy_guide_describes_the_blind_run_as_the_code_makes_it() -> None:
+    """Runs before the tenant role exists are described with the outcome and exit code they really get."""
+    from shared.commands.common import ExitCode
+    from shared.ledger import BLIND
+
+    text = DEPLOY_DOC.read_text()
+    section = text[text.index("## A run that read nothing") : text.index("## Supply chain")]
+    assert f"**`{BLIND}`**" in section and f"exits **{int(ExitCode.BLIND)}**" in section
+    assert "Client Certificate Auditor (read-only)" in section and "Runbook 2" in section
+    hook = (REPO / "infra" / "hooks" / "postprovision.sh").read_text()
+    assert f'"{BLIND}"' in hook and "A run that read nothing" in hook
