@@ -187,6 +187,10 @@ class ChangedResources:
     def confirm_empty(self, subscription_id: str) -> InventoryError | None:
         return None
 
+    def confirm_missing(self, subscription_id: str, resource_ids: Sequence[str]) -> Iterator[SiteRecord]:
+        """Never asked: a targeted read retires only what it confirmed gone."""
+        return iter(())
+
     def close(self) -> None:
         """The ARM inventory is the caller's."""
 

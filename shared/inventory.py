@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
@@ -150,6 +150,10 @@ class ArmInventory:
     def confirm_empty(self, subscription_id: str) -> InventoryError | None:
         """ARM's own site list is authoritative: an empty list means no sites (nothing to confirm)."""
         return None
+
+    def confirm_missing(self, subscription_id: str, resource_ids: Sequence[str]) -> Iterator[Found]:
+        """ARM's own lists are authoritative: what a complete listing does not show is gone."""
+        return iter(())
 
     def lists_any_site(self, subscription_id: str) -> bool:
         """One cheap read: does the first page of the subscription's site list hold anything?

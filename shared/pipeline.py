@@ -58,6 +58,10 @@ class Inventory(Protocol):
 
     def confirm_empty(self, subscription_id: str) -> InventoryError | None: ...
 
+    def confirm_missing(
+        self, subscription_id: str, resource_ids: Sequence[str]
+    ) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
+
     def scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
 
     def close(self) -> None: ...
@@ -152,6 +156,12 @@ class SubscriptionPipeline:
             self._warn(silent)
             findings[resource_key(silent.scope_id)] = error_finding(silent)
             result.read, result.partial = False, True
+        elif result.read and not self.run.targeted:  # some were not listed: confirmed before they are retired
+            missing = [
+                str(s.get("ResourceId") or k) for k, s in prior.items() if k not in findings and not s.get("Gone")
+            ]
+            for item in self.inventory.confirm_missing(subscription_id, missing) if missing else ():
+                self._take(item, subscription_id, result, audited_at, findings, deleted, gone_ids)
         plan = plan_subscription(
             subscription_id,
             findings,
@@ -207,20 +217,33 @@ class SubscriptionPipeline:
     ) -> dict[str, Finding]:
         findings: dict[str, Finding] = {}
         for item in self._scan(subscription_id):
-            if isinstance(item, GoneRecord):
-                deleted.add(resource_key(item.resource_id))
-                gone_ids.append(item.resource_id)
-                continue
-            if isinstance(item, InventoryError):
-                finding = error_finding(item)
-                result.partial = True
-                if same(item.scope_id, f"/subscriptions/{subscription_id}"):
-                    result.read = False
-                self._warn(item)
-            else:
-                finding = apply_exemption(replace(evaluate(item), owner=item.owner), self.run.exemptions, audited_at)
-            findings.setdefault(resource_key(finding.resource_id), finding)
+            self._take(item, subscription_id, result, audited_at, findings, deleted, gone_ids)
         return findings
+
+    def _take(
+        self,
+        item: SiteRecord | InventoryError | GoneRecord,
+        subscription_id: str,
+        result: SubscriptionResult,
+        audited_at: datetime,
+        findings: dict[str, Finding],
+        deleted: set[str],
+        gone_ids: list[str],
+    ) -> None:
+        """One item an inventory found: a finding (first sighting wins), an ERROR, or a confirmed deletion."""
+        if isinstance(item, GoneRecord):
+            deleted.add(resource_key(item.resource_id))
+            gone_ids.append(item.resource_id)
+            return
+        if isinstance(item, InventoryError):
+            finding = error_finding(item)
+            result.partial = True
+            if same(item.scope_id, f"/subscriptions/{subscription_id}"):
+                result.read = False
+            self._warn(item)
+        else:
+            finding = apply_exemption(replace(evaluate(item), owner=item.owner), self.run.exemptions, audited_at)
+        findings.setdefault(resource_key(finding.resource_id), finding)
 
     def _warn(self, error: InventoryError) -> None:
         log.warning("Run %s: cannot read %s: %s", self.run.summary.run_id, error.scope_id, error.message)
