@@ -116,6 +116,11 @@ class LeaseKeeper:
             self._renewed = sent
             return self._entity
 
+    def lose(self, why: str) -> None:
+        """Another run wrote what this run was about to (a state row's fence failed): stop writing."""
+        with self._lock:
+            self._lose(why)
+
     def _lose(self, why: str) -> None:
         if not self._lost:
             self._lost = why

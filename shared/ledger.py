@@ -151,6 +151,7 @@ class RunLedger:
             events.emit_run_summary(failed.event(), failed=True)
             raise AuditFailed(failed.error) from exc
         self.store.guard = self.lease.check  # from here on, every write needs the lease
+        self.store.fence_lost = self.lease.lose  # and a state row another run wrote stops them all
         self.lease.start()
         try:
             summary = self._begin(started)

@@ -28,6 +28,7 @@ from .config import Settings
 from .errors import AuditFailed, one_line
 from .evaluate import error_finding, evaluate
 from .exemptions import Exemption, apply_exemption
+from .fastpaths import ETAG
 from .keys import lookup_keys, resource_key
 from .layout import narrowed_state_filters, partition_batches, results_partition, state_shards
 from .ledger import RunSummary
@@ -124,7 +125,10 @@ class SubscriptionPipeline:
             sequential=lambda index: results_partition(run_id, index),
             name="results",
         )
-        self._state = PackedWriter(lambda rows: store.write_batch(store.latest, rows), name="state")
+        self._state = PackedWriter(self._write_state, name="state")
+        #: The ETag each owed alert's state row got when it was stored: its mark is written only
+        #: while the row is still that one (the fence that holds with the write, see store.write_state).
+        self._owed_etags: dict[tuple[str, str], str] = {}
         self._steps = executor(max(2, settings.concurrency), "steps", thread_init)
         self._lock = threading.Lock()
         self._futures: list[Future[None]] = []
@@ -343,7 +347,10 @@ class SubscriptionPipeline:
                 finding.status.value,
             )
         for batch in partition_batches(plan.alerts_due(), plan.partitions.__getitem__):
-            sent = self.store.write_batch(self.store.latest, [plan.state_row(key, alerted=True) for key in batch])
+            with self._lock:
+                etags = [self._owed_etags.pop((plan.partitions[key], key), None) for key in batch]
+            marks = [{**plan.state_row(key, alerted=True), ETAG: etag} for key, etag in zip(batch, etags, strict=True)]
+            sent, _ = self.store.write_state(marks)
             with self._lock:
                 self.extra_transactions += sent
                 self.run.summary.alerts_sent += len(batch)
@@ -363,13 +370,23 @@ class SubscriptionPipeline:
         if not stale:
             return
         try:
-            deleted, sent = self.store.delete_keys(self.store.latest, stale)
+            deleted, sent = self.store.delete_state_copies(stale)
         except AzureError as exc:  # the copies are harmless (the newer one wins); retried next run
             log.warning("Could not delete %d old state rows of %s: %s", len(stale), plan.subscription_id, one_line(exc))
             return
         with self._lock:
             self.extra_transactions += sent
         log.info("Run %s: moved %d state rows of %s to tonight's layout", plan.run_id, deleted, plan.subscription_id)
+
+    def _write_state(self, rows: list[dict[str, Any]]) -> int:
+        """The state writer's transaction: conditional on each row's ETag; remembers the new ETag
+        of every row whose alert is owed, for its mark."""
+        sent, etags = self.store.write_state(rows)
+        owed = {(str(r["PartitionKey"]), str(r["RowKey"])) for r in rows if r.get("AlertPending")}
+        if owed:
+            with self._lock:
+                self._owed_etags.update((at, etags[at]) for at in owed)
+        return sent
 
     # -- memory ---------------------------------------------------------------------------------
     def _hold(self, tracked: _Tracked) -> None:

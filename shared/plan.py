@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Any
 
 from .exemptions import exemption_request
+from .fastpaths import ETAG
 from .layout import state_partition
 from .ledger import RunSummary
 from .models import Finding, Status
-from .schema import gone_row, result_row, state_row
+from .schema import StateCopy, gone_row, result_row, state_row
 from .state import Transition, observed, transition
 
 
@@ -48,7 +49,7 @@ class SubscriptionPlan:
     findings: dict[str, Finding]
     changes: dict[str, Transition]  # audited resources (not ERROR rows)
     prior: dict[str, Any]  # last-known state by key
-    extra: list[tuple[str, str, str]]  # other copies of state rows: (PartitionKey, RowKey, key)
+    extra: list[StateCopy]  # other copies of state rows: (PartitionKey, RowKey, key, ETag)
     read: bool  # the subscription was listed fully enough to advance its state
     partial: bool  # something in it could not be read: nothing is retired
     partitions: dict[str, str]  # state partition of each key written tonight (gone ones: where they are)
@@ -85,11 +86,20 @@ class SubscriptionPlan:
             )
 
     def state_rows(self) -> Iterator[dict[str, Any]]:
-        """Tonight's state rows, each in tonight's layout; gone resources are retired in place."""
+        """Tonight's state rows, each in tonight's layout; gone resources are retired in place. Each
+        carries the ETag of the row it replaces (``None``: there is none, it is created), so it is
+        written only while that row is as this run read it (``TableStore.write_state``)."""
         for key in self.changes:
-            yield self.state_row(key, alerted=False)
+            yield {**self.state_row(key, alerted=False), ETAG: self._etag_at(key)}
         for key in self.gone:
-            yield gone_row(self.prior[key], self.run_id, self.now_iso, key, self.fence)
+            yield {**gone_row(self.prior[key], self.run_id, self.now_iso, key, self.fence), ETAG: self._etag_at(key)}
+
+    def _etag_at(self, key: str) -> str | None:
+        """The ETag of the copy stored where tonight's row of ``key`` goes, ``None`` if none is."""
+        target = (self.partitions[key], key)
+        if key in self.prior and self._stored_at(key) == target:
+            return str(self.prior[key].get(ETAG) or "") or None
+        return next((etag or None for pk, rk, k, etag in self.extra if k == key and (pk, rk) == target), None)
 
     def state_row(self, key: str, *, alerted: bool) -> dict[str, Any]:
         return state_row(
@@ -112,19 +122,19 @@ class SubscriptionPlan:
         """Owed alerts of resources that no longer fail (the alert is not sent, and not owed)."""
         return [key for key, change in self.changes.items() if change.dropped_alert]
 
-    def stale_copies(self) -> list[tuple[str, str]]:
-        """``(PartitionKey, RowKey)`` of state rows other than the current copy of their resource: a
-        copy in another partition, or under the key an older version gave it (see ``store``)."""
-        stale: set[tuple[str, str]] = set()
-        for key in self.prior:
+    def stale_copies(self) -> list[tuple[str, str, str]]:
+        """``(PartitionKey, RowKey, ETag)`` of state rows other than the current copy of their
+        resource: a copy in another partition, or under the key an older version gave it (``store``)."""
+        stale: dict[tuple[str, str], str] = {}
+        for key, state in self.prior.items():
             old = self._stored_at(key)
             if key in self.partitions and (self.partitions[key], key) != old:
-                stale.add(old)
-        for partition, row_key, key in self.extra:
+                stale[old] = str(state.get(ETAG) or "")
+        for partition, row_key, key, etag in self.extra:
             current = (self.partitions[key], key) if key in self.partitions else self._stored_at(key)
             if (partition, row_key) != current:
-                stale.add((partition, row_key))
-        return sorted(stale)
+                stale[(partition, row_key)] = etag
+        return sorted((pk, rk, etag) for (pk, rk), etag in stale.items())
 
     def _stored_at(self, key: str) -> tuple[str, str]:
         """Where the current copy of a resource's prior state is stored."""
@@ -136,7 +146,7 @@ def plan_subscription(
     subscription_id: str,
     findings: dict[str, Finding],
     prior: dict[str, Any],
-    extra: list[tuple[str, str, str]],
+    extra: list[StateCopy],
     *,
     summary: RunSummary,
     audited_at: datetime,
@@ -220,14 +230,14 @@ def tally(summary: RunSummary, results: Iterable[SubscriptionResult]) -> None:
 
 
 def targeted(
-    prior: dict[str, Any], extra: list[tuple[str, str, str]], findings: Mapping[str, Finding], deleted: set[str]
-) -> tuple[dict[str, Any], list[tuple[str, str, str]], set[str]]:
+    prior: dict[str, Any], extra: list[StateCopy], findings: Mapping[str, Finding], deleted: set[str]
+) -> tuple[dict[str, Any], list[StateCopy], set[str]]:
     """Narrow a subscription's state to the resources a targeted read saw or confirmed deleted (a
     deleted site takes its slots with it: they cannot outlive it)."""
     sites = tuple(f"{key}|slots|" for key in deleted)
     retire = deleted | {k for k in prior if sites and k.startswith(sites)}
     keep = {k: v for k, v in prior.items() if k in findings or k in retire}
-    return keep, [(p, r, k) for p, r, k in extra if k in keep], retire
+    return keep, [copy for copy in extra if copy[2] in keep], retire
 
 
 def new_failure_event(run_id: str, finding: Finding, change: Transition, *, sent_by: str) -> dict[str, Any]:

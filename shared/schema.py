@@ -25,6 +25,9 @@ RUNS_PARTITION = "run"
 SUBSCRIPTIONS_PARTITION = "subscription"
 EXEMPTIONS_PARTITION = "exemption"
 
+#: A copy of a state row other than the current one: ``(PartitionKey, RowKey, resource key, ETag)``.
+StateCopy = tuple[str, str, str, str]
+
 #: What the state model (``state.py``) reads from a resource's last-known state row.
 STATE_MODEL_FIELDS = (
     "PartitionKey",

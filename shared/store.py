@@ -28,19 +28,20 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from . import fastpaths
 from .clock import ServiceTime
 from .config import Settings
-from .errors import RunInProgressError, StoreError
+from .errors import LeaseLost, RunInProgressError, StoreError, WriteConflict
+from .fastpaths import ETAG
 from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
 from .http import client_kwargs
 from .keys import legacy_key, odata_quote, resource_key
 from .layout import partition_batches, run_range, state_filters
 from .models import valid_text
 from .names import fold
-from .schema import RUNS_PARTITION, STATE_MODEL_FIELDS, SUBSCRIPTIONS_PARTITION
+from .schema import RUNS_PARTITION, STATE_MODEL_FIELDS, SUBSCRIPTIONS_PARTITION, StateCopy
 from .when import as_utc
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ LEASE_ROW = "audit"
 
 def _no_guard() -> None:
     """Writes outside a run (the CLI's exemptions, tests) need no lease."""
+
+
+def _no_fence(why: str) -> None:
+    """Outside a run there is no lease to stop."""
 
 
 def utf16_units(value: str) -> int:
@@ -132,6 +137,8 @@ class TableStore:
         self.guard: Callable[[], None] = _no_guard
         #: Per table name: what to store in place of a row the service refuses (see write_batch).
         self.fallbacks: dict[str, Fallback] = {}
+        #: Told why when a state write finds a row another run wrote (the run sets it to its lease's).
+        self.fence_lost: Callable[[str], None] = _no_fence
 
     def close(self) -> None:
         self.service.close()
@@ -214,6 +221,78 @@ class TableStore:
                 f"{type(exc).__name__}"
             ) from exc
 
+    # -- the state: every write fenced by the row's ETag ---------------------------------
+    def write_state(self, entities: list[dict[str, Any]]) -> tuple[int, dict[tuple[str, str], str]]:
+        """≤100 state rows of one partition as one conditional transaction; returns (transactions,
+        the new ETag of each row by ``(PartitionKey, RowKey)``).
+
+        Each row carries the ETag it must still have as :data:`~shared.fastpaths.ETAG` (``None``: it
+        must not exist yet): the row this run read, or the one it wrote itself. A row someone else
+        wrote since fails the whole transaction, so no run overwrites or re-marks a row behind
+        another's back, whatever its lease says: this is the fence that holds *with* the write.
+        A condition that fails because this very transaction was applied and its answer lost (a
+        retry) is recognised by reading the rows back; any other is another writer, and then this
+        run has lost its fence: :attr:`fence_lost` is told (the lease stops every later write) and
+        :class:`~shared.errors.LeaseLost` raised.
+        """
+        self.guard()
+        etags = [entity.get(ETAG) for entity in entities]
+        batch = [clean_entity({k: v for k, v in entity.items() if k != ETAG}) for entity in entities]
+        try:
+            written = fastpaths.conditional_batch(self.latest, batch, etags)
+        except WriteConflict as exc:
+            written = self._own_writes(batch, exc)
+        return 1, {
+            (str(row["PartitionKey"]), str(row["RowKey"])): etag for row, etag in zip(batch, written, strict=True)
+        }
+
+    def _own_writes(self, batch: list[dict[str, Any]], conflict: WriteConflict) -> list[str]:
+        """The ETags of ``batch`` if the store holds exactly what it says (our retried transaction
+        was applied); else this run has lost its fence."""
+        etags: list[str] = []
+        for row in batch:
+            stored = self.get(self.latest, str(row["PartitionKey"]), str(row["RowKey"]))
+            if stored is None or any(stored.get(name) != row.get(name) for name in _OWN_WRITE_FIELDS):
+                why = (
+                    f"state row {row['PartitionKey']}/{row['RowKey']} was written by another run since this run "
+                    f"read it ({conflict})"
+                )
+                self.fence_lost(why)
+                raise LeaseLost(why) from conflict
+            etags.append(str(stored.metadata.get("etag") or ""))
+        return etags
+
+    def delete_state_copies(self, copies: Iterable[tuple[str, str, str]]) -> tuple[int, int]:
+        """Delete old copies of state rows ``(PartitionKey, RowKey, ETag)``, each only while it is
+        the copy that was read (a copy rewritten since is someone's current row: kept). Returns
+        (rows deleted, transactions)."""
+        deleted = sent = 0
+        for batch in partition_batches(copies, lambda copy: copy[0]):
+            self.guard()
+            operations: list[Any] = [
+                (
+                    "delete",
+                    {"PartitionKey": pk, "RowKey": rk},
+                    {"etag": etag, "match_condition": MatchConditions.IfNotModified},
+                )
+                for pk, rk, etag in batch
+            ]
+            try:
+                self.latest.submit_transaction(operations)
+                deleted, sent = deleted + len(batch), sent + 1
+                continue
+            except TableTransactionError:
+                pass  # one of them changed or is gone already: each on its own
+            for pk, rk, etag in batch:
+                self.guard()
+                sent += 1
+                try:
+                    self.latest.delete_entity(pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified)
+                    deleted += 1
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    log.info("State row %s/%s changed or went since it was read: not deleted", pk, rk)
+        return deleted, sent
+
     def delete_keys(self, table: TableClient, keys: Iterable[tuple[str, str]]) -> tuple[int, int]:
         """Delete rows by key, batched per partition; returns (rows deleted, transactions)."""
         deleted = sent = 0
@@ -243,10 +322,12 @@ class TableStore:
 
     def subscription_state(
         self, subscription_id: str, present: Container[str] = (), filters: Iterable[str] | None = None
-    ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str, str]]]:
+    ) -> tuple[dict[str, dict[str, Any]], list[StateCopy]]:
         """A subscription's last-known state by resource key, wherever an earlier run's layout put it,
-        and the extra copies as ``(PartitionKey, RowKey, key)`` (a row moved to another partition
-        whose old copy remains, or a row an older version keyed by ``lower()``).
+        and the extra copies as ``(PartitionKey, RowKey, key, ETag)`` (a row moved to another
+        partition whose old copy remains, or a row an older version keyed by ``lower()``). Every
+        row carries its ETag (:data:`~shared.fastpaths.ETAG`): the state is written back only while
+        it is still the row that was read (:meth:`write_state`).
 
         Rows of resources in ``present`` (listed tonight) keep only what the state model reads
         (:data:`STATE_MODEL_FIELDS`); the others keep every property, since a resource that is
@@ -261,9 +342,9 @@ class TableStore:
         like any other copy), with its status, streak and owed alert.
         """
         state: dict[str, dict[str, Any]] = {}
-        extra: list[tuple[str, str, str]] = []
+        extra: list[StateCopy] = []
         for flt in state_filters(subscription_id) if filters is None else filters:
-            for raw in fastpaths.query_json(self.latest, flt):
+            for raw in fastpaths.query_json(self.latest, flt, etags=True):
                 key = _current_key(raw)
                 row = _state_model_row(raw) if key in present else raw
                 row.pop("Timestamp", None)  # a system property: never written back
@@ -273,7 +354,7 @@ class TableStore:
                     continue
                 keep, drop = (row, other) if _written_later(row, other) else (other, row)
                 state[key] = keep
-                extra.append((str(drop["PartitionKey"]), str(drop["RowKey"]), key))
+                extra.append((str(drop["PartitionKey"]), str(drop["RowKey"]), key, str(drop.get(ETAG) or "")))
         return state, extra
 
     def known_subscriptions(self) -> dict[str, dict[str, Any]]:
@@ -385,6 +466,10 @@ class TableStore:
         return fresh
 
 
+#: What tells a row this run wrote from one another run wrote (see :meth:`TableStore.write_state`).
+_OWN_WRITE_FIELDS = ("Fence", "LastRunId", "Status", "AlertPending", "AlertSentAt", "Gone")
+
+
 def fence_of(row: Mapping[str, Any] | None) -> int:
     """The ``Fence`` a lease or state row carries (0 when it has none: written by an older version)."""
     value = row.get("Fence") if row else None
@@ -409,6 +494,8 @@ def _state_model_row(raw: Mapping[str, Any]) -> dict[str, Any]:
         if name in raw:
             value = raw[name]
             row[name] = sys.intern(value) if type(value) is str and name in _SHARED_STATE_FIELDS else value
+    if ETAG in raw:
+        row[ETAG] = raw[ETAG]
     return row
 
 

@@ -57,23 +57,28 @@ def fail_store_step(
                 raise Injected("crash after the events were logged")
 
         return crash
-    real = TableStore.write_batch
     fired: list[bool] = []
+    if step == "rows":
+        real = TableStore.write_batch
 
-    def failing(self: TableStore, table: Any, entities: list[dict[str, Any]]) -> int:
-        latest = table.table_name == h.tables["AUDIT_LATEST_TABLE"]
-        mark = latest and any(e.get("AlertSentAt") for e in entities)
-        hit = {
-            "rows": table.table_name == h.tables["AUDIT_RESULTS_TABLE"],
-            "state": latest and not mark,
-            "mark": mark,
-        }[step]
-        if hit and not fired:
+        def failing_rows(self: TableStore, table: Any, entities: list[dict[str, Any]]) -> int:
+            if table.table_name == h.tables["AUDIT_RESULTS_TABLE"] and not fired:
+                fired.append(True)
+                raise Injected("store refused the rows write")
+            return real(self, table, entities)
+
+        monkeypatch.setattr(TableStore, "write_batch", failing_rows)
+        return None
+    real_state = TableStore.write_state
+
+    def failing_state(self: TableStore, entities: list[dict[str, Any]]) -> Any:
+        mark = any(e.get("AlertSentAt") for e in entities)
+        if (mark == (step == "mark")) and not fired:
             fired.append(True)
             raise Injected(f"store refused the {step} write")
-        return real(self, table, entities)
+        return real_state(self, entities)
 
-    monkeypatch.setattr(TableStore, "write_batch", failing)
+    monkeypatch.setattr(TableStore, "write_state", failing_state)
     return None
 
 

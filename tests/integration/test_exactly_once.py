@@ -163,14 +163,14 @@ def test_state_stored_under_an_older_versions_key_is_adopted(make_arm, harness_f
     owed.update(client_cert_mode="Optional")
 
     # Night 2 finds owed failing but dies before its alert is marked: the alert is owed.
-    real = TableStore.write_batch
+    real = TableStore.write_state
 
-    def refuse_marks(self: TableStore, table: Any, entities: list[dict[str, Any]]) -> int:
-        if table.table_name == h.tables["AUDIT_LATEST_TABLE"] and any(e.get("AlertSentAt") for e in entities):
+    def refuse_marks(self: TableStore, entities: list[dict[str, Any]]) -> Any:
+        if any(e.get("AlertSentAt") for e in entities):
             raise RuntimeError("store refused the mark write")
-        return real(self, table, entities)
+        return real(self, entities)
 
-    monkeypatch.setattr(TableStore, "write_batch", refuse_marks)
+    monkeypatch.setattr(TableStore, "write_state", refuse_marks)
     h.clear_events()
     with pytest.raises(Exception, match="refused the mark"):
         h.run_at(NIGHT + timedelta(days=1))
@@ -267,17 +267,18 @@ def test_seq02_a_resumed_run_after_a_change_run_keeps_its_copies_in_write_order(
     reread.update(client_cert_mode="Optional")
     created.update(client_cert_enabled=False)
 
-    real_delete = TableStore.delete_keys
+    real_delete = TableStore.delete_state_copies
+    tidied: list[int] = []
 
-    def failing_tidy(self: TableStore, table: Any, keys: Any) -> tuple[int, int]:
-        if table.table_name == h.tables["AUDIT_LATEST_TABLE"]:
-            raise ServiceRequestError("connection reset while deleting the old copies")
-        return real_delete(self, table, keys)
+    def failing_tidy(self: TableStore, copies: Any) -> tuple[int, int]:
+        tidied.append(len(list(copies)))
+        raise ServiceRequestError("connection reset while deleting the old copies")
 
-    monkeypatch.setattr(TableStore, "delete_keys", failing_tidy)
+    monkeypatch.setattr(TableStore, "delete_state_copies", failing_tidy)
     h.clear_events()
     h.run_at(night2 + timedelta(hours=8))  # resumes the first attempt
-    monkeypatch.setattr(TableStore, "delete_keys", real_delete)
+    monkeypatch.setattr(TableStore, "delete_state_copies", real_delete)
+    assert tidied == [1], "the copy the change run made of the new resource was to be deleted, and was not"
     resumed = h.runs()
     assert next(r for r in resumed if r["RunId"] == first_attempt)["Outcome"] == "complete"
     assert alerts(h) == Counter({fold(reread.id): 1, fold(created.id): 1})
@@ -335,4 +336,33 @@ def test_seq04_a_host_whose_clock_runs_ahead_does_not_take_a_held_lease(make_arm
     assert alerts(h) == Counter({fold(app.id): 1})
     assert len([r for r in h.runs() if r.get("Kind", "nightly") == "nightly"]) == 2
     assert any("skipped" in r.getMessage() for r in h.host.kept), "the second host skipped"
+    assert_rows_agree_with_alerts(h)
+
+
+def test_seq04_an_alert_mark_is_fenced_by_the_write_not_only_checked_before_it(make_arm, harness_factory) -> None:
+    """The holder stops between its lease check and its alert mark for longer than the lease (a
+    frozen process: its own clock saw nothing, the service's moved 11 minutes). Another host takes
+    the lease, resumes the run and sends the owed alert. When the first host wakes, its mark is
+    refused by the row itself (it changed since that host wrote it): it sends nothing."""
+    tenant = Tenant()
+    sub = tenant.add_subscription(SUB, display_name="prod")
+    app = sub.add_site("rg-a", "app", **REQ)
+    sub.add_site("rg-a", "other", **REQ)
+    h: AuditHarness = harness_factory(make_arm(tenant))
+    service = h.service_clock()
+    h.run_at(NIGHT)
+    app.update(client_cert_mode="Optional")
+    h.clear_events()
+
+    night2 = NIGHT + timedelta(days=1)
+    thread, _, go, errors = _paused_run(h, night2, "state_advanced")
+    service.date_offset = 11 * 60  # the table service's clock: the 10-minute lease has expired
+    h.run_at(night2 + timedelta(minutes=11))  # takes over, resumes the run, sends the owed alert
+    assert alerts(h) == Counter({fold(app.id): 1})
+    go.set()
+    thread.join(60)
+    assert alerts(h) == Counter({fold(app.id): 1}), "the first host's mark was refused: nothing sent twice"
+    assert errors and "another run" in str(errors[0]), errors
+    runs = [r for r in h.runs() if r.get("Kind", "nightly") == "nightly"]
+    assert len(runs) == 2 and runs[-1]["Outcome"] == "complete" and runs[-1]["Attempts"] == 2
     assert_rows_agree_with_alerts(h)
