@@ -42,6 +42,7 @@ PLANTED = (
     ".mypy_cache/3.11/x.json",
     ".ruff_cache/x",
     "bench/results/x.json",
+    ".wheelhouse/azure_core-1.0-py3-none-any.whl",
 )
 
 
