@@ -135,7 +135,7 @@ EXPECT: dict[str, Any] = {
     "report --group-by owner": lambda r, d: "payments" in r.stdout and "alice@contoso.com" in r.stdout,
     "report --format json": lambda r, d: json.loads(r.stdout)["total"] == 20,
     "--format script --owner payments": lambda r, d: all(
-        f"--name {app} " in (d.work / "fix-payments.sh").read_text() for app in ("payments-api", "shop-api", "checkout")
+        f"--name={app} " in (d.work / "fix-payments.sh").read_text() for app in ("payments-api", "shop-api", "checkout")
     ),
     "report --since 30d --resource": lambda r, d: r.stdout.count("FAIL") >= 2,
     "report --diff": lambda r, d: "shop-api" in r.stdout and "tmp-export" in r.stdout,
@@ -198,7 +198,7 @@ def test_arguments_and_exit_codes_pass_through_untouched(served_demo: tuple[Demo
     rows = json.loads(legacy.stdout)
     assert {row["AppName"] for row in rows["results"]} == {"intranet"}, rows
     usage = demo.demo("report", "--no-such-option")
-    assert usage.returncode == 2 and "unrecognized arguments" in usage.stderr
+    assert usage.returncode == 4 and "unrecognized arguments" in usage.stderr  # INVALID, as the exit-code table says
     bad = demo.demo("report", "--run", "19990101T000000000000Z-000000")
     assert bad.returncode == 5, bad.stdout + bad.stderr
     assert demo.demo("--help").returncode == 0
