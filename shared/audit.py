@@ -112,7 +112,8 @@ class AuditRun:
         finally:
             pipeline.close()
         read = {r.subscription_id: names.get(fold(r.subscription_id), "") for r in results if r.read}
-        self.ledger.remember(summary, read, known)  # bookkeeping, like the run record: not in Transactions
+        tenants = {fold(s.subscription_id): s.tenant_id for s in subscriptions if s.tenant_id}
+        self.ledger.remember(summary, read, known, tenants)  # bookkeeping, like the run record: not in Transactions
         summary.transactions = pipeline.transactions
         summary.partitions = pipeline.partitions
         tally(summary, results)

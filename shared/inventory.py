@@ -51,6 +51,7 @@ class SubscriptionInfo:
     subscription_id: str
     display_name: str = ""
     state: str = ""
+    tenant_id: str = ""  # its home tenant (portal links open in that directory)
 
 
 def _subscription_info(raw: Mapping[str, Any]) -> SubscriptionInfo:
@@ -59,6 +60,7 @@ def _subscription_info(raw: Mapping[str, Any]) -> SubscriptionInfo:
         valid_text(str(raw.get("subscriptionId") or "").strip()),
         valid_text(str(raw.get("displayName") or "")),
         valid_text(str(raw.get("state") or "")),
+        valid_text(str(raw.get("tenantId") or "")),
     )
 
 

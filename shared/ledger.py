@@ -296,10 +296,24 @@ class RunLedger:
             vanished[str(row.get("SubscriptionId") or key)] = row
         return vanished
 
-    def remember(self, summary: RunSummary, read: Mapping[str, str], known: Mapping[str, Mapping[str, Any]]) -> int:
-        """Record each subscription read tonight (id -> name); returns transactions used."""
+    def remember(
+        self,
+        summary: RunSummary,
+        read: Mapping[str, str],
+        known: Mapping[str, Mapping[str, Any]],
+        tenants: Mapping[str, str] | None = None,
+    ) -> int:
+        """Record each subscription read tonight (id -> name; ``tenants``: folded id -> its tenant);
+        returns transactions used."""
         rows = [
-            subscription_row(sub, name, summary.run_id, summary.started_at, known.get(fold(sub)))
+            subscription_row(
+                sub,
+                name,
+                summary.run_id,
+                summary.started_at,
+                known.get(fold(sub)),
+                (tenants or {}).get(fold(sub), ""),
+            )
             for sub, name in read.items()
         ]
         return self.store.upsert_many(self.store.runs, rows) if rows else 0

@@ -288,15 +288,18 @@ def running_row(
 
 
 def subscription_row(
-    subscription_id: str, name: str, run_id: str, at: datetime, known: Mapping[str, Any] | None
+    subscription_id: str, name: str, run_id: str, at: datetime, known: Mapping[str, Any] | None, tenant_id: str = ""
 ) -> dict[str, Any]:
-    """The registry row of a subscription read tonight (a later run notices when it vanishes)."""
+    """The registry row of a subscription read tonight (a later run notices when it vanishes). Its
+    ``TenantId`` (the subscription's home tenant, kept when a run did not learn it) makes the report's
+    portal links open in the right directory."""
     first = (known or {}).get("FirstAuditedAt")
     return {
         "PartitionKey": SUBSCRIPTIONS_PARTITION,
         "RowKey": fold(subscription_id),
         "SubscriptionId": subscription_id,
         "SubscriptionName": name,
+        "TenantId": tenant_id or str((known or {}).get("TenantId") or ""),
         "FirstAuditedAt": first if isinstance(first, datetime) else at,
         "LastAuditedAt": at,
         "LastRunId": run_id,

@@ -14,7 +14,6 @@ Writes are upserts with stable keys, so repeating any step after a crash is harm
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
@@ -159,10 +158,21 @@ class TableStore:
         self.service.close()
 
     def ensure_tables(self) -> None:
-        """Create missing tables (the Bicep creates them too; locally nothing else does)."""
+        """Create missing tables (the Bicep creates them too; locally nothing else does).
+
+        In Azure the app's roles are scoped to the tables themselves (read only on the exemptions
+        table), which does not allow creating a table: a 403 here means "not yours to create", not
+        "unusable". The template created the tables; one that is really missing or unreadable fails
+        the first read or write, loudly."""
         for table in (self.results, self.latest, self.runs, self.exemptions):
-            with contextlib.suppress(ResourceExistsError):
+            try:
                 self.service.create_table(table.table_name)
+            except ResourceExistsError:
+                pass
+            except HttpResponseError as exc:
+                if exc.status_code != 403:
+                    raise
+                log.debug("Not allowed to create table %s (403); the deployment creates it", table.table_name)
 
     # -- batched writes -------------------------------------------------------------------
     def upsert_many(self, table: TableClient, entities: Iterable[Mapping[str, Any]]) -> int:

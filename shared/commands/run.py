@@ -11,6 +11,7 @@ from ..audit import RunSummary, run_audit
 from ..config import load_settings
 from ..errors import AuditFailed, RunInProgressError
 from ..models import Status
+from ..terminal import terminal_text
 from .common import ExitCode
 
 
@@ -51,10 +52,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = run_audit(settings)
     except RunInProgressError as exc:
-        print(f"Not started: {exc}", file=sys.stderr)
+        print(f"Not started: {terminal_text(exc)}", file=sys.stderr)
         return ExitCode.BUSY
     except AuditFailed as exc:
-        print(f"Audit failed: {exc}", file=sys.stderr)
+        print(f"Audit failed: {terminal_text(exc)}", file=sys.stderr)
         return ExitCode.FAILED
     print(json.dumps(summary.event(), indent=2) if args.json else format_summary(summary))
     if summary.blind:

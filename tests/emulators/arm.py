@@ -361,6 +361,9 @@ class ArmEmulator:
         #: Resource Graph's ``resources`` index as it stood when frozen (see :meth:`freeze_resource_graph`).
         self._rg_frozen: list[dict[str, Any]] | None = None
         self.faults = FaultSet()
+        #: Answers writes (``method, route_kind, route, body`` -> a response, or ``None`` for 405): off by
+        #: default, so the product is proven read-only; :mod:`tests.emulators.writes` installs one.
+        self.write_handler: Callable[[str, str, tuple[str, ...], bytes], _Response | None] | None = None
         #: Identity of the system-assigned MI (the token's ``oid``/``appid``).
         self.principal_id = str(uuid.uuid4())
         self.client_id = str(uuid.uuid4())
@@ -612,7 +615,10 @@ class ArmEmulator:
                 ),
             )
         if method not in ("GET", "HEAD"):
-            return _Response(405, arm_error("MethodNotAllowed", f"The emulator does not support {method}."))
+            written = self.write_handler(method, kind, route, body) if self.write_handler is not None else None
+            if written is None:
+                return _Response(405, arm_error("MethodNotAllowed", f"The emulator does not support {method}."))
+            return written
         limit_headers: dict[str, str] = {}
         if kind != "other" or route:
             scope = route[1] if len(route) > 1 else "tenant"
