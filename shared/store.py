@@ -14,6 +14,7 @@ Writes are upserts with stable keys, so repeating any step after a crash is harm
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
