@@ -35,7 +35,7 @@ from .ledger import RunSummary
 from .models import Finding, GoneRecord, InventoryError, SiteRecord, Status
 from .names import fold, same
 from .plan import SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
-from .schema import SOURCE_GET, SOURCE_LIST, StateCopy
+from .schema import SOURCE_GET, SOURCE_LIST, StateCopy, finding_from_row
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
 from .when import as_utc
@@ -168,6 +168,8 @@ class SubscriptionPipeline:
             prior, extra = self.store.subscription_state(subscription_id, findings)
             if self.run.summary.resumed:
                 kept = self._earlier_attempt(subscription_id, prior, findings)
+                # its decisions stand as that attempt saw each resource: replayed from the kept rows
+                findings.update((key, finding_from_row(row)) for key, row in kept.items())
         silent = self._unconfirmed_silence(subscription_id, findings, prior) if result.read else None
         if silent is not None:  # nothing listed, yet resources were known: nothing is retired
             self._warn(silent)
@@ -268,8 +270,10 @@ class SubscriptionPipeline:
     ) -> dict[str, Any]:
         """A resumed run keeps the rows its earlier attempt stored for the resources whose state that
         attempt advanced (their decisions stand: an alert may already name this run, sent by it or
-        owed) and deletes the others, which it writes again; returns the kept rows by key. A kept
-        resource that is no longer listed keeps its row only if an alert names this run for it."""
+        owed) and deletes the others, which it writes again; returns the kept rows by key (whole:
+        the run replays those decisions from them, and what it reads now of those resources is not
+        used). A kept resource that is no longer listed keeps its row only if an alert names this
+        run for it."""
         run_id = self.run.summary.run_id
         earlier = self.store.run_rows(run_id, subscription_id)
         committed = {

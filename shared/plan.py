@@ -56,7 +56,8 @@ class SubscriptionPlan:
     gone: tuple[str, ...]  # resources a complete listing no longer shows
     request_tag: str | None
     #: A resumed run's rows its earlier attempt stored for resources whose state it advanced: those
-    #: decisions stand (the alerts that name this run agree with them), so the rows are kept as they are.
+    #: decisions stand (the alerts that name this run agree with them; the findings are replayed from
+    #: these rows), so the rows are kept as they are, not written again.
     kept: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = SOURCE_LIST  # how the findings were read (each state row's ObservedBy) ...
     reread: frozenset[str] = frozenset()  # ... but these keys, read again by GET
@@ -67,15 +68,11 @@ class SubscriptionPlan:
 
     @property
     def counts(self) -> Counter[str]:
-        return Counter(
-            str(self.kept[key].get("Status")) if key in self.kept else f.status.value
-            for key, f in self.findings.items()
-        )
+        return Counter(f.status.value for f in self.findings.values())
 
     @property
     def new_failures(self) -> int:
-        kept = sum(1 for key, row in self.kept.items() if key in self.findings and row.get("NewFailure") is True)
-        return kept + sum(1 for key, change in self.changes.items() if change.new_failure and key not in self.kept)
+        return sum(1 for change in self.changes.values() if change.new_failure)
 
     @property
     def held(self) -> int:

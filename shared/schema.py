@@ -7,6 +7,7 @@ gets) is ``layout.py``'s, and what a change *means* (new failure, owed alert) is
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -94,6 +95,39 @@ def result_row(
         "FirstFailedAt": change.first_failed_at if change else "",
         "AuditedAt": audited_at,
     }
+
+
+def finding_from_row(row: Mapping[str, Any]) -> Finding:
+    """The finding a result row records (what :func:`result_row` wrote): a resumed run replays its
+    earlier attempt's decision about a resource from it, as that attempt saw the resource."""
+    tags: Any = {}
+    try:
+        tags = json.loads(str(row.get("Tags") or "{}"))
+    except ValueError:
+        tags = {}
+    paths = str(row.get("ExclusionPaths") or "")
+    https_only = row.get("HttpsOnly")
+    return Finding(
+        resource_id=str(row.get("ResourceId") or ""),
+        subscription_id=str(row.get("SubscriptionId") or ""),
+        resource_group=str(row.get("ResourceGroup") or ""),
+        app_name=str(row.get("AppName") or ""),
+        slot=str(row.get("Slot") or ""),
+        kind=str(row.get("Kind") or ""),
+        state=str(row.get("State") or ""),
+        location=str(row.get("Location") or ""),
+        client_cert_enabled=bool(row.get("ClientCertEnabled")),
+        client_cert_mode=str(row.get("ClientCertMode") or ""),
+        exclusion_paths=tuple(p for p in paths.split(", ") if p),
+        status=Status(str(row.get("Status"))),
+        reason=str(row.get("Reason") or ""),
+        remediation=str(row.get("Remediation") or ""),
+        https_only=https_only if isinstance(https_only, bool) else None,
+        public_network_access=str(row.get("PublicNetworkAccess") or "") or None,
+        exemption=str(row.get("Exemption") or ""),
+        tags=tuple(sorted((str(k), str(v)) for k, v in tags.items())) if isinstance(tags, dict) else (),
+        owner=str(row.get("Owner") or ""),
+    )
 
 
 #: The result-row columns a report exports, in order: ``report --format csv`` and each ``results``

@@ -439,16 +439,15 @@ class TableStore:
         return self._delete_results(flt)
 
     def run_rows(self, run_id: str, subscription_id: str) -> list[Any]:
-        """One subscription's result rows in one run (keys, ``Status``, ``NewFailure``): what a resumed
-        run's earlier attempt stored."""
+        """One subscription's result rows in one run: what a resumed run's earlier attempt stored."""
         low, high = run_range(run_id)
         first, last = subscription_row_range(subscription_id)
         flt = (
             f"PartitionKey ge {odata_quote(low)} and PartitionKey lt {odata_quote(high)} "
             f"and RowKey ge {odata_quote(first)} and RowKey lt {odata_quote(last)}"
         )
-        rows = self.results.query_entities(flt, select=["PartitionKey", "RowKey", "Status", "NewFailure"])
-        return [r for r in rows if in_subscription(str(r["RowKey"]), subscription_id)]
+        rows = self.results.query_entities(flt)
+        return [dict(r) for r in rows if in_subscription(str(r["RowKey"]), subscription_id)]
 
     def delete_results_before(self, cutoff_run_prefix: str) -> int:
         """Delete result rows whose PartitionKey (RunId first) sorts before the cutoff."""

@@ -120,3 +120,24 @@ def test_observed_shows_the_stored_state_and_flags_nothing() -> None:
     _, f1 = advance(FAILING, None, "r1", "t1")
     kept = observed(FAILING, f1, "r2")
     assert kept.previous_status == "FAIL" and kept.first_failed_at == "t1" and not kept.alert_pending
+
+
+def test_a_resumed_run_replays_a_finding_from_its_row() -> None:
+    """A resumed run keeps its earlier attempt's decisions, replayed from the rows it stored: the row
+    gives back the finding it recorded (everything the state, the alert and the event are made of)."""
+    from datetime import UTC, datetime
+
+    from shared.schema import finding_from_row, result_row
+
+    slot = replace(
+        REC,
+        resource_id=REC.resource_id + "/slots/Stage",
+        slot="Stage",
+        exclusion_paths="/health, /status",
+        tags=(("Owner", "web-team"), ("cost", "µ")),
+        owner="web-team",
+        public_network_access="Disabled",
+    )
+    for finding in (PASSING, FAILING, WARNING, evaluate(slot), evaluate(replace(slot, client_cert_enabled=False))):
+        row = result_row("run", finding, None, datetime(2026, 1, 1, tzinfo=UTC), "rk")
+        assert finding_from_row(row) == finding
