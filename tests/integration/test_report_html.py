@@ -331,7 +331,9 @@ class _Findings(HTMLParser):
 PROBE = (
     "<script>document.body.setAttribute('data-scroll-width', document.documentElement.scrollWidth);"
     "document.body.setAttribute('data-chart-width', document.getElementById('subscription-chart')"
-    ".getBoundingClientRect().width);</script></body>"
+    ".getBoundingClientRect().width);"
+    "document.body.setAttribute('data-spilling-cells', Array.from(document.querySelectorAll('#findings td'))"
+    ".filter(function (td) { return td.scrollWidth > td.clientWidth + 1; }).length);</script></body>"
 )
 
 
@@ -382,11 +384,14 @@ def test_html_report_puts_new_failures_first_links_every_resource_and_fits_900_p
     )
     for width in WIDTHS:
         dom = run_chromium(tmp_path, "--virtual-time-budget=2000", "--dump-dom", probed.as_uri(), window=(width, 900))
-        measured = re.search(rb'data-scroll-width="(\d+)" data-chart-width="([\d.]+)"', dom.stdout)
+        measured = re.search(
+            rb'data-scroll-width="(\d+)" data-chart-width="([\d.]+)" data-spilling-cells="(\d+)"', dom.stdout
+        )
         assert measured, dom.stdout[-500:]
-        scroll, chart = int(measured.group(1)), float(measured.group(2))
+        scroll, chart, spilling = int(measured.group(1)), float(measured.group(2)), int(measured.group(3))
         assert scroll <= width, f"at {width} px the page is {scroll} px wide: something does not wrap or scale"
         assert 0 < chart <= width
+        assert spilling == 0, f"at {width} px, {spilling} cells of the list spill over their neighbours"
         shot = tmp_path / f"report-{width}.png"
         run_chromium(tmp_path, f"--screenshot={shot}", page.as_uri(), window=(width, 2400))
         got_width, _, colours = png_colours(shot)
