@@ -84,8 +84,9 @@ class AuditRun:
         except AzureError as exc:
             raise AuditFailed(f"cannot list subscriptions: {one_line(exc)}") from exc
         log.info("Run %s: auditing %d subscriptions", summary.run_id, len(subscriptions))
-        if summary.resumed:  # rows of the crashed attempt: written again below, in new partitions
-            deleted = self.store.delete_run_results(summary.run_id)
+        if summary.resumed:  # the interrupted attempt's rows of no subscription (the tenant's): written again
+            # below; its rows in each subscription are kept or deleted with the subscription (pipeline.py)
+            deleted = self.store.delete_run_results(summary.run_id, outside_subscriptions=True)
             log.info("Run %s: removed %d rows of the interrupted attempt", summary.run_id, deleted)
         names = {fold(s.subscription_id): s.display_name for s in subscriptions}
         known = self.store.known_subscriptions()

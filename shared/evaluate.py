@@ -201,7 +201,8 @@ def error_finding(error: InventoryError) -> Finding:
         exclusion_paths=(),
         status=Status.ERROR,
         reason=error.message,
-        remediation=(
+        remediation=error.remediation
+        or (
             f"Check that the audit identity has the '{AUDIT_READER_ROLE}' role on this scope (assigned by "
             "infra/tenant/audit-reader-role.bicep) and that the subscription is active; the next run retries "
             "automatically."

@@ -67,6 +67,8 @@ def _subscription_info(raw: Mapping[str, Any]) -> SubscriptionInfo:
 class ArmInventory:
     """Lists subscriptions, sites and slots through the management SDKs."""
 
+    source = "list"  # how its findings were read (a state row's ObservedBy; see schema.SOURCE_*)
+
     def __init__(self, credential: TokenCredential, settings: Settings, thread_init: ThreadInit = NO_CONTEXT) -> None:
         self._credential = credential
         self._settings = settings
@@ -155,6 +157,10 @@ class ArmInventory:
 
     def confirm_missing(self, subscription_id: str, resource_ids: Sequence[str]) -> Iterator[Found]:
         """ARM's own lists are authoritative: what a complete listing does not show is gone."""
+        return iter(())
+
+    def reread(self, subscription_id: str, resource_ids: Sequence[str]) -> Iterator[Found]:
+        """ARM's own lists are as fresh as a GET: nothing to read again."""
         return iter(())
 
     def lists_any_site(self, subscription_id: str) -> bool:

@@ -21,6 +21,7 @@ from . import events
 from .clock import Clock
 from .config import Settings
 from .errors import AuditFailed, LeaseLost, RunInProgressError, one_line
+from .http import worst_case_call_seconds
 from .lease import LeaseKeeper
 from .models import Status
 from .names import fold
@@ -35,6 +36,25 @@ log = logging.getLogger(__name__)
 RESUME_WINDOW = timedelta(hours=12)
 #: How often a nightly run that finds a change poll holding the lease tries again (seconds).
 LEASE_WAIT_SECONDS = 1.0
+#: A change poll starts no GET after this many seconds (``changes.py``); what it did not read, the
+#: next poll reads. It is what bounds how long the nightly run waits for a poll (:func:`poll_bound`).
+POLL_DEADLINE_SECONDS = 300
+
+
+def poll_bound(settings: Settings) -> float:
+    """The longest a change poll holds the lease: no GET starts after its deadline, the GETs in
+    flight end within one call's budget, and its few writes (rows, state, marks, the watermark,
+    its record) within two more."""
+    call = worst_case_call_seconds(settings.retry_total, settings.http_timeout)
+    return POLL_DEADLINE_SECONDS + 3 * call
+
+
+def nightly_wait(settings: Settings) -> float:
+    """How long the nightly run waits while a change poll holds the lease: until a live poll must
+    have ended (:func:`poll_bound`), or a dead one's lease expired, whichever is later."""
+    return max(poll_bound(settings), float(settings.lease_seconds)) + 2 * LEASE_WAIT_SECONDS
+
+
 #: The outcome of a nightly run that read no subscription (a contract: the run record, the RunSummary
 #: event, the incomplete-run alert, the report header and ``run``'s exit code all say it).
 BLIND = "blind"
@@ -141,7 +161,7 @@ class RunLedger:
         :class:`AuditFailed` (after a failed RunSummary) when the store cannot be reached."""
         try:
             self.store.ensure_tables()
-            self._acquire()
+            self._acquire(started)
         except RunInProgressError:
             raise
         except AzureError as exc:
@@ -161,20 +181,55 @@ class RunLedger:
             self.lease.release(keep_run=True)
             raise
 
-    def _acquire(self) -> None:
-        """Take the lease. The nightly run wins over change polls: while a poll holds the lease (a
-        matter of seconds), the nightly run waits for it, up to one lease length, instead of
-        skipping the night."""
-        waited_until = self.clock.monotonic() + self.settings.lease_seconds
+    def _acquire(self, started: datetime) -> None:
+        """Take the lease. The nightly run never loses a night to a change poll: while a poll holds
+        the lease, it waits for the poll's end, which the poll's own deadline bounds
+        (:func:`nightly_wait`). Should the poll outlast even that, the night that did not run is a
+        run record and a failed RunSummary (the incomplete-run alert fires on it), not a log line."""
+        waited_until = self.clock.monotonic() + nightly_wait(self.settings)
         while True:
             try:
                 self.lease.acquire()
                 return
             except RunInProgressError as exc:
-                if self.kind != "nightly" or exc.holder_kind != "changes" or self.clock.monotonic() > waited_until:
+                if self.kind != "nightly" or exc.holder_kind != "changes":
+                    raise
+                if self.clock.monotonic() > waited_until:
+                    self._lost_night(started, exc)
                     raise
                 log.info("A change poll holds the audit lease; the nightly run waits for it")
             self.clock.sleep(LEASE_WAIT_SECONDS)
+
+    def _lost_night(self, started: datetime, exc: RunInProgressError) -> None:
+        """Record the night a change poll kept from running: a run record and a failed RunSummary."""
+        lost = RunSummary(new_run_id(started), started, failed=True, ended_at=self.now())
+        lost.error = (
+            f"the nightly run did not start: a change poll held the audit lease for more than "
+            f"{nightly_wait(self.settings):.0f} s ({exc})"
+        )
+        log.error("Audit run %s did not run: %s", lost.run_id, lost.error)
+        try:
+            self.record(lost)
+        except AzureError as error:
+            log.error("Could not record the night that did not run: %s", one_line(error))
+        events.emit_run_summary(lost.event(), failed=True)
+
+    def unfinished_nightly(self, started: datetime) -> str:
+        """The RunId of a nightly run that died and may still be resumed, or ``""``: a change poll
+        leaves what that run's state rows hold to its resume (so the resumed run's rows still agree
+        with the alerts that name it)."""
+        previous = str(self.lease.entity.get("RunId") or "")
+        record = self.store.get(self.store.runs, RUNS_PARTITION, previous) if previous else None
+        return previous if record and self._resumable(record, started) else ""
+
+    @staticmethod
+    def _resumable(record: Mapping[str, Any], started: datetime) -> bool:
+        if record.get("Outcome") not in ("running", "failed") or record.get("StateAdvanced"):
+            return False
+        if record.get("Kind", "nightly") != "nightly":
+            return False
+        begun = as_utc(record.get("StartedAt"))
+        return begun is not None and started - begun < RESUME_WINDOW
 
     def _begin(self, started: datetime) -> RunSummary:
         """Start a new run, or resume the one a crashed attempt left unfinished (nightly runs only:
@@ -185,21 +240,20 @@ class RunLedger:
             return summary
         previous = str(self.lease.entity.get("RunId") or "")
         record = self.store.get(self.store.runs, RUNS_PARTITION, previous) if previous else None
-        if record and record.get("Outcome") in ("running", "failed") and not record.get("StateAdvanced"):
-            begun = as_utc(record.get("StartedAt"))
-            if begun and started - begun < RESUME_WINDOW:
-                log.warning("Resuming unfinished run %s (started %s)", previous, begun.isoformat())
-                summary = RunSummary(
-                    previous,
-                    begun,
-                    baseline=bool(record.get("Baseline")),
-                    resumed=True,
-                    attempt=int(record.get("Attempts") or 1) + 1,
-                )
-                self._write_running(summary)
-                return summary
+        if record and self._resumable(record, started):
+            begun = as_utc(record.get("StartedAt")) or started
+            log.warning("Resuming unfinished run %s (started %s)", previous, begun.isoformat())
+            summary = RunSummary(
+                previous,
+                begun,
+                baseline=bool(record.get("Baseline")),
+                resumed=True,
+                attempt=int(record.get("Attempts") or 1) + 1,
+            )
+            self._write_running(summary)
+            return summary
         run_id = new_run_id(started)
-        baseline = not self.store.has_any(self.store.latest)
+        baseline = self.store.baseline() is None  # until one nightly run has ended, nothing pages
         summary = RunSummary(run_id, started, baseline=baseline)
         self._write_running(summary)
         self.lease.update(RunId=run_id)
@@ -266,7 +320,13 @@ class RunLedger:
 
     # -- closing ----------------------------------------------------------------------------------
     def close(self, summary: RunSummary) -> None:
-        """The run ended (complete or partial): record it, age out old rows, say so, let go."""
+        """The run ended (complete or partial): record it, age out old rows, say so, let go. The
+        first nightly run to end marks the baseline done (polls wait for it to page anything)."""
+        if self.kind == "nightly" and summary.subscriptions_read:  # a run that read nothing is no baseline
+            try:
+                self.store.mark_baseline(summary.run_id, summary.started_at)
+            except (AzureError, LeaseLost) as exc:  # read from the run records until it is written
+                log.warning("Could not write the baseline marker: %s", one_line(exc))
         summary.deleted_old_rows = self._retention(summary)
         events.emit_run_summary(summary.event(), failed=summary.partial)
         self.lease.release(keep_run=self.kind != "nightly")  # a poll leaves the nightly resume point alone

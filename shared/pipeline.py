@@ -35,6 +35,7 @@ from .ledger import RunSummary
 from .models import Finding, GoneRecord, InventoryError, SiteRecord, Status
 from .names import fold, same
 from .plan import SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
+from .schema import SOURCE_GET, SOURCE_LIST, StateCopy
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
 from .when import as_utc
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 #: filled transactions per early flush.
 MAX_HELD_RESOURCES = 20_000
 Checkpoint = Callable[[str, str], None]
+#: Results partitions each attempt of a run numbers its own (10,000 × 1,000 rows): a resumed attempt
+#: writes beside the rows it keeps from the earlier one, never into its partitions.
+ATTEMPT_PARTITIONS = 10_000
 #: RowKey of the tenant's ERROR row (its ResourceId is ``/``, the tenant root scope).
 TENANT_ROW_KEY = "~tenant"
 
@@ -60,6 +64,10 @@ class Inventory(Protocol):
     def confirm_empty(self, subscription_id: str) -> InventoryError | None: ...
 
     def confirm_missing(
+        self, subscription_id: str, resource_ids: Sequence[str]
+    ) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
+
+    def reread(
         self, subscription_id: str, resource_ids: Sequence[str]
     ) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
 
@@ -95,6 +103,8 @@ class RunContext:
     #: A change poll reads only some resources of each subscription: nothing else is retired or
     #: confirmed, and only those resources' state is touched.
     targeted: bool = False
+    #: The nightly run that died and may be resumed (a change run leaves its state rows alone).
+    unfinished_nightly: str = ""
 
 
 class SubscriptionPipeline:
@@ -120,9 +130,10 @@ class SubscriptionPipeline:
         self.monotonic = monotonic
         self.checkpoint = checkpoint
         run_id = run.summary.run_id
+        first = (run.summary.attempt - 1) * ATTEMPT_PARTITIONS  # a resumed attempt's rows beside the kept ones
         self._results = PackedWriter(
             lambda rows: store.write_batch(store.results, rows),
-            sequential=lambda index: results_partition(run_id, index),
+            sequential=lambda index: results_partition(run_id, first + index),
             name="results",
         )
         self._state = PackedWriter(self._write_state, name="state")
@@ -135,6 +146,8 @@ class SubscriptionPipeline:
         self._errors: list[tuple[str, BaseException]] = []  # failed steps, by subscription
         self._held = 0
         self.extra_transactions = 0
+        #: Folded ids of changed resources a change run left to an unfinished nightly run's resume.
+        self.deferred: set[str] = set()
 
     # -- one subscription -----------------------------------------------------------------------
     def audit(self, subscription_id: str) -> SubscriptionResult:
@@ -147,14 +160,14 @@ class SubscriptionPipeline:
         findings = self._findings(subscription_id, result, audited_at, deleted, gone_ids)
         # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
-        narrowed = None
-        if self.run.targeted:  # only the state of what was re-read (and a deleted site's slots)
-            ids = [f.resource_id for f in findings.values()] + gone_ids  # any key their rows may be under
-            keys = {key for rid in ids for key in lookup_keys(rid)} | set(findings) | deleted
-            narrowed = narrowed_state_filters(subscription_id, keys, (f"{k}|slots|" for k in deleted))
-        prior, extra = self.store.subscription_state(subscription_id, findings, narrowed)
-        if self.run.targeted:
-            prior, extra, deleted = targeted(prior, extra, findings, deleted)
+        kept: dict[str, Any] = {}
+        reread: set[str] = set()
+        if self.run.targeted:  # only the state of what was re-read
+            prior, extra, deleted = self._targeted_state(subscription_id, findings, deleted, gone_ids)
+        else:
+            prior, extra = self.store.subscription_state(subscription_id, findings)
+            if self.run.summary.resumed:
+                kept = self._earlier_attempt(subscription_id, prior, findings)
         silent = self._unconfirmed_silence(subscription_id, findings, prior) if result.read else None
         if silent is not None:  # nothing listed, yet resources were known: nothing is retired
             self._warn(silent)
@@ -166,6 +179,7 @@ class SubscriptionPipeline:
             ]
             for item in self.inventory.confirm_missing(subscription_id, missing) if missing else ():
                 self._take(item, subscription_id, result, audited_at, findings, deleted, gone_ids)
+            reread = self._reread_fresher(subscription_id, findings, prior, audited_at)
         plan = plan_subscription(
             subscription_id,
             findings,
@@ -179,6 +193,9 @@ class SubscriptionPipeline:
             request_tag=self.settings.exemption_request_tag,
             retire=deleted,
             in_place=self.run.targeted,
+            kept=kept,
+            source=SOURCE_GET if self.run.targeted else getattr(self.inventory, "source", SOURCE_LIST),
+            reread=frozenset(reread),
         )
         result.counts, result.rows = plan.counts, len(plan.findings)
         if not result.read:  # unreadable: its last-known state stays exactly as it was
@@ -210,6 +227,86 @@ class SubscriptionPipeline:
         log.error("Run %s: %s %s", self.run.summary.run_id, error.scope_id, error.message)
         self._results.add(owner, plan.result_rows(), self._then(owner, self._rows_only, plan))
         return result
+
+    def _reread_fresher(
+        self, subscription_id: str, findings: dict[str, Finding], prior: Mapping[str, Any], audited_at: datetime
+    ) -> set[str]:
+        """A listing that may lag (Resource Graph's index) must not override a fresher read: where it
+        disagrees with a state a GET stored (a change poll's), the resource is read again by GET and
+        audited from that answer. Returns the keys so read; ARM's own lists are fresh (nothing asked)."""
+        disagree = [
+            finding.resource_id
+            for key, finding in findings.items()
+            if finding.status is not Status.ERROR
+            and prior.get(key, {}).get("ObservedBy") == SOURCE_GET
+            and prior[key].get("Status") != finding.status.value
+            and not prior[key].get("Gone")
+        ]
+        fresh: set[str] = set()
+        for item in self.inventory.reread(subscription_id, disagree) if disagree else ():
+            key = resource_key(item.resource_id if not isinstance(item, InventoryError) else item.scope_id)
+            if isinstance(item, SiteRecord):
+                findings[key] = apply_exemption(
+                    replace(evaluate(item), owner=item.owner), self.run.exemptions, audited_at
+                )
+                fresh.add(key)
+            elif isinstance(item, GoneRecord):
+                findings.pop(key, None)  # listed by a stale index, deleted meanwhile: retired below
+            else:  # ARM could not answer: the listing stands
+                log.info("Could not read %s again to check Resource Graph's answer: %s", item.scope_id, item.message)
+        if disagree:
+            log.info(
+                "Run %s: %d resources of %s read again: Resource Graph disagreed with a fresher read",
+                self.run.summary.run_id,
+                len(disagree),
+                subscription_id,
+            )
+        return fresh
+
+    def _earlier_attempt(
+        self, subscription_id: str, prior: Mapping[str, Any], findings: Mapping[str, Finding]
+    ) -> dict[str, Any]:
+        """A resumed run keeps the rows its earlier attempt stored for the resources whose state that
+        attempt advanced (their decisions stand: an alert may already name this run, sent by it or
+        owed) and deletes the others, which it writes again; returns the kept rows by key. A kept
+        resource that is no longer listed keeps its row only if an alert names this run for it."""
+        run_id = self.run.summary.run_id
+        earlier = self.store.run_rows(run_id, subscription_id)
+        committed = {
+            key
+            for key, state in prior.items()
+            if state.get("LastRunId") == run_id and (key in findings or state.get("AlertRunId") == run_id)
+        }
+        kept = {str(row["RowKey"]): row for row in earlier if str(row["RowKey"]) in committed}
+        stale = [(str(row["PartitionKey"]), str(row["RowKey"])) for row in earlier if str(row["RowKey"]) not in kept]
+        if stale:
+            self.store.delete_keys(self.store.results, stale)
+        return kept
+
+    def _targeted_state(
+        self, subscription_id: str, findings: dict[str, Finding], deleted: set[str], gone_ids: list[str]
+    ) -> tuple[dict[str, Any], list[StateCopy], set[str]]:
+        """A change run's read of the state of what it re-read (under any key an older version used),
+        whole rows (few). Resources whose state an unfinished nightly run advanced are left to its
+        resume (:attr:`deferred`: the next poll reads their change again): the resumed run's rows
+        must still agree with the alerts that name it. A slot read alone takes the owner the last
+        run stored for it (its site was not read)."""
+        ids = [f.resource_id for f in findings.values()] + gone_ids
+        keys = {key for rid in ids for key in lookup_keys(rid)} | set(findings) | deleted
+        narrowed = narrowed_state_filters(subscription_id, keys, (f"{k}|slots|" for k in deleted))
+        prior, extra = self.store.subscription_state(subscription_id, (), narrowed)
+        unfinished = self.run.unfinished_nightly
+        for key, state in list(prior.items()):
+            finding = findings.get(key)
+            if finding is None:
+                continue
+            if unfinished and state.get("LastRunId") == unfinished:
+                with self._lock:
+                    self.deferred.add(fold(finding.resource_id))
+                del findings[key]
+            elif finding.slot and not finding.owner and state.get("Owner"):
+                findings[key] = replace(finding, owner=str(state["Owner"]))
+        return targeted(prior, extra, findings, deleted)
 
     def _findings(
         self,

@@ -19,7 +19,7 @@ from .fastpaths import ETAG
 from .layout import state_partition
 from .ledger import RunSummary
 from .models import Finding, Status
-from .schema import StateCopy, gone_row, result_row, state_row
+from .schema import SOURCE_GET, SOURCE_LIST, StateCopy, gone_row, result_row, state_row
 from .state import Transition, observed, transition
 
 
@@ -55,6 +55,11 @@ class SubscriptionPlan:
     partitions: dict[str, str]  # state partition of each key written tonight (gone ones: where they are)
     gone: tuple[str, ...]  # resources a complete listing no longer shows
     request_tag: str | None
+    #: A resumed run's rows its earlier attempt stored for resources whose state it advanced: those
+    #: decisions stand (the alerts that name this run agree with them), so the rows are kept as they are.
+    kept: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: str = SOURCE_LIST  # how the findings were read (each state row's ObservedBy) ...
+    reread: frozenset[str] = frozenset()  # ... but these keys, read again by GET
 
     @property
     def now_iso(self) -> str:
@@ -62,19 +67,26 @@ class SubscriptionPlan:
 
     @property
     def counts(self) -> Counter[str]:
-        return Counter(f.status.value for f in self.findings.values())
+        return Counter(
+            str(self.kept[key].get("Status")) if key in self.kept else f.status.value
+            for key, f in self.findings.items()
+        )
 
     @property
     def new_failures(self) -> int:
-        return sum(1 for change in self.changes.values() if change.new_failure)
+        kept = sum(1 for key, row in self.kept.items() if key in self.findings and row.get("NewFailure") is True)
+        return kept + sum(1 for key, change in self.changes.items() if change.new_failure and key not in self.kept)
 
     @property
     def held(self) -> int:
         return len(self.findings) + len(self.prior)
 
     def result_rows(self) -> Iterator[dict[str, Any]]:
-        """Tonight's result rows, rendered as the writer takes them (no side effects)."""
+        """Tonight's result rows, rendered as the writer takes them (no side effects); a row an earlier
+        attempt of this run stored and :attr:`kept` is not written again."""
         for key, finding in self.findings.items():
+            if key in self.kept:
+                continue
             yield result_row(
                 self.run_id,
                 finding,
@@ -112,6 +124,7 @@ class SubscriptionPlan:
             self.partitions[key],
             alerted=alerted,
             fence=self.fence,
+            observed_by=SOURCE_GET if key in self.reread else self.source,
         )
 
     def alerts_due(self) -> list[str]:
@@ -156,6 +169,9 @@ def plan_subscription(
     request_tag: str | None = None,
     retire: Iterable[str] = (),
     in_place: bool = False,
+    kept: Mapping[str, Mapping[str, Any]] | None = None,
+    source: str = SOURCE_LIST,
+    reread: frozenset[str] = frozenset(),
 ) -> SubscriptionPlan:
     """Decide, as data, what tonight means for one subscription. A subscription not read fully
     enough shows its stored state (``observed``) and changes nothing. ``retire`` names resources
@@ -201,6 +217,9 @@ def plan_subscription(
         partitions=partitions,
         gone=gone,
         request_tag=request_tag,
+        kept={k: v for k, v in (kept or {}).items() if k in findings},
+        source=source,
+        reread=reread,
     )
 
 

@@ -134,6 +134,8 @@ class ResourceGraphInventory:
     :data:`MAX_BUFFERED` records read ahead, not the tenant.
     """
 
+    source = "graph"  # its index may lag behind a GET (see pipeline._reread_fresher)
+
     def __init__(self, credential: TokenCredential, settings: Settings, thread_init: ThreadInit = NO_CONTEXT) -> None:
         self._arm = ArmInventory(credential, settings, thread_init)
         self._thread_init = thread_init
@@ -183,6 +185,16 @@ class ResourceGraphInventory:
                 f"Resource Graph returned no sites and ARM could not confirm that there are none: {message}",
                 status_code=status,
             )
+
+    def reread(
+        self, subscription_id: str, resource_ids: Sequence[str]
+    ) -> Iterator[SiteRecord | InventoryError | GoneRecord]:
+        """Resources Resource Graph answered for otherwise than a fresher GET stored (its index may
+        lag behind a change the poll read): ARM's answer, one GET each."""
+        from .changes import ChangedResources  # the poll's GETs (changes imports this module)
+
+        reads = ChangedResources(self._arm, {subscription_id: list(resource_ids)}, self._settings, self._thread_init)
+        yield from reads.scan(subscription_id)
 
     def confirm_missing(
         self, subscription_id: str, resource_ids: Sequence[str]

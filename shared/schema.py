@@ -21,9 +21,15 @@ if TYPE_CHECKING:
     from .exemptions import Exemption
 
 RUNS_PARTITION = "run"
+#: Runs-table partition of the change poll's watermark and the baseline marker.
+WATERMARK_PARTITION, WATERMARK_ROW, BASELINE_ROW = "watermark", "changes", "baseline"
 #: Runs-table partition of the subscriptions the audit has read, to notice one that vanishes.
 SUBSCRIPTIONS_PARTITION = "subscription"
 EXEMPTIONS_PARTITION = "exemption"
+
+#: How a state row's status was read (its ``ObservedBy``): a GET (the change poll's, or a check of a
+#: listing), ARM's list, or Resource Graph's index, which may lag behind a GET (``pipeline.py``).
+SOURCE_GET, SOURCE_LIST, SOURCE_GRAPH = "get", "list", "graph"
 
 #: A copy of a state row other than the current one: ``(PartitionKey, RowKey, resource key, ETag)``.
 StateCopy = tuple[str, str, str, str]
@@ -44,6 +50,7 @@ STATE_MODEL_FIELDS = (
     "AlertSentAt",
     "AlertSentByRunId",
     "Fence",
+    "ObservedBy",
 )
 
 
@@ -150,6 +157,7 @@ def state_row(
     *,
     alerted: bool = False,
     fence: int = 0,
+    observed_by: str = SOURCE_LIST,
 ) -> dict[str, Any]:
     """The last-known state row after this run saw ``finding`` (stored in ``partition_key``,
     which ``layout.state_partition`` chooses). ``fence`` is the writer's lease holding: of two
@@ -168,6 +176,7 @@ def state_row(
         "PartitionKey": partition_key,
         "RowKey": row_key,
         **finding.identity(),
+        "Owner": finding.owner,  # a change poll reading a slot alone takes its owner from here
         "Status": finding.status.value,
         "ClientCertMode": finding.client_cert_mode,
         "FirstFailedAt": change.first_failed_at,
@@ -183,6 +192,7 @@ def state_row(
         "AlertSentAt": now_iso if sent else change.alert_sent_at,
         "AlertSentByRunId": run_id if sent else sent_by,
         "Fence": fence,
+        "ObservedBy": observed_by,
     }
 
 

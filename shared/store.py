@@ -14,6 +14,7 @@ Writes are upserts with stable keys, so repeating any step after a crash is harm
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
@@ -38,10 +39,24 @@ from .fastpaths import ETAG
 from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
 from .http import client_kwargs
 from .keys import legacy_key, odata_quote, resource_key
-from .layout import partition_batches, run_range, state_filters
+from .layout import (
+    SUBSCRIPTION_KEY_PREFIX,
+    in_subscription,
+    partition_batches,
+    run_range,
+    state_filters,
+    subscription_row_range,
+)
 from .models import valid_text
 from .names import fold
-from .schema import RUNS_PARTITION, STATE_MODEL_FIELDS, SUBSCRIPTIONS_PARTITION, StateCopy
+from .schema import (
+    BASELINE_ROW,
+    RUNS_PARTITION,
+    STATE_MODEL_FIELDS,
+    SUBSCRIPTIONS_PARTITION,
+    WATERMARK_PARTITION,
+    StateCopy,
+)
 from .when import as_utc
 
 log = logging.getLogger(__name__)
@@ -315,6 +330,51 @@ class TableStore:
     def has_any(self, table: TableClient) -> bool:
         return next(iter(table.list_entities(results_per_page=1, select=["PartitionKey"])), None) is not None
 
+    def write_if_unchanged(self, table: TableClient, entity: Mapping[str, Any], read: Any | None) -> bool:
+        """Write ``entity`` only while the row is the one ``read`` (``None``: while there is none);
+        ``False`` when another writer changed it meanwhile."""
+        self.guard()
+        row = clean_entity(entity)
+        try:
+            if read is None:
+                table.create_entity(row)
+            else:
+                table.update_entity(
+                    row,
+                    mode=UpdateMode.REPLACE,
+                    etag=read.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        except HttpResponseError as exc:
+            if exc.status_code in (409, 412):
+                return False
+            raise
+        return True
+
+    def baseline(self) -> Any | None:
+        """The baseline marker (``RunId``, ``StartedAt``): written when a nightly run first advanced
+        the state and ended (complete or partial). Until then nothing may page: the next nightly run
+        is a baseline too, and the change poll leaves every change to it. A table an older version
+        wrote has no marker: a nightly run record that advanced the state stands for it (and the
+        marker is written from it, once)."""
+        marker = self.get(self.runs, WATERMARK_PARTITION, BASELINE_ROW)
+        if marker is not None or not self.has_any(self.latest):
+            return marker
+        done = [r for r in self.runs_list() if r.get("Kind", "nightly") == "nightly" and r.get("StateAdvanced")]
+        if not done:
+            return None
+        self.mark_baseline(str(done[0]["RunId"]), done[0].get("StartedAt"))
+        return self.get(self.runs, WATERMARK_PARTITION, BASELINE_ROW)
+
+    def mark_baseline(self, run_id: str, started_at: Any) -> None:
+        """Write the baseline marker, unless there is one."""
+        marker = {"PartitionKey": WATERMARK_PARTITION, "RowKey": BASELINE_ROW, "RunId": run_id, "StartedAt": started_at}
+        with contextlib.suppress(ResourceExistsError):
+            self.guard()
+            self.runs.create_entity(marker)
+
     def runs_list(self) -> list[Any]:
         """All run records, oldest first (one per night: small)."""
         rows = list(self.partition(self.runs, RUNS_PARTITION))
@@ -369,10 +429,26 @@ class TableStore:
         self.runs.delete_entity(SUBSCRIPTIONS_PARTITION, key)
         return True
 
-    def delete_run_results(self, run_id: str) -> int:
-        """Delete every result row of one run (before a resumed run writes them again)."""
+    def delete_run_results(self, run_id: str, *, outside_subscriptions: bool = False) -> int:
+        """Delete every result row of one run, or only those of no subscription (the tenant's)."""
         low, high = run_range(run_id)
-        return self._delete_results(f"PartitionKey ge {odata_quote(low)} and PartitionKey lt {odata_quote(high)}")
+        flt = f"PartitionKey ge {odata_quote(low)} and PartitionKey lt {odata_quote(high)}"
+        if outside_subscriptions:
+            prefix = SUBSCRIPTION_KEY_PREFIX
+            flt += f" and (RowKey lt {odata_quote(prefix)} or RowKey ge {odata_quote(prefix[:-1] + '}')})"
+        return self._delete_results(flt)
+
+    def run_rows(self, run_id: str, subscription_id: str) -> list[Any]:
+        """One subscription's result rows in one run (keys, ``Status``, ``NewFailure``): what a resumed
+        run's earlier attempt stored."""
+        low, high = run_range(run_id)
+        first, last = subscription_row_range(subscription_id)
+        flt = (
+            f"PartitionKey ge {odata_quote(low)} and PartitionKey lt {odata_quote(high)} "
+            f"and RowKey ge {odata_quote(first)} and RowKey lt {odata_quote(last)}"
+        )
+        rows = self.results.query_entities(flt, select=["PartitionKey", "RowKey", "Status", "NewFailure"])
+        return [r for r in rows if in_subscription(str(r["RowKey"]), subscription_id)]
 
     def delete_results_before(self, cutoff_run_prefix: str) -> int:
         """Delete result rows whose PartitionKey (RunId first) sorts before the cutoff."""
