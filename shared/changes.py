@@ -6,11 +6,14 @@ changed since the watermark. The change records are only a hint: each named reso
 again through ARM (a GET of the site or slot, the truth), evaluated by the same pure core with the
 same exemptions, and written as a *change run* (``Kind = changes`` in the runs table and the
 RunSummary event): its result rows, its state and its NewFailure events, through the same
-pipeline as the nightly run. A resource whose GET answers 404 is retired (a deleted site takes
-its slots); one that cannot be read gets an ERROR row.
+pipeline as the nightly run. A poll retires nothing (a resource whose GET answers its own
+``ResourceNotFound`` is left to the nightly run, which lists its whole subscription); one that
+cannot be read (403, any other 404) gets an ERROR row; one whose GET failed transiently is left
+for the next poll.
 
-The watermark lives in the runs table. It moves to the poll's start only when every change was
-handled, and each poll looks back a margin before it (``AUDIT_CHANGES_OVERLAP_MINUTES``) because
+The watermark lives in the runs table, in Resource Graph's own clock (the latest change time a
+poll listed, or just before the earliest change it left for the next poll), written under the
+lease; each poll looks back a margin before it (``AUDIT_CHANGES_OVERLAP_MINUTES``) because
 Resource Graph is eventually consistent: a change that shows up late is still seen, and a change
 seen twice is harmless (the state model never alerts twice). A poll with no change costs one
 Resource Graph request and writes no run. The poll shares the nightly run's lease, and the

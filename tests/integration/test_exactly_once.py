@@ -675,3 +675,55 @@ def test_seq06_a_lagging_resource_graph_index_does_not_override_a_fresher_get(ma
     assert row["Status"] == "PASS" and row["NewFailure"] is False
     assert_rows_agree_with_alerts(h)
     arm.thaw_resource_graph()
+
+
+# -- the issue's "also decide" items ---------------------------------------------------------------------
+def test_the_watermark_is_kept_in_resource_graphs_clock_not_the_hosts(make_arm, harness_factory) -> None:
+    """A host whose clock runs two hours ahead of Resource Graph's: a watermark taken from the host's
+    clock (the poll's start) would skip every change of the next hour and a half; kept in Resource
+    Graph's clock (the latest change time it listed), the next poll lists the next change."""
+    clock = Clock(NIGHT)
+    tenant = Tenant()
+    sub = tenant.add_subscription(SUB, display_name="prod")
+    first, second = sub.add_site("rg-a", "first", **REQ), sub.add_site("rg-a", "second", **REQ)
+    tenant.start_change_log(clock)
+    arm = make_arm(tenant)
+    h: AuditHarness = harness_factory(arm)
+    h.run_at(NIGHT)
+    ahead = timedelta(hours=2)
+    clock.at = NIGHT + timedelta(hours=9)
+    first.update(client_cert_mode="Optional")
+    one = h.poll_at(clock.at + timedelta(minutes=2) + ahead)
+    assert one.resources == 1 and one.watermark == clock.at, "the latest change time listed"
+    clock.at += timedelta(minutes=10)
+    second.update(client_cert_mode="Optional")
+    two = h.poll_at(clock.at + timedelta(minutes=2) + ahead)
+    assert two.resources == 1 and two.since == one.watermark - timedelta(minutes=30)
+    assert alerts(h) == Counter({fold(first.id): 1, fold(second.id): 1})
+
+
+def test_the_watermark_is_written_before_the_poll_lets_the_lease_go(make_arm, harness_factory, monkeypatch) -> None:
+    from shared.lease import LeaseKeeper
+
+    clock = Clock(NIGHT)
+    tenant = Tenant()
+    app = tenant.add_subscription(SUB, display_name="prod").add_site("rg-a", "app", **REQ)
+    tenant.start_change_log(clock)
+    arm = make_arm(tenant)
+    h: AuditHarness = harness_factory(arm)
+    h.run_at(NIGHT)
+    seen_at_release: list[Any] = []
+    release = LeaseKeeper.release
+
+    def watching(self: LeaseKeeper, *, keep_run: bool) -> None:
+        if self._kind == "changes":
+            rows = [r for r in h.table("AUDIT_RUNS_TABLE") if (r["PartitionKey"], r["RowKey"]) == ("watermark", "changes")]
+            seen_at_release.append(rows[0]["ChangesThrough"] if rows else None)
+        release(self, keep_run=keep_run)
+
+    monkeypatch.setattr(LeaseKeeper, "release", watching)
+    clock.at = NIGHT + timedelta(hours=9)
+    app.update(client_cert_mode="Optional")
+    result = h.poll_at(clock.at + timedelta(minutes=2))
+    assert result.resources == 1 and result.watermark is not None
+    assert seen_at_release == [result.watermark], "the watermark was stored while the poll still held the lease"
