@@ -64,17 +64,7 @@ class AuditRun:
     def execute(self) -> RunSummary:
         started = self.now()
         deadline = self.clock.monotonic() + self.settings.run_deadline_minutes * 60
-        summary = self.ledger.open(started)
-        try:
-            self._run(summary, deadline)
-            summary.ended_at = self.now()
-            self.ledger.record(summary)
-        except BaseException as exc:
-            self.ledger.fail(summary, exc)
-            if isinstance(exc, Exception) and not isinstance(exc, AuditFailed):
-                raise AuditFailed(f"audit run {summary.run_id} failed: {summary.error}") from exc
-            raise
-        self.ledger.close(summary)
+        summary, _ = self.ledger.run(started, lambda summary: self._run(summary, deadline), what="audit run")
         return summary
 
     def _run(self, summary: RunSummary, deadline: float) -> None:

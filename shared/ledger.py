@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError
 
@@ -32,6 +32,8 @@ from .threads import NO_CONTEXT, ThreadInit
 from .when import as_utc
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: A run that died is resumed (same RunId) by a run that starts within this time.
 RESUME_WINDOW = timedelta(hours=12)
@@ -73,6 +75,24 @@ class RunLedger:
         self.now = clock.now
         self.kind = kind
         self.lease = LeaseKeeper(store, secrets.token_hex(8), settings.lease_seconds, clock, thread_init, kind)
+
+    def run(self, started: datetime, body: Callable[[RunSummary], T], *, what: str) -> tuple[RunSummary, T]:
+        """The one ledger sequence of every run, nightly or poll: :meth:`open` (the lease, begin or
+        resume), ``body``, :meth:`record`, :meth:`close`. A body that raises fails the run
+        (:meth:`fail`: recorded, a failed RunSummary, the lease kept for a resume) and raises
+        :class:`AuditFailed` naming ``what`` (``audit run``, ``change run``) and the RunId."""
+        summary = self.open(started)
+        try:
+            out = body(summary)
+            summary.ended_at = self.now()
+            self.record(summary)
+        except BaseException as exc:
+            self.fail(summary, exc)
+            if isinstance(exc, Exception) and not isinstance(exc, AuditFailed):
+                raise AuditFailed(f"{what} {summary.run_id} failed: {summary.error}") from exc
+            raise
+        self.close(summary)
+        return summary, out
 
     # -- opening ----------------------------------------------------------------------------------
     def open(self, started: datetime) -> RunSummary:
