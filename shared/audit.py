@@ -22,7 +22,7 @@ from .errors import AuditFailed, one_line
 from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory
-from .ledger import RunLedger, RunSummary
+from .ledger import RunLedger, RunSummary, vanished_subscriptions
 from .models import InventoryError
 from .names import fold
 from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline
@@ -80,7 +80,9 @@ class AuditRun:
             log.info("Run %s: removed %d rows of the interrupted attempt", summary.run_id, deleted)
         names = {fold(s.subscription_id): s.display_name for s in subscriptions}
         known = self.store.known_subscriptions()
-        vanished = self.ledger.vanished(known, [s.subscription_id for s in subscriptions], summary.started_at)
+        vanished = vanished_subscriptions(
+            self.settings, known, [s.subscription_id for s in subscriptions], summary.started_at
+        )
         for sub_id, row in vanished.items():
             names.setdefault(fold(sub_id), str(row.get("SubscriptionName") or ""))
         ids = [s.subscription_id for s in subscriptions] + list(vanished)

@@ -58,6 +58,30 @@ def nightly_wait(settings: Settings) -> float:
     return max(poll_bound(settings), float(settings.lease_seconds)) + 2 * LEASE_WAIT_SECONDS
 
 
+def vanished_subscriptions(
+    settings: Settings, known: Mapping[str, Mapping[str, Any]], listed: Iterable[str], now: datetime
+) -> dict[str, Mapping[str, Any]]:
+    """Subscriptions an earlier run read that the subscription list no longer shows (disabled,
+    moved out of the management group, access removed). Each gets an ERROR row and keeps its
+    state until it was last read longer ago than AUDIT_RETENTION_DAYS, or the security team
+    retires it (``clientcert-audit subscriptions retire``). With AUDIT_SUBSCRIPTIONS set, that
+    list is the audit's scope, so nothing outside it is reported."""
+    if settings.subscriptions:
+        return {}
+    seen = {fold(s) for s in listed}
+    cutoff = now - timedelta(days=settings.retention_days)
+    vanished: dict[str, Mapping[str, Any]] = {}
+    for key, row in known.items():
+        if key in seen:
+            continue
+        last = as_utc(row.get("LastAuditedAt"))
+        if last is not None and last < cutoff:
+            log.info("Subscription %s not seen since %s: no longer reported", row.get("SubscriptionId"), last)
+            continue
+        vanished[str(row.get("SubscriptionId") or key)] = row
+    return vanished
+
+
 class RunLedger:
     """Opens, records and closes one run. Every write after :meth:`open` needs the lease."""
 
@@ -214,29 +238,6 @@ class RunLedger:
         self.store.upsert_many(self.store.runs, [row])
 
     # -- the subscriptions it has read ------------------------------------------------------------
-    def vanished(
-        self, known: Mapping[str, Mapping[str, Any]], listed: Iterable[str], now: datetime
-    ) -> dict[str, Mapping[str, Any]]:
-        """Subscriptions an earlier run read that the subscription list no longer shows (disabled,
-        moved out of the management group, access removed). Each gets an ERROR row and keeps its
-        state until it was last read longer ago than AUDIT_RETENTION_DAYS, or the security team
-        retires it (``clientcert-audit subscriptions retire``). With AUDIT_SUBSCRIPTIONS set, that
-        list is the audit's scope, so nothing outside it is reported."""
-        if self.settings.subscriptions:
-            return {}
-        seen = {fold(s) for s in listed}
-        cutoff = now - timedelta(days=self.settings.retention_days)
-        vanished: dict[str, Mapping[str, Any]] = {}
-        for key, row in known.items():
-            if key in seen:
-                continue
-            last = as_utc(row.get("LastAuditedAt"))
-            if last is not None and last < cutoff:
-                log.info("Subscription %s not seen since %s: no longer reported", row.get("SubscriptionId"), last)
-                continue
-            vanished[str(row.get("SubscriptionId") or key)] = row
-        return vanished
-
     def remember(
         self,
         summary: RunSummary,
