@@ -466,6 +466,20 @@ class ExactlyOnce(RuleBasedStateMachine):
         self.invoke(run, host, crash)
         self.check()
 
+    @rule(
+        name=st.sampled_from(["web", "stage", "api", "job"]),
+        stage=st.sampled_from(["rows_written", "state_advanced"]),
+        other=st.sampled_from(["nightly", "changes"]),
+    )
+    def break_and_take_over(self, name: str, stage: str, other: str) -> None:
+        """An app breaks, and the nightly run that finds it freezes before its state (or its alerts)
+        for longer than the lease while the other host's run takes over and alerts it: the frozen
+        run's late writes must send nothing."""
+        self.set_failing(name, True)
+        self.advance_time(10 * 60)
+        self.frozen_holder_and_a_takeover(stage, other)
+        self.check()
+
     def apply(self, change: tuple[Any, ...]) -> None:
         what = change[0]
         if what == "fail":
@@ -722,3 +736,20 @@ def test_found_a_resumed_run_keeps_the_rows_of_its_frozen_first_attempt(world: W
             {"change": ("skew", "b", 900), "host": "b", "minutes": 0, "other": "changes", "run": "changes"},
         ],
     )
+
+
+def test_found_a_frozen_holders_late_writes_send_nothing(world: World) -> None:
+    """Found against a mutant of the engine whose state writes were not fenced by the row's ETag: the
+    nightly run frozen after its rows wakes after the other host's run alerted the new failure, and
+    its late state write and mark would send the alert a second time."""
+    ExactlyOnce.world = world
+    machine = ExactlyOnce()
+    try:
+        machine.baseline(source="arm", failing=set(), crash=None)
+        machine.rows_agree_with_alerts()
+        machine.break_and_take_over(name="web", other="nightly", stage="rows_written")
+        machine.rows_agree_with_alerts()
+        machine.break_and_take_over(name="api", other="changes", stage="state_advanced")
+        machine.rows_agree_with_alerts()
+    finally:
+        machine.teardown()
