@@ -26,8 +26,8 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
+from .arm_errors import ForeignLinkError, RedirectRefusedError
 from .config import Settings
-from .errors import ForeignLinkError, RedirectRefusedError
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
 from .links import pinned_client_kwargs
 from .models import InventoryError, SiteRecord, valid_text

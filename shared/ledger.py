@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError
 
@@ -23,14 +21,19 @@ from .config import Settings
 from .errors import AuditFailed, LeaseLost, RunInProgressError, one_line
 from .http import worst_case_call_seconds
 from .lease import LeaseKeeper
-from .models import Status
 from .names import fold
 from .schema import RUNS_PARTITION, run_row, running_row, subscription_row
 from .store import TableStore
+from .summary import BLIND as BLIND
+from .summary import RunSummary as RunSummary
+from .summary import new_run_id as new_run_id
+from .summary import run_id_prefix as run_id_prefix
 from .threads import NO_CONTEXT, ThreadInit
 from .when import as_utc
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: A run that died is resumed (same RunId) by a run that starts within this time.
 RESUME_WINDOW = timedelta(hours=12)
@@ -55,84 +58,28 @@ def nightly_wait(settings: Settings) -> float:
     return max(poll_bound(settings), float(settings.lease_seconds)) + 2 * LEASE_WAIT_SECONDS
 
 
-#: The outcome of a nightly run that read no subscription (a contract: the run record, the RunSummary
-#: event, the incomplete-run alert, the report header and ``run``'s exit code all say it).
-BLIND = "blind"
-
-
-@dataclass
-class RunSummary:
-    """The run as the RunSummary event, the runs table and the CLI report it."""
-
-    run_id: str
-    started_at: datetime
-    ended_at: datetime | None = None
-    counts: Counter[str] = field(default_factory=Counter)
-    new_failures: int = 0
-    alerts_sent: int = 0  # NewFailure events this run logged: its new failures and owed ones
-    subscriptions_read: int = 0
-    subscriptions_failed: int = 0
-    partial: bool = False
-    failed: bool = False
-    blind: bool = False  # a nightly run that read no subscription: never a pass (see audit.py)
-    baseline: bool = False
-    resumed: bool = False
-    attempt: int = 1
-    rows: int = 0
-    transactions: int = 0
-    partitions: int = 0  # results and state partitions written to
-    retired: int = 0
-    deleted_old_rows: int = 0
-    error: str = ""
-    kind: str = "nightly"  # or "changes": a change poll's run (see changes.py)
-    fence: int = 0  # the lease holding this attempt writes under (stamped on every state row)
-
-    @property
-    def outcome(self) -> str:
-        """``complete``, ``partial`` (ERROR rows), ``blind`` (no subscription read: nothing was
-        audited, never a pass), ``failed``; ``running`` is written by :func:`running_row` only."""
-        if self.failed:
-            return "failed"
-        if self.blind:
-            return BLIND
-        return "partial" if self.partial else "complete"
-
-    @property
-    def duration_seconds(self) -> float:
-        end = self.ended_at or datetime.now(UTC)
-        return round((end - self.started_at).total_seconds(), 3)
-
-    def event(self) -> dict[str, Any]:
-        """Payload of the ``ClientCertAudit.RunSummary`` event (a contract: see docs/design.md)."""
-        return {
-            "RunId": self.run_id,
-            "Outcome": self.outcome,
-            "Complete": self.outcome == "complete",
-            "Baseline": self.baseline,
-            "Resumed": self.resumed,
-            "Counts": {s.value: self.counts.get(s.value, 0) for s in Status},
-            "Total": sum(self.counts.values()),
-            "NewFailures": self.new_failures,
-            "AlertsSent": self.alerts_sent,
-            "SubscriptionsRead": self.subscriptions_read,
-            "SubscriptionsFailed": self.subscriptions_failed,
-            "DurationSeconds": self.duration_seconds,
-            "StartedAt": self.started_at.isoformat(),
-            "EndedAt": (self.ended_at or datetime.now(UTC)).isoformat(),
-            "Error": self.error,
-            "Kind": self.kind,
-        }
-
-
-def new_run_id(now: datetime) -> str:
-    """Sortable and unique: later runs sort later (microseconds; runs never overlap, see the
-    lease), and a random suffix keeps ids distinct across deployments sharing a table."""
-    return f"{run_id_prefix(now)}Z-{secrets.token_hex(3)}"
-
-
-def run_id_prefix(at: datetime) -> str:
-    """The time part of a RunId; RunIds (and result PartitionKeys) sort like these."""
-    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%f")
+def vanished_subscriptions(
+    settings: Settings, known: Mapping[str, Mapping[str, Any]], listed: Iterable[str], now: datetime
+) -> dict[str, Mapping[str, Any]]:
+    """Subscriptions an earlier run read that the subscription list no longer shows (disabled,
+    moved out of the management group, access removed). Each gets an ERROR row and keeps its
+    state until it was last read longer ago than AUDIT_RETENTION_DAYS, or the security team
+    retires it (``clientcert-audit subscriptions retire``). With AUDIT_SUBSCRIPTIONS set, that
+    list is the audit's scope, so nothing outside it is reported."""
+    if settings.subscriptions:
+        return {}
+    seen = {fold(s) for s in listed}
+    cutoff = now - timedelta(days=settings.retention_days)
+    vanished: dict[str, Mapping[str, Any]] = {}
+    for key, row in known.items():
+        if key in seen:
+            continue
+        last = as_utc(row.get("LastAuditedAt"))
+        if last is not None and last < cutoff:
+            log.info("Subscription %s not seen since %s: no longer reported", row.get("SubscriptionId"), last)
+            continue
+        vanished[str(row.get("SubscriptionId") or key)] = row
+    return vanished
 
 
 class RunLedger:
@@ -152,6 +99,24 @@ class RunLedger:
         self.now = clock.now
         self.kind = kind
         self.lease = LeaseKeeper(store, secrets.token_hex(8), settings.lease_seconds, clock, thread_init, kind)
+
+    def run(self, started: datetime, body: Callable[[RunSummary], T], *, what: str) -> tuple[RunSummary, T]:
+        """The one ledger sequence of every run, nightly or poll: :meth:`open` (the lease, begin or
+        resume), ``body``, :meth:`record`, :meth:`close`. A body that raises fails the run
+        (:meth:`fail`: recorded, a failed RunSummary, the lease kept for a resume) and raises
+        :class:`AuditFailed` naming ``what`` (``audit run``, ``change run``) and the RunId."""
+        summary = self.open(started)
+        try:
+            out = body(summary)
+            summary.ended_at = self.now()
+            self.record(summary)
+        except BaseException as exc:
+            self.fail(summary, exc)
+            if isinstance(exc, Exception) and not isinstance(exc, AuditFailed):
+                raise AuditFailed(f"{what} {summary.run_id} failed: {summary.error}") from exc
+            raise
+        self.close(summary)
+        return summary, out
 
     # -- opening ----------------------------------------------------------------------------------
     def open(self, started: datetime) -> RunSummary:
@@ -273,29 +238,6 @@ class RunLedger:
         self.store.upsert_many(self.store.runs, [row])
 
     # -- the subscriptions it has read ------------------------------------------------------------
-    def vanished(
-        self, known: Mapping[str, Mapping[str, Any]], listed: Iterable[str], now: datetime
-    ) -> dict[str, Mapping[str, Any]]:
-        """Subscriptions an earlier run read that the subscription list no longer shows (disabled,
-        moved out of the management group, access removed). Each gets an ERROR row and keeps its
-        state until it was last read longer ago than AUDIT_RETENTION_DAYS, or the security team
-        retires it (``clientcert-audit subscriptions retire``). With AUDIT_SUBSCRIPTIONS set, that
-        list is the audit's scope, so nothing outside it is reported."""
-        if self.settings.subscriptions:
-            return {}
-        seen = {fold(s) for s in listed}
-        cutoff = now - timedelta(days=self.settings.retention_days)
-        vanished: dict[str, Mapping[str, Any]] = {}
-        for key, row in known.items():
-            if key in seen:
-                continue
-            last = as_utc(row.get("LastAuditedAt"))
-            if last is not None and last < cutoff:
-                log.info("Subscription %s not seen since %s: no longer reported", row.get("SubscriptionId"), last)
-                continue
-            vanished[str(row.get("SubscriptionId") or key)] = row
-        return vanished
-
     def remember(
         self,
         summary: RunSummary,

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .exemptions import exemption_request
-from .fastpaths import ETAG
+from .exemption_rules import exemption_request
 from .layout import state_partition
-from .ledger import RunSummary
 from .models import Finding, Status
-from .schema import SOURCE_GET, SOURCE_LIST, StateCopy, gone_row, result_row, state_row
+from .schema import ETAG, SOURCE_GET, SOURCE_LIST, StateCopy, gone_row, result_row, state_row
 from .state import Transition, observed, transition
+from .summary import RunSummary
 
 
 @dataclass
