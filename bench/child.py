@@ -128,12 +128,33 @@ def traced(target: Any, out: str, frames: int = 12, every: float = 0.5) -> None:
         Path(out).write_text("\n".join(lines) + "\n")
 
 
+def log_memory(every: float) -> threading.Event:
+    """Log the process's RSS every ``every`` seconds (beside the engine's own log lines, so a peak
+    can be placed in the run); set the returned event to stop."""
+    done = threading.Event()
+    memory_log = logging.getLogger("bench.memory")
+
+    def sample() -> None:
+        while not done.wait(every):
+            now, peak = _rss_mb()
+            memory_log.info("rss %.1f MB (peak %.1f MB), %d threads", now, peak, threading.active_count())
+
+    threading.Thread(target=sample, name="rss-sampler", daemon=True).start()
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.child")
     parser.add_argument("--profile", help="write merged cProfile stats of all threads to this file")
     parser.add_argument("--tracemalloc", help="write where memory was at its peak (tracemalloc) to this file")
+    parser.add_argument("--rss-every", type=float, default=5.0, help="log the RSS every this many seconds (0: off)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The engine's INFO lines (as the Functions host records them by default) and the RSS samples.
+    for name in ("shared", "bench"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    if args.rss_every > 0:
+        log_memory(args.rss_every)
     if args.tracemalloc:
         traced(run_timer, args.tracemalloc)
     elif args.profile:

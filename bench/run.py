@@ -9,6 +9,7 @@ a sample of subscriptions, then prints a table with the targets and writes the f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -27,13 +28,22 @@ from azure.data.tables import TableServiceClient
 from bench.armproc import build_tenant
 from bench.baseline import run_baseline
 from bench.ingest import raw_ingest, spread_jobs
+from bench.shapes import SHAPE_DEFAULTS, SHAPES, shape_statistics
 from shared.layout import PARTITION_ROWS, state_bucket, state_shards
 from tests.emulators.arm import SITE_SHAPES, ArmEmulator
 from tests.emulators.azurite import Azurite, repo_root
-from tests.emulators.tenant import ACTIVE_STATES, SPREADS, Tenant
+from tests.emulators.faults import FaultRule, Latency
+from tests.emulators.proxy import FaultProxy
+from tests.emulators.tenant import ACTIVE_STATES, Tenant
 from tests.emulators.tls import make_tls
 
 RG_PAGE = 1000
+#: Log lines counted in the audit's log (each a figure of the run).
+LOG_MARKERS = {
+    "connection_pool_full": "Connection pool is full",
+    "partial_batches_sent_early": "Sending partial batches early",
+    "warnings": " WARNING ",
+}
 ARM_KINDS = ("subscriptions", "sites_list", "rg_sites_list", "slots_list", "site_get")
 
 
@@ -126,7 +136,9 @@ def run_audit_child(
     if proc.returncode != 0:
         tail = log_file.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"audit process exited with {proc.returncode}:\n{tail}")
+    text = log_file.read_text(errors="replace")
     return {
+        "log_lines": {name: text.count(marker) for name, marker in LOG_MARKERS.items()},
         "wall_seconds": round(wall, 3),
         "cpu_user_seconds": round(usage.ru_utime, 3),
         "cpu_sys_seconds": round(usage.ru_stime, 3),
@@ -173,14 +185,19 @@ def measure_audit(
         "AUDIT_EXEMPTIONS_TABLE": "ClientCertAuditExemptions",
     }
     results = []
-    with Azurite(workdir / f"azurite-{source}", tls) as azurite:
+    with Azurite(workdir / f"azurite-{source}", tls) as azurite, contextlib.ExitStack() as stack:
+        table_uri = azurite.table_service_uri
+        if args.table_latency > 0:  # a slower store: every Table request waits this long in a proxy first
+            proxy = stack.enter_context(FaultProxy(azurite.port, tls))
+            proxy.faults.add(FaultRule(Latency(args.table_latency), method="*"))
+            table_uri = proxy.url()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_") and k != "AZURE_CLIENT_ID"}
         env.update(arm.env)
         env.update(tables)
         env.update(
             {
                 "PYTHONPATH": str(repo_root()),
-                "AUDIT_TABLE_SERVICE_URI": azurite.table_service_uri,
+                "AUDIT_TABLE_SERVICE_URI": table_uri,
                 "AUDIT_SCHEDULE": "0 0 2 * * *",
                 "AUDIT_CONCURRENCY": str(args.concurrency),
                 "AUDIT_INVENTORY_SOURCE": source,
@@ -378,9 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slot-share", type=float, default=0.3, help="slots per site (default 0.3)")
     parser.add_argument(
         "--spread",
-        choices=sorted(SPREADS),
+        "--shape",
+        dest="spread",
+        choices=SHAPES,
         default="heavy",
-        help="sites over subscriptions: heavy-tailed (default; largest ~37k of 130k) or flat (largest ~15k)",
+        help="the tenant's shape (bench/shapes.py): heavy-tailed (default; largest ~37k of 130k), flat "
+        "(largest ~15k), or zipf (the independent run's tenant: 5%% empty, Zipf 1.1, lists paged by 100)",
     )
     parser.add_argument(
         "--site-shape",
@@ -388,9 +408,15 @@ def main(argv: list[str] | None = None) -> int:
         default="full",
         help="site objects served: full (default; a real list page's, ~3 KB) or compact (~1.7 KB)",
     )
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=None, help="tenant seed (default: the shape's)")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every ARM answer")
-    parser.add_argument("--page-size", type=int, default=50, help="items per ARM list page")
+    parser.add_argument("--page-size", type=int, default=None, help="items per ARM list page (default: the shape's)")
+    parser.add_argument(
+        "--table-latency",
+        type=float,
+        default=0.0,
+        help="seconds added to every Table request (through a proxy): a store slower than the listing",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="AUDIT_CONCURRENCY of the audit")
     parser.add_argument("--sources", default="arm,resourcegraph", help="inventory sources to measure")
     parser.add_argument("--no-throttle", action="store_true", help="turn ARM's throttling model off")
@@ -417,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="TLS, Azurite data, logs (default: a temp dir)")
     args = parser.parse_args(argv)
+    for name, value in SHAPE_DEFAULTS[args.spread].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     subscriptions = args.subscriptions or max(1, args.sites // 100)
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="clientcert-bench-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -441,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     expected = Counter(e.status for e in tenant.expected().values())
     resources = sum(expected.values())
     floor = arm_floor(tenant, args.page_size)
+    shape = shape_statistics(tenant)
     all_rows = sum(1 for s in tenant.subscriptions if s.state != "Deleted" for _ in s.iter_resources())
     figures: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -452,13 +482,13 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "spread": args.spread,
             "site_shape": args.site_shape,
+            "table_latency_ms": round(args.table_latency * 1000),
         },
         "tenant": {
             **counts,
             "resources": resources,
-            "largest_subscription_resources": max(
-                (sum(1 for _ in s.iter_resources()) for s in tenant.subscriptions), default=0
-            ),
+            "largest_subscription_resources": shape["largest_subscription_resources"],
+            "shape": shape,
         },
         "arm_floor": floor,
         "resourcegraph_floor": max(1, math.ceil(len(tenant.subscriptions) / args.page_size))

@@ -48,7 +48,7 @@ from .resourcegraph import graph_client, query_page, quota_wait
 from .schema import refused_result_row
 from .sites import describe_error, site_record
 from .store import TableStore
-from .threads import NO_CONTEXT, ThreadInit, executor
+from .threads import NO_CONTEXT, ThreadInit, executor, ordered_map
 from .when import as_utc
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,8 @@ class ChangedResources:
             self._arm.web_client(subscription_id) as web,
             executor(GET_CONCURRENCY, "gets", self._thread_init) as pool,
         ):
-            for found in pool.map(lambda rid: list(self._read(web, subscription_id, rid, owners)), ids):
+            read = lambda rid: list(self._read(web, subscription_id, rid, owners))  # noqa: E731
+            for found in ordered_map(pool, read, ids, 2 * GET_CONCURRENCY):
                 yield from found
 
     def _read(

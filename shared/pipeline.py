@@ -16,23 +16,23 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
 
 from . import events
+from .budget import HeldBudget, Hold
 from .config import Settings
 from .errors import AuditFailed, one_line
-from .evaluate import error_finding, evaluate
-from .exemptions import Exemption, apply_exemption
+from .evaluate import error_finding
+from .exemptions import Exemption
 from .keys import resource_key
 from .layout import narrowed_state_filters, partition_batches, results_partition, state_shards
 from .ledger import RunSummary
-from .models import Finding, GoneRecord, InventoryError, SiteRecord, Status
-from .plan import SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
+from .models import Finding, GoneRecord, InventoryError, SiteRecord
+from .plan import Findings, Listed, SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
 from .when import as_utc
@@ -40,10 +40,10 @@ from .writer import PackedWriter
 
 log = logging.getLogger(__name__)
 
-#: Findings and prior-state rows held for subscriptions whose rows are not all stored yet (small
-#: subscriptions wait for their shared partitions to fill). Past this, the partial batches are sent
-#: early so they can be let go: ~2 KB each keeps this under ~50 MB, at the cost of ≤ 17 partly
-#: filled transactions per early flush.
+#: Resources the run holds in memory at once (listed, their state not stored yet: compact records of
+#: subscriptions being listed, planned, or waiting for their shared partitions to fill), a hard cap:
+#: past it, a subscription being listed waits (``budget.py``; the one that started holding first
+#: never does, so the run holds at most this plus its largest subscription). About 1 KB each.
 MAX_HELD_RESOURCES = 20_000
 Checkpoint = Callable[[str, str], None]
 
@@ -61,18 +61,12 @@ class Inventory(Protocol):
 
 
 # -- the pipeline (I/O) ----------------------------------------------------------------------------
-class Phase(Enum):
-    """Where a readable subscription is between queuing its rows and having its state stored."""
-
-    QUEUED = "queued"  # rows queued; not counted among the held resources
-    HELD = "held"  # waiting for shared partitions to fill: its plan is counted in memory
-    DONE = "done"  # state stored and alerts sent: let go
-
-
 @dataclass
 class _Tracked:
+    """A subscription between its listing and its last step, with what it holds in memory."""
+
     plan: SubscriptionPlan
-    phase: Phase = Phase.QUEUED
+    hold: Hold
 
 
 @dataclass(frozen=True)
@@ -120,32 +114,59 @@ class SubscriptionPipeline:
         self._lock = threading.Lock()
         self._futures: list[Future[None]] = []
         self._errors: list[tuple[str, BaseException]] = []  # failed steps, by subscription
-        self._held = 0
+        self.budget = HeldBudget(MAX_HELD_RESOURCES, stalled=self._send_partial_batches, failed=self._failure)
         self.extra_transactions = 0
 
     # -- one subscription -----------------------------------------------------------------------
     def audit(self, subscription_id: str) -> SubscriptionResult:
-        """Inventory and evaluate one subscription, plan it, and queue its result rows; its state and
-        alerts follow as their own tasks when the writers report the previous step durable."""
+        """Inventory one subscription (compact records, within the run's memory cap), compare it with
+        its prior state, plan it, and queue its result rows; its state and alerts follow as their own
+        tasks when the writers report the previous step durable."""
         result = SubscriptionResult(subscription_id)
         audited_at = self.now()
+        hold = self.budget.admit(subscription_id)
+        try:
+            plan = self._plan(subscription_id, result, audited_at, hold)
+        except BaseException:
+            hold.release()
+            raise
+        result.counts, result.rows = plan.counts, len(plan.findings)
+        tracked = _Tracked(plan, hold)
+        if not result.read:  # unreadable: its last-known state stays exactly as it was
+            self._results.add(
+                subscription_id, plan.result_rows(), self._then(subscription_id, self._rows_only, tracked)
+            )
+            return result
+        self._results.add(
+            subscription_id, plan.result_rows(), self._then(subscription_id, self._advance_state, tracked)
+        )
+        result.new_failures, result.retired = plan.new_failures, len(plan.gone)
+        return result
+
+    def _plan(
+        self, subscription_id: str, result: SubscriptionResult, audited_at: datetime, hold: Hold
+    ) -> SubscriptionPlan:
         deleted: set[str] = set()
-        findings = self._findings(subscription_id, result, audited_at, deleted)
+        listed = self._listed(subscription_id, result, deleted, hold)
+        findings = Findings(listed, self.run.exemptions, audited_at)
         # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
         narrowed = None
         if self.run.targeted:  # only the state of what was re-read (and a deleted site's slots)
-            keys = set(findings) | deleted
+            keys = set(listed) | deleted
             narrowed = narrowed_state_filters(subscription_id, keys, (f"{k}|slots|" for k in deleted))
-        prior, extra = self.store.subscription_state(subscription_id, findings, narrowed)
+        prior, extra = self.store.subscription_state(subscription_id, listed, narrowed)
+        # Rows of resources not listed tonight are kept whole (to be retired): held like records.
+        hold.take(sum(1 for key, state in prior.items() if key not in listed and not state.get("Gone")))
         if self.run.targeted:
             prior, extra, deleted = targeted(prior, extra, findings, deleted)
-        silent = self._unconfirmed_silence(subscription_id, findings, prior) if result.read else None
+        silent = self._unconfirmed_silence(subscription_id, listed, prior) if result.read else None
         if silent is not None:  # nothing listed, yet resources were known: nothing is retired
             self._warn(silent)
-            findings[resource_key(silent.scope_id)] = error_finding(silent)
+            hold.take()
+            listed[resource_key(silent.scope_id)] = error_finding(silent)
             result.read, result.partial = False, True
-        plan = plan_subscription(
+        return plan_subscription(
             subscription_id,
             findings,
             prior,
@@ -158,48 +179,42 @@ class SubscriptionPipeline:
             request_tag=self.settings.exemption_request_tag,
             retire=deleted,
         )
-        result.counts, result.rows = plan.counts, len(plan.findings)
-        if not result.read:  # unreadable: its last-known state stays exactly as it was
-            self._results.add(subscription_id, plan.result_rows(), self._then(subscription_id, self._rows_only, plan))
-            return result
-        tracked = _Tracked(plan)
-        self._results.add(
-            subscription_id, plan.result_rows(), self._then(subscription_id, self._advance_state, tracked)
-        )
-        self._hold(tracked)
-        result.new_failures, result.retired = plan.new_failures, len(plan.gone)
-        return result
 
-    def _findings(
-        self, subscription_id: str, result: SubscriptionResult, audited_at: datetime, deleted: set[str]
-    ) -> dict[str, Finding]:
-        findings: dict[str, Finding] = {}
+    def _listed(self, subscription_id: str, result: SubscriptionResult, deleted: set[str], hold: Hold) -> Listed:
+        """The subscription's inventory as compact records by key (the first sighting of each), each
+        taken from the run's memory budget as it comes (waiting at the cap); errors as ERROR findings.
+        A record's finding is computed when its rows are rendered (:class:`~shared.plan.Findings`)."""
+        listed: Listed = {}
         for item in self._scan(subscription_id):
             if isinstance(item, GoneRecord):
                 deleted.add(resource_key(item.resource_id))
                 continue
+            value: SiteRecord | Finding
             if isinstance(item, InventoryError):
-                finding = error_finding(item)
+                value = error_finding(item)
                 result.partial = True
                 if item.scope_id.lower() == f"/subscriptions/{subscription_id}".lower():
                     result.read = False
                 self._warn(item)
             else:
-                finding = apply_exemption(replace(evaluate(item), owner=item.owner), self.run.exemptions, audited_at)
-            findings.setdefault(resource_key(finding.resource_id), finding)
-        return findings
+                value = item
+            key = resource_key(value.resource_id)
+            if key not in listed:
+                hold.take()
+                listed[key] = value
+        return listed
 
     def _warn(self, error: InventoryError) -> None:
         log.warning("Run %s: cannot read %s: %s", self.run.summary.run_id, error.scope_id, error.message)
 
     def _unconfirmed_silence(
-        self, subscription_id: str, findings: Mapping[str, Finding], prior: Mapping[str, Any]
+        self, subscription_id: str, listed: Listed, prior: Mapping[str, Any]
     ) -> InventoryError | None:
         """A subscription that listed nothing tonight while its state holds live resources is asked
         once more (the inventory decides how) before those resources are retired as gone."""
         if self.run.targeted:
             return None
-        if any(f.status is not Status.ERROR for f in findings.values()):
+        if any(isinstance(item, SiteRecord) for item in listed.values()):  # a record is never an ERROR
             return None
         if not any(not state.get("Gone") for state in prior.values()):
             return None
@@ -245,6 +260,8 @@ class SubscriptionPipeline:
             with self._lock:
                 if self._errors:  # the run is failing: no further step starts (a resumed run does it)
                     return
+                if len(self._futures) >= 256:  # steps that ran are let go (their errors are in _errors)
+                    self._futures = [f for f in self._futures if not f.done()]
                 self._futures.append(self._steps.submit(self._run_step, subscription_id, step, arg))
 
         return submit
@@ -257,8 +274,9 @@ class SubscriptionPipeline:
                 self._errors.append((subscription_id, exc))
             raise
 
-    def _rows_only(self, plan: SubscriptionPlan) -> None:
-        self.checkpoint("rows_written", plan.subscription_id)
+    def _rows_only(self, tracked: _Tracked) -> None:
+        self.checkpoint("rows_written", tracked.plan.subscription_id)
+        tracked.hold.release()
 
     def _advance_state(self, tracked: _Tracked) -> None:
         """The subscription's result rows are stored: advance its last-known state."""
@@ -316,26 +334,26 @@ class SubscriptionPipeline:
         log.info("Run %s: moved %d state rows of %s to tonight's layout", plan.run_id, deleted, plan.subscription_id)
 
     # -- memory ---------------------------------------------------------------------------------
-    def _hold(self, tracked: _Tracked) -> None:
-        """Count a subscription that waits for shared partitions to fill (its plan stays in memory
-        until its state is stored). Past :data:`MAX_HELD_RESOURCES` waiting, the partial batches go
-        out early, which lets every waiting subscription go at once."""
-        with self._lock:
-            if tracked.phase is not Phase.QUEUED:  # done already (its batches filled while it was added)
-                return
-            tracked.phase = Phase.HELD
-            self._held += tracked.plan.held
-            over = self._held > MAX_HELD_RESOURCES
-        if over:
-            log.info("Sending partial batches early: %d resources wait for shared partitions", self._held)
-            self._results.flush()
-            self._state.flush()
-
     def _let_go(self, tracked: _Tracked) -> None:
+        tracked.hold.release()
+
+    def _send_partial_batches(self) -> None:
+        """A producer waits at the memory cap: send the partial batches, so that the subscriptions
+        waiting for their shared partitions complete (rows, then state, then alerts) and let go."""
+        log.info(
+            "Sending partial batches early: %d resources held (cap %d), a listing waits",
+            self.budget.held,
+            self.budget.cap,
+        )
+        self._results.flush()
+        self._state.flush()
+
+    def _failure(self) -> BaseException | None:
+        """The first failed step or write, if any (what it holds may never be released)."""
         with self._lock:
-            if tracked.phase is Phase.HELD:
-                self._held -= tracked.plan.held
-            tracked.phase = Phase.DONE
+            if self._errors:
+                return self._errors[0][1]
+        return self._results.error or self._state.error
 
     # -- the end of the run -----------------------------------------------------------------------
     def check(self) -> None:
@@ -360,6 +378,15 @@ class SubscriptionPipeline:
         unfinished = self._results.waiting_owners + self._state.waiting_owners
         if unfinished:
             raise AuditFailed(f"{unfinished} subscriptions' rows or state could not be stored")
+        log.info(
+            "Run %s: at most %d resources held in memory at once (cap %d); listings waited %d times, "
+            "%d partial flushes for them",
+            self.run.summary.run_id,
+            self.budget.peak,
+            self.budget.cap,
+            self.budget.waits,
+            self.budget.stall_flushes,
+        )
 
     def _wait_steps(self) -> bool:
         with self._lock:

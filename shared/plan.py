@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from .exemptions import exemption_request
+from .evaluate import evaluate
+from .exemptions import Exemption, apply_exemption, exemption_request
 from .layout import state_partition
 from .ledger import RunSummary
-from .models import Finding, Status
+from .models import Finding, SiteRecord, Status
 from .schema import gone_row, result_row, state_row
 from .state import Transition, observed, transition
 
@@ -36,6 +37,42 @@ class SubscriptionResult:
 
 
 # -- the plan (pure) -------------------------------------------------------------------------------
+#: A subscription's inventory by key: the record of each resource (its finding is computed when
+#: read, see :class:`Findings`), or the ERROR finding of a scope or item that could not be read.
+Listed = dict[str, SiteRecord | Finding]
+
+
+class Findings(Mapping[str, Finding]):
+    """A subscription's findings by key, computed from its compact records each time one is read.
+
+    A finding carries its reason and remediation text (most of its size); the record it comes from
+    is a third of that. The evaluation is pure, so a finding read twice is the same finding, and a
+    subscription waiting for its state to be stored holds only its records.
+    """
+
+    __slots__ = ("_at", "_exemptions", "_listed")
+
+    def __init__(self, listed: Listed, exemptions: Sequence[Exemption], at: datetime) -> None:
+        self._listed = listed
+        self._exemptions = exemptions
+        self._at = at
+
+    def __getitem__(self, key: str) -> Finding:
+        item = self._listed[key]
+        if isinstance(item, Finding):
+            return item
+        return apply_exemption(replace(evaluate(item), owner=item.owner), self._exemptions, self._at)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._listed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._listed)
+
+    def __len__(self) -> int:
+        return len(self._listed)
+
+
 @dataclass(frozen=True)
 class SubscriptionPlan:
     """Everything one subscription's rows, state and alerts will be, decided before any write."""
@@ -44,7 +81,7 @@ class SubscriptionPlan:
     subscription_name: str
     run_id: str
     audited_at: datetime
-    findings: dict[str, Finding]
+    findings: Mapping[str, Finding]
     changes: dict[str, Transition]  # audited resources (not ERROR rows)
     prior: dict[str, Any]  # last-known state by key
     extra: list[tuple[str, str]]  # older copies of state rows in other partitions
@@ -53,14 +90,11 @@ class SubscriptionPlan:
     partitions: dict[str, str]  # state partition of each key written tonight (gone ones: where they are)
     gone: tuple[str, ...]  # resources a complete listing no longer shows
     request_tag: str | None
+    counts: Counter[str] = field(default_factory=Counter)  # findings by status
 
     @property
     def now_iso(self) -> str:
         return self.audited_at.isoformat()
-
-    @property
-    def counts(self) -> Counter[str]:
-        return Counter(f.status.value for f in self.findings.values())
 
     @property
     def new_failures(self) -> int:
@@ -126,7 +160,7 @@ class SubscriptionPlan:
 
 def plan_subscription(
     subscription_id: str,
-    findings: dict[str, Finding],
+    findings: Mapping[str, Finding],
     prior: dict[str, Any],
     extra: list[tuple[str, str]],
     *,
@@ -142,15 +176,19 @@ def plan_subscription(
     enough shows its stored state (``observed``) and changes nothing. ``retire`` names resources
     confirmed deleted, retired even when the listing was partial (a change poll's targeted read)."""
     now_iso = audited_at.isoformat()
-    changes = {
-        key: (
+    counts: Counter[str] = Counter()
+    changes: dict[str, Transition] = {}
+    shared: dict[Transition, Transition] = {}  # most resources share one of a few transitions: kept once
+    for key, finding in findings.items():
+        counts[finding.status.value] += 1
+        if finding.status is Status.ERROR:
+            continue
+        change = (
             transition(finding, prior.get(key), summary.run_id, now_iso, baseline=summary.baseline)
             if read
             else observed(finding, prior.get(key), summary.run_id)
         )
-        for key, finding in findings.items()
-        if finding.status is not Status.ERROR
-    }
+        changes[key] = shared.setdefault(change, change)
     size = len(changes)
     # A few distinct partitions for up to tens of thousands of keys: one string object each.
     partitions = {key: sys.intern(state_partition(subscription_id, size, key)) for key in changes} if read else {}
@@ -170,6 +208,7 @@ def plan_subscription(
         partitions=partitions,
         gone=gone,
         request_tag=request_tag,
+        counts=counts,
     )
 
 

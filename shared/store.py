@@ -35,7 +35,7 @@ from . import fastpaths
 from .config import Settings
 from .errors import RunInProgressError, StoreError
 from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
-from .http import client_kwargs
+from .http import client_kwargs, table_transport
 from .keys import odata_quote
 from .layout import partition_batches, run_range, state_filters
 from .schema import RUNS_PARTITION, STATE_MODEL_FIELDS, SUBSCRIPTIONS_PARTITION
@@ -110,7 +110,10 @@ class TableStore:
     """Thin wrapper over the four tables; every method is safe to repeat."""
 
     def __init__(self, settings: Settings, credential: TokenCredential | None) -> None:
-        kwargs = client_kwargs(settings.retry_total, settings.http_timeout)
+        kwargs = {
+            **client_kwargs(settings.retry_total, settings.http_timeout),
+            "transport": table_transport(settings.concurrency, settings.http_timeout),
+        }
         if settings.table_connection_string:
             self.service = TableServiceClient.from_connection_string(settings.table_connection_string, **kwargs)
         else:
@@ -223,8 +226,9 @@ class TableStore:
         """A subscription's last-known state by RowKey, wherever an earlier run's layout put it,
         and the keys of extra copies (a row moved to another partition whose old copy remains).
 
-        Rows of resources in ``present`` (listed tonight) keep only what the state model reads
-        (:data:`STATE_MODEL_FIELDS`); the others keep every property, since a resource that is
+        Rows of resources in ``present`` (listed tonight), and rows already gone, keep only what
+        the state model reads (:data:`STATE_MODEL_FIELDS` but the key), one read-only dict shared by
+        every row with the same values; the others keep every property, since a resource that is
         gone is rewritten from its last row. Read as plain JSON: on a nightly run this is a row per
         resource, and the SDK's entity conversion would double its memory and CPU.
         When a resource has two copies (a crash between moving it and deleting the old one), the
@@ -233,11 +237,13 @@ class TableStore:
         """
         state: dict[str, dict[str, Any]] = {}
         extra: list[tuple[str, str]] = []
+        shared: dict[tuple[Any, ...], dict[str, Any]] = {}
         for flt in state_filters(subscription_id) if filters is None else filters:
             for raw in fastpaths.query_json(self.latest, flt):
                 key = str(raw["RowKey"])
-                row = _state_model_row(raw) if key in present else raw
-                row.pop("Timestamp", None)  # a system property: never written back
+                raw.pop("Timestamp", None)  # a system property: never written back
+                # A gone resource's row is rewritten from its last row; the others need the model's fields.
+                row = _state_model_row(raw, shared) if key in present or raw.get("Gone") else raw
                 other = state.get(key)
                 if other is None:
                     state[key] = row
@@ -337,21 +343,27 @@ class TableStore:
         return fresh
 
 
-#: State fields whose values repeat across a subscription's rows (the partition, a status, the run
-#: that wrote them, ...): kept once (:func:`sys.intern`), not once per row as JSON decoding makes them.
-_SHARED_STATE_FIELDS = frozenset(STATE_MODEL_FIELDS) - {"RowKey"}
+#: The state model's fields but the key (the state dict's own).
+_MODEL_FIELDS = tuple(f for f in STATE_MODEL_FIELDS if f != "RowKey")
 
 
-def _state_model_row(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a state row the state model reads, with repeated string values shared.
+def _state_model_row(raw: Mapping[str, Any], shared: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, Any]:
+    """The fields of a state row the state model reads, as one dict shared by every row with the
+    same values (read-only: nothing writes to a prior-state row).
 
     A nightly run holds one such row per resource of a subscription until its state is stored
-    (37,000 in the largest of the benchmark's tenant): the same values, far fewer objects."""
-    row: dict[str, Any] = {}
-    for name in STATE_MODEL_FIELDS:
-        if name in raw:
-            value = raw[name]
-            row[name] = sys.intern(value) if type(value) is str and name in _SHARED_STATE_FIELDS else value
+    (tens of thousands in a large one); apart from the key (the state dict's), they hold few
+    distinct values: a status, the runs that wrote them, a streak's start, the partition. So most
+    rows are the same row, kept once."""
+    values = tuple(raw.get(name) for name in _MODEL_FIELDS)
+    row = shared.get(values)
+    if row is None:
+        row = {
+            name: sys.intern(value) if type(value) is str else value
+            for name, value in zip(_MODEL_FIELDS, values, strict=True)
+            if name in raw
+        }
+        shared[values] = row
     return row
 
 

@@ -11,9 +11,13 @@ events and warnings logged on those threads never reach Application Insights.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Runs first on every thread the audit starts.
 ThreadInit = Callable[[], None]
@@ -61,3 +65,21 @@ def thread(target: Callable[[], None], name: str, init: ThreadInit = NO_CONTEXT)
         target()
 
     return threading.Thread(target=run, name=name, daemon=True)
+
+
+def ordered_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """``pool.map(fn, items)`` with at most ``ahead`` calls submitted and not yet taken: results come
+    in order, and a consumer that waits (back-pressure) holds at most ``ahead`` results, not one per
+    item (``Executor.map`` submits every item at once)."""
+    pending: deque[Future[R]] = deque()
+    source = iter(items)
+    try:
+        for item in source:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()

@@ -303,4 +303,4 @@ def test_subscriptions_stream_in_query_order_with_bounded_read_ahead(make_arm, m
         time.sleep(0.05)  # a slow engine: the loader must wait for it, not read the tenant into memory
     assert set(got) == set(tenant.expected())
     largest = max(sum(1 for _ in s.iter_resources()) for s in tenant.subscriptions)
-    assert graph.peak_buffered <= 40 + largest + 20 < len(got)
+    assert graph.peak_buffered <= 40 < largest < len(got), "the read-ahead is bounded, not by a subscription"
