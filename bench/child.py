@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import ctypes
+import ctypes.util
 import logging
 import pstats
 import threading
@@ -128,16 +130,46 @@ def traced(target: Any, out: str, frames: int = 12, every: float = 0.5) -> None:
         Path(out).write_text("\n".join(lines) + "\n")
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ]
+
+
+def _malloc_mb() -> tuple[float, float] | None:
+    """glibc's heap (all arenas): (bytes handed out, bytes free inside its heaps) in MB; ``None``
+    elsewhere. Python's own small objects live in pymalloc arenas outside it (mapped directly)."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallinfo2 = ctypes.CDLL(name).mallinfo2 if name else None
+    except (OSError, AttributeError):
+        return None
+    if mallinfo2 is None:
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
+
+
 def log_memory(every: float) -> threading.Event:
-    """Log the process's RSS every ``every`` seconds (beside the engine's own log lines, so a peak
-    can be placed in the run); set the returned event to stop."""
+    """Log the process's RSS every ``every`` seconds, beside glibc's heap (in use, and free but
+    kept) and the engine's own log lines, so a peak can be placed in the run; set the returned
+    event to stop."""
     done = threading.Event()
     memory_log = logging.getLogger("bench.memory")
 
     def sample() -> None:
         while not done.wait(every):
             now, peak = _rss_mb()
-            memory_log.info("rss %.1f MB (peak %.1f MB), %d threads", now, peak, threading.active_count())
+            heap = _malloc_mb()
+            memory_log.info(
+                "rss %.1f MB (peak %.1f MB), %d threads; malloc %s",
+                now,
+                peak,
+                threading.active_count(),
+                f"in use {heap[0]:.1f} MB, free in its heaps {heap[1]:.1f} MB" if heap else "unknown",
+            )
 
     threading.Thread(target=sample, name="rss-sampler", daemon=True).start()
     return done

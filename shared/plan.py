@@ -61,7 +61,10 @@ class Findings(Mapping[str, Finding]):
         item = self._listed[key]
         if isinstance(item, Finding):
             return item
-        return apply_exemption(replace(evaluate(item), owner=item.owner), self._exemptions, self._at)
+        finding = evaluate(item)
+        if item.owner:
+            finding = replace(finding, owner=item.owner)
+        return apply_exemption(finding, self._exemptions, self._at)
 
     def __contains__(self, key: object) -> bool:
         return key in self._listed
