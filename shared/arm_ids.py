@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from .errors import ArmIdError
+from .names import fold
 
 SITE_TYPE = "Microsoft.Web/sites"
 SLOT_TYPE = "Microsoft.Web/sites/slots"
@@ -79,7 +80,7 @@ def parse_site_id(resource_id: str) -> SiteId:
             "(/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}[/slots/{slot}])"
         )
     for position, (part, literal) in enumerate(zip(parts, shape, strict=True)):
-        if literal is not None and part.lower() != literal:
+        if literal is not None and fold(part) != literal:
             raise ArmIdError(
                 f"resource id {resource_id!r} has {part!r} where {literal!r} belongs (segment {position + 1})"
             )
@@ -95,12 +96,12 @@ def parse_site(resource_id: object, resource_type: object = None) -> SiteId:
     if not isinstance(resource_id, str) or not resource_id.strip():
         raise ArmIdError(f"the item has no resource id (id is {resource_id!r})")
     parsed = parse_site_id(resource_id)
-    kind = resource_type.strip().lower() if isinstance(resource_type, str) else ""
+    kind = fold(resource_type.strip()) if isinstance(resource_type, str) else ""
     if not kind:
         return parsed
-    if kind not in (SITE_TYPE.lower(), SLOT_TYPE.lower()):
+    if kind not in (fold(SITE_TYPE), fold(SLOT_TYPE)):
         raise ArmIdError(f"resource {resource_id!r} has type {resource_type!r}, not {SITE_TYPE} or {SLOT_TYPE}")
-    if (kind == SLOT_TYPE.lower()) != parsed.is_slot:
+    if (kind == fold(SLOT_TYPE)) != parsed.is_slot:
         shape = "slot" if parsed.is_slot else "site"
         raise ArmIdError(f"resource {resource_id!r} has type {resource_type!r} but its id names a {shape}")
     return parsed
@@ -111,6 +112,6 @@ def subscription_of(resource_id: object) -> str:
     if not isinstance(resource_id, str):
         return ""
     parts = resource_id.strip().lstrip("/").split("/")
-    if len(parts) >= 2 and parts[0].lower() == "subscriptions" and parts[1]:
+    if len(parts) >= 2 and fold(parts[0]) == "subscriptions" and parts[1]:
         return unquote(parts[1])
     return ""

@@ -23,6 +23,7 @@ from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory
 from .ledger import RunLedger, RunSummary
+from .names import fold
 from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline
 from .plan import SubscriptionResult, tally
 from .schema import refused_result_row
@@ -82,11 +83,11 @@ class AuditRun:
         if summary.resumed:  # rows of the crashed attempt: written again below, in new partitions
             deleted = self.store.delete_run_results(summary.run_id)
             log.info("Run %s: removed %d rows of the interrupted attempt", summary.run_id, deleted)
-        names = {s.subscription_id.lower(): s.display_name for s in subscriptions}
+        names = {fold(s.subscription_id): s.display_name for s in subscriptions}
         known = self.store.known_subscriptions()
         vanished = self.ledger.vanished(known, [s.subscription_id for s in subscriptions], summary.started_at)
         for sub_id, row in vanished.items():
-            names.setdefault(sub_id.lower(), str(row.get("SubscriptionName") or ""))
+            names.setdefault(fold(sub_id), str(row.get("SubscriptionName") or ""))
         ids = [s.subscription_id for s in subscriptions] + list(vanished)
         context = RunContext(summary, exemptions, names, vanished, deadline)
         pipeline = SubscriptionPipeline(
@@ -103,7 +104,7 @@ class AuditRun:
             pipeline.drain()
         finally:
             pipeline.close()
-        read = {r.subscription_id: names.get(r.subscription_id.lower(), "") for r in results if r.read}
+        read = {r.subscription_id: names.get(fold(r.subscription_id), "") for r in results if r.read}
         self.ledger.remember(summary, read, known)  # bookkeeping, like the run record: not in Transactions
         summary.transactions = pipeline.transactions
         summary.partitions = pipeline.partitions

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError
 from azure.mgmt.resourcegraph import ResourceGraphClient
 
 from .arm_ids import parse_site_id
@@ -40,13 +40,14 @@ from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory, SubscriptionInfo
 from .ledger import RunLedger, RunSummary
-from .models import GoneRecord, InventoryError, SiteRecord
+from .models import GoneRecord, InventoryError, SiteRecord, valid_text
+from .names import fold
 from .owners import OwnerResolver
 from .pipeline import Checkpoint, RunContext, SubscriptionPipeline
 from .plan import tally
-from .resourcegraph import graph_client, query_page, quota_wait
+from .resourcegraph import graph_client, next_skip_token, query_page, quota_wait
 from .schema import refused_result_row
-from .sites import describe_error, site_record
+from .sites import confirms_gone, describe_error, site_record
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor, ordered_map
 from .when import as_utc
@@ -79,7 +80,7 @@ GET_CONCURRENCY = 4
 def fingerprint(change: Change) -> str:
     """A change record's identity: the resource, the instant and the kind of change."""
     when = change.at.isoformat() if change.at else ""
-    text = f"{change.resource_id.lower()}|{when}|{change.change_type}"
+    text = f"{fold(change.resource_id)}|{when}|{change.change_type}"
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
@@ -110,15 +111,18 @@ class ChangeFeed:
         self._client.close()
 
     def since(self, since: datetime) -> list[Change]:
+        """Every change record since ``since``; raises (the poll fails, its watermark stays) when
+        Resource Graph's answer is truncated or its paging loops (:func:`next_skip_token`)."""
         changes: list[Change] = []
         skip_token: str | None = None
+        followed: set[str] = set()
         while True:
             body, headers = self._page(changes_query(since), skip_token)
             for row in body.get("data") or ():
                 change = _change(row)
                 if change is not None:
                     changes.append(change)
-            skip_token = body.get("$skipToken") or None
+            skip_token = next_skip_token(body, followed, "the change query")
             if not skip_token:
                 return changes
             pause = quota_wait(headers)
@@ -134,7 +138,7 @@ def _change(row: Any) -> Change | None:
     if not isinstance(row, Mapping) or not isinstance(row.get("targetResourceId"), str):
         return None
     return Change(
-        resource_id=row["targetResourceId"],
+        resource_id=valid_text(row["targetResourceId"]),  # estate text: no lone surrogate (models.valid_text)
         resource_type=str(row.get("targetResourceType") or ""),
         change_type=str(row.get("changeType") or ""),
         at=as_utc(row.get("changeTime")),
@@ -142,15 +146,19 @@ def _change(row: Any) -> Change | None:
 
 
 def by_subscription(changes: list[Change]) -> dict[str, list[str]]:
-    """The changed resource ids per subscription, each resource once (case-insensitively); a
-    record whose id names no subscription is dropped with a warning (no scope could own it)."""
+    """The changed resource ids per subscription, each subscription and each resource once as ARM
+    compares ids (``resourcechanges`` spells an id in whatever casing its writer used: two casings
+    of one subscription are one subscription); a record whose id names no subscription is dropped
+    with a warning (no scope could own it)."""
+    spelled: dict[str, str] = {}
     out: dict[str, dict[str, str]] = {}
     for change in changes:
         parts = change.resource_id.strip("/").split("/")
-        if len(parts) < 2 or parts[0].lower() != "subscriptions" or not parts[1]:
+        if len(parts) < 2 or fold(parts[0]) != "subscriptions" or not parts[1]:
             log.warning("Change record for %r names no subscription; ignored", change.resource_id[:200])
             continue
-        out.setdefault(parts[1], {}).setdefault(change.resource_id.lower(), change.resource_id)
+        sub = spelled.setdefault(fold(parts[1]), parts[1])
+        out.setdefault(sub, {}).setdefault(fold(change.resource_id), change.resource_id)
     return {sub: list(ids.values()) for sub, ids in out.items()}
 
 
@@ -203,10 +211,10 @@ class ChangedResources:
             return
         try:
             raw = self._get(web, site.resource_group, site.app_name, site.slot)
-        except ResourceNotFoundError:
-            yield GoneRecord(resource_id, subscription_id)
-            return
         except AzureError as exc:
+            if confirms_gone(exc):  # only the resource's own ResourceNotFound: any other 404 is an ERROR
+                yield GoneRecord(resource_id, subscription_id)
+                return
             message, status = describe_error(exc)
             yield InventoryError(resource_id, subscription_id, f"not readable: {message}", site.resource_group, status)
             return

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from .errors import ConfigError
 from .ids import subscription_id
+from .names import fold
 
 DEFAULT_SCHEDULE = "0 0 2 * * *"
 DEFAULT_CHANGES_SCHEDULE = "0 */10 * * * *"  # every 10 minutes
@@ -115,7 +116,7 @@ def _owner_tags(env: Mapping[str, str]) -> tuple[str, ...]:
     for part in env.get("AUDIT_OWNER_TAGS", "").split(","):
         name = _tag_name({"AUDIT_OWNER_TAGS": part}, "AUDIT_OWNER_TAGS")
         if name:
-            names.setdefault(name.lower(), name)
+            names.setdefault(fold(name), name)
     return tuple(names.values()) or DEFAULT_OWNER_TAGS
 
 

@@ -22,15 +22,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from .errors import ExemptionError
+from .errors import ExemptionError, one_line
 from .ids import SUBSCRIPTION_ID_PATTERN
-from .keys import odata_quote, resource_key
-from .models import Finding, Status
+from .keys import lookup_keys, odata_quote, resource_key
+from .models import Finding, Status, valid_text
+from .names import fold, starts_with
 from .schema import EXEMPTIONS_PARTITION, exemption_row
 from .when import as_utc, parse_when
 
@@ -67,10 +68,11 @@ class Exemption:
     recorded_by: str = ""
 
     def covers(self, resource_id: str) -> bool:
-        """Case-insensitive prefix match on a path boundary (``/sites/app`` never covers ``/sites/app2``)."""
-        scope = self.scope.lower().rstrip("/")
-        rid = resource_id.lower().rstrip("/")
-        return rid == scope or rid.startswith(scope + "/")
+        """Prefix match on a path boundary (``/sites/app`` never covers ``/sites/app2``), names compared
+        as ARM compares them (:mod:`shared.names`: a group spelled with U+212A is not ``...k...``)."""
+        scope = self.scope.rstrip("/")
+        rid = resource_id.rstrip("/")
+        return fold(rid) == fold(scope) or starts_with(rid, scope + "/")
 
     def active(self, at: datetime) -> bool:
         return self.created <= at < self.expires
@@ -108,9 +110,9 @@ def exemption_request(finding: Finding, tag_name: str | None) -> str:
     """
     if not tag_name or finding.status not in (Status.FAIL, Status.WARN):
         return ""
-    wanted = tag_name.lower()
+    wanted = fold(tag_name)
     for key, value in finding.tags:
-        if key.lower() == wanted:
+        if fold(key) == wanted:
             return value.strip() or "(requested, no reason given)"
     return ""
 
@@ -185,26 +187,46 @@ def expiring_soon(exemptions: Iterable[Exemption], now: datetime, within: timede
 
 
 # -- entity mapping (pure) ------------------------------------------------------------------------
-def exemption_from_entity(entity: Mapping[str, Any], *, max_days: int = MAX_EXEMPTION_DAYS) -> Exemption | None:
-    """Read a row back, or ``None`` (logged) when it breaks a rule and must not exempt anything.
+@dataclass(frozen=True, slots=True)
+class BrokenExemption:
+    """A row of the exemptions table that exempts nothing: a value that is not what it must be (a
+    date no one can compare, a number where text belongs, a missing field) or a broken rule. It is
+    an error for that exemption only: the resource it names is audited as if it were not there,
+    every run and poll logs it, and ``exempt list`` and the report list it until it is fixed or
+    removed (``exempt remove <scope>``)."""
 
-    Rows can be written by hand, so the same rules as ``exempt add`` apply here; an expiry more
-    than ``max_days`` after creation is cut to ``max_days`` rather than honoured.
+    row: str  # PartitionKey/RowKey, where to find it in the table
+    scope: str  # the Scope as written (valid text, at most SHOWN_CHARS), or the RowKey without one
+    problem: str
+
+
+#: At most this much of a hand-written value is quoted in a problem or shown as a broken row's scope.
+SHOWN_CHARS = 200
+
+
+def read_exemption(entity: Mapping[str, Any], *, max_days: int = MAX_EXEMPTION_DAYS) -> Exemption | BrokenExemption:
+    """Read a row back as an exemption, or as a :class:`BrokenExemption` that says what is wrong.
+
+    Rows can be written by hand (Storage Explorer, a script), so the same rules as ``exempt add``
+    apply here, and any value is expected: a ``CreatedAt`` of ``0001-01-01T00:00:00+01:00`` (which no
+    UTC arithmetic can hold), a number for a reason, a field left out. None of them may stop a run.
+    An expiry more than ``max_days`` after creation is cut to ``max_days`` rather than honoured.
     """
     row = f"{entity.get('PartitionKey')}/{entity.get('RowKey')}"
-    created, expires = as_utc(entity.get("CreatedAt")), as_utc(entity.get("ExpiresAt"))
-    reason, approver = str(entity.get("Reason") or "").strip(), str(entity.get("Approver") or "").strip()
+    written = entity.get("Scope") if isinstance(entity.get("Scope"), str) else entity.get("RowKey")
+    shown_scope = valid_text(str(written or ""))[:SHOWN_CHARS]
     try:
-        scope = validate_scope(str(entity.get("Scope") or ""))
+        scope = validate_scope(_text_field(entity, "Scope"))
+        reason, approver = _text_field(entity, "Reason"), _text_field(entity, "Approver")
+        created, expires = _time_field(entity, "CreatedAt"), _time_field(entity, "ExpiresAt")
+        if expires - created > timedelta(days=max_days):
+            log.warning("Exemption %s runs longer than %d days; honouring only the first %d", row, max_days, max_days)
+            expires = created + timedelta(days=max_days)
     except ExemptionError as exc:
-        log.warning("Ignoring exemption %s: %s", row, exc)
-        return None
-    if created is None or expires is None or not reason or not approver:
-        log.warning("Ignoring exemption %s: CreatedAt, ExpiresAt, Reason and Approver are all required", row)
-        return None
-    if expires - created > timedelta(days=max_days):
-        log.warning("Exemption %s runs longer than %d days; honouring only the first %d", row, max_days, max_days)
-        expires = created + timedelta(days=max_days)
+        return BrokenExemption(row, shown_scope, str(exc))
+    except (ArithmeticError, ValueError, TypeError) as exc:  # whatever else a hand-written value can do
+        return BrokenExemption(row, shown_scope, f"cannot be read: {valid_text(one_line(exc, SHOWN_CHARS))}")
+    recorded_by = entity.get("RecordedBy")
     return Exemption(
         scope=scope,
         reason=reason,
@@ -212,11 +234,50 @@ def exemption_from_entity(entity: Mapping[str, Any], *, max_days: int = MAX_EXEM
         created=created,
         expires=expires,
         exemption_id=scope,
-        recorded_by=str(entity.get("RecordedBy") or ""),
+        recorded_by=recorded_by if isinstance(recorded_by, str) else "",
     )
 
 
+def _shown(value: object) -> str:
+    return valid_text(repr(value))[:SHOWN_CHARS]
+
+
+def _text_field(entity: Mapping[str, Any], name: str) -> str:
+    value = entity.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ExemptionError(f"{name} is missing (Scope, Reason, Approver, CreatedAt and ExpiresAt are all required)")
+    if not isinstance(value, str):
+        raise ExemptionError(f"{name} is not text: {_shown(value)}")
+    return value.strip()
+
+
+def _time_field(entity: Mapping[str, Any], name: str) -> datetime:
+    value = entity.get(name)
+    if value is None or value == "":
+        raise ExemptionError(f"{name} is missing (Scope, Reason, Approver, CreatedAt and ExpiresAt are all required)")
+    try:
+        moment = as_utc(value)
+    except (OverflowError, ValueError) as exc:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ExemptionError(f"{name} {_shown(value)} is not a date-time in UTC's range ({exc})") from None
+    if moment is None:
+        raise ExemptionError(f"{name} is not a date-time: {_shown(value)}")
+    return moment
+
+
+def exemption_from_entity(entity: Mapping[str, Any], *, max_days: int = MAX_EXEMPTION_DAYS) -> Exemption | None:
+    """The exemption a row holds, or ``None`` when it is broken (:func:`read_exemption` says why)."""
+    read = read_exemption(entity, max_days=max_days)
+    return read if isinstance(read, Exemption) else None
+
+
 # -- storage --------------------------------------------------------------------------------------
+class ExemptionRows(NamedTuple):
+    """What the exemptions table holds: the exemptions, and the rows that exempt nothing."""
+
+    valid: list[Exemption]
+    broken: list[BrokenExemption]
+
+
 def _rows(store: TableStore) -> list[Mapping[str, Any]]:
     try:
         return list(store.exemptions.query_entities(f"PartitionKey eq {odata_quote(PARTITION)}"))
@@ -224,25 +285,50 @@ def _rows(store: TableStore) -> list[Mapping[str, Any]]:
         return []  # no table yet: nothing is exempt
 
 
+def load_exemption_rows(store: TableStore) -> ExemptionRows:
+    """Every row of the table (tens, not thousands), read: valid exemptions (expired ones
+    included) and broken rows. A read error other than "no table" propagates."""
+    rows = ExemptionRows([], [])
+    for entity in _rows(store):
+        read = read_exemption(entity)
+        if isinstance(read, Exemption):
+            rows.valid.append(read)
+        else:
+            rows.broken.append(read)
+    return rows
+
+
 def load_exemptions(store: TableStore) -> list[Exemption]:
-    """Every valid exemption in the table (tens, not thousands), expired ones included.
+    """The valid exemptions for a run or a poll; each broken row is logged (WARNING) and exempts nothing.
 
     The engine checks validity per resource with :meth:`Exemption.active`. A read error other
     than "no table" propagates and fails the run: auditing without the exemptions would page
-    the owners of every accepted exception.
+    the owners of every accepted exception. A broken row is that exemption's error only.
     """
-    loaded = (exemption_from_entity(row) for row in _rows(store))
-    return [e for e in loaded if e is not None]
+    rows = load_exemption_rows(store)
+    for broken in rows.broken:
+        log.warning(
+            "Exemption %s (%s) is broken and exempts nothing: %s. Its resources are audited as if unexempted; "
+            "fix the row, or remove it with `clientcert-audit exempt remove`",
+            broken.row,
+            broken.scope,
+            broken.problem,
+        )
+    return rows.valid
+
+
+def in_force(exemptions: Iterable[Exemption], now: datetime, *, include_expired: bool = False) -> list[Exemption]:
+    """Exemptions for ``exempt list`` and the report, soonest expiry first."""
+    return sorted((e for e in exemptions if include_expired or e.expires > now), key=lambda e: (e.expires, e.scope))
 
 
 def list_exemptions(store: TableStore, now: datetime, *, include_expired: bool = False) -> list[Exemption]:
-    """Exemptions for ``exempt list`` and the report, soonest expiry first."""
-    found = load_exemptions(store)
-    return sorted((e for e in found if include_expired or e.expires > now), key=lambda e: (e.expires, e.scope))
+    """The valid exemptions, soonest expiry first (see :func:`in_force`)."""
+    return in_force(load_exemption_rows(store).valid, now, include_expired=include_expired)
 
 
-def add_exemption(store: TableStore, exemption: Exemption) -> Exemption | None:
-    """Store ``exemption``; return the one it replaced for the same scope, if any.
+def add_exemption(store: TableStore, exemption: Exemption) -> Exemption | BrokenExemption | None:
+    """Store ``exemption``; return the one it replaced for the same scope (or the broken row), if any.
 
     The table is created only when it is missing (locally): in Azure the Bicep creates it, and the
     security team may write to that one table but create none.
@@ -255,30 +341,56 @@ def add_exemption(store: TableStore, exemption: Exemption) -> Exemption | None:
         with contextlib.suppress(ResourceExistsError):
             store.exemptions.create_table()
         store.exemptions.upsert_entity(entity, mode=UpdateMode.REPLACE)
-    return exemption_from_entity(previous) if previous else None
+    for legacy in _legacy_keys(exemption.scope):  # the same scope, keyed by an older version: replaced
+        old = store.get(store.exemptions, PARTITION, legacy)
+        if old is not None:
+            previous = previous or old
+            store.exemptions.delete_entity(PARTITION, legacy)
+    return read_exemption(previous) if previous else None
 
 
-def remove_exemption(store: TableStore, scope: str) -> Exemption | None:
-    """Delete the exemption for ``scope``; return it, or ``None`` when there was none.
+def _legacy_keys(scope: str) -> list[str]:
+    """Other RowKeys an exemption of ``scope`` may be stored under (an older version keyed scopes
+    with non-ASCII letters by ``lower()``; see :mod:`shared.names`)."""
+    scope = scope.strip().rstrip("/")
+    return sorted(lookup_keys(scope) - {resource_key(scope)})
 
-    The scope is matched exactly (case-insensitively), never as a prefix: removing a
-    subscription-wide exemption must not silently remove the resource-level ones under it.
+
+def remove_exemption(store: TableStore, scope: str) -> Exemption | BrokenExemption | None:
+    """Delete the exemption for ``scope`` (a broken row too); return it, or ``None`` when there was none.
+
+    The scope is matched exactly (as ARM compares names), never as a prefix: removing a
+    subscription-wide exemption must not silently remove the resource-level ones under it. A row
+    written by hand under a key of its own is found by its ``Scope``, or by that key (what
+    ``exempt list`` shows for a broken row without a scope).
     """
-    row_key = resource_key(scope.strip().rstrip("/"))
-    try:
-        previous = store.get(store.exemptions, PARTITION, row_key)
-    except ResourceNotFoundError:
-        return None
+    wanted = scope.strip().rstrip("/")
+    previous = None
+    for row_key in [resource_key(wanted), *_legacy_keys(wanted)]:
+        try:
+            found = store.get(store.exemptions, PARTITION, row_key)
+        except ResourceNotFoundError:
+            return None
+        if found is not None:
+            previous = previous or found
+            store.exemptions.delete_entity(PARTITION, row_key)
     if previous is None:
-        return None
-    store.exemptions.delete_entity(PARTITION, row_key)
-    return exemption_from_entity(previous) or Exemption(
-        scope=str(previous.get("Scope") or scope),
-        reason=str(previous.get("Reason") or ""),
-        approver=str(previous.get("Approver") or ""),
-        created=as_utc(previous.get("CreatedAt")) or datetime.min.replace(tzinfo=UTC),
-        expires=as_utc(previous.get("ExpiresAt")) or datetime.min.replace(tzinfo=UTC),
-    )
+        previous = _written_for(store, wanted)
+        if previous is None:
+            return None
+        store.exemptions.delete_entity(PARTITION, str(previous["RowKey"]))
+    return read_exemption(previous)
+
+
+def _written_for(store: TableStore, wanted: str) -> Mapping[str, Any] | None:
+    """The row whose ``Scope`` is exactly ``wanted`` (as ARM compares names), or whose RowKey is."""
+    for entity in _rows(store):
+        written = entity.get("Scope")
+        if isinstance(written, str) and fold(written.strip().rstrip("/")) == fold(wanted):
+            return entity
+        if str(entity.get("RowKey")) == wanted:
+            return entity
+    return None
 
 
 def current_user() -> str:

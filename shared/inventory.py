@@ -15,24 +15,25 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
 from .config import Settings
-from .errors import ForeignLinkError
+from .errors import ForeignLinkError, RedirectRefusedError
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs, pooled_session
-from .links import PinnedEndpointPolicy
-from .models import InventoryError, SiteRecord
+from .links import pinned_client_kwargs
+from .models import InventoryError, SiteRecord, valid_text
+from .names import fold
 from .owners import resolve_owners
 from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
-from .sites import describe_error, site_record
+from .sites import confirms_gone, describe_error, site_record
 from .threads import NO_CONTEXT, ThreadInit, executor
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,15 @@ class SubscriptionInfo:
     state: str = ""
 
 
+def _subscription_info(raw: Mapping[str, Any]) -> SubscriptionInfo:
+    """A subscription as ARM lists it, its text made valid (a display name is estate text too)."""
+    return SubscriptionInfo(
+        valid_text(str(raw.get("subscriptionId") or "").strip()),
+        valid_text(str(raw.get("displayName") or "")),
+        valid_text(str(raw.get("state") or "")),
+    )
+
+
 class ArmInventory:
     """Lists subscriptions, sites and slots through the management SDKs."""
 
@@ -77,11 +87,12 @@ class ArmInventory:
         """Fresh for every client: a policy instance is linked into one pipeline (``policy.next``), so a
         retry policy shared by two clients sends one client's requests down the other's transport.
         The transport is per client too, over the shared session (``session_owner=False``: closing a
-        client leaves the pool open). Every request is pinned to the ARM endpoint (no token leaves it)."""
+        client leaves the pool open). Every request is pinned to the ARM endpoint (no token leaves it,
+        no redirect is followed)."""
         return {
             "base_url": self._settings.arm_endpoint,
             "credential_scopes": [self._settings.arm_scope],
-            "per_call_policies": [PinnedEndpointPolicy(self._settings.arm_endpoint)],
+            **pinned_client_kwargs(self._settings.arm_endpoint),
             **client_kwargs(self._settings.retry_total, self._settings.http_timeout),
             "transport": RequestsTransport(
                 session=self._session,
@@ -104,14 +115,18 @@ class ArmInventory:
         with client:
             for item in guarded_pages(client.subscriptions.list(), "subscription list"):
                 raw = _raw(item)
-                sub_id = str(raw.get("subscriptionId") or "").strip()
-                if not sub_id:
+                info = _subscription_info(raw)
+                if not info.subscription_id:
                     continue
-                state = str(raw.get("state") or "")
-                if state.lower() in SKIPPED_SUBSCRIPTION_STATES:
-                    log.info("Skipping subscription %s (%s): state is %s", sub_id, raw.get("displayName"), state)
+                if info.state.lower() in SKIPPED_SUBSCRIPTION_STATES:
+                    log.info(
+                        "Skipping subscription %s (%s): state is %s",
+                        info.subscription_id,
+                        info.display_name,
+                        info.state,
+                    )
                     continue
-                found.setdefault(sub_id.lower(), SubscriptionInfo(sub_id, str(raw.get("displayName") or ""), state))
+                found.setdefault(fold(info.subscription_id), info)
         return list(found.values())
 
     def _named(self, subscription_ids: Iterable[str]) -> list[SubscriptionInfo]:
@@ -127,7 +142,7 @@ class ArmInventory:
             except AzureError as exc:
                 log.info("No display name for subscription %s: %s", subscription_id, describe_error(exc)[0])
                 return SubscriptionInfo(subscription_id)
-            return SubscriptionInfo(subscription_id, str(raw.get("displayName") or ""), str(raw.get("state") or ""))
+            return replace(_subscription_info(raw), subscription_id=subscription_id)
 
         with (
             SubscriptionClient(self._credential, **self._kwargs) as client,
@@ -165,8 +180,8 @@ Found = SiteRecord | InventoryError
 
 
 def found_key(found: Found) -> str:
-    """The case-insensitive key a found item is deduplicated by (a record's id, an error's scope)."""
-    return found.key if isinstance(found, SiteRecord) else found.scope_id.lower()
+    """The key a found item is deduplicated by, as ARM compares ids (a record's id, an error's scope)."""
+    return found.key if isinstance(found, SiteRecord) else fold(found.scope_id)
 
 
 def _scan(web: WebSiteManagementClient, subscription_id: str, thread_init: ThreadInit = NO_CONTEXT) -> Iterator[Found]:
@@ -196,6 +211,8 @@ def _scan(web: WebSiteManagementClient, subscription_id: str, thread_init: Threa
 GROUP_LISTS_AHEAD = 2 * GROUP_LIST_CONCURRENCY
 #: Pages a started group list may read ahead of what the scan has yielded.
 GROUP_PAGES_AHEAD = 2
+#: Items handed over at once by a group list (ARM's pages are at most this long).
+GROUP_PAGE_ITEMS = 100
 
 
 class _GroupListing:
@@ -242,10 +259,6 @@ class _GroupListing:
             yield from page
 
 
-#: Items handed over at once by a group list (ARM's pages are at most this long).
-GROUP_PAGE_ITEMS = 100
-
-
 class _SubscriptionScan:
     """The state of one subscription's listing (see :func:`_scan`)."""
 
@@ -253,7 +266,7 @@ class _SubscriptionScan:
         self.web = web
         self.subscription_id = subscription_id
         self.seen: set[str] = set()
-        self.groups: dict[str, tuple[str, dict[str, str]]] = {}  # lower-cased group -> (name as listed, apps)
+        self.groups: dict[str, tuple[str, dict[str, str]]] = {}  # folded group -> (name as listed, apps)
         self.pacer = ReadPacer()
         self.pool = executor(GROUP_LIST_CONCURRENCY, "groups", thread_init)
         # Started lists, in discovery order, taken off as they are yielded; groups found beyond
@@ -305,12 +318,12 @@ class _SubscriptionScan:
     def _note_group(self, found: SiteRecord) -> None:
         """A new group starts its list at once (or waits its turn); every site's app is remembered
         for a fallback."""
-        group = self.groups.get(found.resource_group.lower())
+        group = self.groups.get(fold(found.resource_group))
         if group is None:
-            group = self.groups[found.resource_group.lower()] = (found.resource_group, {})
+            group = self.groups[fold(found.resource_group)] = (found.resource_group, {})
             self.waiting.append(group)
             self._start_waiting()
-        group[1].setdefault(found.app_name.lower(), found.app_name)
+        group[1].setdefault(fold(found.app_name), found.app_name)
 
     def _start_waiting(self) -> None:
         while self.waiting and len(self.started) < GROUP_LISTS_AHEAD:
@@ -337,15 +350,15 @@ def _group_items(
     try:
         pager = web.web_apps.list_by_resource_group(rg, include_slots=True)
         yield from _unseen(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id, seen)
-    except ResourceNotFoundError:
-        return  # the group was deleted since the subscription list: nothing left to audit
-    except ForeignLinkError as exc:  # per-app lists would not make ARM's paging trustworthy
+    except (ForeignLinkError, RedirectRefusedError) as exc:  # per-app lists would not make ARM trustworthy
         yield InventoryError(scope, subscription_id, f"slots not readable: {describe_error(exc)[0]}", rg)
         return
     except HttpResponseError as exc:
-        # Access denied, or still throttled after azure-core's retries: per-app lists would only
-        # multiply the calls that cannot succeed, so the group is reported unreadable.
-        if exc.status_code in (401, 403, 429):
+        # Access denied, still throttled after azure-core's retries, or not found: per-app lists would
+        # only multiply the calls that cannot succeed, so the group is reported unreadable. A 404 is
+        # never read as "the group is gone": whatever its code (ResourceGroupNotFound, SubscriptionNotFound,
+        # none), the sites the site list showed in it exist, and their slots must not be retired.
+        if exc.status_code in (401, 403, 404, 429):
             message, status = describe_error(exc)
             yield InventoryError(scope, subscription_id, f"slots not readable: {message}", rg, status)
             return
@@ -378,10 +391,10 @@ def _slots_per_app(
         try:
             pager = web.web_apps.list_slots(rg, app)
             listed = list(_unseen(guarded_pages(pager, scope), subscription_id, set()))
-        except ResourceNotFoundError:
-            log.info("Site %s disappeared between the site list and its slot list", scope)
-            continue
         except AzureError as exc:
+            if confirms_gone(exc):  # the site's own ResourceNotFound; any other 404 is an ERROR below
+                log.info("Site %s disappeared between the site list and its slot list", scope)
+                continue
             message, status = describe_error(exc)
             yield InventoryError(scope, subscription_id, f"slots not readable: {message}", rg, status)
             continue

@@ -1,14 +1,19 @@
 """Safe, stable Table Storage keys derived from ARM resource ids.
 
 Table keys forbid ``/ \\ # ?`` and control characters; ARM ids are full of ``/`` and resource
-groups may hold unicode, ``.``, ``(`` and ``)``. Keys are built from the *lower-cased* id so
-the same resource keeps the same key whatever casing an API returned it in.
+groups may hold unicode, ``.``, ``(`` and ``)``. Keys are built from the id *folded as ARM compares
+names* (:func:`shared.names.fold`: ASCII letters lower-cased, any other letter to its simple
+uppercase), so the same resource keeps the same key whatever casing an API returned it in, and two
+resources ARM keeps apart never share one. An ASCII id's key is its lower-cased id, as it always was;
+an id with other letters was keyed by ``lower()`` before, and :func:`lookup_keys` still finds it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+
+from .names import fold, spellings
 
 _FORBIDDEN = set("/\\#?%|'")
 # Azurite caps keys at 512 characters (Azure at 1 KiB); leave room for a hash suffix.
@@ -45,8 +50,22 @@ def encode_key(value: str) -> str:
 
 
 def resource_key(resource_id: str) -> str:
-    """RowKey for a resource: case-insensitive, safe, stable across runs."""
+    """RowKey for a resource: ARM-equal ids share it, safe, stable across runs."""
+    return encode_key(fold(resource_id.strip()).rstrip("/"))
+
+
+def legacy_key(resource_id: str) -> str:
+    """The RowKey an older version gave this spelling of the id (``lower()``, not ARM's rule)."""
     return encode_key(resource_id.strip().lower().rstrip("/"))
+
+
+def lookup_keys(resource_id: str) -> set[str]:
+    """Every RowKey a row of this resource may be stored under: its key, and the keys older versions
+    gave its ARM-equal spellings (only ids with non-ASCII letters have any)."""
+    keys = {resource_key(resource_id)}
+    if not resource_id.isascii():
+        keys.update(legacy_key(spelling) for spelling in spellings(resource_id.strip()))
+    return keys
 
 
 def odata_quote(value: str) -> str:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from .keys import encode_key, odata_quote
+from .names import fold
 
 T = TypeVar("T")
 
@@ -51,7 +52,7 @@ def run_range(run_id: str) -> tuple[str, str]:
 
 def subscription_key_prefix(subscription_id: str) -> str:
     """The start of every RowKey of a subscription's resources (and its own ERROR row's key)."""
-    return encode_key(f"/subscriptions/{subscription_id.strip().lower()}")
+    return encode_key(f"/subscriptions/{fold(subscription_id.strip())}")
 
 
 def subscription_row_range(subscription_id: str) -> tuple[str, str]:
@@ -68,7 +69,7 @@ def in_subscription(row_key: str, subscription_id: str) -> bool:
 
 def state_bucket(subscription_id: str) -> str:
     """The shared state partition of a small subscription."""
-    first = subscription_id.strip().lower()[:1] or "0"
+    first = fold(subscription_id.strip())[:1] or "0"
     return BUCKET_PREFIX + encode_key(first)
 
 
@@ -82,7 +83,7 @@ def state_partition(subscription_id: str, size: int, row_key: str) -> str:
     shards = state_shards(size)
     if shards == 0:
         return state_bucket(subscription_id)
-    return f"{subscription_id.strip().lower()}_{jump_hash(_key_hash(row_key), shards):04d}"
+    return f"{fold(subscription_id.strip())}_{jump_hash(_key_hash(row_key), shards):04d}"
 
 
 def state_filters(subscription_id: str) -> tuple[str, str]:
@@ -92,7 +93,7 @@ def state_filters(subscription_id: str) -> tuple[str, str]:
         f"PartitionKey eq {odata_quote(state_bucket(subscription_id))} "
         f"and RowKey ge {odata_quote(low)} and RowKey lt {odata_quote(high)}"
     )
-    sub = subscription_id.strip().lower()
+    sub = fold(subscription_id.strip())
     own = f"PartitionKey ge {odata_quote(sub)} and PartitionKey lt {odata_quote(sub + _AFTER_ALL)}"
     return bucket, own
 

@@ -23,6 +23,7 @@ from .config import Settings
 from .errors import AuditFailed, LeaseLost, RunInProgressError, one_line
 from .lease import LeaseKeeper
 from .models import Status
+from .names import fold
 from .schema import RUNS_PARTITION, run_row, running_row, subscription_row
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit
@@ -215,7 +216,7 @@ class RunLedger:
         list is the audit's scope, so nothing outside it is reported."""
         if self.settings.subscriptions:
             return {}
-        seen = {s.lower() for s in listed}
+        seen = {fold(s) for s in listed}
         cutoff = now - timedelta(days=self.settings.retention_days)
         vanished: dict[str, Mapping[str, Any]] = {}
         for key, row in known.items():
@@ -231,7 +232,7 @@ class RunLedger:
     def remember(self, summary: RunSummary, read: Mapping[str, str], known: Mapping[str, Mapping[str, Any]]) -> int:
         """Record each subscription read tonight (id -> name); returns transactions used."""
         rows = [
-            subscription_row(sub, name, summary.run_id, summary.started_at, known.get(sub.lower()))
+            subscription_row(sub, name, summary.run_id, summary.started_at, known.get(fold(sub)))
             for sub, name in read.items()
         ]
         return self.store.upsert_many(self.store.runs, rows) if rows else 0

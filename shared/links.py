@@ -1,4 +1,5 @@
-"""Requests go only to the service the client was built for: a ``nextLink`` elsewhere is refused.
+"""Requests go only to the service the client was built for: a ``nextLink`` elsewhere is refused,
+and so is a redirect.
 
 A list answer's ``nextLink`` is a full URL, and azure-core follows it as given, bearer token
 included. A link naming another host (an ARM bug, a tampering proxy, a hostile answer) would hand
@@ -13,6 +14,12 @@ letters, digits, dots and hyphens (or a bracketed IPv6 literal). Anything else n
 ``https://127.0.0.1@evil/`` or ``https://127.0.0.1\\@evil/`` is foreign whatever a parser would
 make of it. Hosts compare case-insensitively, a missing port is the scheme's default (443, 80),
 and paths, queries and trailing slashes do not matter.
+
+A redirect (3xx) is the same hazard by another road: azure-core's redirect policy sits *after*
+the per-call policies, so a request it re-sends to the ``Location`` never passes the pin, and its
+answer (an empty list, say) would be trusted as ARM's. So the ARM and Resource Graph clients are
+built with redirects off (:func:`pinned_client_kwargs`), and the pin turns the 3xx answer into a
+:class:`~shared.errors.RedirectRefusedError`: the scope being read gets its ERROR row.
 """
 
 from __future__ import annotations
@@ -20,10 +27,10 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from .errors import ForeignLinkError
+from .errors import ForeignLinkError, RedirectRefusedError
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
 _AUTHORITY = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
@@ -79,10 +86,17 @@ def check_next_link(link: str, endpoint: str, service: str = "ARM") -> None:
         )
 
 
+def pinned_client_kwargs(endpoint: str, service: str = "ARM") -> dict[str, Any]:
+    """Keyword arguments that pin an ARM or Resource Graph client to ``endpoint``: the pin as its
+    first policy, and no redirect followed (a 3xx answer reaches the pin, which refuses it)."""
+    return {"per_call_policies": [PinnedEndpointPolicy(endpoint, service)], "permit_redirects": False}
+
+
 class PinnedEndpointPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
     """First policy of a client's pipeline: a request for another origin than the endpoint is
     refused before redirects, retries or the token policy see it, whatever path built it (the
-    raw pager's ``nextLink`` check, or the SDK's own model pager if that is used instead)."""
+    raw pager's ``nextLink`` check, or the SDK's own model pager if that is used instead); and an
+    answer that is a redirect is refused as it comes back (with redirects off, every 3xx does)."""
 
     def __init__(self, endpoint: str, service: str = "ARM") -> None:
         self._endpoint = endpoint
@@ -94,4 +108,13 @@ class PinnedEndpointPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
             raise ForeignLinkError(
                 f"refused a request to {shown(url)} (a nextLink?): not the {self._service} endpoint "
                 f"{shown(self._endpoint)}, so the token does not leave it"
+            )
+
+    def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
+        status = response.http_response.status_code
+        if 300 <= status < 400:
+            location = str(response.http_response.headers.get("Location") or "")
+            raise RedirectRefusedError(
+                f"{self._service} answered HTTP {status} redirecting to {shown(location) or '(no Location)'}; "
+                f"redirects are not followed: only an answer from {shown(self._endpoint)} is trusted"
             )

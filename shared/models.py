@@ -9,6 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .names import fold
+
+
+def valid_text(value: str) -> str:
+    """``value`` as text every encoder accepts: a lone UTF-16 surrogate becomes U+FFFD.
+
+    JSON may carry ``"\\ud800"`` without its pair, and Python decodes it to a lone surrogate, which
+    no UTF-8 encoder takes: one such tag, name or path would fail every batch, event and report it
+    reached. Estate text is made valid here, where ARM's JSON becomes a record, so everything
+    downstream (evaluation, rows, events, every output) holds only valid text. A surrogate *pair*
+    written as two escapes is joined into its character; everything else is returned unchanged.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return value
+
 
 class Status(StrEnum):
     """Outcome of one audited resource (or of one unreadable scope, for ERROR)."""
@@ -55,8 +75,8 @@ class SiteRecord:
 
     @property
     def key(self) -> str:
-        """Case-insensitive identity: ARM returns the same id with different casing."""
-        return self.resource_id.lower()
+        """Identity as ARM compares ids (:func:`~shared.names.fold`): ARM returns one id in many casings."""
+        return fold(self.resource_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +89,7 @@ class GoneRecord:
 
     @property
     def key(self) -> str:
-        return self.resource_id.lower()
+        return fold(self.resource_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +101,13 @@ class InventoryError:
     message: str
     resource_group: str = ""
     status_code: int | None = None
+
+    def __post_init__(self) -> None:
+        """Its text comes from ARM (ids, error messages): made valid like a site record's."""
+        for name in ("scope_id", "subscription_id", "message", "resource_group"):
+            value = getattr(self, name)
+            if isinstance(value, str) and not value.isascii():
+                object.__setattr__(self, name, valid_text(value))
 
 
 #: The properties that name a resource, alike in result rows, state rows and events.
@@ -113,8 +140,8 @@ class Finding:
 
     @property
     def key(self) -> str:
-        """Case-insensitive identity of the resource."""
-        return self.resource_id.lower()
+        """Identity of the resource as ARM compares ids."""
+        return fold(self.resource_id)
 
     def identity(self) -> dict[str, str]:
         """The properties that name the resource, alike in result rows, state rows and events."""

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
 from .models import InventoryError, SiteRecord
+from .names import fold
 
 
 def owner_from_tags(tags: Iterable[tuple[str, str]], names: Sequence[str]) -> str:
@@ -25,16 +26,16 @@ def owner_from_tags(tags: Iterable[tuple[str, str]], names: Sequence[str]) -> st
     for key, value in sorted(tags):
         text = str(value).strip()
         if text:
-            found.setdefault(str(key).strip().lower(), text)
+            found.setdefault(fold(str(key).strip()), text)
     for name in names:
-        owner = found.get(name.lower())
+        owner = found.get(fold(name))
         if owner:
             return owner
     return ""
 
 
 def _site_key(record: SiteRecord) -> tuple[str, str, str]:
-    return record.subscription_id.lower(), record.resource_group.lower(), record.app_name.lower()
+    return fold(record.subscription_id), fold(record.resource_group), fold(record.app_name)
 
 
 class OwnerResolver:
@@ -57,7 +58,7 @@ class OwnerResolver:
 
     def learn_owner(self, subscription_id: str, resource_group: str, app_name: str, owner: str) -> None:
         """Remember a site's owner read elsewhere (the change poll reads a slot's site by GET)."""
-        self._remember((subscription_id.lower(), resource_group.lower(), app_name.lower()), owner)
+        self._remember((fold(subscription_id), fold(resource_group), fold(app_name)), owner)
 
     def _remember(self, key: tuple[str, str, str], owner: str) -> None:
         """Only sites with an owner are kept (one entry per site of a subscription while it is listed)."""

@@ -28,10 +28,11 @@ from .config import Settings
 from .errors import AuditFailed, one_line
 from .evaluate import error_finding
 from .exemptions import Exemption
-from .keys import resource_key
+from .keys import lookup_keys, resource_key
 from .layout import narrowed_state_filters, partition_batches, results_partition, state_shards
 from .ledger import RunSummary
 from .models import Finding, GoneRecord, InventoryError, SiteRecord
+from .names import fold, same
 from .plan import Findings, Listed, SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
@@ -147,13 +148,15 @@ class SubscriptionPipeline:
         self, subscription_id: str, result: SubscriptionResult, audited_at: datetime, hold: Hold
     ) -> SubscriptionPlan:
         deleted: set[str] = set()
-        listed = self._listed(subscription_id, result, deleted, hold)
+        gone_ids: list[str] = []
+        listed = self._listed(subscription_id, result, deleted, gone_ids, hold)
         findings = Findings(listed, self.run.exemptions, audited_at)
         # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
         narrowed = None
         if self.run.targeted:  # only the state of what was re-read (and a deleted site's slots)
-            keys = set(listed) | deleted
+            ids = [item.resource_id for item in listed.values()] + gone_ids  # any key their rows may be under
+            keys = {key for rid in ids for key in lookup_keys(rid)} | set(listed) | deleted
             narrowed = narrowed_state_filters(subscription_id, keys, (f"{k}|slots|" for k in deleted))
         prior, extra = self.store.subscription_state(subscription_id, listed, narrowed)
         # Rows of resources not listed tonight are kept whole (to be retired): held like records.
@@ -175,12 +178,14 @@ class SubscriptionPipeline:
             audited_at=audited_at,
             read=result.read,
             partial=result.partial or self.run.targeted,  # a targeted read retires only what is confirmed
-            subscription_name=self.run.names.get(subscription_id.lower(), ""),
+            subscription_name=self.run.names.get(fold(subscription_id), ""),
             request_tag=self.settings.exemption_request_tag,
             retire=deleted,
         )
 
-    def _listed(self, subscription_id: str, result: SubscriptionResult, deleted: set[str], hold: Hold) -> Listed:
+    def _listed(
+        self, subscription_id: str, result: SubscriptionResult, deleted: set[str], gone_ids: list[str], hold: Hold
+    ) -> Listed:
         """The subscription's inventory as compact records by key (the first sighting of each), each
         taken from the run's memory budget as it comes (waiting at the cap); errors as ERROR findings.
         A record's finding is computed when its rows are rendered (:class:`~shared.plan.Findings`)."""
@@ -188,12 +193,13 @@ class SubscriptionPipeline:
         for item in self._scan(subscription_id):
             if isinstance(item, GoneRecord):
                 deleted.add(resource_key(item.resource_id))
+                gone_ids.append(item.resource_id)
                 continue
             value: SiteRecord | Finding
             if isinstance(item, InventoryError):
                 value = error_finding(item)
                 result.partial = True
-                if item.scope_id.lower() == f"/subscriptions/{subscription_id}".lower():
+                if same(item.scope_id, f"/subscriptions/{subscription_id}"):
                     result.read = False
                 self._warn(item)
             else:

@@ -87,7 +87,7 @@ class SubscriptionPlan:
     findings: Mapping[str, Finding]
     changes: dict[str, Transition]  # audited resources (not ERROR rows)
     prior: dict[str, Any]  # last-known state by key
-    extra: list[tuple[str, str]]  # older copies of state rows in other partitions
+    extra: list[tuple[str, str, str]]  # other copies of state rows: (PartitionKey, RowKey, key)
     read: bool  # the subscription was listed fully enough to advance its state
     partial: bool  # something in it could not be read: nothing is retired
     partitions: dict[str, str]  # state partition of each key written tonight (gone ones: where they are)
@@ -125,7 +125,7 @@ class SubscriptionPlan:
         for key in self.changes:
             yield self.state_row(key, alerted=False)
         for key in self.gone:
-            yield gone_row(self.prior[key], self.run_id, self.now_iso)
+            yield gone_row(self.prior[key], self.run_id, self.now_iso, key)
 
     def state_row(self, key: str, *, alerted: bool) -> dict[str, Any]:
         return state_row(
@@ -148,24 +148,30 @@ class SubscriptionPlan:
         return [key for key, change in self.changes.items() if change.dropped_alert]
 
     def stale_copies(self) -> list[tuple[str, str]]:
-        """Keys of state rows left in a partition other than the one holding the current copy."""
+        """``(PartitionKey, RowKey)`` of state rows other than the current copy of their resource: a
+        copy in another partition, or under the key an older version gave it (see ``store``)."""
         stale: set[tuple[str, str]] = set()
-        for key, state in self.prior.items():
-            old = str(state["PartitionKey"])
-            if self.partitions.get(key, old) != old:
-                stale.add((old, key))
-        for partition, key in self.extra:
-            keep = self.partitions.get(key) or str(self.prior[key]["PartitionKey"])
-            if partition != keep:
-                stale.add((partition, key))
+        for key in self.prior:
+            old = self._stored_at(key)
+            if key in self.partitions and (self.partitions[key], key) != old:
+                stale.add(old)
+        for partition, row_key, key in self.extra:
+            current = (self.partitions[key], key) if key in self.partitions else self._stored_at(key)
+            if (partition, row_key) != current:
+                stale.add((partition, row_key))
         return sorted(stale)
+
+    def _stored_at(self, key: str) -> tuple[str, str]:
+        """Where the current copy of a resource's prior state is stored."""
+        state = self.prior[key]
+        return str(state["PartitionKey"]), str(state.get("RowKey") or key)
 
 
 def plan_subscription(
     subscription_id: str,
     findings: Mapping[str, Finding],
     prior: dict[str, Any],
-    extra: list[tuple[str, str]],
+    extra: list[tuple[str, str, str]],
     *,
     summary: RunSummary,
     audited_at: datetime,
@@ -241,14 +247,14 @@ def tally(summary: RunSummary, results: Iterable[SubscriptionResult]) -> None:
 
 
 def targeted(
-    prior: dict[str, Any], extra: list[tuple[str, str]], findings: Mapping[str, Finding], deleted: set[str]
-) -> tuple[dict[str, Any], list[tuple[str, str]], set[str]]:
+    prior: dict[str, Any], extra: list[tuple[str, str, str]], findings: Mapping[str, Finding], deleted: set[str]
+) -> tuple[dict[str, Any], list[tuple[str, str, str]], set[str]]:
     """Narrow a subscription's state to the resources a targeted read saw or confirmed deleted (a
     deleted site takes its slots with it: they cannot outlive it)."""
     sites = tuple(f"{key}|slots|" for key in deleted)
     retire = deleted | {k for k in prior if sites and k.startswith(sites)}
     keep = {k: v for k, v in prior.items() if k in findings or k in retire}
-    return keep, [(p, k) for p, k in extra if k in keep], retire
+    return keep, [(p, r, k) for p, r, k in extra if k in keep], retire
 
 
 def new_failure_event(run_id: str, finding: Finding, change: Transition, *, sent_by: str) -> dict[str, Any]:

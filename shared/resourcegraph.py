@@ -22,10 +22,12 @@ from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from .config import Settings
+from .errors import PagingLoopError, TruncatedAnswerError
 from .http import client_kwargs
 from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
-from .links import PinnedEndpointPolicy
+from .links import pinned_client_kwargs
 from .models import InventoryError, SiteRecord
+from .names import fold
 from .owners import OwnerResolver
 from .sites import describe_error, site_record
 from .threads import NO_CONTEXT, ThreadInit, thread
@@ -77,10 +79,33 @@ def graph_client(credential: TokenCredential, settings: Settings) -> ResourceGra
         base_url=settings.arm_endpoint,
         credential_scopes=[settings.arm_scope],
         api_version=API_VERSION,
-        # Pages come by $skipToken in the POST body (no link is followed); pinned all the same.
-        per_call_policies=[PinnedEndpointPolicy(settings.arm_endpoint, "Resource Graph")],
+        # Pages come by $skipToken in the POST body (no link is followed); pinned all the same, and
+        # a redirect is refused (a 307 would re-send the query, and its answer, elsewhere).
+        **pinned_client_kwargs(settings.arm_endpoint, "Resource Graph"),
         **client_kwargs(settings.retry_total, settings.http_timeout),
     )
+
+
+def next_skip_token(body: Mapping[str, Any], followed: set[str], what: str) -> str | None:
+    """The ``$skipToken`` of the page after ``body``, or ``None`` after the last page.
+
+    Guarded like ARM's paging (``paging.guarded_pages``): a truncated answer (``resultTruncated``:
+    rows are missing and no token leads to them) raises :class:`TruncatedAnswerError`, and a token
+    already in ``followed`` (a paging loop) raises :class:`PagingLoopError`. Either way the caller
+    treats its answer as incomplete, never as a short list to trust; ``followed`` gains the token.
+    """
+    if str(body.get("resultTruncated", "false")).lower() == "true":
+        raise TruncatedAnswerError(
+            f"{what}: Resource Graph truncated its answer (resultTruncated is true): rows are missing"
+        )
+    token = body.get("$skipToken") or None
+    if token is None:
+        return None
+    token = str(token)
+    if token in followed:
+        raise PagingLoopError(f"{what}: Resource Graph returned the same $skipToken twice (paging loop)")
+    followed.add(token)
+    return token
 
 
 def query_page(
@@ -118,7 +143,7 @@ class ResourceGraphInventory:
         self._cond = threading.Condition()
         self._loader: threading.Thread | None = None
         self._buffers: dict[str, deque[Found]] = {}  # records read and not taken yet, by subscription
-        self._position: str | None = None  # the subscription the query is reading (lower-cased)
+        self._position: str | None = None  # the subscription the query is reading (folded)
         self._wanted: set[str] | None = None  # subscriptions the run audits (None: keep all)
         self._buffered = 0
         self._finished = False
@@ -135,9 +160,9 @@ class ResourceGraphInventory:
         self._arm.close()
 
     def subscriptions(self) -> list[SubscriptionInfo]:
-        subs = sorted(self._arm.subscriptions(), key=lambda s: s.subscription_id.lower())
+        subs = sorted(self._arm.subscriptions(), key=lambda s: fold(s.subscription_id))
         with self._cond:
-            self._wanted = {s.subscription_id.lower() for s in subs}
+            self._wanted = {fold(s.subscription_id) for s in subs}
         return subs
 
     def confirm_empty(self, subscription_id: str) -> InventoryError | None:
@@ -205,7 +230,7 @@ class ResourceGraphInventory:
                 if not isinstance(row, Mapping):
                     continue
                 found = site_record(row, str(row.get("subscriptionId") or ""))
-                subscription = found.subscription_id.lower()
+                subscription = fold(found.subscription_id)
                 if isinstance(found, InventoryError) and not subscription:
                     # No subscription column and no id to read one from: no subscription's audit can own it.
                     log.warning("Resource Graph returned a row of no subscription: %s", found.message)
@@ -219,12 +244,9 @@ class ResourceGraphInventory:
                 if key not in seen:
                     seen.add(key)
                     self._put(subscription, found)
-            token = body.get("$skipToken") or None
+            token = next_skip_token(body, tokens, "the sites query")
             if not token:
                 break
-            if token in tokens:
-                raise AzureError("Resource Graph returned the same $skipToken twice (paging loop)")
-            tokens.add(token)
             wait = quota_wait(headers)
             if wait:
                 log.info("Resource Graph quota exhausted; waiting %.1fs", wait)
@@ -247,7 +269,7 @@ class ResourceGraphInventory:
     def scan(self, subscription_id: str) -> Iterator[SiteRecord | InventoryError]:
         """The subscription's records as the loader reads them (a site before its slots: the query
         orders by id, and a slot's id extends its site's), with owners."""
-        key = subscription_id.lower()
+        key = fold(subscription_id)
         owners = OwnerResolver(self._settings.owner_tags)
         while True:
             with self._cond:

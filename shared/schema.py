@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .keys import resource_key
 from .models import IDENTITY_FIELDS, Finding, Status
+from .names import fold
 from .owners import tags_text
 from .state import Transition
 
@@ -186,11 +187,12 @@ def _previous_first_failed(state: Mapping[str, Any] | None, change: Transition) 
     return "" if state.get("Gone") else str(state.get("FirstFailedAt") or "")
 
 
-def gone_row(state: Mapping[str, Any], run_id: str, now_iso: str) -> dict[str, Any]:
+def gone_row(state: Mapping[str, Any], run_id: str, now_iso: str, row_key: str) -> dict[str, Any]:
     """Retire a resource that a fully read subscription no longer lists (an owed alert about a
-    resource that no longer exists is dropped with it)."""
+    resource that no longer exists is dropped with it), in place, under its key ``row_key``."""
     entity = {k: v for k, v in state.items() if not k.startswith("odata")}
     entity.update(
+        RowKey=row_key,
         PreviousStatus=str(state.get("Status") or ""),
         PreviousFirstFailedAt=str(state.get("FirstFailedAt") or ""),
         PreviousGone=False,
@@ -274,7 +276,7 @@ def subscription_row(
     first = (known or {}).get("FirstAuditedAt")
     return {
         "PartitionKey": SUBSCRIPTIONS_PARTITION,
-        "RowKey": subscription_id.lower(),
+        "RowKey": fold(subscription_id),
         "SubscriptionId": subscription_id,
         "SubscriptionName": name,
         "FirstAuditedAt": first if isinstance(first, datetime) else at,

@@ -29,15 +29,17 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from . import fastpaths
 from .config import Settings
 from .errors import RunInProgressError, StoreError
 from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
 from .http import client_kwargs, table_transport
-from .keys import odata_quote
+from .keys import legacy_key, odata_quote, resource_key
 from .layout import partition_batches, run_range, state_filters
+from .models import valid_text
+from .names import fold
 from .schema import RUNS_PARTITION, STATE_MODEL_FIELDS, SUBSCRIPTIONS_PARTITION
 from .when import as_utc
 
@@ -69,7 +71,11 @@ def truncate(value: str, limit: int = MAX_STRING_UNITS) -> str:
     if len(value) * 2 <= limit or utf16_units(value) <= limit:
         return value
     marker_room = 48
-    kept = value.encode("utf-16-le")[: (limit - marker_room) * 2].decode("utf-16-le", errors="ignore")
+    # surrogatepass: a lone surrogate (which no codec takes as text) is cut like any other unit, and a
+    # pair cut in half loses its dangling high half; the value is stored or refused as it is.
+    kept = value.encode("utf-16-le", "surrogatepass")[: (limit - marker_room) * 2].decode("utf-16-le", "surrogatepass")
+    if kept and "\ud800" <= kept[-1] <= "\udbff":
+        kept = kept[:-1]
     return f"{kept}…[truncated {len(value) - len(kept)} chars]"
 
 
@@ -149,10 +155,12 @@ class TableStore:
     def write_batch(self, table: TableClient, entities: list[dict[str, Any]]) -> int:
         """Upsert ≤100 entities of one partition as one transaction; returns transactions used.
 
-        A rejected transaction is split: its entities are written one by one, so one bad row cannot
-        take its 99 neighbours down with it. A row the service still refuses is replaced by what the
-        table's :attr:`fallbacks` entry makes of it (an ERROR row that says why, for results);
-        without one, or when the replacement is refused too, :class:`StoreError` is raised.
+        A transaction that fails for any reason (rejected by the service, or refused on this side,
+        say a value no encoder takes) is split: its entities are written one by one, so one bad row
+        cannot take its 99 neighbours down with it (a store that is down fails the first of them
+        too, and that error is raised). A row still refused is replaced by what the table's
+        :attr:`fallbacks` entry makes of it (an ERROR row that says why, for results); without one,
+        or when the replacement is refused too, :class:`StoreError` is raised.
         """
         self.guard()
         fallback = self.fallbacks.get(table.table_name)
@@ -163,11 +171,11 @@ class TableStore:
         try:
             fastpaths.upsert_batch(table, batch)
             return 1
-        except (TableTransactionError, HttpResponseError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: each row is tried on its own below
             log.warning(
-                "Transaction of %d rows rejected (%s); writing them one by one",
+                "Transaction of %d rows failed (%s); writing them one by one",
                 len(batch),
-                getattr(exc, "error_code", None) or getattr(exc, "status_code", None),
+                getattr(exc, "error_code", None) or getattr(exc, "status_code", None) or type(exc).__name__,
             )
         for entity in batch:
             self.guard()
@@ -182,7 +190,7 @@ class TableStore:
             if replacement is None:
                 raise
             log.error("%s; stored in its place: %s", exc, replacement.get("Reason", "a reduced row"))
-            self._upsert_one(table, clean_entity(replacement))
+            self._upsert_one(table, clean_entity(_valid_entity(replacement)))
 
     def _upsert_one(self, table: TableClient, entity: dict[str, Any]) -> None:
         try:
@@ -191,6 +199,11 @@ class TableStore:
             raise StoreError(
                 f"{table.table_name} rejected row {entity.get('PartitionKey')}/{entity.get('RowKey')}: "
                 f"{getattr(exc, 'error_code', None) or exc.status_code}"
+            ) from exc
+        except (ValueError, TypeError) as exc:  # refused on this side: a value the SDK cannot send
+            raise StoreError(
+                f"{table.table_name} could not send row {entity.get('PartitionKey')}/{entity.get('RowKey')}: "
+                f"{type(exc).__name__}"
             ) from exc
 
     def delete_keys(self, table: TableClient, keys: Iterable[tuple[str, str]]) -> tuple[int, int]:
@@ -222,28 +235,33 @@ class TableStore:
 
     def subscription_state(
         self, subscription_id: str, present: Container[str] = (), filters: Iterable[str] | None = None
-    ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
-        """A subscription's last-known state by RowKey, wherever an earlier run's layout put it,
-        and the keys of extra copies (a row moved to another partition whose old copy remains).
+    ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str, str]]]:
+        """A subscription's last-known state by resource key, wherever an earlier run's layout put it,
+        and the extra copies as ``(PartitionKey, RowKey, key)`` (a row moved to another partition
+        whose old copy remains, or a row an older version keyed by ``lower()``).
 
         Rows of resources in ``present`` (listed tonight), and rows already gone, keep only what
-        the state model reads (:data:`STATE_MODEL_FIELDS` but the key), one read-only dict shared by
-        every row with the same values; the others keep every property, since a resource that is
-        gone is rewritten from its last row. Read as plain JSON: on a nightly run this is a row per
+        the state model reads (:data:`STATE_MODEL_FIELDS`; the ``RowKey`` only when it is not the
+        key), one read-only dict shared by every row with the same values; the others keep every
+        property, since a resource that is gone is rewritten from its last row. Read as plain JSON: on a nightly run this is a row per
         resource, and the SDK's entity conversion would double its memory and CPU.
         When a resource has two copies (a crash between moving it and deleting the old one), the
         one written by the later run wins. ``filters`` narrows the read (see
         :func:`~shared.layout.narrowed_state_filters`); by default it is the whole subscription's.
+        A row stored under the key an older version made with ``lower()`` (an id with non-ASCII
+        letters, see :mod:`shared.names`) is found by its ``ResourceId`` and adopted: it counts as a
+        copy of the resource's key (its own ``RowKey`` stays in the row, so it is moved and deleted
+        like any other copy), with its status, streak and owed alert.
         """
         state: dict[str, dict[str, Any]] = {}
-        extra: list[tuple[str, str]] = []
+        extra: list[tuple[str, str, str]] = []
         shared: dict[tuple[Any, ...], dict[str, Any]] = {}
         for flt in state_filters(subscription_id) if filters is None else filters:
             for raw in fastpaths.query_json(self.latest, flt):
-                key = str(raw["RowKey"])
+                key = _current_key(raw)
                 raw.pop("Timestamp", None)  # a system property: never written back
                 # A gone resource's row is rewritten from its last row; the others need the model's fields.
-                row = _state_model_row(raw, shared) if key in present or raw.get("Gone") else raw
+                row = _state_model_row(raw, key, shared) if key in present or raw.get("Gone") else raw
                 other = state.get(key)
                 if other is None:
                     state[key] = row
@@ -254,7 +272,7 @@ class TableStore:
                     else (other, row)
                 )
                 state[key] = keep
-                extra.append((str(drop["PartitionKey"]), key))
+                extra.append((str(drop["PartitionKey"]), str(drop.get("RowKey") or key), key))
         return state, extra
 
     def known_subscriptions(self) -> dict[str, dict[str, Any]]:
@@ -263,7 +281,7 @@ class TableStore:
 
     def forget_subscription(self, subscription_id: str) -> bool:
         """Stop reporting a vanished subscription (the security team retired it); True if it was known."""
-        key = subscription_id.strip().lower()
+        key = fold(subscription_id.strip())
         if self.get(self.runs, SUBSCRIPTIONS_PARTITION, key) is None:
             return False
         self.runs.delete_entity(SUBSCRIPTIONS_PARTITION, key)
@@ -343,19 +361,24 @@ class TableStore:
         return fresh
 
 
-#: The state model's fields but the key (the state dict's own).
+#: The state model's fields but the key (a row's ``RowKey`` is its resource's key but for rows an
+#: older version keyed differently, see :func:`_current_key`).
 _MODEL_FIELDS = tuple(f for f in STATE_MODEL_FIELDS if f != "RowKey")
 
 
-def _state_model_row(raw: Mapping[str, Any], shared: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, Any]:
+def _state_model_row(raw: Mapping[str, Any], key: str, shared: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, Any]:
     """The fields of a state row the state model reads, as one dict shared by every row with the
     same values (read-only: nothing writes to a prior-state row).
 
     A nightly run holds one such row per resource of a subscription until its state is stored
     (tens of thousands in a large one); apart from the key (the state dict's), they hold few
     distinct values: a status, the runs that wrote them, a streak's start, the partition. So most
-    rows are the same row, kept once."""
+    rows are the same row, kept once. A row stored under another key keeps its ``RowKey`` (its own)."""
     values = tuple(raw.get(name) for name in _MODEL_FIELDS)
+    if str(raw["RowKey"]) != key:
+        own: dict[str, Any] = {name: value for name, value in zip(_MODEL_FIELDS, values, strict=True) if name in raw}
+        own["RowKey"] = str(raw["RowKey"])
+        return own
     row = shared.get(values)
     if row is None:
         row = {
@@ -365,6 +388,22 @@ def _state_model_row(raw: Mapping[str, Any], shared: dict[tuple[Any, ...], dict[
         }
         shared[values] = row
     return row
+
+
+def _current_key(raw: Mapping[str, Any]) -> str:
+    """The key a state row belongs to: its RowKey, or for a row of an id with non-ASCII letters
+    stored by an older version (keyed by ``lower()``), the key of its ``ResourceId`` today."""
+    stored = str(raw["RowKey"])
+    resource_id = raw.get("ResourceId")
+    if isinstance(resource_id, str) and not resource_id.isascii() and stored == legacy_key(resource_id):
+        return resource_key(resource_id)
+    return stored
+
+
+def _valid_entity(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """A replacement row with every string made valid text: it must be storable whatever refused
+    the row it stands in for."""
+    return {key: valid_text(value) if isinstance(value, str) else value for key, value in entity.items()}
 
 
 def _partition_key(entity: Mapping[str, Any]) -> str:

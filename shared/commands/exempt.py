@@ -16,19 +16,21 @@ from typing import Any
 from ..errors import ExemptionError
 from ..exemptions import (
     EXPIRING_SOON_DAYS,
+    BrokenExemption,
     Exemption,
     add_exemption,
     current_user,
-    list_exemptions,
+    in_force,
+    load_exemption_rows,
     new_exemption,
     parse_expiry,
     remove_exemption,
 )
-from ..report import exemption_view, write_rows_csv
+from ..report import broken_exemption_view, exemption_view, write_rows_csv
 from ..terminal import terminal_text
 from .common import ExitCode, guarded, open_store
 
-LIST_COLUMNS = ("scope", "state", "expiresAt", "reason", "approver", "createdAt", "recordedBy")
+LIST_COLUMNS = ("scope", "state", "expiresAt", "reason", "approver", "createdAt", "recordedBy", "problem")
 
 
 def register(subparsers: Any) -> None:
@@ -71,7 +73,11 @@ def cmd_add(args: argparse.Namespace) -> int:
         replaced = add_exemption(store, exemption)
     finally:
         store.close()
-    if replaced:
+    if isinstance(replaced, BrokenExemption):
+        print(
+            f"Replaced a broken exemption row of {terminal_text(replaced.scope)} ({terminal_text(replaced.problem)})."
+        )
+    elif replaced:
         print(
             f"Replaced the exemption of {terminal_text(replaced.scope)} (was until {replaced.expires:%Y-%m-%d %H:%M} UTC)."
         )
@@ -86,10 +92,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     store = open_store()
     try:
-        found = list_exemptions(store, now, include_expired=args.all)
+        rows = load_exemption_rows(store)
     finally:
         store.close()
+    found = in_force(rows.valid, now, include_expired=args.all)
+    # A broken row exempts nothing, but someone meant it to: it is always listed, until fixed or removed.
     views = [{**exemption_view(e), "state": _state(e, now)} for e in found]
+    views += [broken_exemption_view(b) for b in rows.broken]
     if args.format == "json":
         print(json.dumps(views, indent=2))
     elif args.format == "csv":
@@ -97,10 +106,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif not views:
         print("No exemptions" + ("." if args.all else " in force (--all shows expired ones)."))
     else:
-        for view, e in zip(views, found, strict=True):  # table text is printed without control characters
+        for view, e in zip(views[: len(found)], found, strict=True):  # printed without control characters
             print(f"{view['state']:<14} until {e.expires:%Y-%m-%d %H:%M} UTC  {terminal_text(e.scope)}")
             reason, approver = terminal_text(e.reason), terminal_text(e.approver)
             print(f"{'':14} {reason} (approved by {approver}, added {e.created:%Y-%m-%d})")
+        for b in rows.broken:
+            print(f"{'broken':<14} exempts nothing  {terminal_text(b.scope)}")
+            print(f"{'':14} {terminal_text(b.problem)} (row {terminal_text(b.row)}: fix it, or `exempt remove` it)")
     return ExitCode.OK
 
 
@@ -121,5 +133,6 @@ def cmd_remove(args: argparse.Namespace) -> int:
     if removed is None:
         print(f"No exemption for exactly {args.scope} (scopes are not matched as prefixes here).", file=sys.stderr)
         return ExitCode.NOT_FOUND
-    print(f"Removed the exemption of {terminal_text(removed.scope)}; from the next run it reports its real status.")
+    what = "broken exemption row" if isinstance(removed, BrokenExemption) else "exemption"
+    print(f"Removed the {what} of {terminal_text(removed.scope)}; from the next run it reports its real status.")
     return ExitCode.OK

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from .. import report
 from ..errors import ExemptionError, NoDataError
-from ..exemptions import EXPIRING_SOON_DAYS, Exemption, expiring_soon, list_exemptions, validate_scope
+from ..exemptions import EXPIRING_SOON_DAYS, expiring_soon, in_force, load_exemption_rows, validate_scope
 from ..report import ReportContext, ReportSource, RowFilter, Summary
 from ..store import TableStore
 from ..when import parse_when
@@ -214,12 +214,14 @@ def _report_runs(
     now = datetime.now(UTC)
     selected = _selected_runs(runs, table, args)
     flt = _narrowed(flt, args)
+    exemptions = load_exemption_rows(store)
     ctx = ReportContext(
         runs=tuple(selected),
         flt=flt,
         trend=tuple(report.trend_runs(runs, selected[-1], args.trend)),
-        expiring=tuple(_expiring(store, now, args.expiring_days)),
+        expiring=tuple(expiring_soon(in_force(exemptions.valid, now), now, timedelta(days=args.expiring_days))),
         expiring_days=args.expiring_days,
+        broken=tuple(exemptions.broken),
         html_rows=args.html_rows,
         generated_at=now,
         group_by=args.group_by or "",
@@ -264,10 +266,6 @@ def _report_diff(
         counts = report.write_diff(selected, out, args.format, run_a, run_b)
     into_fail = any(key.endswith("->FAIL") for key in counts)
     return ExitCode.FAIL_FOUND if into_fail else ExitCode.OK
-
-
-def _expiring(store: TableStore, now: datetime, days: int) -> list[Exemption]:
-    return expiring_soon(list_exemptions(store, now), now, timedelta(days=days))
 
 
 def _chain(iterables: Iterable[Iterable[Mapping[str, Any]]]) -> Iterator[Mapping[str, Any]]:

@@ -40,7 +40,16 @@ from .source import ReportSource
 from .spool import LIST_ORDER, ListSpool
 from .summary import GROUPINGS, NO_OWNER, ReportContext, Summary
 from .text import CsvWriter, csv_cell, write_csv, write_diff, write_group_csv, write_json, write_rows_csv, write_table
-from .values import STATUSES, exemption_view, plain, resource_label, run_view, subscription_label, text
+from .values import (
+    STATUSES,
+    broken_exemption_view,
+    exemption_view,
+    plain,
+    resource_label,
+    run_view,
+    subscription_label,
+    text,
+)
 
 __all__ = [
     "ACTIONABLE",
@@ -61,6 +70,7 @@ __all__ = [
     "ReportSource",
     "RowFilter",
     "Summary",
+    "broken_exemption_view",
     "change_selected",
     "csv_cell",
     "diff_rows",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..keys import resource_key
+from ..names import fold
 from .selection import RowFilter
 
 #: Columns of a diff as CSV and of each ``changes`` item of its JSON (a contract for tooling).
@@ -62,7 +63,8 @@ _KEPT = ("ResourceId", "SubscriptionId", "ResourceGroup", "AppName", "Slot")
 
 
 def _row_identity(row: Mapping[str, Any]) -> tuple[str, str]:
-    return str(row.get("SubscriptionId") or "").lower(), str(row.get("RowKey") or resource_key(str(row["ResourceId"])))
+    # The resource's key by today's rule (a row an older version wrote may carry another RowKey).
+    return fold(str(row.get("SubscriptionId") or "")), resource_key(str(row.get("ResourceId") or row.get("RowKey")))
 
 
 def _change(before: str, after: str, row: Mapping[str, Any]) -> Change:

@@ -224,6 +224,14 @@ def _html_exemptions(ctx: ReportContext, summary: Summary) -> list[str]:
         out.append(_table("expiring", ("Expires", "Scope", "Reason", "Approver"), expiring))
     else:
         out.append('<p class="empty">None.</p>')
+    if ctx.broken:
+        broken = ((_e(b.scope), _e(b.problem), _e(b.row)) for b in ctx.broken)
+        out.append(
+            f"<h2>Broken exemptions ({len(ctx.broken)})</h2>"
+            "<p>These rows exempt nothing: their resources are audited as if unexempted. Fix each row, or remove it "
+            "with <code>clientcert-audit exempt remove</code>.</p>"
+            + _table("broken", ("Scope", "Problem", "Row"), broken)
+        )
     if summary.requests_total:
         requests = (
             (_badge(text(r.get("Status"))), _e(r.get("ResourceId")), _e(r.get("ExemptionRequest")))

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import NoDataError
 from ..keys import odata_quote, resource_key
 from ..models import Status
+from ..names import same
 from .values import STATUSES
 
 #: What the table and HTML formats list when no ``--status`` is given: what someone must act on.
@@ -43,9 +44,9 @@ class RowFilter:
             return False
         if self.new_only and row.get("NewFailure") is not True:
             return False
-        if self.subscription and str(row.get("SubscriptionId") or "").lower() != self.subscription.lower():
+        if self.subscription and not same(str(row.get("SubscriptionId") or ""), self.subscription):
             return False
-        if self.resource_group and str(row.get("ResourceGroup") or "").lower() != self.resource_group.lower():
+        if self.resource_group and not same(str(row.get("ResourceGroup") or ""), self.resource_group):
             return False
         if self.kinds and not set(self.kinds) <= kind_tokens(row.get("Kind")):
             return False

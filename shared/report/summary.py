@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..exemptions import Exemption
+from ..exemptions import BrokenExemption, Exemption
 from ..models import Status
+from ..names import fold
 from ..schema import REPORT_COLUMNS
 from .selection import RowFilter, listed_statuses
 from .values import STATUSES, run_started, single_line, subscription_label
@@ -31,7 +32,7 @@ def group_of(row: Mapping[str, Any], group_by: str) -> tuple[str, str]:
     sub = str(row.get("SubscriptionId") or "").lower()
     if group_by == "resource-group":
         rg = str(row.get("ResourceGroup") or "")
-        return f"{sub}/{rg.casefold()}", f"{rg or '-'} in {subscription_label(row)}"
+        return f"{sub}/{fold(rg)}", f"{rg or '-'} in {subscription_label(row)}"
     return sub, subscription_label(row)
 
 
@@ -113,6 +114,7 @@ class ReportContext:
     trend: tuple[Mapping[str, Any], ...] = ()
     expiring: tuple[Exemption, ...] = ()
     expiring_days: int = 14
+    broken: tuple[BrokenExemption, ...] = ()  # exemption rows that exempt nothing (always shown)
     html_rows: int = 5000  # a page with 100,000 rows helps nobody; CSV has them all
     group_by: str = ""  # --group-by; "" is the default summary (per subscription)
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))

@@ -22,6 +22,7 @@ from .spool import LIST_ORDER, ListSpool, copy, new_spool
 from .summary import ReportContext, Summary
 from .values import (
     STATUSES,
+    broken_exemption_view,
     exemption_view,
     fit,
     plain,
@@ -113,6 +114,7 @@ def write_json(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportConte
         "runs": [run_view(r) for r in ctx.runs],
         "selection": ctx.flt.as_dict(),
         "expiringExemptions": [exemption_view(e) for e in ctx.expiring],
+        "brokenExemptions": [broken_exemption_view(b) for b in ctx.broken],
     }
     out.write('{"report": ' + json.dumps(header) + ',\n"results": [')
     separator = "\n"
@@ -183,6 +185,19 @@ def _expiring_block(ctx: ReportContext) -> list[str]:
     return lines
 
 
+def _broken_block(ctx: ReportContext) -> list[str]:
+    if not ctx.broken:
+        return []
+    lines = [
+        f"Broken exemptions ({len(ctx.broken)}) - they exempt nothing, their resources are audited as if "
+        "unexempted; fix the row or `exempt remove` it:"
+    ]
+    lines += [
+        f"  {terminal_text(b.scope)}\n    {terminal_text(b.problem)} (row {terminal_text(b.row)})" for b in ctx.broken
+    ]
+    return lines
+
+
 def _requests_block(summary: Summary) -> list[str]:
     if not summary.requests_total:
         return []
@@ -222,6 +237,8 @@ def write_table(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportCont
         if ctx.multi_run and ctx.runs:
             head += ["", "Run totals (whole tenant, as each run recorded them):", *_runs_block(ctx.runs)]
         head += ["", *_expiring_block(ctx)]
+        broken = _broken_block(ctx)
+        head += ["", *broken] if broken else []
         requests = _requests_block(summary)
         head += ["", *requests] if requests else []
         which = "/".join(s for s in LIST_ORDER if s in ctx.listed)

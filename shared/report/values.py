@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..exemptions import Exemption
+from ..exemptions import BrokenExemption, Exemption
 from ..models import Status
 from ..when import as_utc
 
@@ -87,6 +87,11 @@ def run_view(run: Mapping[str, Any]) -> dict[str, Any]:
         "counts": run_counts(run),
         "newFailures": int(run.get("NewFailures") or 0),
     }
+
+
+def broken_exemption_view(broken: BrokenExemption) -> dict[str, Any]:
+    """A broken exemption row for JSON and CSV: it exempts nothing, and says why."""
+    return {"scope": broken.scope, "state": "broken", "problem": broken.problem, "row": broken.row}
 
 
 def exemption_view(exemption: Exemption) -> dict[str, Any]:

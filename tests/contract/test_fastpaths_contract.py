@@ -271,7 +271,8 @@ def test_state_reads_are_the_same_on_both_paths(stores: dict[str, TableStore], m
     assert spy.calls["query_json_fast"] > 0 and spy.calls["query_entities"] == spy.calls["query_json_fast"]
     (fast_state, fast_extra), fast_other = read["fast"]
     (public_state, public_extra), public_other = read["public"]
-    assert len(fast_state) == 1050 and fast_extra == public_extra == [(rows[3]["PartitionKey"], rows[3]["RowKey"])]
+    copy_at = (rows[3]["PartitionKey"], rows[3]["RowKey"], rows[3]["RowKey"])  # (partition, row key, resource key)
+    assert len(fast_state) == 1050 and fast_extra == public_extra == [copy_at]
     assert fast_state[rows[3]["RowKey"]]["LastRunId"] == "r9", "the later run's copy wins"
     assert set(fast_state) == set(public_state)
     for key, row in fast_state.items():

@@ -183,6 +183,15 @@ class _Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def json_body(doc: Any) -> bytes:
+    """A JSON answer as UTF-8, as ARM sends it; a string holding a lone UTF-16 surrogate (an app
+    owner's tag can: JSON allows ``"\\ud800"``) is sent as that escape, as a real service does."""
+    try:
+        return json.dumps(doc, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(doc).encode()
+
+
 def arm_error(code: str, message: str) -> bytes:
     """ARM's error envelope."""
     return json.dumps({"error": {"code": code, "message": message}}).encode()
@@ -342,6 +351,12 @@ class ArmEmulator:
         #: Lower-cased subscriptions Resource Graph returns no rows for (no error), as it does for a
         #: subscription the identity can no longer read.
         self.resource_graph_hidden: set[str] = set()
+        #: Rows Resource Graph leaves out of its answers without an error, as a deny assignment on one
+        #: group does (``True`` hides the row); see :mod:`tests.emulators.graph`.
+        self.resource_graph_hides: Callable[[dict[str, Any]], bool] | None = None
+        #: Rewrites each Resource Graph answer ``(document, request) -> document`` before it is sent: a
+        #: truncated answer, a repeated ``$skipToken`` (see :mod:`tests.emulators.graph`).
+        self.resource_graph_answer: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
         self._rg_rows: tuple[int, list[dict[str, Any]]] | None = None
         self.faults = FaultSet()
         #: Identity of the system-assigned MI (the token's ``oid``/``appid``).
@@ -722,6 +737,9 @@ class ArmEmulator:
             rows = self._resource_graph_rows() if since is None else self._change_rows(since)
         if self.resource_graph_hidden:  # Resource Graph answers an unreadable subscription with no rows
             rows = [r for r in rows if r["subscriptionId"].lower() not in self.resource_graph_hidden]
+        hides = self.resource_graph_hides
+        if hides is not None:
+            rows = [r for r in rows if not hides(r)]
         if isinstance(subscriptions, list) and subscriptions:
             wanted = {str(s).lower() for s in subscriptions}
             rows = [r for r in rows if r["subscriptionId"].lower() in wanted]
@@ -736,7 +754,9 @@ class ArmEmulator:
         }
         if end < len(rows):
             doc["$skipToken"] = _b64url(str(end).encode())
-        return _Response(200, json.dumps(doc, ensure_ascii=False).encode(), quota_headers)
+        if self.resource_graph_answer is not None:
+            doc = self.resource_graph_answer(doc, request)
+        return _Response(200, json_body(doc), quota_headers)
 
     def _change_rows(self, since: datetime) -> list[dict[str, Any]]:
         """``resourcechanges`` rows after ``since``, projected as ``CHANGES_QUERY`` does and ordered by
@@ -937,7 +957,7 @@ class ArmEmulator:
             )
         op = route[0]
         if op == "subscription":
-            return _Response(200, json.dumps(self._subscription_json(sub), ensure_ascii=False).encode())
+            return _Response(200, json_body(self._subscription_json(sub)))
         if op == "sites_list":
             return self._page(kind, sub.sites, lambda s: self._site_json(s, kind), raw_path, query)
         rg_name = sub.resource_group_name(route[2])
@@ -949,7 +969,7 @@ class ArmEmulator:
                 404, arm_error("ResourceGroupNotFound", f"Resource group '{route[2]}' could not be found.")
             )
         if op == "rg_get":
-            return _Response(200, json.dumps(self._rg_json(sub, rg_name), ensure_ascii=False).encode())
+            return _Response(200, json_body(self._rg_json(sub, rg_name)))
         if op == "rg_sites_list":
             include_slots = query.get("includeslots", "").lower() == "true"
             items = sub.sites_in_group(rg_name, include_slots=include_slots) or []
@@ -958,13 +978,13 @@ class ArmEmulator:
         if site is None:
             return self._not_found("Microsoft.Web/sites", route[3], rg_name)
         if op == "site_get":
-            return _Response(200, json.dumps(self._site_json(site, kind), ensure_ascii=False).encode())
+            return _Response(200, json_body(self._site_json(site, kind)))
         if op == "slots_list":
             return self._page(kind, site.slots, lambda s: self._site_json(s, kind), raw_path, query)
         slot = site.get_slot(route[4])
         if slot is None:
             return self._not_found("Microsoft.Web/sites/slots", f"{site.name}/{route[4]}", rg_name)
-        return _Response(200, json.dumps(self._site_json(slot, kind), ensure_ascii=False).encode())
+        return _Response(200, json_body(self._site_json(slot, kind)))
 
     @staticmethod
     def _not_found(resource_type: str, name: str, rg: str) -> _Response:
@@ -1021,7 +1041,7 @@ class ArmEmulator:
         doc: dict[str, Any] = {"value": [render(item) for item in page]}
         if next_token is not None:
             doc["nextLink"] = self._next_link(raw_path, query, next_token)
-        return _Response(200, json.dumps(doc, ensure_ascii=False).encode())
+        return _Response(200, json_body(doc))
 
     def _next_link(self, raw_path: str, query: dict[str, str], token: str) -> str:
         params = [f"api-version={quote(query['api-version'], safe='')}"]

@@ -185,6 +185,31 @@ class FaultSet:
             times=times,
         )
 
+    def not_found(
+        self, path: str, code: str | None, *, method: str = "GET", times: int | None = None
+    ) -> FaultRule:
+        """404 with ARM's error ``code`` (``ResourceNotFound``, ``ResourceGroupNotFound``,
+        ``SubscriptionNotFound``, ``ParentResourceNotFound``), or ``None``: a 404 with no body at all,
+        as a gateway or an unknown route answers."""
+        if code is None:
+            return self.add(FaultRule(Status(404, body=b""), path, method, None, times))
+        messages = {
+            "ResourceNotFound": "The Resource was not found.",
+            "ResourceGroupNotFound": "Resource group could not be found.",
+            "SubscriptionNotFound": "The subscription could not be found.",
+            "ParentResourceNotFound": "Can not perform requested operation on nested resource. Parent resource "
+            "was not found.",
+        }
+        return self.status(path, 404, code=code, message=messages.get(code), method=method, times=times)
+
+    def redirect(
+        self, path: str, location: str, *, status: int = 302, method: str = "GET", times: int | None = None
+    ) -> FaultRule:
+        """Answer with a redirect (``status``, ``Location: location``) and no body, as a proxy or a
+        hostile endpoint might: a client that followed it would read its answer from ``location``."""
+        action = Status(status, headers=(("Location", location),), body=b"")
+        return self.add(FaultRule(action, path, method, None, times))
+
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, method: str, path: str, query: str) -> tuple[list[Delay], Terminal | None]:
         """Return the delays to apply and the terminal action (if any) for one request."""

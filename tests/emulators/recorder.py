@@ -3,8 +3,9 @@
 It presents the same loopback certificate as the emulators (so a client that follows a link to it
 would succeed, and the test could fail), counts every TCP connection it accepts before any TLS,
 and records each request's method, path and headers (``Authorization`` included). It answers any
-request with an empty ARM page, so a client that follows a link here would go on as if all were
-well: only the recording shows that the token left.
+request with an empty list (an ARM page, or a Resource Graph answer for a Resource Graph path), so a
+client that follows a link or a redirect here would go on as if all were well: only the recording
+shows that it came.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple
 from .tls import TlsMaterial
 
 EMPTY_PAGE = b'{"value": []}'
+EMPTY_GRAPH_ANSWER = b'{"totalRecords": 0, "count": 0, "data": [], "facets": [], "resultTruncated": "false"}'
 
 
 class Recorded(NamedTuple):
@@ -42,11 +44,12 @@ class _Handler(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         self.server.recorder._add(Recorded(self.command, self.path, dict(self.headers.items())))
+        body = EMPTY_GRAPH_ANSWER if "microsoft.resourcegraph" in self.path.lower() else EMPTY_PAGE
         self.send_response(200)
         self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(EMPTY_PAGE)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(EMPTY_PAGE)
+        self.wfile.write(body)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _record
 

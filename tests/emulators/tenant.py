@@ -20,6 +20,10 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
+# ARM compares names with .NET's OrdinalIgnoreCase; shared.names.fold is that rule, pinned by
+# tests/unit/test_names.py against Java's UnicodeData simple case mapping and .NET's exceptions.
+from shared.names import fold as arm_fold
+
 __all__ = [
     "ACTIVE_STATES",
     "AWKWARD_RESOURCE_GROUPS",
@@ -457,7 +461,7 @@ class Subscription:
         self.subscription_id = subscription_id
         self.display_name = display_name
         self.state = state
-        #: casefolded RG name -> (RG name as created, {lower site name -> Site})
+        #: RG name folded as ARM compares names -> (RG name as created, {lower site name -> Site})
         self._rgs: dict[str, tuple[str, dict[str, Site]]] = {}
         self._cache: dict[str, tuple[int, Any]] = {}
 
@@ -477,7 +481,7 @@ class Subscription:
         return rg
 
     def _ensure_rg(self, name: str) -> str:
-        folded = name.casefold()
+        folded = arm_fold(name)
         existing = self._rgs.get(folded)
         if existing is not None:
             return existing[0]
@@ -502,7 +506,7 @@ class Subscription:
 
     def _add_site(self, resource_group: str, name: str, settings: Mapping[str, Any]) -> Site:
         rg = self._ensure_rg(resource_group)
-        sites = self._rgs[rg.casefold()][1]
+        sites = self._rgs[arm_fold(rg)][1]
         if name.lower() in sites:
             raise ValueError(f"site {name!r} already exists in {rg!r}")
         site = Site(self, rg, name, **settings)
@@ -518,7 +522,7 @@ class Subscription:
                 raise TypeError("remove_site(rg, name) needs a site name")
             rg, site_name = site_or_rg, name
         with self.tenant.lock:
-            entry = self._rgs.get(rg.casefold())
+            entry = self._rgs.get(arm_fold(rg))
             if entry is None or site_name.lower() not in entry[1]:
                 raise KeyError(f"{rg}/{site_name}")
             site = entry[1].pop(site_name.lower())
@@ -527,12 +531,12 @@ class Subscription:
 
     def get_site(self, resource_group: str, name: str) -> Site | None:
         """Case-insensitive lookup, as ARM does."""
-        entry = self._rgs.get(resource_group.casefold())
+        entry = self._rgs.get(arm_fold(resource_group))
         return entry[1].get(name.lower()) if entry else None
 
     def resource_group_name(self, name: str) -> str | None:
         """The RG's name as created, or None when it does not exist."""
-        entry = self._rgs.get(name.casefold())
+        entry = self._rgs.get(arm_fold(name))
         return entry[0] if entry else None
 
     @property
@@ -558,7 +562,7 @@ class Subscription:
 
     def sites_in_group(self, resource_group: str, *, include_slots: bool = False) -> list[Site] | None:
         """Snapshot of one RG's sites (each followed by its slots when asked); None if no such RG."""
-        folded = resource_group.casefold()
+        folded = arm_fold(resource_group)
         if folded not in self._rgs:
             return None
 

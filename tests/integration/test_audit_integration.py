@@ -105,7 +105,7 @@ def test_throttling_5xx_404_and_odd_names_do_not_crash(make_arm, harness_factory
     arm.faults.throttle(r"/providers/Microsoft\.Web/sites$", retry_after=1, times=2)
     arm.faults.add(FaultRule(Status(503), path=r"/subscriptions$", times=1))
     arm.faults.add(FaultRule(Status(500), path=r"/resourceGroups/[^/]+/providers/Microsoft\.Web/sites$", times=1))
-    # a site that is deleted between the site list and its resource group's slot list
+    # a group list answering 404 ResourceGroupNotFound: the group's ERROR row, never "nothing there"
     arm.faults.add(
         FaultRule(
             Status(404, code="ResourceGroupNotFound"),
@@ -116,8 +116,12 @@ def test_throttling_5xx_404_and_odd_names_do_not_crash(make_arm, harness_factory
     h.run_timer()
     rows = h.rows_by_id()
     assert arm.stats()["throttled"] >= 2
-    assert not [r for r in rows.values() if r["Status"] == "ERROR"]
-    # everything except the slots of the vanished group is audited, odd names included
+    errors = [r for r in rows.values() if r["Status"] == "ERROR"]
+    assert [(r["SubscriptionId"], r["ResourceGroup"]) for r in errors] == [
+        (victim.subscription.subscription_id, victim.resource_group)
+    ]
+    assert "404 ResourceGroupNotFound" in errors[0]["Reason"]
+    # everything except the slots of the unreadable group is audited, odd names included
     expected = {
         k
         for k, v in tenant.expected().items()

@@ -1,10 +1,13 @@
-"""A ``nextLink`` to another origin, end to end: the token never leaves for another host.
+"""A ``nextLink`` to another origin, or a redirect, end to end: the token never leaves for another
+host, and no answer is taken from anywhere but the endpoint.
 
 These cases run the real timer function against the ARM emulator, with one list's
 ``nextLink`` naming a recording TLS server on another port of 127.0.0.1 (its certificate is valid,
 so a client that followed the link would succeed and hand over its token); each asserts that
 nothing reached the recorder, that the listed scope got an ERROR row naming the foreign link, and
-that everything else was audited as usual. The origin rules themselves are in ``tests/unit/test_links.py``.
+that everything else was audited as usual. The redirect cases (at the end) answer with a 3xx to the
+recorder, which would serve a plausible empty list. The origin rules themselves are in
+``tests/unit/test_links.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -209,4 +213,144 @@ def test_resource_graph_client_sends_nothing_elsewhere(make_arm, monkeypatch, re
             graph._client._send_request(RestHttpRequest("GET", f"{recorder.url}/subscriptions?api-version=2022-12-01"))
     finally:
         graph.close()
+    assert_nothing_reached(recorder)
+
+
+# -- redirects: never followed, whatever the status ----------------------------------------------------
+# The emulator answers one request with a redirect to the recorder, which would answer a plausible empty
+# list (an ARM page or a Resource Graph answer). A client that followed it would take that list as ARM's
+# and retire everything it used to list; the pin refuses the redirect instead, and the scope being read
+# is unreadable tonight: its ERROR row, its state kept, the run partial.
+NIGHT = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)
+
+
+def live(h: AuditHarness, subscription_id: str) -> set[str]:
+    return {k for k, r in h.state().items() if r["SubscriptionId"] == subscription_id and not r["Gone"]}
+
+
+def moved_to(recorder: RecordingTlsServer, path: str) -> str:
+    return f"{recorder.url}{path}?api-version=2024-11-01"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirected_site_list_is_the_subscriptions_error_row_and_retires_nothing(
+    make_arm, harness_factory, recorder, status: int
+) -> None:
+    tenant = pinned_tenant()
+    victim = tenant.subscriptions[1]
+    sid = victim.subscription_id
+    arm = make_arm(tenant, page_size=PAGES)
+    h = harness_factory(arm)
+    h.run_at(NIGHT)
+    known = live(h, sid)
+    assert len(known) == 10
+
+    path = f"/subscriptions/{sid}/providers/Microsoft.Web/sites"
+    arm.faults.redirect(rf"(?i)^{re.escape(path)}$", moved_to(recorder, path), status=status)
+    h.clear_events()
+    h.run_at(NIGHT + timedelta(days=1))
+    audited, errors = rows_split(h)
+    scope = f"/subscriptions/{sid}"
+    assert list(errors) == [scope]
+    assert f"ARM answered HTTP {status} redirecting to {recorder.url}" in errors[scope]["Reason"]
+    assert "not followed" in errors[scope]["Reason"]
+    assert live(h, sid) == known, "nothing retired on the redirect's word"
+    others = {k for k, e in tenant.expected().items() if e.subscription_id != sid}
+    assert others <= set(audited)
+    assert h.runs()[-1]["Outcome"] == "partial" and h.run_summaries()[-1]["SubscriptionsFailed"] == 1
+    assert_nothing_reached(recorder)
+
+
+def test_a_redirected_group_list_is_the_groups_error_row(make_arm, harness_factory, recorder) -> None:
+    tenant = pinned_tenant()
+    sub = tenant.subscriptions[0]
+    group = "rg-0-1"
+    arm = make_arm(tenant, page_size=PAGES)
+    h = harness_factory(arm)
+    h.run_at(NIGHT)
+    known = live(h, sub.subscription_id)
+    path = f"/subscriptions/{sub.subscription_id}/resourceGroups/{group}/providers/Microsoft.Web/sites"
+    arm.faults.redirect(rf"(?i)^{re.escape(path)}$", moved_to(recorder, path))
+    h.run_at(NIGHT + timedelta(days=1))
+    _, errors = rows_split(h)
+    scope = f"/subscriptions/{sub.subscription_id}/resourcegroups/{group}"
+    assert list(errors) == [scope] and "HTTP 302 redirecting" in errors[scope]["Reason"]
+    assert live(h, sub.subscription_id) == known
+    assert arm.stats()["by_kind"]["slots_list"] == 0, "a refused redirect is not retried app by app"
+    assert_nothing_reached(recorder)
+
+
+def test_a_redirected_change_poll_get_is_that_resources_error_row(make_arm, harness_factory, recorder) -> None:
+    tenant = pinned_tenant()
+    clock = {"at": NIGHT}
+    tenant.start_change_log(lambda: clock["at"])
+    site = tenant.subscriptions[0].sites[1]
+    arm = make_arm(tenant)
+    h = harness_factory(arm)
+    h.run_at(NIGHT)
+    clock["at"] = NIGHT + timedelta(hours=2)
+    site.update(client_cert_mode="Optional")
+    path = site.id
+    arm.faults.redirect(rf"(?i)^{re.escape(path)}$", moved_to(recorder, path))
+    h.clear_events()
+    result = h.poll_at(clock["at"] + timedelta(minutes=1))
+    assert result.summary is not None and result.summary.outcome == "partial"
+    row = h.rows_by_id(result.summary.run_id)[site.key]
+    assert row["Status"] == "ERROR" and "HTTP 302 redirecting" in row["Reason"]
+    assert h.state()[site.key]["Gone"] is False and h.state()[site.key]["Status"] == "PASS"
+    assert not h.new_failure_events()
+    assert_nothing_reached(recorder)
+
+
+def test_a_redirected_resource_graph_query_is_an_error_for_every_subscription(
+    make_arm, harness_factory, recorder
+) -> None:
+    """307 keeps the POST (and its query): a client that followed it would take the recorder's empty
+    answer as Resource Graph's and confirm every subscription's silence."""
+    tenant = pinned_tenant()
+    arm = make_arm(tenant)
+    h = harness_factory(arm)
+    h.apply_env(AUDIT_INVENTORY_SOURCE="resourcegraph")
+    h.run_at(NIGHT)
+    known = {k for k, r in h.state().items() if not r["Gone"]}
+    path = "/providers/Microsoft.ResourceGraph/resources"
+    arm.faults.redirect(rf"(?i)^{re.escape(path)}$", moved_to(recorder, path), status=307, method="POST")
+    h.run_at(NIGHT + timedelta(days=1))
+    audited, errors = rows_split(h)
+    assert not audited
+    assert set(errors) == {f"/subscriptions/{s.subscription_id}" for s in tenant.subscriptions}
+    assert all("Resource Graph answered HTTP 307 redirecting" in r["Reason"] for r in errors.values())
+    assert {k for k, r in h.state().items() if not r["Gone"]} == known
+    assert_nothing_reached(recorder)
+
+
+def test_a_redirected_change_feed_fails_the_poll_and_keeps_the_watermark(
+    make_arm, harness_factory, recorder
+) -> None:
+    tenant = pinned_tenant()
+    clock = {"at": NIGHT}
+    tenant.start_change_log(lambda: clock["at"])
+    arm = make_arm(tenant)
+    h = harness_factory(arm)
+    h.run_at(NIGHT)
+    clock["at"] = NIGHT + timedelta(hours=1)
+    first = h.poll_at(clock["at"])
+    tenant.subscriptions[0].sites[0].update(client_cert_mode="Optional")
+    path = "/providers/Microsoft.ResourceGraph/resources"
+    rule = arm.faults.redirect(rf"(?i)^{re.escape(path)}$", moved_to(recorder, path), status=307, method="POST")
+    with pytest.raises(Exception, match="Resource Graph answered HTTP 307 redirecting"):
+        h.poll_at(clock["at"] + timedelta(minutes=10))
+    arm.faults.remove(rule)
+    later = h.poll_at(clock["at"] + timedelta(minutes=20))
+    assert later.since == first.watermark - timedelta(minutes=30), "the watermark stayed"
+    assert_nothing_reached(recorder)
+
+
+def test_a_redirected_subscription_list_fails_the_run(make_arm, harness_factory, recorder) -> None:
+    arm = make_arm(pinned_tenant())
+    arm.faults.redirect(r"^/subscriptions$", moved_to(recorder, "/subscriptions"))
+    h = harness_factory(arm)
+    with pytest.raises(Exception, match="HTTP 302 redirecting"):
+        h.run_timer()
+    assert h.run_summaries()[-1]["Outcome"] == "failed"
     assert_nothing_reached(recorder)

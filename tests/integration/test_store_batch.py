@@ -126,3 +126,51 @@ def test_state_reads_page_through_every_row_as_plain_json(store: TableStore, azu
     neighbour, _ = store.subscription_state(other)
     assert set(neighbour) == {row["RowKey"] for row in small}
     assert neighbour[odd_key]["Note"] == "it's ü"
+
+
+def test_a_transaction_that_fails_for_any_reason_costs_only_the_rows_it_cannot_hold(
+    store: TableStore, azurite: Azurite
+) -> None:
+    """A lone surrogate (no UTF-8 encoder takes it) fails the hand-built ``$batch`` body on this side;
+    a value the SDK cannot send, or one the service refuses, fails it too. Each time the
+    transaction is split: the neighbours are stored, a row that cannot be stored becomes its ERROR row."""
+    from shared.schema import refused_result_row
+
+    store.fallbacks[store.results.table_name] = refused_result_row
+
+    def row(i: int, **extra: object) -> dict:
+        return {
+            "PartitionKey": "run_00000",
+            "RowKey": f"|subscriptions|s|resourcegroups|rg|providers|microsoft.web|sites|app-{i}",
+            "RunId": "run",
+            "ResourceId": f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/app-{i}",
+            "AppName": f"app-{i}",
+            "Status": "FAIL",
+            **extra,
+        }
+
+    rows = [row(i) for i in range(6)]
+    rows[1]["Tags"] = "owner=pay\ud800ments"  # the $batch body cannot be encoded
+    rows[2]["Odd"] = {"a set"}  # the SDK cannot send it either
+    rows[3]["Blob"] = b"x" * 70_000  # the service refuses the value (64 KB per property)
+    store.upsert_many(store.results, rows)
+    got = {k[1].rsplit("|", 1)[1]: v for k, v in read_all(azurite, store.results.table_name).items()}
+    assert set(got) == {f"app-{i}" for i in range(6)}, "every resource keeps a row"
+    assert all(got[f"app-{i}"]["Status"] == "FAIL" for i in (0, 4, 5)), "the neighbours are stored as they were"
+    assert got["app-1"]["Status"] == "FAIL" and got["app-1"]["Tags"] == "owner=pay\ud800ments"  # the store took it
+    for refused in ("app-2", "app-3"):
+        assert got[refused]["Status"] == "ERROR", refused
+        assert "results store refused this resource's row" in got[refused]["Reason"]
+        assert "its verdict was FAIL" in got[refused]["Reason"]
+
+
+def test_truncate_never_fails_on_a_lone_surrogate() -> None:
+    from shared.store import MAX_STRING_UNITS, truncate, utf16_units
+
+    for value in ("\ud800" * 40_000, "a" + "\udfff" * 40_000, "\ud83d" + "y" * 40_000):
+        cut = truncate(value)
+        assert cut.endswith("chars]") and utf16_units(cut) <= MAX_STRING_UNITS
+        assert cut.startswith(value[:100]), "kept as it was, up to the cut"
+    for pad in range(31_940, 31_960):  # a cut inside a pair never leaves its high half dangling
+        cut = truncate("x" * pad + "😀" * 100)
+        assert cut[cut.index("…") - 1] in "x😀"

@@ -22,7 +22,7 @@ def run_threads(*targets, timeout: float = 10.0) -> list[BaseException]:  # type
         def run() -> None:
             try:
                 target()
-            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            except BaseException as exc:  # collected for the assertion
                 errors.append(exc)
 
         return run

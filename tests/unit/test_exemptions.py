@@ -12,6 +12,7 @@ import pytest
 from shared.errors import ExemptionError
 from shared.evaluate import evaluate
 from shared.exemptions import (
+    BrokenExemption,
     Exemption,
     apply_exemption,
     exemption_from_entity,
@@ -20,6 +21,7 @@ from shared.exemptions import (
     expiring_soon,
     new_exemption,
     parse_expiry,
+    read_exemption,
     validate_scope,
 )
 from shared.ledger import RunSummary
@@ -202,6 +204,37 @@ def test_entity_round_trip() -> None:
 def test_hand_written_rows_that_break_a_rule_exempt_nothing(change: dict[str, Any]) -> None:
     entity = {**exemption_row(exemption()), **change}
     assert exemption_from_entity(entity) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"CreatedAt": "0001-01-01T00:00:00+01:00"}, "CreatedAt '0001-01-01T00:00:00+01:00' is not a date-time in UTC"),
+        ({"ExpiresAt": "9999-12-31T23:00:00-05:00"}, "ExpiresAt '9999-12-31T23:00:00-05:00' is not a date-time in UTC"),
+        ({"CreatedAt": "yesterday"}, "CreatedAt is not a date-time: 'yesterday'"),
+        ({"CreatedAt": True}, "CreatedAt is not a date-time: True"),
+        ({"ExpiresAt": 20261231}, "ExpiresAt is not a date-time: 20261231"),
+        ({"Reason": 42}, "Reason is not text: 42"),
+        ({"Approver": ["alice"]}, "Approver is not text: ['alice']"),
+        ({"Scope": 7}, "Scope is not text: 7"),
+        ({"Scope": "/subscriptions"}, "is not a subscription, resource group, site or slot id"),
+        ({"Approver": None}, "Approver is missing"),
+        ({"ExpiresAt": ""}, "ExpiresAt is missing"),
+    ],
+)
+def test_a_malformed_row_is_a_broken_exemption_that_says_why(change: dict[str, Any], problem: str) -> None:
+    entity = {**exemption_row(exemption()), **change}
+    broken = read_exemption(entity)
+    assert isinstance(broken, BrokenExemption), broken
+    assert problem in broken.problem
+    assert broken.row == f"exemption/{entity['RowKey']}"
+    assert broken.scope == (entity["Scope"] if isinstance(entity["Scope"], str) else entity["RowKey"])
+    assert exemption_from_entity(entity) is None
+
+
+def test_a_row_without_its_fields_is_broken_not_a_crash() -> None:
+    broken = read_exemption({"PartitionKey": "exemption", "RowKey": "x"})
+    assert isinstance(broken, BrokenExemption) and broken.scope == "x" and "Scope is missing" in broken.problem
 
 
 def test_hand_written_overlong_expiry_is_cut_to_the_maximum() -> None:

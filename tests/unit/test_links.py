@@ -144,3 +144,49 @@ def test_policy_refuses_a_request_elsewhere_and_passes_the_endpoint() -> None:
     policy.on_request(PipelineRequest(RestHttpRequest("GET", "https://127.0.0.1:8443/x?y=1"), None))  # type: ignore[arg-type]
     with pytest.raises(ForeignLinkError, match=r"not the Resource Graph endpoint https://127\.0\.0\.1:8443"):
         policy.on_request(PipelineRequest(RestHttpRequest("GET", "https://127.0.0.1:8444/x"), None))  # type: ignore[arg-type]
+
+
+def test_policy_refuses_every_redirect_answer() -> None:
+    from types import SimpleNamespace
+
+    from azure.core.pipeline import PipelineResponse
+
+    from shared.errors import RedirectRefusedError
+
+    def _Answer(status: int, location: str) -> Any:  # what the policy reads of an HTTP response
+        return SimpleNamespace(status_code=status, headers={"Location": location})
+
+    policy = PinnedEndpointPolicy("https://127.0.0.1:8443")
+    request = PipelineRequest(RestHttpRequest("GET", "https://127.0.0.1:8443/x"), None)  # type: ignore[arg-type]
+    for status in (200, 204, 404, 500):
+        policy.on_response(request, PipelineResponse(request.http_request, _Answer(status, ""), None))  # type: ignore[arg-type]
+    for status in (300, 301, 302, 303, 304, 307, 308):
+        answer = PipelineResponse(request.http_request, _Answer(status, "https://127.0.0.1:8443/y"), None)  # type: ignore[arg-type]
+        with pytest.raises(RedirectRefusedError, match=rf"ARM answered HTTP {status} redirecting to https://127"):
+            policy.on_response(request, answer)
+
+
+def test_every_arm_and_resource_graph_client_follows_no_redirect() -> None:
+    """The clients the audit builds: redirects off in their pipeline, the pin first."""
+    from azure.core.credentials import AccessToken
+    from azure.core.pipeline.policies import RedirectPolicy
+
+    from shared.config import load_settings
+    from shared.inventory import ArmInventory
+    from shared.resourcegraph import graph_client
+
+    class _Credential:
+        def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+            return AccessToken("t", 0)
+
+    settings = load_settings(
+        {"AUDIT_ARM_ENDPOINT": "https://127.0.0.1:8443", "AUDIT_TABLE_CONNECTION_STRING": "UseDevelopmentStorage=true"}
+    )
+    inventory = ArmInventory(_Credential(), settings)  # type: ignore[arg-type]
+    clients = [inventory.web_client("s")._client, graph_client(_Credential(), settings)._client]  # type: ignore[arg-type]
+    for client in clients:
+        policies = client._pipeline._impl_policies
+        redirects = [p for p in policies if isinstance(p, RedirectPolicy)]
+        assert redirects and all(p.allow is False for p in redirects), type(client)
+        assert any(isinstance(getattr(p, "_policy", p), PinnedEndpointPolicy) for p in policies[:8])
+    inventory.close()

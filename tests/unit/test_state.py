@@ -61,7 +61,7 @@ def test_same_run_reevaluated_gives_same_answer() -> None:
 
 def test_gone_then_back_failing_is_new() -> None:
     _, s1 = advance(FAILING, None, "r1", "t1")
-    gone = gone_row(s1, "r2", "t2")
+    gone = gone_row(s1, "r2", "t2", "k")
     assert gone["Gone"] and gone["PreviousStatus"] == "FAIL"
     back = transition(FAILING, gone, "r3", "t3", baseline=False)
     assert back.new_failure and back.previous_status == ""
@@ -98,7 +98,7 @@ def test_owed_alert_dropped_when_the_resource_recovers_or_is_gone() -> None:
     _, s2 = advance(FAILING, s1, "r2", "t2")
     c3, s3 = advance(WARNING, s2, "r3", "t3")
     assert c3.dropped_alert and not c3.alert_pending and s3["AlertPending"] is False
-    assert gone_row(s2, "r3", "t3")["AlertPending"] is False
+    assert gone_row(s2, "r3", "t3", "k")["AlertPending"] is False
 
 
 def test_retry_of_the_run_that_sent_the_alert_owes_nothing() -> None:
