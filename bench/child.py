@@ -13,6 +13,7 @@ import contextlib
 import cProfile
 import ctypes
 import ctypes.util
+import json
 import logging
 import pstats
 import threading
@@ -175,11 +176,26 @@ def log_memory(every: float) -> threading.Event:
     return done
 
 
+def write_report(path: str) -> None:
+    """This process's own peak RSS (``VmHWM``: the high-water mark of its memory since it started).
+
+    Not ``ru_maxrss``: Linux starts a process's ``ru_maxrss`` at the high-water mark of the memory
+    it was spawned from (fork or vfork, then exec), so ``getrusage`` in the child, and ``wait4`` in
+    the parent, report at least what the *parent* had resident when it started the child."""
+    import resource
+
+    now, peak = _rss_mb()
+    report = {"vm_hwm_mb": round(peak, 1), "vm_rss_mb": round(now, 1)}
+    report["ru_maxrss_self_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    Path(path).write_text(json.dumps(report) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.child")
     parser.add_argument("--profile", help="write merged cProfile stats of all threads to this file")
     parser.add_argument("--tracemalloc", help="write where memory was at its peak (tracemalloc) to this file")
     parser.add_argument("--rss-every", type=float, default=5.0, help="log the RSS every this many seconds (0: off)")
+    parser.add_argument("--report", help="write this process's own peak RSS (JSON) to this file at the end")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The engine's INFO lines (as the Functions host records them by default) and the RSS samples.
@@ -193,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         profiled(run_timer, args.profile)
     else:
         run_timer()
+    if args.report:
+        write_report(args.report)
     return 0
 
 

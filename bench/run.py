@@ -125,8 +125,11 @@ class ArmProcess:
 def run_audit_child(
     env: dict[str, str], log_file: Path, profile: Path | None, memory: Path | None = None
 ) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "bench.child"] + (["--profile", str(profile)] if profile else [])
+    report = log_file.with_suffix(".peak.json")
+    argv = [sys.executable, "-m", "bench.child", "--report", str(report)]
+    argv += ["--profile", str(profile)] if profile else []
     argv += ["--tracemalloc", str(memory)] if memory else []
+    parent_rss = own_rss_mb()
     started = time.monotonic()
     with log_file.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=repo_root(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -137,13 +140,27 @@ def run_audit_child(
         tail = log_file.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"audit process exited with {proc.returncode}:\n{tail}")
     text = log_file.read_text(errors="replace")
+    own = json.loads(report.read_text())
     return {
         "log_lines": {name: text.count(marker) for name, marker in LOG_MARKERS.items()},
         "wall_seconds": round(wall, 3),
         "cpu_user_seconds": round(usage.ru_utime, 3),
         "cpu_sys_seconds": round(usage.ru_stime, 3),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        # The audit process's own peak (VmHWM). wait4's ru_maxrss is also kept: Linux starts it at the
+        # memory the child was spawned from, so it is never below the bench's own RSS at that moment.
+        "peak_rss_mb": own["vm_hwm_mb"],
+        "ru_maxrss_wait4_mb": round(usage.ru_maxrss / 1024, 1),
+        "bench_rss_at_spawn_mb": parent_rss,
     }
+
+
+def own_rss_mb() -> float:
+    """This (the bench's) process's resident set now, in MB (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 def read_run_record(azurite: Azurite, runs_table: str, expected_runs: int) -> dict[str, Any]:
@@ -153,6 +170,27 @@ def read_run_record(azurite: Azurite, runs_table: str, expected_runs: int) -> di
     if len(rows) != expected_runs:
         raise RuntimeError(f"expected {expected_runs} run records, found {len(rows)}")
     return max(rows, key=lambda row: str(row["RowKey"]))
+
+
+def row_mismatches(azurite: Azurite, results_table: str, run_id: str, oracle: dict[str, Any]) -> dict[str, int]:
+    """Every result row of one run against the tenant's oracle, resource by resource: rows missing,
+    rows of no resource, rows twice, and rows whose Status or ClientCertMode differ."""
+    flt = f"PartitionKey ge '{run_id}_' and PartitionKey lt '{run_id}`'"
+    with TableServiceClient.from_connection_string(azurite.connection_string) as svc:
+        client = svc.get_table_client(results_table)
+        rows = {}
+        twice = 0
+        for entity in client.query_entities(flt, select=["ResourceId", "Status", "ClientCertMode"]):
+            key = str(entity["ResourceId"]).lower()
+            twice += key in rows
+            rows[key] = (entity["Status"], entity["ClientCertMode"])
+    wrong = sum(1 for key, e in oracle.items() if key in rows and rows[key] != (e.status, e.mode))
+    return {
+        "missing": sum(1 for key in oracle if key not in rows),
+        "unknown": sum(1 for key in rows if key not in oracle),
+        "twice": twice,
+        "wrong": wrong,
+    }
 
 
 def top_profile(path: Path, limit: int = 25) -> list[dict[str, Any]]:
@@ -174,7 +212,13 @@ def top_profile(path: Path, limit: int = 25) -> list[dict[str, Any]]:
 
 # -- one measured audit ------------------------------------------------------------------------------
 def measure_audit(
-    source: str, args: argparse.Namespace, arm: ArmProcess, tls: Any, workdir: Path, expected: Counter[str]
+    source: str,
+    args: argparse.Namespace,
+    arm: ArmProcess,
+    tls: Any,
+    workdir: Path,
+    expected: Counter[str],
+    oracle: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The first (baseline) run of the audit on a fresh Azurite and, with ``--nightly``, the next
     night's run on the same tables: every subscription's prior state read, every row rewritten."""
@@ -215,6 +259,8 @@ def measure_audit(
             stats = arm.command("stats")
             record = read_run_record(azurite, tables["AUDIT_RUNS_TABLE"], len(results) + 1)
             out = _figures(source, label, night, measured, stats, record, expected)
+            if oracle is not None:
+                out["row_mismatches"] = row_mismatches(azurite, tables["AUDIT_RESULTS_TABLE"], record["RunId"], oracle)
             if profile is not None and profile.exists():
                 out["profile_top"] = top_profile(profile)
             if memory is not None:
@@ -354,6 +400,8 @@ def print_report(figures: dict[str, Any]) -> None:
         ("CPU user+sys (s)", "cpu_seconds"),
         ("CPU per resource (ms)", "cpu_ms_per_resource"),
         ("peak RSS (MB)", "peak_rss_mb"),
+        ("  wait4 ru_maxrss (MB)", "ru_maxrss_wait4_mb"),
+        ("  bench's RSS at spawn (MB)", "bench_rss_at_spawn_mb"),
     ]
     width = 32
     print()
@@ -425,6 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument(
         "--skip-ingest-as-audit", action="store_true", help="skip the raw ingest in the audit's own partition layout"
+    )
+    parser.add_argument(
+        "--check-rows",
+        action="store_true",
+        help="compare every result row with the oracle (slow at scale; the counts are always compared)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile every thread of the audit")
     parser.add_argument(
@@ -533,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(arm.env)  # the baseline authenticates like the product (managed identity)
         for source in [s.strip() for s in args.sources.split(",") if s.strip()]:
             print(f"Audit with AUDIT_INVENTORY_SOURCE={source} ...", flush=True)
-            figures["runs"].extend(measure_audit(source, args, arm, tls, workdir, expected))
+            oracle = tenant.expected() if args.check_rows else None
+            figures["runs"].extend(measure_audit(source, args, arm, tls, workdir, expected, oracle))
             partial = workdir / "figures-partial.json"  # a long run's figures so far, in case it is stopped
             partial.write_text(json.dumps(figures, indent=2, default=str) + "\n")
         if not args.skip_baseline:

@@ -13,12 +13,15 @@ keeps up with the listing; with it, a producer (a subscription being listed) *wa
   alone past the cap; and a subscription that holds nothing yet (waiting for its listing to
   start, as Resource Graph's subscriptions do for the one being read) is never what another one
   waits for. The run holds at most ``cap`` plus its largest subscription.
-* A waiting producer calls ``stalled`` (the pipeline flushes its writers' partial batches, which
-  lets the waiting subscriptions' rows, then state, then alerts complete and release what they
-  hold), at most once per ``flush_every`` seconds in which nothing was released.
+* When every subscription that holds something and is still being listed waits (no listing can
+  fill a batch any more), a waiting one calls ``stalled``: the pipeline sends its writers' partial
+  batches and waits for the steps that follow (rows, then state, then alerts), which lets the
+  subscriptions waiting for their shared partitions complete and release what they hold. It does
+  so at most once per ``flush_every`` seconds in which nothing was released; while some listing
+  still runs, its rows fill the batches and nothing is sent half-empty.
 * It gives up (raises :class:`~shared.errors.AuditFailed`) when ``failed`` reports an error (a
-  step or a write failed: what it holds may never be released) or when nothing was released for
-  ``stall_seconds``: a run never hangs in a wait.
+  step or a write failed: what it holds may never be released) or when every listing waited and
+  nothing was released for ``stall_seconds``: a run never hangs in a wait.
 """
 
 from __future__ import annotations
@@ -91,17 +94,32 @@ class HeldBudget:
     def _wait(self, hold: Hold, count: int) -> None:
         """Block (the caller holds the condition) until there is room or ``hold`` is the senior."""
         self.waits += 1
+        hold.waiting = True
+        try:
+            self._wait_for_room(hold, count)
+        finally:
+            hold.waiting = False
+
+    def _stuck(self) -> bool:
+        """Every listing that holds something waits: only a flush lets anything complete."""
+        return all(h.waiting for h in self._live.values() if h.listing)
+
+    def _wait_for_room(self, hold: Hold, count: int) -> None:
+        moving = self._clock()  # the last time a listing was seen running (progress too)
         while self._held + count > self.cap and not self._senior(hold):
             error = self._failed()
             if error is not None:
                 raise AuditFailed(f"stopped waiting for memory to be released: {error}") from error
             now = self._clock()
-            if now - self._released_at > self._stall_seconds:
+            stuck = self._stuck()
+            if not stuck:
+                moving = now
+            elif now - max(moving, self._released_at) > self._stall_seconds:
                 raise AuditFailed(
-                    f"nothing held in memory was released for {self._stall_seconds:.0f} s "
-                    f"({self._held} resources held by {len(self._live)} subscriptions)"
+                    f"nothing held in memory was released for {self._stall_seconds:.0f} s while every "
+                    f"listing waited ({self._held} resources held by {len(self._live)} subscriptions)"
                 )
-            if now - max(self._released_at, self._flushed_at) >= self._flush_every:
+            if stuck and now - max(self._released_at, self._flushed_at) >= self._flush_every:
                 self._flushed_at = now
                 self.stall_flushes += 1
                 self._cond.release()  # the flush sends batches and runs callbacks: never under the lock
@@ -130,6 +148,13 @@ class Hold:
         self.owner = owner
         self.number = number
         self.count = 0
+        self.listing = True  # still taking: its rows are not queued yet
+        self.waiting = False
+
+    def listed(self) -> None:
+        """It takes no more (listed and planned): what it holds now waits for the writers."""
+        with self.budget._cond:
+            self.listing = False
 
     def take(self, count: int = 1) -> None:
         """Hold ``count`` more resources; waits while the run is at its cap (see the module docstring)."""

@@ -131,6 +131,7 @@ class SubscriptionPipeline:
         except BaseException:
             hold.release()
             raise
+        hold.listed()
         result.counts, result.rows = plan.counts, len(plan.findings)
         tracked = _Tracked(plan, hold)
         if not result.read:  # unreadable: its last-known state stays exactly as it was
@@ -344,15 +345,17 @@ class SubscriptionPipeline:
         tracked.hold.release()
 
     def _send_partial_batches(self) -> None:
-        """A producer waits at the memory cap: send the partial batches, so that the subscriptions
-        waiting for their shared partitions complete (rows, then state, then alerts) and let go."""
+        """Every listing waits at the memory cap: send the partial batches and wait for the steps
+        they start, twice (rows, then state), so that the subscriptions waiting for their shared
+        partitions complete (rows, state, alerts) and let go of what they hold."""
         log.info(
-            "Sending partial batches early: %d resources held (cap %d), a listing waits",
+            "Sending partial batches early: %d resources held (cap %d), every listing waits",
             self.budget.held,
             self.budget.cap,
         )
-        self._results.flush()
-        self._state.flush()
+        for writer in (self._results, self._state):
+            writer.flush()
+            self._wait_steps()
 
     def _failure(self) -> BaseException | None:
         """The first failed step or write, if any (what it holds may never be released)."""

@@ -59,7 +59,7 @@ def test_bench_runs_the_zipf_shape_both_nights(tmp_path: Path) -> None:
     code = main(
         [
             *("--spread", "zipf", "--sites", "400", "--subscriptions", "20", "--latency", "0.002"),
-            *("--sources", "arm", "--skip-baseline", "--skip-ingest"),
+            *("--sources", "arm", "--skip-baseline", "--skip-ingest", "--check-rows"),
             *("--json", str(out), "--workdir", str(tmp_path / "work")),
         ]
     )
@@ -73,6 +73,10 @@ def test_bench_runs_the_zipf_shape_both_nights(tmp_path: Path) -> None:
     assert set(runs) == {"arm", "arm+state"}
     for run in runs.values():
         assert run["outcome"] == "complete" and run["matches_oracle"] and run["resources"] == 520
+        assert run["row_mismatches"] == {"missing": 0, "unknown": 0, "twice": 0, "wrong": 0}, "row by row"
         assert run["arm_requests"] == figures["arm_floor"]["total"]
         assert run["log_lines"]["connection_pool_full"] == 0
         assert run["targets"]["peak_rss_le_300mb"]["met"]
+        # The audit's own peak (VmHWM), not wait4's ru_maxrss: Linux starts the latter at what the
+        # bench had resident when it spawned the audit (here the bench holds the tenant and more).
+        assert 0 < run["peak_rss_mb"] and run["ru_maxrss_wait4_mb"] >= run["bench_rss_at_spawn_mb"] - 5

@@ -114,6 +114,7 @@ def test_every_producer_waiting_gets_the_held_ones_flushed_out_and_all_complete(
             hold = budget.admit(f"sub{index}")
             for _ in range(sizes[index]):
                 hold.take()
+            hold.listed()  # its rows are queued: it waits for the writers now
             with lock:
                 parked.append(hold)
 
@@ -123,6 +124,29 @@ def test_every_producer_waiting_gets_the_held_ones_flushed_out_and_all_complete(
     assert budget.held == 0
     assert budget.waits > 0 and budget.stall_flushes > 0, "the producers did wait, and asked for flushes"
     assert budget.peak <= budget.cap + max(sizes)
+
+
+def test_no_flush_while_a_listing_that_holds_something_still_runs() -> None:
+    """Its rows fill the batches: a flush then would only send them half-empty. A subscription that
+    holds nothing yet (Resource Graph's, waiting for the loader) does not count."""
+    flushes: list[int] = []
+    budget = HeldBudget(2, stalled=lambda: flushes.append(1), flush_every=0.01)
+    budget.admit("waits for the loader")
+    running = budget.admit("running")
+    running.take(2)  # senior, listing, not waiting
+    waiting = budget.admit("waiting")
+    thread = threading.Thread(target=waiting.take, daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    assert not flushes, "flushed while a listing could still fill the batches"
+    running.listed()  # now only writers can make room
+    deadline = time.monotonic() + 5
+    while not flushes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert flushes, "every listing that holds something waits: the waiting one asks for a flush"
+    running.release()
+    thread.join(2)
+    assert not thread.is_alive()
 
 
 def test_a_failure_elsewhere_stops_the_waiting_producers() -> None:
@@ -148,9 +172,33 @@ def test_a_wait_without_any_release_gives_up_loudly() -> None:
         return clock[0]
 
     budget = HeldBudget(1, flush_every=0.001, stall_seconds=5, clock=tick)
-    budget.admit("stuck").take()
-    with pytest.raises(AuditFailed, match="nothing held in memory was released for 5 s"):
+    stuck = budget.admit("stuck")
+    stuck.take()
+    stuck.listed()  # waits for writers that never complete
+    with pytest.raises(AuditFailed, match="nothing held in memory was released for 5 s while every listing"):
         budget.admit("waiting").take()
+
+
+def test_a_long_listing_is_progress_not_a_stall() -> None:
+    """The senior may list for longer than the stall limit (a huge subscription under ARM's
+    throttling) while the others wait: that is not a stall."""
+    clock = [0.0]
+
+    def tick() -> float:
+        clock[0] += 1.0
+        return clock[0]
+
+    budget = HeldBudget(1, flush_every=0.001, stall_seconds=5, clock=tick)
+    senior = budget.admit("huge")
+    senior.take()  # still listing, not waiting
+    waiting = budget.admit("waiting")
+    thread = threading.Thread(target=waiting.take, daemon=True)
+    thread.start()
+    time.sleep(0.3)  # hundreds of checks: far past 5 "seconds"
+    assert thread.is_alive(), "gave up while the senior was still listing"
+    senior.release()
+    thread.join(2)
+    assert not thread.is_alive() and budget.held == 1
 
 
 def test_the_cap_must_be_positive() -> None:
