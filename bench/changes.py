@@ -252,7 +252,9 @@ class Deployment:
             "token_requests": kinds["token"],
             "table_requests": http_after - http_before,
             "http_429": after["throttled"] - before["throttled"],
-            "watermark_advanced": result.watermark == at,
+            # every change it listed was handled (none left for the next poll): the watermark moved
+            # to the latest change time listed, in Resource Graph's clock (or stayed: nothing listed)
+            "watermark_advanced": result.left == 0,
             "events": self.failures.take(),
         }
 

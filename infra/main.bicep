@@ -8,8 +8,45 @@ targetScope = 'subscription'
 @description('Name of the environment (azd environment name). Seeds the unique suffix of every resource name and names the resource group rg-<environmentName>.')
 param environmentName string
 
+// The regions that offer Flex Consumption, as the Azure-Samples Flex Consumption azd templates list
+// them (functions-quickstart-python-http-azd, infra/main.bicep), less the canary region eastus2euap:
+// a wrong region fails at azd's prompt, not half-way through the deployment. Check a region with
+// `az functionapp list-flexconsumption-locations -o table` and add it here when Azure adds one.
 @minLength(1)
-@description('Region of every resource. It must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+@description('Region of every resource: one that offers the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({
   azd: {
     type: 'location'
@@ -38,6 +75,37 @@ param auditRetentionDays int = 400
 @minValue(1)
 @maxValue(64)
 param auditConcurrency int = 8
+
+@description('Minutes each change poll looks back before its watermark (AUDIT_CHANGES_OVERLAP_MINUTES): Resource Graph is eventually consistent.')
+@minValue(1)
+@maxValue(1440)
+param auditChangesOverlapMinutes int = 30
+
+@description('Comma-separated tag names read, in order and case-insensitively, as a resource\'s owner (AUDIT_OWNER_TAGS).')
+param auditOwnerTags string = 'owner,team,contact'
+
+@description('Tag read as an exemption request listed for the security team, never as an exemption (AUDIT_EXEMPTION_REQUEST_TAG). Empty: off.')
+param auditExemptionRequestTag string = ''
+
+@description('Read timeout of one HTTP request in seconds (AUDIT_HTTP_TIMEOUT); one logical call is bounded by twice this.')
+@minValue(1)
+@maxValue(600)
+param auditHttpTimeout int = 60
+
+@description('Retries per call on 429, 5xx and connection errors (AUDIT_RETRY_TOTAL).')
+@minValue(0)
+@maxValue(10)
+param auditRetryTotal int = 4
+
+@description('Minutes after which a run starts no new ARM call; unfinished subscriptions become ERROR rows (AUDIT_RUN_DEADLINE_MINUTES).')
+@minValue(1)
+@maxValue(1440)
+param auditRunDeadlineMinutes int = 45
+
+@description('Seconds of the run lease (AUDIT_LEASE_SECONDS), at least 60; a crashed run\'s lease expires after this.')
+@minValue(60)
+@maxValue(86400)
+param auditLeaseSeconds int = 600
 
 @description('Inventory source (AUDIT_INVENTORY_SOURCE): arm lists sites per subscription, resourcegraph queries Azure Resource Graph.')
 @allowed([
@@ -77,16 +145,16 @@ param perResourceAlerts bool = true
 @secure()
 param ticketWebhookUrl string = ''
 
-@description('Object id of the security team (a user or group): Storage Table Data Reader on the results account and Storage Table Data Contributor on the exemptions table only. azd passes the signed-in user. Empty: none.')
-param principalId string = ''
+@description('Object id of the security team, preferably a group (AUDIT_SECURITY_PRINCIPAL_ID): Storage Table Data Reader on the results account and Storage Table Data Contributor on the exemptions table only. Deliberately not the deployer: whoever runs azd up gets no data access. Empty: none.')
+param securityPrincipalId string = ''
 
-@description('Type of principalId.')
+@description('Type of securityPrincipalId (AUDIT_SECURITY_PRINCIPAL_TYPE); a role assignment with the wrong type fails with UnmatchedPrincipalType.')
 @allowed([
   'User'
   'Group'
   'ServicePrincipal'
 ])
-param principalType string = 'User'
+param securityPrincipalType string = 'Group'
 
 @description('Replication of both storage accounts. Standard_GZRS by default (zone- and geo-redundant audit evidence); Standard_GRS in a region without zones, Standard_ZRS in a region without a pair.')
 @allowed([
@@ -198,12 +266,18 @@ module rbacUserAssigned 'app/rbac.bicep' = if (useUserAssignedIdentity) {
     resultsStorageAccountName: resultsStorage.outputs.name
     hostStorageAccountName: hostStorage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    resultsTableName: tableNames.results
+    latestTableName: tableNames.latest
+    runsTableName: tableNames.runs
     exemptionsTableName: tableNames.exemptions
-    readerPrincipalId: principalId
-    readerPrincipalType: principalType
+    readerPrincipalId: securityPrincipalId
+    readerPrincipalType: securityPrincipalType
   }
 }
 
+// The app settings below are the app's WHOLE app-settings list: a setting added by hand (portal, or
+// az functionapp config appsettings set) is removed by the next azd provision. Every setting the
+// code reads is a parameter here, mapped from azd in main.parameters.json (docs/deploy.md, Settings).
 module functionApp 'app/function-app.bicep' = {
   name: 'function'
   scope: rg
@@ -225,8 +299,8 @@ module functionApp 'app/function-app.bicep' = {
     userAssignedIdentityClientId: useUserAssignedIdentity ? identity.outputs.clientId : ''
     clientCertEnabled: appClientCertEnabled
     clientCertMode: appClientCertMode
-    // Every setting the audit reads. AUDIT_TABLE_CONNECTION_STRING is for local development
-    // only and is deliberately absent: the deployed app reaches tables with its identity.
+    // Every setting the audit reads, each from a parameter. AUDIT_TABLE_CONNECTION_STRING is for local
+    // development only and is deliberately absent: the deployed app reaches tables with its identity.
     appSettings: {
       AUDIT_SCHEDULE: auditSchedule
       AUDIT_CHANGES_SCHEDULE: auditChangesSchedule
@@ -240,6 +314,13 @@ module functionApp 'app/function-app.bicep' = {
       AUDIT_RETENTION_DAYS: string(auditRetentionDays)
       AUDIT_CONCURRENCY: string(auditConcurrency)
       AUDIT_INVENTORY_SOURCE: auditInventorySource
+      AUDIT_CHANGES_OVERLAP_MINUTES: string(auditChangesOverlapMinutes)
+      AUDIT_OWNER_TAGS: auditOwnerTags
+      AUDIT_EXEMPTION_REQUEST_TAG: auditExemptionRequestTag
+      AUDIT_HTTP_TIMEOUT: string(auditHttpTimeout)
+      AUDIT_RETRY_TOTAL: string(auditRetryTotal)
+      AUDIT_RUN_DEADLINE_MINUTES: string(auditRunDeadlineMinutes)
+      AUDIT_LEASE_SECONDS: string(auditLeaseSeconds)
     }
   }
 }
@@ -255,9 +336,12 @@ module rbacSystemAssigned 'app/rbac.bicep' = if (!useUserAssignedIdentity) {
     resultsStorageAccountName: resultsStorage.outputs.name
     hostStorageAccountName: hostStorage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    resultsTableName: tableNames.results
+    latestTableName: tableNames.latest
+    runsTableName: tableNames.runs
     exemptionsTableName: tableNames.exemptions
-    readerPrincipalId: principalId
-    readerPrincipalType: principalType
+    readerPrincipalId: securityPrincipalId
+    readerPrincipalType: securityPrincipalType
   }
 }
 

@@ -9,23 +9,25 @@ leaves a state that a later run completes without flagging anything twice or los
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from datetime import UTC, datetime
+from datetime import datetime
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 
+from .clock import Clock, host_clock
 from .config import Settings
 from .errors import AuditFailed, one_line
 from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory
 from .ledger import RunLedger, RunSummary
+from .models import InventoryError
 from .names import fold
 from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline
 from .plan import SubscriptionResult, tally
+from .roles import AUDIT_READER_ROLE
 from .schema import refused_result_row
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
@@ -44,22 +46,24 @@ class AuditRun:
         store: TableStore,
         inventory: Inventory,
         *,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
         checkpoint: Checkpoint | None = None,
         thread_init: ThreadInit = NO_CONTEXT,
     ) -> None:
         self.settings = settings
         self.store = store
         self.inventory = inventory
-        self.now = now
+        self.clock = host_clock(now, clock)
+        self.now = self.clock.now
         self.checkpoint: Checkpoint = checkpoint or (lambda stage, sub: None)
         self.thread_init = thread_init
         store.fallbacks[store.results.table_name] = refused_result_row
-        self.ledger = RunLedger(settings, store, now, thread_init)
+        self.ledger = RunLedger(settings, store, self.clock, thread_init)
 
     def execute(self) -> RunSummary:
         started = self.now()
-        deadline = time.monotonic() + self.settings.run_deadline_minutes * 60
+        deadline = self.clock.monotonic() + self.settings.run_deadline_minutes * 60
         summary = self.ledger.open(started)
         try:
             self._run(summary, deadline)
@@ -80,8 +84,9 @@ class AuditRun:
         except AzureError as exc:
             raise AuditFailed(f"cannot list subscriptions: {one_line(exc)}") from exc
         log.info("Run %s: auditing %d subscriptions", summary.run_id, len(subscriptions))
-        if summary.resumed:  # rows of the crashed attempt: written again below, in new partitions
-            deleted = self.store.delete_run_results(summary.run_id)
+        if summary.resumed:  # the interrupted attempt's rows of no subscription (the tenant's): written again
+            # below; its rows in each subscription are kept or deleted with the subscription (pipeline.py)
+            deleted = self.store.delete_run_results(summary.run_id, outside_subscriptions=True)
             log.info("Run %s: removed %d rows of the interrupted attempt", summary.run_id, deleted)
         names = {fold(s.subscription_id): s.display_name for s in subscriptions}
         known = self.store.known_subscriptions()
@@ -96,19 +101,26 @@ class AuditRun:
             self.inventory,
             context,
             now=self.now,
+            monotonic=self.clock.monotonic,
             checkpoint=self.checkpoint,
             thread_init=self.thread_init,
         )
         try:
             results = self._fan_out(pipeline, ids)
+            blind = None if any(r.read for r in results) else pipeline.scope_error("tenant", nothing_read(results))
             pipeline.drain()
         finally:
             pipeline.close()
         read = {r.subscription_id: names.get(fold(r.subscription_id), "") for r in results if r.read}
-        self.ledger.remember(summary, read, known)  # bookkeeping, like the run record: not in Transactions
+        tenants = {fold(s.subscription_id): s.tenant_id for s in subscriptions if s.tenant_id}
+        self.ledger.remember(summary, read, known, tenants)  # bookkeeping, like the run record: not in Transactions
         summary.transactions = pipeline.transactions
         summary.partitions = pipeline.partitions
         tally(summary, results)
+        if blind is not None:  # the tenant's ERROR row counts as a row, not as a subscription
+            summary.blind = summary.partial = True
+            summary.counts.update(blind.counts)
+            summary.rows += blind.rows
 
     def _fan_out(self, pipeline: SubscriptionPipeline, subscription_ids: list[str]) -> list[SubscriptionResult]:
         """Audit subscriptions concurrently (bounded); a failed step of any subscription stops the run."""
@@ -128,6 +140,29 @@ class AuditRun:
         return results
 
 
+def nothing_read(results: list[SubscriptionResult]) -> InventoryError:
+    """The tenant's ERROR row of a run that read no subscription: why, and which role to grant where.
+
+    A run that saw nothing is never a pass (its outcome is ``blind``): every new deployment starts
+    here, before the tenant role is granted, and a run after the role is removed looks the same."""
+    if results:
+        what = (
+            f"No subscription could be read: all {len(results)} were unreadable (each has its ERROR row), no state "
+            "moved, and this run is not a pass."
+        )
+    else:
+        what = (
+            "The audit identity can read no subscription (the subscription list it sees is empty): nothing was "
+            "audited, and this run is not a pass."
+        )
+    grant = (
+        f"Grant it the custom role '{AUDIT_READER_ROLE}' (infra/tenant/audit-reader-role.bicep) at the tenant root "
+        "management group (its id is the tenant id), or at the management group that holds the subscriptions to "
+        "audit; see docs/deploy.md. The next run audits them."
+    )
+    return InventoryError("/", "", f"{what} {grant}")
+
+
 def build_inventory(settings: Settings, credential: TokenCredential, thread_init: ThreadInit = NO_CONTEXT) -> Inventory:
     """The configured inventory source; its threads run ``thread_init`` first."""
     if settings.inventory_source.value == "resourcegraph":
@@ -144,18 +179,23 @@ def run_audit(
     checkpoint: Checkpoint | None = None,
     thread_init: ThreadInit = NO_CONTEXT,
     now: Callable[[], datetime] | None = None,
+    clock: Clock | None = None,
 ) -> RunSummary:
     """Run the audit once with the configured identity, store and inventory. ``thread_init`` runs
     first on every thread the run starts (the Functions invocation context, see ``threads``);
-    ``now`` is the clock (tests move it across nights)."""
+    ``clock`` is the host's clocks, or ``now`` its wall clock alone (tests move them across nights)."""
     credential = credential or build_credential(settings.client_id)
     store = TableStore(settings, None if settings.table_connection_string else credential)
     try:
         inventory = build_inventory(settings, credential, thread_init)
         try:
-            clock = {"now": now} if now else {}
             return AuditRun(
-                settings, store, inventory, checkpoint=checkpoint, thread_init=thread_init, **clock
+                settings,
+                store,
+                inventory,
+                clock=host_clock(now, clock),
+                checkpoint=checkpoint,
+                thread_init=thread_init,
             ).execute()
         finally:
             inventory.close()

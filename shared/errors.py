@@ -65,6 +65,11 @@ class LeaseLost(RuntimeError):
     """This run no longer holds the audit lease: it must not write anything more."""
 
 
+class WriteConflict(RuntimeError):
+    """A conditional write found its row changed since it was read (another writer), or already
+    there when it was to be created: the transaction was rolled back whole."""
+
+
 def one_line(exc: BaseException, limit: int = 2000) -> str:
     """``Type: first line of the message``, cut to ``limit``: how an error is named in a row, a
     log line or a run record (never a traceback, never a multi-line SDK dump)."""

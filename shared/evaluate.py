@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 
+from .fixcommand import FixValue, fix_command
 from .models import CertMode, Finding, InventoryError, SiteRecord, Status
 from .roles import AUDIT_READER_ROLE
 
@@ -44,18 +45,6 @@ def split_exclusion_paths(raw: str | None) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def _az_target(record: SiteRecord) -> str:
-    """The resource's ``az`` arguments, each quoted for bash (names like ``rg(legacy)`` or with
-    unicode must paste as they are), with ``--subscription`` so the command fixes this resource
-    whichever subscription the shell's ``az`` has selected."""
-    args = ["--name", record.app_name, "--resource-group", record.resource_group]
-    if record.slot:
-        args += ["--slot", record.slot]
-    if record.subscription_id:
-        args += ["--subscription", record.subscription_id]
-    return shlex.join(args)
-
-
 #: An exclusion path App Service matches as a prefix of every request path: no requirement at all.
 EVERY_PATH = "/"
 
@@ -71,39 +60,58 @@ def plain_http_open(record: SiteRecord) -> bool:
     return record.https_only is not True
 
 
-def remediation_for(record: SiteRecord, mode: str, paths: tuple[str, ...]) -> str:
-    """A concrete fix: where to click in the portal and the ``az`` command that does it.
+def without_every_path(raw: str | None) -> str:
+    """``clientCertExclusionPaths`` with ``/`` taken out and every other path kept, in order, joined by
+    the separator the value used (``,`` when it had none): the fix for "``/`` exempts every request"
+    must not also drop the paths an owner still needs."""
+    kept = [path for path in split_exclusion_paths(raw) if path != EVERY_PATH]
+    found = _PATH_SPLIT.search(raw or "")
+    return (found.group() if found else ",").join(kept)
 
-    The command sets everything the verdict depends on at once: the mode, the exclusion paths when
-    they exempt every path, and ``httpsOnly`` when plain HTTP is open, so one command turns a FAIL
-    into a PASS (or a WARN when other exclusion paths remain to be reviewed).
+
+def fix_properties(record: SiteRecord, mode: str, paths: tuple[str, ...]) -> dict[str, FixValue]:
+    """The properties that turn this resource into a PASS (a WARN when other exclusion paths remain):
+    the mode, ``/`` out of the exclusion paths *whatever the mode* (a mode set to Required would
+    otherwise still exempt every path), and ``httpsOnly``; or, for a WARN, the exclusion paths cleared."""
+    every_path = exempts_every_path(split_exclusion_paths(record.exclusion_paths))
+    properties: dict[str, FixValue] = {}
+    if mode != CertMode.REQUIRED.value:
+        properties.update(clientCertEnabled=True, clientCertMode=CertMode.REQUIRED.value)
+    if every_path:
+        properties["clientCertExclusionPaths"] = without_every_path(record.exclusion_paths)
+    if plain_http_open(record):
+        properties["httpsOnly"] = True
+    if not properties and paths:
+        properties["clientCertExclusionPaths"] = ""
+    return properties
+
+
+def remediation_for(record: SiteRecord, mode: str, paths: tuple[str, ...]) -> str:
+    """A concrete fix: where to click in the portal, then the ``az`` command that does it all at once.
+
+    The command (:mod:`shared.fixcommand`: the right ``az`` command for the site's ``kind``, every
+    option written ``--option=value``) sets everything the verdict depends on, so one command turns a
+    FAIL into a PASS, or a WARN when other exclusion paths remain to be reviewed. The text before the
+    command is ours only: no value from the estate precedes it (the fix script finds the command by
+    its ``az`` prefix).
     """
-    target = _az_target(record)
-    portal = "Portal: App Service > Configuration > General settings > Incoming client certificates"
-    https = plain_http_open(record)
-    https_set = " httpsOnly=true" if https else ""
-    https_note = " and turn on 'HTTPS Only'" if https else ""
-    if mode == CertMode.REQUIRED.value:
-        if exempts_every_path(paths):
-            return (
-                f"{portal}: remove the exclusion path '/', which exempts every request{https_note}. "
-                f'az webapp update {target} --set clientCertExclusionPaths=""{https_set}'
-            )
-        if https:
-            return (
-                "Portal: App Service > Configuration > General settings: turn on 'HTTPS Only' (requests over "
-                f"HTTP carry no client certificate). az webapp update {target} --set httpsOnly=true"
-            )
-        if paths:
-            return (
-                f"{portal}: remove the certificate exclusion paths if they are not needed. "
-                f'az webapp update {target} --set clientCertExclusionPaths=""'
-            )
+    properties = fix_properties(record, mode, paths)
+    if not properties:
         return ""
-    return (
-        f"{portal}: set 'Client certificate mode' to Require{https_note}. "
-        f"az webapp update {target} --set clientCertEnabled=true clientCertMode=Required{https_set}"
-    )
+    steps = []
+    if "clientCertMode" in properties:
+        steps.append("under Incoming client certificates, set 'Client certificate mode' to Require")
+    if "clientCertExclusionPaths" not in properties:
+        pass
+    elif exempts_every_path(split_exclusion_paths(record.exclusion_paths)):
+        kept = " (keep the other exclusion paths)" if properties["clientCertExclusionPaths"] else ""
+        steps.append(f"remove the certificate exclusion path '/', which exempts every request{kept}")
+    else:
+        steps.append("remove the certificate exclusion paths if they are not needed")
+    if "httpsOnly" in properties:
+        steps.append("turn on 'HTTPS Only' (requests over HTTP carry no client certificate)")
+    command = shlex.join(fix_command(record, properties))
+    return f"Portal: App Service > Configuration > General settings: {'; '.join(steps)}. {command}"
 
 
 def _required_reason(record: SiteRecord, paths: tuple[str, ...]) -> tuple[Status, str]:
@@ -193,7 +201,8 @@ def error_finding(error: InventoryError) -> Finding:
         exclusion_paths=(),
         status=Status.ERROR,
         reason=error.message,
-        remediation=(
+        remediation=error.remediation
+        or (
             f"Check that the audit identity has the '{AUDIT_READER_ROLE}' role on this scope (assigned by "
             "infra/tenant/audit-reader-role.bicep) and that the subscription is active; the next run retries "
             "automatically."

@@ -5,7 +5,8 @@ audit's own CPU at 100k sites (each function says how much):
 
 * :data:`TABLE_REQUEST`: ``TableClient._client.send_request``, the table client's own pipeline
   (auth, retry, timeouts, headers) for a request we build: the state reads as plain JSON
-  (:func:`query_json`) and the results' ``$batch`` transactions (:func:`send_upsert_batch`).
+  (:func:`query_json`), the results' ``$batch`` transactions (:func:`send_upsert_batch`) and the
+  state's conditional ones (:func:`send_conditional_batch`).
 * :data:`BATCH_BODY`: the entity JSON those transactions carry (:func:`odata_entity`), built here
   instead of by the SDK's per-row request objects.
 * :data:`PAGER_ARGS`: ``ItemPaged._args`` as ``(get_next, extract_data)``, to page ARM's lists
@@ -35,12 +36,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.paging import ItemPaged
 from azure.core.rest import HttpRequest
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransactionError, UpdateMode
 
-from .errors import one_line
+from .errors import WriteConflict, one_line
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +120,22 @@ def use_public_api() -> Iterator[None]:
 
 
 # -- reads: table entities as plain JSON -------------------------------------------------------------
-def query_json(table: TableClient, flt: str) -> Iterator[dict[str, Any]]:
+#: Where a read entity carries its ETag, and a row to write the ETag it must still have (``None``: it
+#: must not exist yet), as :func:`conditional_batch` takes them: the OData name, never a property.
+ETAG = "odata.etag"
+
+
+def query_json(table: TableClient, flt: str, *, etags: bool = False) -> Iterator[dict[str, Any]]:
     """Entities matching an OData filter as plain JSON objects (``odata=nometadata``: strings,
     booleans and numbers; Int64, DateTime, Guid and binary values as the strings the service
-    sends), through :func:`query_json_fast`, or ``query_entities`` converted to the same shape."""
+    sends), through :func:`query_json_fast`, or ``query_entities`` converted to the same shape.
+    With ``etags``, each also carries its ETag as :data:`ETAG` (for a conditional write)."""
     if usable(TABLE_REQUEST):
-        return query_json_fast(table, flt)
-    return (plain_entity(entity) for entity in table.query_entities(flt))
+        return query_json_fast(table, flt, etags=etags)
+    return (plain_entity(entity, etag=etags) for entity in table.query_entities(flt))
 
 
-def query_json_fast(table: TableClient, flt: str) -> Iterator[dict[str, Any]]:
+def query_json_fast(table: TableClient, flt: str, *, etags: bool = False) -> Iterator[dict[str, Any]]:
     """Page after page, through the table client's own pipeline (its auth, retry and headers
     policies), following the service's continuation headers as the SDK does.
 
@@ -147,7 +155,8 @@ def query_json_fast(table: TableClient, flt: str) -> Iterator[dict[str, Any]]:
                 "x-ms-version": table.api_version,
                 "DataServiceVersion": "3.0",
                 "MaxDataServiceVersion": "3.0;NetFx",
-                "Accept": "application/json;odata=nometadata",
+                # minimalmetadata adds the ETag, and type annotations we drop (values are spelled alike)
+                "Accept": f"application/json;odata={'minimalmetadata' if etags else 'nometadata'}",
             },
         )
         response = table._client.send_request(request)
@@ -156,7 +165,8 @@ def query_json_fast(table: TableClient, flt: str) -> Iterator[dict[str, Any]]:
                 raise ResourceNotFoundError(message=f"table {table.table_name} not found", response=response)
             raise HttpResponseError(message=f"query answered HTTP {response.status_code}", response=response)
         body = response.json()
-        yield from body.get("value") or () if isinstance(body, dict) else ()
+        values = body.get("value") or () if isinstance(body, dict) else ()
+        yield from (_without_annotations(value) for value in values) if etags else values
         next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
         next_rk = response.headers.get("x-ms-continuation-NextRowKey")
         if not next_pk and not next_rk:
@@ -166,12 +176,21 @@ def query_json_fast(table: TableClient, flt: str) -> Iterator[dict[str, Any]]:
             params["NextRowKey"] = next_rk
 
 
-def plain_entity(entity: Any) -> dict[str, Any]:
-    """A ``TableEntity`` as ``odata=nometadata`` JSON has it, ``Timestamp`` included."""
+def _without_annotations(value: dict[str, Any]) -> dict[str, Any]:
+    """A ``minimalmetadata`` entity as ``nometadata`` has it, plus its :data:`ETAG`."""
+    return {key: item for key, item in value.items() if "@odata." not in key}
+
+
+def plain_entity(entity: Any, *, etag: bool = False) -> dict[str, Any]:
+    """A ``TableEntity`` as ``odata=nometadata`` JSON has it, ``Timestamp`` included (and with
+    ``etag``, its ETag as :data:`ETAG`)."""
     out = {str(key): _plain_value(value) for key, value in entity.items()}
-    stamp = (getattr(entity, "metadata", None) or {}).get("timestamp")
+    metadata = getattr(entity, "metadata", None) or {}
+    stamp = metadata.get("timestamp")
     if stamp is not None:
         out["Timestamp"] = _plain_value(stamp)
+    if etag and metadata.get("etag"):
+        out[ETAG] = str(metadata["etag"])
     return out
 
 
@@ -308,26 +327,123 @@ def send_upsert_batch(table: TableClient, entities: list[dict[str, Any]], bodies
         raise TableTransactionError(message=f"transaction rejected: {failed}", response=response)
 
 
+# -- writes: one transaction of conditional operations (the state: fenced by each row's ETag) ------------
+def conditional_batch(table: TableClient, entities: list[dict[str, Any]], etags: list[str | None]) -> list[str]:
+    """≤100 entities of one partition as one transaction, each conditional: replaced only while it
+    still has the ETag given, or created only while it does not exist (``None``). Returns their new
+    ETags. Raises :class:`WriteConflict` when a condition failed (the transaction is rolled back
+    whole), :class:`TableTransactionError` or :class:`HttpResponseError` for any other failure."""
+    if usable(TABLE_REQUEST, BATCH_BODY):
+        bodies = [odata_entity(e) for e in entities]
+        if all(b is not None for b in bodies):
+            return send_conditional_batch(table, entities, [b for b in bodies if b is not None], etags)
+    return submit_conditional(table, entities, etags)
+
+
+def submit_conditional(table: TableClient, entities: list[dict[str, Any]], etags: list[str | None]) -> list[str]:
+    """The same transaction through ``TableClient.submit_transaction``."""
+    operations: list[Any] = [
+        (
+            "update",
+            sdk_entity(e),
+            {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
+        )
+        if etag
+        else ("create", sdk_entity(e))
+        for e, etag in zip(entities, etags, strict=True)
+    ]
+    try:
+        results = table.submit_transaction(operations, retry_on_methods=_IDEMPOTENT_BATCH)
+    except TableTransactionError as exc:
+        if exc.status_code in _CONFLICTS:
+            raise WriteConflict(f"conditional transaction rejected: HTTP {exc.status_code}") from exc
+        raise
+    return [str(result.get("etag") or "") for result in results]
+
+
+def send_conditional_batch(
+    table: TableClient, entities: list[dict[str, Any]], bodies: list[str], etags: list[str | None]
+) -> list[str]:
+    """:func:`conditional_batch` as a ``$batch`` request we build (see :func:`send_upsert_batch`):
+    ``PUT`` with ``If-Match`` for a replacement, ``POST`` for a creation; the ETags from the parts.
+    A retry after an answer that was lost finds its own write there and fails its condition: the
+    caller tells its own write from another writer's (``store.write_state``)."""
+    base = _account_url(table)
+    batch_id, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
+    request = HttpRequest(
+        "POST",
+        f"{base}/$batch",
+        headers={
+            "x-ms-version": table.api_version,
+            "DataServiceVersion": "3.0",
+            "MaxDataServiceVersion": "3.0;NetFx",
+            "Content-Type": f"multipart/mixed; boundary={batch_id}",
+            "Accept": "application/json",
+        },
+        content=batch_body(f"{base}/{table.table_name}", batch_id, changeset, entities, bodies, etags),
+    )
+    response = table._client.send_request(request, stream=True, retry_on_methods=_IDEMPOTENT_BATCH)
+    response.read()
+    if response.status_code != 202:
+        raise HttpResponseError(message=f"$batch answered HTTP {response.status_code}", response=response)
+    parts = batch_parts(response.text())
+    failed = next((code for code, _ in parts if not code.startswith("2")), None)
+    if failed in _CONFLICT_CODES:
+        raise WriteConflict(f"conditional transaction rejected: HTTP {failed}")
+    if failed is not None or len(parts) != len(entities):
+        raise TableTransactionError(message=f"transaction rejected: {failed or 'missing parts'}", response=response)
+    return [etag for _, etag in parts]
+
+
+_CONFLICTS = (409, 412)  # the entity exists already / it changed since it was read
+_CONFLICT_CODES = frozenset(str(code) for code in _CONFLICTS)
+_PART = re.compile(r"^HTTP/1\.1 (\d{3})[^\n]*\n(.*?)(?=^HTTP/1\.1 |\Z)", re.MULTILINE | re.DOTALL)
+_PART_ETAG = re.compile(r"^ETag:\s*(.+?)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+def batch_parts(text: str) -> list[tuple[str, str]]:
+    """``(status, ETag)`` of each operation's answer in a ``$batch`` response, in order."""
+    out = []
+    for match in _PART.finditer(text):
+        etag = _PART_ETAG.search(match.group(2))
+        out.append((match.group(1), etag.group(1) if etag else ""))
+    return out
+
+
 def batch_body(
-    table_url: str, batch_id: str, changeset: str, entities: list[dict[str, Any]], bodies: list[str]
+    table_url: str,
+    batch_id: str,
+    changeset: str,
+    entities: list[dict[str, Any]],
+    bodies: list[str],
+    etags: list[str | None] | None = None,
 ) -> bytes:
-    """The ``$batch`` multipart body: one changeset of ``PUT`` (insert-or-replace) parts."""
+    """The ``$batch`` multipart body: one changeset of ``PUT`` (insert-or-replace) parts; with
+    ``etags``, conditional ones: ``PUT`` with ``If-Match`` (replace while unchanged) for an ETag,
+    ``POST`` to the table (create, refused if it exists) for ``None`` (``""``: no condition)."""
     parts = [f"--{batch_id}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"]
-    for index, (entity, body) in enumerate(zip(entities, bodies, strict=True)):
+    conditions = etags if etags is not None else [_UPSERT] * len(entities)
+    for index, (entity, body, etag) in enumerate(zip(entities, bodies, conditions, strict=True)):
         pk = quote(str(entity["PartitionKey"]).replace("'", "''"), safe="")
         rk = quote(str(entity["RowKey"]).replace("'", "''"), safe="")
         data = body.encode("utf-8")
+        if etag is None:
+            request_line, condition = f"POST {table_url} HTTP/1.1", "Prefer: return-no-content\r\n"
+        else:
+            request_line = f"PUT {table_url}(PartitionKey='{pk}',RowKey='{rk}') HTTP/1.1"
+            condition = f"If-Match: {etag}\r\n" if etag else ""
         parts.append(
             f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
-            f"Content-ID: {index}\r\n\r\nPUT {table_url}(PartitionKey='{pk}',RowKey='{rk}') HTTP/1.1\r\n"
+            f"Content-ID: {index}\r\n\r\n{request_line}\r\n"
             "Content-Type: application/json\r\nAccept: application/json;odata=minimalmetadata\r\n"
-            f"DataServiceVersion: 3.0\r\nContent-Length: {len(data)}\r\n\r\n{body}\r\n"
+            f"{condition}DataServiceVersion: 3.0\r\nContent-Length: {len(data)}\r\n\r\n{body}\r\n"
         )
     parts.append(f"--{changeset}--\r\n\r\n--{batch_id}--\r\n")
     return "".join(parts).encode("utf-8")
 
 
 _IDEMPOTENT_BATCH = frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST"})
+_UPSERT = ""  # in batch_body's etags: a part with no condition (insert-or-replace)
 _PART_STATUS = re.compile(r"^HTTP/1\.1 (\d{3})", re.MULTILINE)
 
 

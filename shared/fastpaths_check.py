@@ -29,6 +29,7 @@ from . import fastpaths
 _KEY = base64.b64encode(bytes(64)).decode("ascii")
 _HOST = "https://127.0.0.1:9"  # discard: never dialled, the adapter answers first
 _TABLE = "selfcheck"
+_ETAG = "W/\"datetime'2025-03-04T05%3A06%3A07.123456Z'\""
 #: Every type the fast $batch writer serialises itself, keys that need escaping, a non-BMP character.
 SAMPLE: dict[str, Any] = {
     "PartitionKey": "run_00001'q",
@@ -68,7 +69,10 @@ def _table_answer(request: requests.PreparedRequest) -> tuple[int, dict[str, str
     """Two pages of one entity each for a query, a two-part success for a ``$batch``."""
     url = str(request.url)
     if request.method == "POST" and url.endswith("/$batch"):
-        part = "--changesetresponse_x\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
+        part = (
+            "--changesetresponse_x\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 204 No Content\r\n"
+            f"ETag: {_ETAG}\r\n\r\n"
+        )
         body = f"--batchresponse_x\r\n{part}{part}--changesetresponse_x--\r\n--batchresponse_x--\r\n"
         return 202, {"Content-Type": "multipart/mixed; boundary=batchresponse_x"}, body.encode()
     more = "NextRowKey" not in url
@@ -97,9 +101,12 @@ def check_table_request() -> str | None:
         entities = [dict(SAMPLE), dict(SAMPLE, RowKey="second")]
         bodies = [fastpaths.odata_entity(e) or "" for e in entities]
         fastpaths.send_upsert_batch(table, entities, bodies)
+        etags = fastpaths.send_conditional_batch(table, entities, bodies, [_ETAG, None])
+        if etags != [_ETAG, _ETAG]:
+            return f"a conditional $batch read back the ETags {etags!r}"
         expected_version = table.api_version
-    if len(adapter.sent) != 3:
-        return f"sent {len(adapter.sent)} requests for a two-page query and one $batch"
+    if len(adapter.sent) != 4:
+        return f"sent {len(adapter.sent)} requests for a two-page query and two $batch"
     for sent in adapter.sent:
         if not str(sent.headers.get("Authorization", "")).startswith("SharedKey "):
             return "a request it sent was not signed by the client's pipeline"

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -56,6 +56,7 @@ class SubscriptionInfo:
     subscription_id: str
     display_name: str = ""
     state: str = ""
+    tenant_id: str = ""  # its home tenant (portal links open in that directory)
 
 
 def _subscription_info(raw: Mapping[str, Any]) -> SubscriptionInfo:
@@ -64,11 +65,14 @@ def _subscription_info(raw: Mapping[str, Any]) -> SubscriptionInfo:
         valid_text(str(raw.get("subscriptionId") or "").strip()),
         valid_text(str(raw.get("displayName") or "")),
         valid_text(str(raw.get("state") or "")),
+        valid_text(str(raw.get("tenantId") or "")),
     )
 
 
 class ArmInventory:
     """Lists subscriptions, sites and slots through the management SDKs."""
+
+    source = "list"  # how its findings were read (a state row's ObservedBy; see schema.SOURCE_*)
 
     def __init__(self, credential: TokenCredential, settings: Settings, thread_init: ThreadInit = NO_CONTEXT) -> None:
         self._credential = credential
@@ -153,6 +157,14 @@ class ArmInventory:
     def confirm_empty(self, subscription_id: str) -> InventoryError | None:
         """ARM's own site list is authoritative: an empty list means no sites (nothing to confirm)."""
         return None
+
+    def confirm_missing(self, subscription_id: str, resource_ids: Sequence[str]) -> Iterator[Found]:
+        """ARM's own lists are authoritative: what a complete listing does not show is gone."""
+        return iter(())
+
+    def reread(self, subscription_id: str, resource_ids: Sequence[str]) -> Iterator[Found]:
+        """ARM's own lists are as fresh as a GET: nothing to read again."""
+        return iter(())
 
     def lists_any_site(self, subscription_id: str) -> bool:
         """One cheap read: does the first page of the subscription's site list hold anything?

@@ -50,6 +50,10 @@ def run_range(run_id: str) -> tuple[str, str]:
     return f"{run_id}_", f"{run_id}`"
 
 
+#: The start of every RowKey of a resource in a subscription (``|subscriptions|``).
+SUBSCRIPTION_KEY_PREFIX = encode_key("/subscriptions/")
+
+
 def subscription_key_prefix(subscription_id: str) -> str:
     """The start of every RowKey of a subscription's resources (and its own ERROR row's key)."""
     return encode_key(f"/subscriptions/{fold(subscription_id.strip())}")

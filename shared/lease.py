@@ -2,27 +2,31 @@
 
 Two runs must never write the same run's rows or send the same alerts. The lease entity in the
 runs table (ETag-guarded, see :meth:`TableStore.acquire_lease`) names the run that may write.
+Its expiry is written and judged in the table service's time (the ``Date`` of its answers, see
+:class:`~shared.clock.ServiceTime`), so hosts whose clocks disagree agree on when it expires.
 It is renewed on a timer of its own, every third of its length, whatever the fan-out is doing: a
 slow ARM page or a long state read does not let it lapse. A run writes only while it *knows* it
-still holds the lease: its last renewal must be younger than two thirds of the lease (so a
-takeover, which needs the whole lease to expire, cannot have happened yet). Once a renewal is
-refused (another run took over) or renewals keep failing past that point, the run has lost the
-lease: every later write raises :class:`LeaseLost` and the run ends as failed.
+still holds the lease: its last renewal, timed on this host's monotonic clock from the moment it
+was sent, must be younger than two thirds of the lease (so a takeover, which needs the whole lease
+to expire in the service's time, cannot have happened yet). Once a renewal is refused (another run
+took over) or renewals keep failing past that point, the run has lost the lease: every later write
+raises :class:`LeaseLost` and the run ends as failed. That guard is checked *before* a write; the
+state rows and alert marks are also fenced *by* the write (``store.py``: conditional on each row's
+ETag), so a run that is late to notice cannot overwrite or re-send what another run did.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from azure.core.exceptions import AzureError
 
+from .clock import Clock, ServiceTime
 from .errors import LeaseLost, RunInProgressError
-from .store import TableStore
+from .store import TableStore, fence_of
 from .threads import NO_CONTEXT, ThreadInit, thread
 
 log = logging.getLogger(__name__)
@@ -36,7 +40,7 @@ class LeaseKeeper:
         store: TableStore,
         owner: str,
         seconds: int,
-        now: Callable[[], datetime],
+        clock: Clock,
         thread_init: ThreadInit = NO_CONTEXT,
         kind: str = "nightly",
     ) -> None:
@@ -44,26 +48,33 @@ class LeaseKeeper:
         self._store = store
         self._owner = owner
         self._seconds = seconds
-        self._now = now
+        self._clock = clock
+        self.service = ServiceTime(clock)
         self._thread_init = thread_init
         self._lock = threading.Lock()
         self._entity: Any = {}
-        self._renewed = 0.0  # time.monotonic() of the last successful write of the lease
+        self._renewed = 0.0  # monotonic time at which the last successful write of the lease was sent
         self._lost: str | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def acquire(self, at: datetime) -> Any:
+    def acquire(self) -> Any:
         """Take the lease (raises :class:`RunInProgressError` while another run holds it)."""
         with self._lock:
-            self._entity = self._store.acquire_lease(self._owner, self._seconds, at, self._kind)
-            self._renewed = time.monotonic()
+            sent = self._clock.monotonic()
+            self._entity = self._store.acquire_lease(self._owner, self._seconds, self._kind, self.service)
+            self._renewed = sent
         return self._entity
 
     @property
     def entity(self) -> Any:
         return self._entity
+
+    @property
+    def fence(self) -> int:
+        """This holding's number: every acquisition of the lease gets the next one."""
+        return fence_of(self._entity)
 
     def start(self) -> None:
         """Start the heartbeat (a daemon thread that renews every third of the lease)."""
@@ -84,7 +95,7 @@ class LeaseKeeper:
     def renew(self) -> None:
         """Push the expiry one lease length ahead; a refusal means another run took over."""
         try:
-            self.update(ExpiresAt=self._now() + timedelta(seconds=self._seconds))
+            self.update(ExpiresAt=self.service.now() + timedelta(seconds=self._seconds))
         except LeaseLost:
             return
         except AzureError as exc:  # transient: the next beat tries again; check() decides when it is too late
@@ -96,13 +107,19 @@ class LeaseKeeper:
         with self._lock:
             if self._lost:
                 raise LeaseLost(self._lost)
+            sent = self._clock.monotonic()
             try:
-                self._entity = self._store.update_lease(self._entity, **changes)
+                self._entity = self._store.update_lease(self._entity, self.service, **changes)
             except RunInProgressError as exc:
                 self._lose(f"the audit lease was taken over by another run ({exc})")
                 raise LeaseLost(str(self._lost)) from exc
-            self._renewed = time.monotonic()
+            self._renewed = sent
             return self._entity
+
+    def lose(self, why: str) -> None:
+        """Another run wrote what this run was about to (a state row's fence failed): stop writing."""
+        with self._lock:
+            self._lose(why)
 
     def _lose(self, why: str) -> None:
         if not self._lost:
@@ -118,7 +135,7 @@ class LeaseKeeper:
         """Raise :class:`LeaseLost` unless this run still certainly holds the lease."""
         if self._lost:
             raise LeaseLost(self._lost)
-        age = time.monotonic() - self._renewed
+        age = self._clock.monotonic() - self._renewed
         if age > self._seconds * 2 / 3:
             with self._lock:
                 self._lose(f"the audit lease could not be renewed for {age:.0f} s (lease {self._seconds} s)")
@@ -130,7 +147,7 @@ class LeaseKeeper:
         self.stop()
         if self._lost:
             return
-        changes: dict[str, Any] = {"Owner": "", "ExpiresAt": self._now()}
+        changes: dict[str, Any] = {"Owner": "", "ExpiresAt": self.service.now()}
         if not keep_run:
             changes["RunId"] = ""
         try:

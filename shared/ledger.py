@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +18,10 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from . import events
+from .clock import Clock
 from .config import Settings
 from .errors import AuditFailed, LeaseLost, RunInProgressError, one_line
+from .http import worst_case_call_seconds
 from .lease import LeaseKeeper
 from .models import Status
 from .names import fold
@@ -35,6 +36,28 @@ log = logging.getLogger(__name__)
 RESUME_WINDOW = timedelta(hours=12)
 #: How often a nightly run that finds a change poll holding the lease tries again (seconds).
 LEASE_WAIT_SECONDS = 1.0
+#: A change poll starts no GET after this many seconds (``changes.py``); what it did not read, the
+#: next poll reads. It is what bounds how long the nightly run waits for a poll (:func:`poll_bound`).
+POLL_DEADLINE_SECONDS = 300
+
+
+def poll_bound(settings: Settings) -> float:
+    """The longest a change poll holds the lease: no GET starts after its deadline, the GETs in
+    flight end within one call's budget, and its few writes (rows, state, marks, the watermark,
+    its record) within two more."""
+    call = worst_case_call_seconds(settings.retry_total, settings.http_timeout)
+    return POLL_DEADLINE_SECONDS + 3 * call
+
+
+def nightly_wait(settings: Settings) -> float:
+    """How long the nightly run waits while a change poll holds the lease: until a live poll must
+    have ended (:func:`poll_bound`), or a dead one's lease expired, whichever is later."""
+    return max(poll_bound(settings), float(settings.lease_seconds)) + 2 * LEASE_WAIT_SECONDS
+
+
+#: The outcome of a nightly run that read no subscription (a contract: the run record, the RunSummary
+#: event, the incomplete-run alert, the report header and ``run``'s exit code all say it).
+BLIND = "blind"
 
 
 @dataclass
@@ -51,6 +74,7 @@ class RunSummary:
     subscriptions_failed: int = 0
     partial: bool = False
     failed: bool = False
+    blind: bool = False  # a nightly run that read no subscription: never a pass (see audit.py)
     baseline: bool = False
     resumed: bool = False
     attempt: int = 1
@@ -61,10 +85,17 @@ class RunSummary:
     deleted_old_rows: int = 0
     error: str = ""
     kind: str = "nightly"  # or "changes": a change poll's run (see changes.py)
+    fence: int = 0  # the lease holding this attempt writes under (stamped on every state row)
 
     @property
     def outcome(self) -> str:
-        return "failed" if self.failed else ("partial" if self.partial else "complete")
+        """``complete``, ``partial`` (ERROR rows), ``blind`` (no subscription read: nothing was
+        audited, never a pass), ``failed``; ``running`` is written by :func:`running_row` only."""
+        if self.failed:
+            return "failed"
+        if self.blind:
+            return BLIND
+        return "partial" if self.partial else "complete"
 
     @property
     def duration_seconds(self) -> float:
@@ -111,15 +142,16 @@ class RunLedger:
         self,
         settings: Settings,
         store: TableStore,
-        now: Callable[[], datetime],
+        clock: Clock,
         thread_init: ThreadInit = NO_CONTEXT,
         kind: str = "nightly",
     ) -> None:
         self.settings = settings
         self.store = store
-        self.now = now
+        self.clock = clock
+        self.now = clock.now
         self.kind = kind
-        self.lease = LeaseKeeper(store, secrets.token_hex(8), settings.lease_seconds, now, thread_init, kind)
+        self.lease = LeaseKeeper(store, secrets.token_hex(8), settings.lease_seconds, clock, thread_init, kind)
 
     # -- opening ----------------------------------------------------------------------------------
     def open(self, started: datetime) -> RunSummary:
@@ -139,29 +171,65 @@ class RunLedger:
             events.emit_run_summary(failed.event(), failed=True)
             raise AuditFailed(failed.error) from exc
         self.store.guard = self.lease.check  # from here on, every write needs the lease
+        self.store.fence_lost = self.lease.lose  # and a state row another run wrote stops them all
         self.lease.start()
         try:
-            return self._begin(started)
+            summary = self._begin(started)
+            summary.fence = self.lease.fence
+            return summary
         except BaseException:
             self.lease.release(keep_run=True)
             raise
 
     def _acquire(self, started: datetime) -> None:
-        """Take the lease. The nightly run wins over change polls: while a poll holds the lease (a
-        matter of seconds), the nightly run waits for it, up to one lease length, instead of
-        skipping the night."""
-        waited_until = time.monotonic() + self.settings.lease_seconds
-        at = started
+        """Take the lease. The nightly run never loses a night to a change poll: while a poll holds
+        the lease, it waits for the poll's end, which the poll's own deadline bounds
+        (:func:`nightly_wait`). Should the poll outlast even that, the night that did not run is a
+        run record and a failed RunSummary (the incomplete-run alert fires on it), not a log line."""
+        waited_until = self.clock.monotonic() + nightly_wait(self.settings)
         while True:
             try:
-                self.lease.acquire(at)
+                self.lease.acquire()
                 return
             except RunInProgressError as exc:
-                if self.kind != "nightly" or exc.holder_kind != "changes" or time.monotonic() > waited_until:
+                if self.kind != "nightly" or exc.holder_kind != "changes":
+                    raise
+                if self.clock.monotonic() > waited_until:
+                    self._lost_night(started, exc)
                     raise
                 log.info("A change poll holds the audit lease; the nightly run waits for it")
-            time.sleep(LEASE_WAIT_SECONDS)
-            at = max(self.now(), started)
+            self.clock.sleep(LEASE_WAIT_SECONDS)
+
+    def _lost_night(self, started: datetime, exc: RunInProgressError) -> None:
+        """Record the night a change poll kept from running: a run record and a failed RunSummary."""
+        lost = RunSummary(new_run_id(started), started, failed=True, ended_at=self.now())
+        lost.error = (
+            f"the nightly run did not start: a change poll held the audit lease for more than "
+            f"{nightly_wait(self.settings):.0f} s ({exc})"
+        )
+        log.error("Audit run %s did not run: %s", lost.run_id, lost.error)
+        try:
+            self.record(lost)
+        except AzureError as error:
+            log.error("Could not record the night that did not run: %s", one_line(error))
+        events.emit_run_summary(lost.event(), failed=True)
+
+    def unfinished_nightly(self, started: datetime) -> str:
+        """The RunId of a nightly run that died and may still be resumed, or ``""``: a change poll
+        leaves what that run's state rows hold to its resume (so the resumed run's rows still agree
+        with the alerts that name it)."""
+        previous = str(self.lease.entity.get("RunId") or "")
+        record = self.store.get(self.store.runs, RUNS_PARTITION, previous) if previous else None
+        return previous if record and self._resumable(record, started) else ""
+
+    @staticmethod
+    def _resumable(record: Mapping[str, Any], started: datetime) -> bool:
+        if record.get("Outcome") not in ("running", "failed") or record.get("StateAdvanced"):
+            return False
+        if record.get("Kind", "nightly") != "nightly":
+            return False
+        begun = as_utc(record.get("StartedAt"))
+        return begun is not None and started - begun < RESUME_WINDOW
 
     def _begin(self, started: datetime) -> RunSummary:
         """Start a new run, or resume the one a crashed attempt left unfinished (nightly runs only:
@@ -172,21 +240,20 @@ class RunLedger:
             return summary
         previous = str(self.lease.entity.get("RunId") or "")
         record = self.store.get(self.store.runs, RUNS_PARTITION, previous) if previous else None
-        if record and record.get("Outcome") in ("running", "failed") and not record.get("StateAdvanced"):
-            begun = as_utc(record.get("StartedAt"))
-            if begun and started - begun < RESUME_WINDOW:
-                log.warning("Resuming unfinished run %s (started %s)", previous, begun.isoformat())
-                summary = RunSummary(
-                    previous,
-                    begun,
-                    baseline=bool(record.get("Baseline")),
-                    resumed=True,
-                    attempt=int(record.get("Attempts") or 1) + 1,
-                )
-                self._write_running(summary)
-                return summary
+        if record and self._resumable(record, started):
+            begun = as_utc(record.get("StartedAt")) or started
+            log.warning("Resuming unfinished run %s (started %s)", previous, begun.isoformat())
+            summary = RunSummary(
+                previous,
+                begun,
+                baseline=bool(record.get("Baseline")),
+                resumed=True,
+                attempt=int(record.get("Attempts") or 1) + 1,
+            )
+            self._write_running(summary)
+            return summary
         run_id = new_run_id(started)
-        baseline = not self.store.has_any(self.store.latest)
+        baseline = self.store.baseline() is None  # until one nightly run has ended, nothing pages
         summary = RunSummary(run_id, started, baseline=baseline)
         self._write_running(summary)
         self.lease.update(RunId=run_id)
@@ -229,17 +296,37 @@ class RunLedger:
             vanished[str(row.get("SubscriptionId") or key)] = row
         return vanished
 
-    def remember(self, summary: RunSummary, read: Mapping[str, str], known: Mapping[str, Mapping[str, Any]]) -> int:
-        """Record each subscription read tonight (id -> name); returns transactions used."""
+    def remember(
+        self,
+        summary: RunSummary,
+        read: Mapping[str, str],
+        known: Mapping[str, Mapping[str, Any]],
+        tenants: Mapping[str, str] | None = None,
+    ) -> int:
+        """Record each subscription read tonight (id -> name; ``tenants``: folded id -> its tenant);
+        returns transactions used."""
         rows = [
-            subscription_row(sub, name, summary.run_id, summary.started_at, known.get(fold(sub)))
+            subscription_row(
+                sub,
+                name,
+                summary.run_id,
+                summary.started_at,
+                known.get(fold(sub)),
+                (tenants or {}).get(fold(sub), ""),
+            )
             for sub, name in read.items()
         ]
         return self.store.upsert_many(self.store.runs, rows) if rows else 0
 
     # -- closing ----------------------------------------------------------------------------------
     def close(self, summary: RunSummary) -> None:
-        """The run ended (complete or partial): record it, age out old rows, say so, let go."""
+        """The run ended (complete or partial): record it, age out old rows, say so, let go. The
+        first nightly run to end marks the baseline done (polls wait for it to page anything)."""
+        if self.kind == "nightly" and summary.subscriptions_read:  # a run that read nothing is no baseline
+            try:
+                self.store.mark_baseline(summary.run_id, summary.started_at)
+            except (AzureError, LeaseLost) as exc:  # read from the run records until it is written
+                log.warning("Could not write the baseline marker: %s", one_line(exc))
         summary.deleted_old_rows = self._retention(summary)
         events.emit_run_summary(summary.event(), failed=summary.partial)
         self.lease.release(keep_run=self.kind != "nightly")  # a poll leaves the nightly resume point alone

@@ -31,6 +31,7 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from .errors import ForeignLinkError, RedirectRefusedError
+from .terminal import terminal_text
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
 _AUTHORITY = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
@@ -73,7 +74,7 @@ def shown(url: str) -> str:
     """The scheme and authority of ``url`` for a message: printable, short, no path or query."""
     scheme, sep, rest = url.partition("://")
     text = f"{scheme}{sep}{_END_OF_AUTHORITY.split(rest, maxsplit=1)[0]}" if sep else url
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    text = terminal_text(text)
     return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
 
 

@@ -101,6 +101,7 @@ class InventoryError:
     message: str
     resource_group: str = ""
     status_code: int | None = None
+    remediation: str = ""  # what the security team should do, when the default advice does not hold
 
     def __post_init__(self) -> None:
         """Its text comes from ARM (ids, error messages): made valid like a site record's."""

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -28,12 +28,14 @@ from .config import Settings
 from .errors import AuditFailed, one_line
 from .evaluate import error_finding
 from .exemptions import Exemption
+from .fastpaths import ETAG
 from .keys import lookup_keys, resource_key
 from .layout import narrowed_state_filters, partition_batches, results_partition, state_shards
 from .ledger import RunSummary
-from .models import Finding, GoneRecord, InventoryError, SiteRecord
+from .models import Finding, GoneRecord, InventoryError, SiteRecord, Status
 from .names import fold, same
 from .plan import Findings, Listed, SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
+from .schema import SOURCE_GET, SOURCE_LIST, StateCopy
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
 from .when import as_utc
@@ -47,6 +49,11 @@ log = logging.getLogger(__name__)
 #: never does, so the run holds at most this plus its largest subscription). About 1 KB each.
 MAX_HELD_RESOURCES = 20_000
 Checkpoint = Callable[[str, str], None]
+#: Results partitions each attempt of a run numbers its own (10,000 × 1,000 rows): a resumed attempt
+#: writes beside the rows it keeps from the earlier one, never into its partitions.
+ATTEMPT_PARTITIONS = 10_000
+#: RowKey of the tenant's ERROR row (its ResourceId is ``/``, the tenant root scope).
+TENANT_ROW_KEY = "~tenant"
 
 
 class Inventory(Protocol):
@@ -55,6 +62,14 @@ class Inventory(Protocol):
     def subscriptions(self) -> list[Any]: ...
 
     def confirm_empty(self, subscription_id: str) -> InventoryError | None: ...
+
+    def confirm_missing(
+        self, subscription_id: str, resource_ids: Sequence[str]
+    ) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
+
+    def reread(
+        self, subscription_id: str, resource_ids: Sequence[str]
+    ) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
 
     def scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
 
@@ -67,7 +82,7 @@ class _Tracked:
     """A subscription between its listing and its last step, with what it holds in memory."""
 
     plan: SubscriptionPlan
-    hold: Hold
+    hold: Hold | None = None  # None: a scope's ERROR row, held by no subscription
 
 
 @dataclass(frozen=True)
@@ -78,10 +93,12 @@ class RunContext:
     exemptions: Sequence[Exemption]
     names: Mapping[str, str]  # lower-cased subscription id -> display name
     vanished: Mapping[str, Mapping[str, Any]]  # subscription id -> its registry row
-    deadline: float  # time.monotonic() after which no ARM call starts
+    deadline: float  # the host's monotonic time after which no ARM call starts
     #: A change poll reads only some resources of each subscription: nothing else is retired or
     #: confirmed, and only those resources' state is touched.
     targeted: bool = False
+    #: The nightly run that died and may be resumed (a change run leaves its state rows alone).
+    unfinished_nightly: str = ""
 
 
 class SubscriptionPipeline:
@@ -96,6 +113,7 @@ class SubscriptionPipeline:
         *,
         now: Callable[[], datetime],
         checkpoint: Checkpoint,
+        monotonic: Callable[[], float] = time.monotonic,
         thread_init: ThreadInit = NO_CONTEXT,
     ) -> None:
         self.settings = settings
@@ -103,20 +121,27 @@ class SubscriptionPipeline:
         self.inventory = inventory
         self.run = run
         self.now = now
+        self.monotonic = monotonic
         self.checkpoint = checkpoint
         run_id = run.summary.run_id
+        first = (run.summary.attempt - 1) * ATTEMPT_PARTITIONS  # a resumed attempt's rows beside the kept ones
         self._results = PackedWriter(
             lambda rows: store.write_batch(store.results, rows),
-            sequential=lambda index: results_partition(run_id, index),
+            sequential=lambda index: results_partition(run_id, first + index),
             name="results",
         )
-        self._state = PackedWriter(lambda rows: store.write_batch(store.latest, rows), name="state")
+        self._state = PackedWriter(self._write_state, name="state")
+        #: The ETag each owed alert's state row got when it was stored: its mark is written only
+        #: while the row is still that one (the fence that holds with the write, see store.write_state).
+        self._owed_etags: dict[tuple[str, str], str] = {}
         self._steps = executor(max(2, settings.concurrency), "steps", thread_init)
         self._lock = threading.Lock()
         self._futures: list[Future[None]] = []
         self._errors: list[tuple[str, BaseException]] = []  # failed steps, by subscription
         self.budget = HeldBudget(MAX_HELD_RESOURCES, stalled=self._send_partial_batches, failed=self._failure)
         self.extra_transactions = 0
+        #: Folded ids of changed resources a change run left to an unfinished nightly run's resume.
+        self.deferred: set[str] = set()
 
     # -- one subscription -----------------------------------------------------------------------
     def audit(self, subscription_id: str) -> SubscriptionResult:
@@ -150,26 +175,33 @@ class SubscriptionPipeline:
     ) -> SubscriptionPlan:
         deleted: set[str] = set()
         gone_ids: list[str] = []
-        listed = self._listed(subscription_id, result, deleted, gone_ids, hold)
+        listed: Listed = {}
+        for item in self._scan(subscription_id):
+            self._take(item, subscription_id, result, listed, deleted, gone_ids, hold)
         findings = Findings(listed, self.run.exemptions, audited_at)
         # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
-        narrowed = None
-        if self.run.targeted:  # only the state of what was re-read (and a deleted site's slots)
-            ids = [item.resource_id for item in listed.values()] + gone_ids  # any key their rows may be under
-            keys = {key for rid in ids for key in lookup_keys(rid)} | set(listed) | deleted
-            narrowed = narrowed_state_filters(subscription_id, keys, (f"{k}|slots|" for k in deleted))
-        prior, extra = self.store.subscription_state(subscription_id, listed, narrowed)
+        kept: dict[str, Any] = {}
+        reread: set[str] = set()
+        if self.run.targeted:  # only the state of what was re-read
+            prior, extra, deleted = self._targeted_state(subscription_id, listed, deleted, gone_ids)
+        else:
+            prior, extra = self.store.subscription_state(subscription_id, listed)
+            if self.run.summary.resumed:
+                kept = self._earlier_attempt(subscription_id, prior, listed)
         # Rows of resources not listed tonight are kept whole (to be retired): held like records.
         hold.take(sum(1 for key, state in prior.items() if key not in listed and not state.get("Gone")))
-        if self.run.targeted:
-            prior, extra, deleted = targeted(prior, extra, findings, deleted)
         silent = self._unconfirmed_silence(subscription_id, listed, prior) if result.read else None
         if silent is not None:  # nothing listed, yet resources were known: nothing is retired
             self._warn(silent)
             hold.take()
             listed[resource_key(silent.scope_id)] = error_finding(silent)
             result.read, result.partial = False, True
+        elif result.read and not self.run.targeted:  # some were not listed: confirmed before they are retired
+            missing = [str(s.get("ResourceId") or k) for k, s in prior.items() if k not in listed and not s.get("Gone")]
+            for item in self.inventory.confirm_missing(subscription_id, missing) if missing else ():
+                self._take(item, subscription_id, result, listed, deleted, gone_ids, hold)
+            reread = self._reread_fresher(subscription_id, listed, findings, prior, hold)
         return plan_subscription(
             subscription_id,
             findings,
@@ -182,34 +214,139 @@ class SubscriptionPipeline:
             subscription_name=self.run.names.get(fold(subscription_id), ""),
             request_tag=self.settings.exemption_request_tag,
             retire=deleted,
+            in_place=self.run.targeted,
+            kept=kept,
+            source=SOURCE_GET if self.run.targeted else getattr(self.inventory, "source", SOURCE_LIST),
+            reread=frozenset(reread),
         )
 
-    def _listed(
-        self, subscription_id: str, result: SubscriptionResult, deleted: set[str], gone_ids: list[str], hold: Hold
-    ) -> Listed:
-        """The subscription's inventory as compact records by key (the first sighting of each), each
-        taken from the run's memory budget as it comes (waiting at the cap); errors as ERROR findings.
-        A record's finding is computed when its rows are rendered (:class:`~shared.plan.Findings`)."""
-        listed: Listed = {}
-        for item in self._scan(subscription_id):
-            if isinstance(item, GoneRecord):
-                deleted.add(resource_key(item.resource_id))
-                gone_ids.append(item.resource_id)
+    def scope_error(self, owner: str, error: InventoryError) -> SubscriptionResult:
+        """The ERROR row of a scope above the subscriptions (the tenant: nothing could be read), written
+        with the run's rows; it has no state. Its result counts its row, not a subscription."""
+        result = SubscriptionResult(owner, read=False, partial=True)
+        plan = plan_subscription(
+            error.subscription_id,
+            {TENANT_ROW_KEY: error_finding(error)},
+            {},
+            [],
+            summary=self.run.summary,
+            audited_at=self.now(),
+            read=False,
+            partial=True,
+        )
+        result.counts, result.rows = plan.counts, len(plan.findings)
+        log.error("Run %s: %s %s", self.run.summary.run_id, error.scope_id, error.message)
+        self._results.add(owner, plan.result_rows(), self._then(owner, self._rows_only, _Tracked(plan)))
+        return result
+
+    def _reread_fresher(
+        self, subscription_id: str, listed: Listed, findings: Findings, prior: Mapping[str, Any], hold: Hold
+    ) -> set[str]:
+        """A listing that may lag (Resource Graph's index) must not override a fresher read: where it
+        disagrees with a state a GET stored (a change poll's), the resource is read again by GET and
+        audited from that answer. Returns the keys so read; ARM's own lists are fresh (nothing asked)."""
+        disagree = [
+            finding.resource_id
+            for key, finding in findings.items()
+            if finding.status is not Status.ERROR
+            and prior.get(key, {}).get("ObservedBy") == SOURCE_GET
+            and prior[key].get("Status") != finding.status.value
+            and not prior[key].get("Gone")
+        ]
+        fresh: set[str] = set()
+        for item in self.inventory.reread(subscription_id, disagree) if disagree else ():
+            key = resource_key(item.resource_id if not isinstance(item, InventoryError) else item.scope_id)
+            if isinstance(item, SiteRecord):
+                if key not in listed:
+                    hold.take()
+                listed[key] = item  # audited from this answer (its finding is computed from it)
+                fresh.add(key)
+            elif isinstance(item, GoneRecord):
+                listed.pop(key, None)  # listed by a stale index, deleted meanwhile: retired below
+            else:  # ARM could not answer: the listing stands
+                log.info("Could not read %s again to check Resource Graph's answer: %s", item.scope_id, item.message)
+        if disagree:
+            log.info(
+                "Run %s: %d resources of %s read again: Resource Graph disagreed with a fresher read",
+                self.run.summary.run_id,
+                len(disagree),
+                subscription_id,
+            )
+        return fresh
+
+    def _earlier_attempt(self, subscription_id: str, prior: Mapping[str, Any], findings: Listed) -> dict[str, Any]:
+        """A resumed run keeps the rows its earlier attempt stored for the resources whose state that
+        attempt advanced (their decisions stand: an alert may already name this run, sent by it or
+        owed) and deletes the others, which it writes again; returns the kept rows by key. A kept
+        resource that is no longer listed keeps its row only if an alert names this run for it."""
+        run_id = self.run.summary.run_id
+        earlier = self.store.run_rows(run_id, subscription_id)
+        committed = {
+            key
+            for key, state in prior.items()
+            if state.get("LastRunId") == run_id and (key in findings or state.get("AlertRunId") == run_id)
+        }
+        kept = {str(row["RowKey"]): row for row in earlier if str(row["RowKey"]) in committed}
+        stale = [(str(row["PartitionKey"]), str(row["RowKey"])) for row in earlier if str(row["RowKey"]) not in kept]
+        if stale:
+            self.store.delete_keys(self.store.results, stale)
+        return kept
+
+    def _targeted_state(
+        self, subscription_id: str, listed: Listed, deleted: set[str], gone_ids: list[str]
+    ) -> tuple[dict[str, Any], list[StateCopy], set[str]]:
+        """A change run's read of the state of what it re-read (under any key an older version used),
+        whole rows (few). Resources whose state an unfinished nightly run advanced are left to its
+        resume (:attr:`deferred`: the next poll reads their change again): the resumed run's rows
+        must still agree with the alerts that name it. A slot read alone takes the owner the last
+        run stored for it (its site was not read)."""
+        ids = [f.resource_id for f in listed.values()] + gone_ids
+        keys = {key for rid in ids for key in lookup_keys(rid)} | set(listed) | deleted
+        narrowed = narrowed_state_filters(subscription_id, keys, (f"{k}|slots|" for k in deleted))
+        prior, extra = self.store.subscription_state(subscription_id, (), narrowed)
+        unfinished = self.run.unfinished_nightly
+        for key, state in list(prior.items()):
+            item = listed.get(key)
+            if item is None:
                 continue
-            value: SiteRecord | Finding
-            if isinstance(item, InventoryError):
-                value = error_finding(item)
-                result.partial = True
-                if same(item.scope_id, f"/subscriptions/{subscription_id}"):
-                    result.read = False
-                self._warn(item)
-            else:
-                value = item
-            key = resource_key(value.resource_id)
-            if key not in listed:
-                hold.take()
-                listed[key] = value
-        return listed
+            if unfinished and state.get("LastRunId") == unfinished:
+                with self._lock:
+                    self.deferred.add(fold(item.resource_id))
+                del listed[key]
+            elif item.slot and not item.owner and state.get("Owner"):
+                listed[key] = replace(item, owner=str(state["Owner"]))
+        return targeted(prior, extra, listed, deleted)
+
+    def _take(
+        self,
+        item: SiteRecord | InventoryError | GoneRecord,
+        subscription_id: str,
+        result: SubscriptionResult,
+        listed: Listed,
+        deleted: set[str],
+        gone_ids: list[str],
+        hold: Hold,
+    ) -> None:
+        """One item an inventory found: its compact record (first sighting wins), taken from the run's
+        memory budget as it comes (waiting at the cap), an ERROR finding, or a confirmed deletion. A
+        record's finding is computed when its rows are rendered (:class:`~shared.plan.Findings`)."""
+        if isinstance(item, GoneRecord):
+            deleted.add(resource_key(item.resource_id))
+            gone_ids.append(item.resource_id)
+            return
+        value: SiteRecord | Finding
+        if isinstance(item, InventoryError):
+            value = error_finding(item)
+            result.partial = True
+            if same(item.scope_id, f"/subscriptions/{subscription_id}"):
+                result.read = False
+            self._warn(item)
+        else:
+            value = item
+        key = resource_key(value.resource_id)
+        if key not in listed:
+            hold.take()
+            listed[key] = value
 
     def _warn(self, error: InventoryError) -> None:
         log.warning("Run %s: cannot read %s: %s", self.run.summary.run_id, error.scope_id, error.message)
@@ -236,13 +373,13 @@ class SubscriptionPipeline:
             yield InventoryError(scope, subscription_id, self._vanished_message(subscription_id, vanished))
             return
         note = f"the run reached its deadline (AUDIT_RUN_DEADLINE_MINUTES={self.settings.run_deadline_minutes})"
-        if time.monotonic() > self.run.deadline:
+        if self.monotonic() > self.run.deadline:
             yield InventoryError(scope, subscription_id, f"not audited: {note}")
             return
         try:
             for item in self.inventory.scan(subscription_id):
                 yield item
-                if time.monotonic() > self.run.deadline:
+                if self.monotonic() > self.run.deadline:
                     yield InventoryError(scope, subscription_id, f"listing incomplete: {note}")
                     return
         except Exception as exc:  # noqa: BLE001 - one broken subscription never stops the run
@@ -283,7 +420,7 @@ class SubscriptionPipeline:
 
     def _rows_only(self, tracked: _Tracked) -> None:
         self.checkpoint("rows_written", tracked.plan.subscription_id)
-        tracked.hold.release()
+        self._let_go(tracked)
 
     def _advance_state(self, tracked: _Tracked) -> None:
         """The subscription's result rows are stored: advance its last-known state."""
@@ -312,7 +449,10 @@ class SubscriptionPipeline:
                 finding.status.value,
             )
         for batch in partition_batches(plan.alerts_due(), plan.partitions.__getitem__):
-            sent = self.store.write_batch(self.store.latest, [plan.state_row(key, alerted=True) for key in batch])
+            with self._lock:
+                etags = [self._owed_etags.pop((plan.partitions[key], key), None) for key in batch]
+            marks = [{**plan.state_row(key, alerted=True), ETAG: etag} for key, etag in zip(batch, etags, strict=True)]
+            sent, _ = self.store.write_state(marks)
             with self._lock:
                 self.extra_transactions += sent
                 self.run.summary.alerts_sent += len(batch)
@@ -332,7 +472,7 @@ class SubscriptionPipeline:
         if not stale:
             return
         try:
-            deleted, sent = self.store.delete_keys(self.store.latest, stale)
+            deleted, sent = self.store.delete_state_copies(stale)
         except AzureError as exc:  # the copies are harmless (the newer one wins); retried next run
             log.warning("Could not delete %d old state rows of %s: %s", len(stale), plan.subscription_id, one_line(exc))
             return
@@ -340,9 +480,20 @@ class SubscriptionPipeline:
             self.extra_transactions += sent
         log.info("Run %s: moved %d state rows of %s to tonight's layout", plan.run_id, deleted, plan.subscription_id)
 
+    def _write_state(self, rows: list[dict[str, Any]]) -> int:
+        """The state writer's transaction: conditional on each row's ETag; remembers the new ETag
+        of every row whose alert is owed, for its mark."""
+        sent, etags = self.store.write_state(rows)
+        owed = {(str(r["PartitionKey"]), str(r["RowKey"])) for r in rows if r.get("AlertPending")}
+        if owed:
+            with self._lock:
+                self._owed_etags.update((at, etags[at]) for at in owed)
+        return sent
+
     # -- memory ---------------------------------------------------------------------------------
     def _let_go(self, tracked: _Tracked) -> None:
-        tracked.hold.release()
+        if tracked.hold is not None:
+            tracked.hold.release()
 
     def _send_partial_batches(self) -> None:
         """Every listing waits at the memory cap: send the partial batches and wait for the steps

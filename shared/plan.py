@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from .evaluate import evaluate
 from .exemptions import Exemption, apply_exemption, exemption_request
+from .fastpaths import ETAG
 from .layout import state_partition
 from .ledger import RunSummary
 from .models import Finding, SiteRecord, Status
-from .schema import gone_row, result_row, state_row
+from .schema import SOURCE_GET, SOURCE_LIST, StateCopy, gone_row, result_row, state_row
 from .state import Transition, observed, transition
 
 
@@ -83,17 +84,23 @@ class SubscriptionPlan:
     subscription_id: str
     subscription_name: str
     run_id: str
+    fence: int  # the run's lease holding, stamped on every state row it writes
     audited_at: datetime
     findings: Mapping[str, Finding]
     changes: dict[str, Transition]  # audited resources (not ERROR rows)
     prior: dict[str, Any]  # last-known state by key
-    extra: list[tuple[str, str, str]]  # other copies of state rows: (PartitionKey, RowKey, key)
+    extra: list[StateCopy]  # other copies of state rows: (PartitionKey, RowKey, key, ETag)
     read: bool  # the subscription was listed fully enough to advance its state
     partial: bool  # something in it could not be read: nothing is retired
     partitions: dict[str, str]  # state partition of each key written tonight (gone ones: where they are)
     gone: tuple[str, ...]  # resources a complete listing no longer shows
     request_tag: str | None
-    counts: Counter[str] = field(default_factory=Counter)  # findings by status
+    #: A resumed run's rows its earlier attempt stored for resources whose state it advanced: those
+    #: decisions stand (the alerts that name this run agree with them), so the rows are kept as they are.
+    kept: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: str = SOURCE_LIST  # how the findings were read (each state row's ObservedBy) ...
+    reread: frozenset[str] = frozenset()  # ... but these keys, read again by GET
+    counts: Counter[str] = field(default_factory=Counter)  # findings by status (a kept row's own)
 
     @property
     def now_iso(self) -> str:
@@ -101,15 +108,19 @@ class SubscriptionPlan:
 
     @property
     def new_failures(self) -> int:
-        return sum(1 for change in self.changes.values() if change.new_failure)
+        kept = sum(1 for key, row in self.kept.items() if key in self.findings and row.get("NewFailure") is True)
+        return kept + sum(1 for key, change in self.changes.items() if change.new_failure and key not in self.kept)
 
     @property
     def held(self) -> int:
         return len(self.findings) + len(self.prior)
 
     def result_rows(self) -> Iterator[dict[str, Any]]:
-        """Tonight's result rows, rendered as the writer takes them (no side effects)."""
+        """Tonight's result rows, rendered as the writer takes them (no side effects); a row an earlier
+        attempt of this run stored and :attr:`kept` is not written again."""
         for key, finding in self.findings.items():
+            if key in self.kept:
+                continue
             yield result_row(
                 self.run_id,
                 finding,
@@ -121,11 +132,20 @@ class SubscriptionPlan:
             )
 
     def state_rows(self) -> Iterator[dict[str, Any]]:
-        """Tonight's state rows, each in tonight's layout; gone resources are retired in place."""
+        """Tonight's state rows, each in tonight's layout; gone resources are retired in place. Each
+        carries the ETag of the row it replaces (``None``: there is none, it is created), so it is
+        written only while that row is as this run read it (``TableStore.write_state``)."""
         for key in self.changes:
-            yield self.state_row(key, alerted=False)
+            yield {**self.state_row(key, alerted=False), ETAG: self._etag_at(key)}
         for key in self.gone:
-            yield gone_row(self.prior[key], self.run_id, self.now_iso, key)
+            yield {**gone_row(self.prior[key], self.run_id, self.now_iso, key, self.fence), ETAG: self._etag_at(key)}
+
+    def _etag_at(self, key: str) -> str | None:
+        """The ETag of the copy stored where tonight's row of ``key`` goes, ``None`` if none is."""
+        target = (self.partitions[key], key)
+        if key in self.prior and self._stored_at(key) == target:
+            return str(self.prior[key].get(ETAG) or "") or None
+        return next((etag or None for pk, rk, k, etag in self.extra if k == key and (pk, rk) == target), None)
 
     def state_row(self, key: str, *, alerted: bool) -> dict[str, Any]:
         return state_row(
@@ -137,6 +157,8 @@ class SubscriptionPlan:
             key,
             self.partitions[key],
             alerted=alerted,
+            fence=self.fence,
+            observed_by=SOURCE_GET if key in self.reread else self.source,
         )
 
     def alerts_due(self) -> list[str]:
@@ -147,19 +169,19 @@ class SubscriptionPlan:
         """Owed alerts of resources that no longer fail (the alert is not sent, and not owed)."""
         return [key for key, change in self.changes.items() if change.dropped_alert]
 
-    def stale_copies(self) -> list[tuple[str, str]]:
-        """``(PartitionKey, RowKey)`` of state rows other than the current copy of their resource: a
-        copy in another partition, or under the key an older version gave it (see ``store``)."""
-        stale: set[tuple[str, str]] = set()
-        for key in self.prior:
+    def stale_copies(self) -> list[tuple[str, str, str]]:
+        """``(PartitionKey, RowKey, ETag)`` of state rows other than the current copy of their
+        resource: a copy in another partition, or under the key an older version gave it (``store``)."""
+        stale: dict[tuple[str, str], str] = {}
+        for key, state in self.prior.items():
             old = self._stored_at(key)
             if key in self.partitions and (self.partitions[key], key) != old:
-                stale.add(old)
-        for partition, row_key, key in self.extra:
+                stale[old] = str(state.get(ETAG) or "")
+        for partition, row_key, key, etag in self.extra:
             current = (self.partitions[key], key) if key in self.partitions else self._stored_at(key)
             if (partition, row_key) != current:
-                stale.add((partition, row_key))
-        return sorted(stale)
+                stale[(partition, row_key)] = etag
+        return sorted((pk, rk, etag) for (pk, rk), etag in stale.items())
 
     def _stored_at(self, key: str) -> tuple[str, str]:
         """Where the current copy of a resource's prior state is stored."""
@@ -171,7 +193,7 @@ def plan_subscription(
     subscription_id: str,
     findings: Mapping[str, Finding],
     prior: dict[str, Any],
-    extra: list[tuple[str, str, str]],
+    extra: list[StateCopy],
     *,
     summary: RunSummary,
     audited_at: datetime,
@@ -180,16 +202,23 @@ def plan_subscription(
     subscription_name: str = "",
     request_tag: str | None = None,
     retire: Iterable[str] = (),
+    in_place: bool = False,
+    kept: Mapping[str, Mapping[str, Any]] | None = None,
+    source: str = SOURCE_LIST,
+    reread: frozenset[str] = frozenset(),
 ) -> SubscriptionPlan:
     """Decide, as data, what tonight means for one subscription. A subscription not read fully
     enough shows its stored state (``observed``) and changes nothing. ``retire`` names resources
-    confirmed deleted, retired even when the listing was partial (a change poll's targeted read)."""
+    confirmed deleted, retired even when the listing was partial (a change poll's targeted read).
+    ``in_place`` (a change poll, which sees a few resources, not the subscription's size) writes
+    each row where it already is; only a new resource takes the layout of what was read."""
     now_iso = audited_at.isoformat()
+    kept = {k: v for k, v in (kept or {}).items() if k in findings}
     counts: Counter[str] = Counter()
     changes: dict[str, Transition] = {}
     shared: dict[Transition, Transition] = {}  # most resources share one of a few transitions: kept once
     for key, finding in findings.items():
-        counts[finding.status.value] += 1
+        counts[str(kept[key].get("Status")) if key in kept else finding.status.value] += 1
         if finding.status is Status.ERROR:
             continue
         change = (
@@ -200,13 +229,23 @@ def plan_subscription(
         changes[key] = shared.setdefault(change, change)
     size = len(changes)
     # A few distinct partitions for up to tens of thousands of keys: one string object each.
-    partitions = {key: sys.intern(state_partition(subscription_id, size, key)) for key in changes} if read else {}
+    partitions = (
+        {
+            key: str(prior[key]["PartitionKey"])
+            if in_place and key in prior
+            else sys.intern(state_partition(subscription_id, size, key))
+            for key in changes
+        }
+        if read
+        else {}
+    )
     gone = _gone(findings, prior, read=read, partial=partial, retire=retire)
     partitions.update((k, str(prior[k]["PartitionKey"])) for k in gone)
     return SubscriptionPlan(
         subscription_id=subscription_id,
         subscription_name=subscription_name,
         run_id=summary.run_id,
+        fence=summary.fence,
         audited_at=audited_at,
         findings=findings,
         changes=changes,
@@ -217,6 +256,9 @@ def plan_subscription(
         partitions=partitions,
         gone=gone,
         request_tag=request_tag,
+        kept=kept,
+        source=source,
+        reread=reread,
         counts=counts,
     )
 
@@ -247,14 +289,14 @@ def tally(summary: RunSummary, results: Iterable[SubscriptionResult]) -> None:
 
 
 def targeted(
-    prior: dict[str, Any], extra: list[tuple[str, str, str]], findings: Mapping[str, Finding], deleted: set[str]
-) -> tuple[dict[str, Any], list[tuple[str, str, str]], set[str]]:
+    prior: dict[str, Any], extra: list[StateCopy], findings: Container[str], deleted: set[str]
+) -> tuple[dict[str, Any], list[StateCopy], set[str]]:
     """Narrow a subscription's state to the resources a targeted read saw or confirmed deleted (a
     deleted site takes its slots with it: they cannot outlive it)."""
     sites = tuple(f"{key}|slots|" for key in deleted)
     retire = deleted | {k for k in prior if sites and k.startswith(sites)}
     keep = {k: v for k, v in prior.items() if k in findings or k in retire}
-    return keep, [(p, r, k) for p, r, k in extra if k in keep], retire
+    return keep, [copy for copy in extra if copy[2] in keep], retire
 
 
 def new_failure_event(run_id: str, finding: Finding, change: Transition, *, sent_by: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -25,8 +25,9 @@ from .config import Settings
 from .errors import PagingLoopError, TruncatedAnswerError
 from .http import client_kwargs
 from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
+from .keys import resource_key
 from .links import pinned_client_kwargs
-from .models import InventoryError, SiteRecord
+from .models import GoneRecord, InventoryError, SiteRecord
 from .names import fold
 from .owners import OwnerResolver
 from .sites import describe_error, site_record
@@ -63,6 +64,9 @@ def quota_wait(headers: Mapping[str, str]) -> float:
     return min(h * 3600 + m * 60 + s, 60.0)
 
 
+#: Resources missing from Resource Graph's answer confirmed by a GET each; more than this, by the
+#: subscription's ARM list (a few calls, however many are missing).
+CONFIRM_BY_GET = 25
 #: Records the loader may read ahead of the scans that take them (it waits for room beyond that):
 #: with the page being parsed, all the Resource Graph source holds, whatever the tenant.
 MAX_BUFFERED = 2_000
@@ -135,6 +139,8 @@ class ResourceGraphInventory:
     holds one page and that buffer, never a whole subscription or the tenant.
     """
 
+    source = "graph"  # its index may lag behind a GET (see pipeline._reread_fresher)
+
     def __init__(self, credential: TokenCredential, settings: Settings, thread_init: ThreadInit = NO_CONTEXT) -> None:
         self._arm = ArmInventory(credential, settings, thread_init)
         self._thread_init = thread_init
@@ -187,6 +193,74 @@ class ResourceGraphInventory:
                 f"Resource Graph returned no sites and ARM could not confirm that there are none: {message}",
                 status_code=status,
             )
+
+    def reread(
+        self, subscription_id: str, resource_ids: Sequence[str]
+    ) -> Iterator[SiteRecord | InventoryError | GoneRecord]:
+        """Resources Resource Graph answered for otherwise than a fresher GET stored (its index may
+        lag behind a change the poll read): ARM's answer, one GET each."""
+        from .changes import ChangedResources  # the poll's GETs (changes imports this module)
+
+        reads = ChangedResources(self._arm, {subscription_id: list(resource_ids)}, self._settings, self._thread_init)
+        yield from reads.scan(subscription_id)
+
+    def confirm_missing(
+        self, subscription_id: str, resource_ids: Sequence[str]
+    ) -> Iterator[SiteRecord | InventoryError | GoneRecord]:
+        """Resources the state holds live that Resource Graph's answer left out are asked of ARM before
+        anything is retired: Resource Graph answers silence for what it may not show (a deny assignment
+        on one group trims its rows without an error), so a missing row proves nothing.
+
+        Up to :data:`CONFIRM_BY_GET` of them are read one GET each (the change poll's reads: the
+        resource's own ``ResourceNotFound`` confirms it gone, any other failure is its ERROR row);
+        more than that, the subscription's ARM list answers for all of them at once. A resource ARM
+        still has is audited from ARM's answer."""
+        if len(resource_ids) <= CONFIRM_BY_GET:
+            from .changes import ChangedResources  # the poll's GETs (changes imports this module)
+
+            reads = ChangedResources(
+                self._arm, {subscription_id: list(resource_ids)}, self._settings, self._thread_init
+            )
+            found: Iterable[Found | GoneRecord] = reads.scan(subscription_id)
+        else:
+            found = self._confirm_by_list(subscription_id, resource_ids)
+        confirmed = 0
+        for item in found:
+            if isinstance(item, InventoryError):
+                item = InventoryError(
+                    item.scope_id,
+                    item.subscription_id,
+                    f"Resource Graph did not return it, and ARM could not confirm that it is gone: {item.message}",
+                    item.resource_group,
+                    item.status_code,
+                )
+            elif isinstance(item, SiteRecord):
+                confirmed += 1
+            yield item
+        if confirmed:
+            log.warning(
+                "Resource Graph left out %d resources of subscription %s that ARM still has (audited from ARM)",
+                confirmed,
+                subscription_id,
+            )
+
+    def _confirm_by_list(self, subscription_id: str, resource_ids: Sequence[str]) -> Iterator[Found | GoneRecord]:
+        """The subscription's ARM list decides for every missing resource: listed (audited), absent
+        from a complete list (gone), or, when the list was not complete, unconfirmed (its ERROR row)."""
+        wanted = {resource_key(rid): rid for rid in resource_ids}
+        problem: InventoryError | None = None
+        for item in self._arm.scan(subscription_id):
+            if isinstance(item, InventoryError):
+                problem = problem or item
+            elif wanted.pop(resource_key(item.resource_id), None) is not None:
+                yield item
+        for rid in wanted.values():
+            if problem is None:
+                yield GoneRecord(rid, subscription_id)
+            else:
+                yield InventoryError(
+                    rid, subscription_id, f"ARM's list of the subscription was incomplete: {problem.message}"
+                )
 
     def _page(self, skip_token: str | None) -> tuple[Mapping[str, Any], Mapping[str, str]]:
         self.requests += 1

@@ -21,9 +21,18 @@ if TYPE_CHECKING:
     from .exemptions import Exemption
 
 RUNS_PARTITION = "run"
+#: Runs-table partition of the change poll's watermark and the baseline marker.
+WATERMARK_PARTITION, WATERMARK_ROW, BASELINE_ROW = "watermark", "changes", "baseline"
 #: Runs-table partition of the subscriptions the audit has read, to notice one that vanishes.
 SUBSCRIPTIONS_PARTITION = "subscription"
 EXEMPTIONS_PARTITION = "exemption"
+
+#: How a state row's status was read (its ``ObservedBy``): a GET (the change poll's, or a check of a
+#: listing), ARM's list, or Resource Graph's index, which may lag behind a GET (``pipeline.py``).
+SOURCE_GET, SOURCE_LIST, SOURCE_GRAPH = "get", "list", "graph"
+
+#: A copy of a state row other than the current one: ``(PartitionKey, RowKey, resource key, ETag)``.
+StateCopy = tuple[str, str, str, str]
 
 #: What the state model (``state.py``) reads from a resource's last-known state row.
 STATE_MODEL_FIELDS = (
@@ -40,6 +49,8 @@ STATE_MODEL_FIELDS = (
     "AlertRunId",
     "AlertSentAt",
     "AlertSentByRunId",
+    "Fence",
+    "ObservedBy",
 )
 
 
@@ -145,9 +156,12 @@ def state_row(
     partition_key: str,
     *,
     alerted: bool = False,
+    fence: int = 0,
+    observed_by: str = SOURCE_LIST,
 ) -> dict[str, Any]:
     """The last-known state row after this run saw ``finding`` (stored in ``partition_key``,
-    which ``layout.state_partition`` chooses).
+    which ``layout.state_partition`` chooses). ``fence`` is the writer's lease holding: of two
+    copies of a row, the one with the larger ``Fence`` was written later (``store.py``).
 
     ``AlertPending`` records that a ``NewFailure`` event is owed: the row is first written with it
     set, and marked sent (``alerted``: ``AlertPending`` false, ``AlertSentAt``) just before the
@@ -162,6 +176,7 @@ def state_row(
         "PartitionKey": partition_key,
         "RowKey": row_key,
         **finding.identity(),
+        "Owner": finding.owner,  # a change poll reading a slot alone takes its owner from here
         "Status": finding.status.value,
         "ClientCertMode": finding.client_cert_mode,
         "FirstFailedAt": change.first_failed_at,
@@ -176,6 +191,8 @@ def state_row(
         "AlertRunId": change.alert_run_id,
         "AlertSentAt": now_iso if sent else change.alert_sent_at,
         "AlertSentByRunId": run_id if sent else sent_by,
+        "Fence": fence,
+        "ObservedBy": observed_by,
     }
 
 
@@ -187,7 +204,7 @@ def _previous_first_failed(state: Mapping[str, Any] | None, change: Transition) 
     return "" if state.get("Gone") else str(state.get("FirstFailedAt") or "")
 
 
-def gone_row(state: Mapping[str, Any], run_id: str, now_iso: str, row_key: str) -> dict[str, Any]:
+def gone_row(state: Mapping[str, Any], run_id: str, now_iso: str, row_key: str, fence: int = 0) -> dict[str, Any]:
     """Retire a resource that a fully read subscription no longer lists (an owed alert about a
     resource that no longer exists is dropped with it), in place, under its key ``row_key``."""
     entity = {k: v for k, v in state.items() if not k.startswith("odata")}
@@ -201,6 +218,7 @@ def gone_row(state: Mapping[str, Any], run_id: str, now_iso: str, row_key: str) 
         LastRunId=run_id,
         FirstFailedAt="",
         AlertPending=False,
+        Fence=fence,
     )
     return entity
 
@@ -270,15 +288,18 @@ def running_row(
 
 
 def subscription_row(
-    subscription_id: str, name: str, run_id: str, at: datetime, known: Mapping[str, Any] | None
+    subscription_id: str, name: str, run_id: str, at: datetime, known: Mapping[str, Any] | None, tenant_id: str = ""
 ) -> dict[str, Any]:
-    """The registry row of a subscription read tonight (a later run notices when it vanishes)."""
+    """The registry row of a subscription read tonight (a later run notices when it vanishes). Its
+    ``TenantId`` (the subscription's home tenant, kept when a run did not learn it) makes the report's
+    portal links open in the right directory."""
     first = (known or {}).get("FirstAuditedAt")
     return {
         "PartitionKey": SUBSCRIPTIONS_PARTITION,
         "RowKey": fold(subscription_id),
         "SubscriptionId": subscription_id,
         "SubscriptionName": name,
+        "TenantId": tenant_id or str((known or {}).get("TenantId") or ""),
         "FirstAuditedAt": first if isinstance(first, datetime) else at,
         "LastAuditedAt": at,
         "LastRunId": run_id,

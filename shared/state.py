@@ -72,6 +72,10 @@ def transition(
     failing = finding.status is Status.FAIL
     was_failing = prior_status == Status.FAIL.value
     first_failed = (prior_first_failed or now_iso) if failing and was_failing else (now_iso if failing else "")
+    if advanced and failing and state and state.get("Status") == Status.FAIL.value and state.get("FirstFailedAt"):
+        # A retry of this run (a resume) keeps the streak its first attempt stored: a failure found at
+        # 02:00 and resumed at 08:00 began at 02:00, in the state, the rows and the event alike.
+        first_failed = str(state["FirstFailedAt"])
     new_failure = failing and not was_failing and not baseline
     pending, found_by, sent_at, dropped = _alert(state, run_id, failing=failing, new_failure=new_failure)
     return Transition(

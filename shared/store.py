@@ -18,7 +18,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -29,18 +29,34 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from . import fastpaths
+from .clock import ServiceTime
 from .config import Settings
-from .errors import RunInProgressError, StoreError
+from .errors import LeaseLost, RunInProgressError, StoreError, WriteConflict
+from .fastpaths import ETAG
 from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
 from .http import client_kwargs, table_transport
 from .keys import legacy_key, odata_quote, resource_key
-from .layout import partition_batches, run_range, state_filters
+from .layout import (
+    SUBSCRIPTION_KEY_PREFIX,
+    in_subscription,
+    partition_batches,
+    run_range,
+    state_filters,
+    subscription_row_range,
+)
 from .models import valid_text
 from .names import fold
-from .schema import RUNS_PARTITION, STATE_MODEL_FIELDS, SUBSCRIPTIONS_PARTITION
+from .schema import (
+    BASELINE_ROW,
+    RUNS_PARTITION,
+    STATE_MODEL_FIELDS,
+    SUBSCRIPTIONS_PARTITION,
+    WATERMARK_PARTITION,
+    StateCopy,
+)
 from .when import as_utc
 
 log = logging.getLogger(__name__)
@@ -56,6 +72,10 @@ LEASE_ROW = "audit"
 
 def _no_guard() -> None:
     """Writes outside a run (the CLI's exemptions, tests) need no lease."""
+
+
+def _no_fence(why: str) -> None:
+    """Outside a run there is no lease to stop."""
 
 
 def utf16_units(value: str) -> int:
@@ -135,15 +155,28 @@ class TableStore:
         self.guard: Callable[[], None] = _no_guard
         #: Per table name: what to store in place of a row the service refuses (see write_batch).
         self.fallbacks: dict[str, Fallback] = {}
+        #: Told why when a state write finds a row another run wrote (the run sets it to its lease's).
+        self.fence_lost: Callable[[str], None] = _no_fence
 
     def close(self) -> None:
         self.service.close()
 
     def ensure_tables(self) -> None:
-        """Create missing tables (the Bicep creates them too; locally nothing else does)."""
+        """Create missing tables (the Bicep creates them too; locally nothing else does).
+
+        In Azure the app's roles are scoped to the tables themselves (read only on the exemptions
+        table), which does not allow creating a table: a 403 here means "not yours to create", not
+        "unusable". The template created the tables; one that is really missing or unreadable fails
+        the first read or write, loudly."""
         for table in (self.results, self.latest, self.runs, self.exemptions):
-            with contextlib.suppress(ResourceExistsError):
+            try:
                 self.service.create_table(table.table_name)
+            except ResourceExistsError:
+                pass
+            except HttpResponseError as exc:
+                if exc.status_code != 403:
+                    raise
+                log.debug("Not allowed to create table %s (403); the deployment creates it", table.table_name)
 
     # -- batched writes -------------------------------------------------------------------
     def upsert_many(self, table: TableClient, entities: Iterable[Mapping[str, Any]]) -> int:
@@ -206,6 +239,78 @@ class TableStore:
                 f"{type(exc).__name__}"
             ) from exc
 
+    # -- the state: every write fenced by the row's ETag ---------------------------------
+    def write_state(self, entities: list[dict[str, Any]]) -> tuple[int, dict[tuple[str, str], str]]:
+        """≤100 state rows of one partition as one conditional transaction; returns (transactions,
+        the new ETag of each row by ``(PartitionKey, RowKey)``).
+
+        Each row carries the ETag it must still have as :data:`~shared.fastpaths.ETAG` (``None``: it
+        must not exist yet): the row this run read, or the one it wrote itself. A row someone else
+        wrote since fails the whole transaction, so no run overwrites or re-marks a row behind
+        another's back, whatever its lease says: this is the fence that holds *with* the write.
+        A condition that fails because this very transaction was applied and its answer lost (a
+        retry) is recognised by reading the rows back; any other is another writer, and then this
+        run has lost its fence: :attr:`fence_lost` is told (the lease stops every later write) and
+        :class:`~shared.errors.LeaseLost` raised.
+        """
+        self.guard()
+        etags = [entity.get(ETAG) for entity in entities]
+        batch = [clean_entity({k: v for k, v in entity.items() if k != ETAG}) for entity in entities]
+        try:
+            written = fastpaths.conditional_batch(self.latest, batch, etags)
+        except WriteConflict as exc:
+            written = self._own_writes(batch, exc)
+        return 1, {
+            (str(row["PartitionKey"]), str(row["RowKey"])): etag for row, etag in zip(batch, written, strict=True)
+        }
+
+    def _own_writes(self, batch: list[dict[str, Any]], conflict: WriteConflict) -> list[str]:
+        """The ETags of ``batch`` if the store holds exactly what it says (our retried transaction
+        was applied); else this run has lost its fence."""
+        etags: list[str] = []
+        for row in batch:
+            stored = self.get(self.latest, str(row["PartitionKey"]), str(row["RowKey"]))
+            if stored is None or any(stored.get(name) != row.get(name) for name in _OWN_WRITE_FIELDS):
+                why = (
+                    f"state row {row['PartitionKey']}/{row['RowKey']} was written by another run since this run "
+                    f"read it ({conflict})"
+                )
+                self.fence_lost(why)
+                raise LeaseLost(why) from conflict
+            etags.append(str(stored.metadata.get("etag") or ""))
+        return etags
+
+    def delete_state_copies(self, copies: Iterable[tuple[str, str, str]]) -> tuple[int, int]:
+        """Delete old copies of state rows ``(PartitionKey, RowKey, ETag)``, each only while it is
+        the copy that was read (a copy rewritten since is someone's current row: kept). Returns
+        (rows deleted, transactions)."""
+        deleted = sent = 0
+        for batch in partition_batches(copies, lambda copy: copy[0]):
+            self.guard()
+            operations: list[Any] = [
+                (
+                    "delete",
+                    {"PartitionKey": pk, "RowKey": rk},
+                    {"etag": etag, "match_condition": MatchConditions.IfNotModified},
+                )
+                for pk, rk, etag in batch
+            ]
+            try:
+                self.latest.submit_transaction(operations)
+                deleted, sent = deleted + len(batch), sent + 1
+                continue
+            except TableTransactionError:
+                pass  # one of them changed or is gone already: each on its own
+            for pk, rk, etag in batch:
+                self.guard()
+                sent += 1
+                try:
+                    self.latest.delete_entity(pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified)
+                    deleted += 1
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    log.info("State row %s/%s changed or went since it was read: not deleted", pk, rk)
+        return deleted, sent
+
     def delete_keys(self, table: TableClient, keys: Iterable[tuple[str, str]]) -> tuple[int, int]:
         """Delete rows by key, batched per partition; returns (rows deleted, transactions)."""
         deleted = sent = 0
@@ -228,6 +333,51 @@ class TableStore:
     def has_any(self, table: TableClient) -> bool:
         return next(iter(table.list_entities(results_per_page=1, select=["PartitionKey"])), None) is not None
 
+    def write_if_unchanged(self, table: TableClient, entity: Mapping[str, Any], read: Any | None) -> bool:
+        """Write ``entity`` only while the row is the one ``read`` (``None``: while there is none);
+        ``False`` when another writer changed it meanwhile."""
+        self.guard()
+        row = clean_entity(entity)
+        try:
+            if read is None:
+                table.create_entity(row)
+            else:
+                table.update_entity(
+                    row,
+                    mode=UpdateMode.REPLACE,
+                    etag=read.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        except HttpResponseError as exc:
+            if exc.status_code in (409, 412):
+                return False
+            raise
+        return True
+
+    def baseline(self) -> Any | None:
+        """The baseline marker (``RunId``, ``StartedAt``): written when a nightly run first advanced
+        the state and ended (complete or partial). Until then nothing may page: the next nightly run
+        is a baseline too, and the change poll leaves every change to it. A table an older version
+        wrote has no marker: a nightly run record that advanced the state stands for it (and the
+        marker is written from it, once)."""
+        marker = self.get(self.runs, WATERMARK_PARTITION, BASELINE_ROW)
+        if marker is not None or not self.has_any(self.latest):
+            return marker
+        done = [r for r in self.runs_list() if r.get("Kind", "nightly") == "nightly" and r.get("StateAdvanced")]
+        if not done:
+            return None
+        self.mark_baseline(str(done[0]["RunId"]), done[0].get("StartedAt"))
+        return self.get(self.runs, WATERMARK_PARTITION, BASELINE_ROW)
+
+    def mark_baseline(self, run_id: str, started_at: Any) -> None:
+        """Write the baseline marker, unless there is one."""
+        marker = {"PartitionKey": WATERMARK_PARTITION, "RowKey": BASELINE_ROW, "RunId": run_id, "StartedAt": started_at}
+        with contextlib.suppress(ResourceExistsError):
+            self.guard()
+            self.runs.create_entity(marker)
+
     def runs_list(self) -> list[Any]:
         """All run records, oldest first (one per night: small)."""
         rows = list(self.partition(self.runs, RUNS_PARTITION))
@@ -235,18 +385,20 @@ class TableStore:
 
     def subscription_state(
         self, subscription_id: str, present: Container[str] = (), filters: Iterable[str] | None = None
-    ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str, str]]]:
+    ) -> tuple[dict[str, dict[str, Any]], list[StateCopy]]:
         """A subscription's last-known state by resource key, wherever an earlier run's layout put it,
-        and the extra copies as ``(PartitionKey, RowKey, key)`` (a row moved to another partition
-        whose old copy remains, or a row an older version keyed by ``lower()``).
+        and the extra copies as ``(PartitionKey, RowKey, key, ETag)`` (a row moved to another
+        partition whose old copy remains, or a row an older version keyed by ``lower()``). Every
+        row carries its ETag (:data:`~shared.fastpaths.ETAG`): the state is written back only while
+        it is still the row that was read (:meth:`write_state`).
 
         Rows of resources in ``present`` (listed tonight), and rows already gone, keep only what
-        the state model reads (:data:`STATE_MODEL_FIELDS`; the ``RowKey`` only when it is not the
-        key), one read-only dict shared by every row with the same values; the others keep every
-        property, since a resource that is gone is rewritten from its last row. Read as plain JSON: on a nightly run this is a row per
+        the state model reads (:data:`STATE_MODEL_FIELDS`, their repeated values shared); the
+        others keep every property, since a resource that is gone is rewritten from its last row.
+        Read as plain JSON: on a nightly run this is a row per
         resource, and the SDK's entity conversion would double its memory and CPU.
         When a resource has two copies (a crash between moving it and deleting the old one), the
-        one written by the later run wins. ``filters`` narrows the read (see
+        one written later wins: by the writers' lease ``Fence``, i.e. in write order. ``filters`` narrows the read (see
         :func:`~shared.layout.narrowed_state_filters`); by default it is the whole subscription's.
         A row stored under the key an older version made with ``lower()`` (an id with non-ASCII
         letters, see :mod:`shared.names`) is found by its ``ResourceId`` and adopted: it counts as a
@@ -254,25 +406,20 @@ class TableStore:
         like any other copy), with its status, streak and owed alert.
         """
         state: dict[str, dict[str, Any]] = {}
-        extra: list[tuple[str, str, str]] = []
-        shared: dict[tuple[Any, ...], dict[str, Any]] = {}
+        extra: list[StateCopy] = []
         for flt in state_filters(subscription_id) if filters is None else filters:
-            for raw in fastpaths.query_json(self.latest, flt):
+            for raw in fastpaths.query_json(self.latest, flt, etags=True):
                 key = _current_key(raw)
                 raw.pop("Timestamp", None)  # a system property: never written back
                 # A gone resource's row is rewritten from its last row; the others need the model's fields.
-                row = _state_model_row(raw, key, shared) if key in present or raw.get("Gone") else raw
+                row = _state_model_row(raw, key) if key in present or raw.get("Gone") else raw
                 other = state.get(key)
                 if other is None:
                     state[key] = row
                     continue
-                keep, drop = (
-                    (row, other)
-                    if str(row.get("LastRunId") or "") > str(other.get("LastRunId") or "")
-                    else (other, row)
-                )
+                keep, drop = (row, other) if _written_later(row, other) else (other, row)
                 state[key] = keep
-                extra.append((str(drop["PartitionKey"]), str(drop.get("RowKey") or key), key))
+                extra.append((str(drop["PartitionKey"]), str(drop["RowKey"]), key, str(drop.get(ETAG) or "")))
         return state, extra
 
     def known_subscriptions(self) -> dict[str, dict[str, Any]]:
@@ -287,10 +434,26 @@ class TableStore:
         self.runs.delete_entity(SUBSCRIPTIONS_PARTITION, key)
         return True
 
-    def delete_run_results(self, run_id: str) -> int:
-        """Delete every result row of one run (before a resumed run writes them again)."""
+    def delete_run_results(self, run_id: str, *, outside_subscriptions: bool = False) -> int:
+        """Delete every result row of one run, or only those of no subscription (the tenant's)."""
         low, high = run_range(run_id)
-        return self._delete_results(f"PartitionKey ge {odata_quote(low)} and PartitionKey lt {odata_quote(high)}")
+        flt = f"PartitionKey ge {odata_quote(low)} and PartitionKey lt {odata_quote(high)}"
+        if outside_subscriptions:
+            prefix = SUBSCRIPTION_KEY_PREFIX
+            flt += f" and (RowKey lt {odata_quote(prefix)} or RowKey ge {odata_quote(prefix[:-1] + '}')})"
+        return self._delete_results(flt)
+
+    def run_rows(self, run_id: str, subscription_id: str) -> list[Any]:
+        """One subscription's result rows in one run (keys, ``Status``, ``NewFailure``): what a resumed
+        run's earlier attempt stored."""
+        low, high = run_range(run_id)
+        first, last = subscription_row_range(subscription_id)
+        flt = (
+            f"PartitionKey ge {odata_quote(low)} and PartitionKey lt {odata_quote(high)} "
+            f"and RowKey ge {odata_quote(first)} and RowKey lt {odata_quote(last)}"
+        )
+        rows = self.results.query_entities(flt, select=["PartitionKey", "RowKey", "Status", "NewFailure"])
+        return [r for r in rows if in_subscription(str(r["RowKey"]), subscription_id)]
 
     def delete_results_before(self, cutoff_run_prefix: str) -> int:
         """Delete result rows whose PartitionKey (RunId first) sorts before the cutoff."""
@@ -302,13 +465,35 @@ class TableStore:
         return deleted
 
     # -- lease ----------------------------------------------------------------------------
-    def acquire_lease(self, owner: str, seconds: int, now: datetime, kind: str = "nightly") -> Any:
+    def read_lease(self, service: ServiceTime) -> Any | None:
+        """The lease entity (``None`` before the first run), recording the ``Date`` of the answer in
+        ``service``: the lease is judged by the table service's clock, never a host's."""
+        sent = service.clock.monotonic()
+        dates: list[str | None] = []
+
+        def date_of(response: Any) -> None:
+            dates.append(response.http_response.headers.get("Date"))
+
+        try:
+            entity = self.runs.get_entity(LEASE_PARTITION, LEASE_ROW, raw_response_hook=date_of)
+        except ResourceNotFoundError:
+            entity = None
+        service.observe(dates[-1] if dates else None, sent)
+        return entity
+
+    def acquire_lease(self, owner: str, seconds: int, kind: str, service: ServiceTime) -> Any:
         """Take the run lease, or raise :class:`RunInProgressError` while another holds it.
 
-        Optimistic concurrency (ETag) makes two racing runs see exactly one winner. The lease
-        entity also remembers the run it protects, so a run that died can be resumed.
+        Whether the holder's lease has expired is judged by the table service's clock (the
+        ``Date`` of the read), against an expiry the holder also wrote in the service's time: a
+        host whose clock runs ahead cannot take a lease early. Optimistic concurrency (ETag)
+        makes two racing runs see exactly one winner, and every acquisition increments ``Fence``,
+        the number each state row this run writes carries (the later writer's copy wins, see
+        :meth:`subscription_state`). The lease entity also remembers the run it protects, so a
+        run that died can be resumed.
         """
-        current = self.get(self.runs, LEASE_PARTITION, LEASE_ROW)
+        current = self.read_lease(service)
+        now = service.now()
         entity = dict(current) if current else {"PartitionKey": LEASE_PARTITION, "RowKey": LEASE_ROW}
         if current:
             expires = as_utc(current.get("ExpiresAt"))
@@ -319,7 +504,8 @@ class TableStore:
                     f"{expires.isoformat()}; not starting a second, overlapping run",
                     holder,
                 )
-        entity.update(Owner=owner, ExpiresAt=now + timedelta(seconds=seconds), HolderKind=kind)
+        fence = fence_of(current) + 1
+        entity.update(Owner=owner, ExpiresAt=now + timedelta(seconds=seconds), HolderKind=kind, Fence=fence)
         try:
             if current:
                 self.runs.update_entity(
@@ -336,9 +522,9 @@ class TableStore:
             if exc.status_code in (409, 412):
                 raise RunInProgressError("another run took the audit lease at the same moment") from exc
             raise
-        return self.get(self.runs, LEASE_PARTITION, LEASE_ROW) or entity
+        return self.read_lease(service) or entity
 
-    def update_lease(self, lease: Any, **changes: Any) -> Any:
+    def update_lease(self, lease: Any, service: ServiceTime, **changes: Any) -> Any:
         """Renew or annotate the lease; raises :class:`RunInProgressError` if it was lost."""
         entity = {k: v for k, v in lease.items()}
         entity.update(changes)
@@ -355,39 +541,58 @@ class TableStore:
             if exc.status_code in (404, 409, 412):
                 raise RunInProgressError("the audit lease was taken over by another run") from exc
             raise
-        fresh = self.get(self.runs, LEASE_PARTITION, LEASE_ROW)
+        fresh = self.read_lease(service)
         if fresh is None:
             raise RunInProgressError("the audit lease disappeared")
         return fresh
 
 
-#: The state model's fields but the key (a row's ``RowKey`` is its resource's key but for rows an
-#: older version keyed differently, see :func:`_current_key`).
-_MODEL_FIELDS = tuple(f for f in STATE_MODEL_FIELDS if f != "RowKey")
+#: What tells a row this run wrote from one another run wrote (see :meth:`TableStore.write_state`).
+_OWN_WRITE_FIELDS = ("Fence", "LastRunId", "Status", "AlertPending", "AlertSentAt", "Gone")
 
 
-def _state_model_row(raw: Mapping[str, Any], key: str, shared: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, Any]:
-    """The fields of a state row the state model reads, as one dict shared by every row with the
-    same values (read-only: nothing writes to a prior-state row).
+def fence_of(row: Mapping[str, Any] | None) -> int:
+    """The ``Fence`` a lease or state row carries (0 when it has none: written by an older version)."""
+    value = row.get("Fence") if row else None
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+#: State fields whose values repeat across a subscription's rows (the partition, a status, the run
+#: that wrote them, ...): kept once (:func:`sys.intern`), not once per row as JSON decoding makes them.
+_SHARED_STATE_FIELDS = frozenset(STATE_MODEL_FIELDS) - {"RowKey"}
+
+
+def _state_model_row(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The fields of a state row the state model reads, with repeated string values shared.
 
     A nightly run holds one such row per resource of a subscription until its state is stored
-    (tens of thousands in a large one); apart from the key (the state dict's), they hold few
-    distinct values: a status, the runs that wrote them, a streak's start, the partition. So most
-    rows are the same row, kept once. A row stored under another key keeps its ``RowKey`` (its own)."""
-    values = tuple(raw.get(name) for name in _MODEL_FIELDS)
-    if str(raw["RowKey"]) != key:
-        own: dict[str, Any] = {name: value for name, value in zip(_MODEL_FIELDS, values, strict=True) if name in raw}
-        own["RowKey"] = str(raw["RowKey"])
-        return own
-    row = shared.get(values)
-    if row is None:
-        row = {
-            name: sys.intern(value) if type(value) is str else value
-            for name, value in zip(_MODEL_FIELDS, values, strict=True)
-            if name in raw
-        }
-        shared[values] = row
+    (tens of thousands in a large one); apart from the key and the ETag, they hold few distinct
+    values (a status, the runs that wrote them, a streak's start, the partition): kept once
+    (:func:`sys.intern`), not once per row as JSON decoding makes them. The ``RowKey`` is the state
+    dict's own key object when it is the key (every row but those an older version keyed by
+    ``lower()``), and the rows one transaction wrote share their ETag."""
+    row: dict[str, Any] = {}
+    for name in STATE_MODEL_FIELDS:
+        if name in raw:
+            value = raw[name]
+            if name == "RowKey":
+                row[name] = key if value == key else value
+            else:
+                row[name] = sys.intern(value) if type(value) is str and name in _SHARED_STATE_FIELDS else value
+    if ETAG in raw:
+        etag = raw[ETAG]
+        row[ETAG] = sys.intern(etag) if type(etag) is str else etag
     return row
+
+
+def _written_later(row: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Whether ``row`` was written after ``other``: by write order (the writers' lease ``Fence``),
+    not by RunId (a resumed run keeps its first attempt's RunId, which sorts before any run between
+    the two attempts); rows of an older version (no ``Fence``) by RunId, as that version did."""
+    return (fence_of(row), str(row.get("LastRunId") or "")) > (fence_of(other), str(other.get("LastRunId") or ""))
 
 
 def _current_key(raw: Mapping[str, Any]) -> str:

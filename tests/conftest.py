@@ -72,3 +72,4 @@ def harness_factory(
     yield make
     for harness in made:
         logging.getLogger().removeHandler(harness.host)
+        harness.close()

@@ -34,6 +34,7 @@ from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVEN
 from shared.threads import invocation_initializer
 from tests.emulators.arm import ArmEmulator
 from tests.emulators.azurite import Azurite
+from tests.emulators.proxy import FaultProxy
 
 
 @functools.cache
@@ -147,6 +148,7 @@ class AuditHarness:
     caplog: pytest.LogCaptureFixture
     host: HostLogs = field(default_factory=HostLogs)
     env: dict[str, str] = field(default_factory=dict)
+    proxy: FaultProxy | None = None
 
     def __post_init__(self) -> None:
         suffix = uuid.uuid4().hex[:10]
@@ -167,6 +169,20 @@ class AuditHarness:
         self.apply_env()
         self.caplog.set_level(logging.INFO, logger=EVENT_LOGGER_NAME)
         self.caplog.set_level(logging.INFO, logger="shared")
+
+    def service_clock(self) -> FaultProxy:
+        """Route the function's table requests through a proxy whose ``date_offset`` moves the table
+        service's clock (the one the lease is judged by); returns the proxy. Stopped by :meth:`close`."""
+        if self.proxy is None:
+            self.proxy = FaultProxy(self.azurite.port, self.azurite.tls).start()
+            self.env["AUDIT_TABLE_SERVICE_URI"] = self.proxy.url()
+            self.apply_env()
+        return self.proxy
+
+    def close(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
 
     def apply_env(self, **extra: str) -> None:
         for key in ("AUDIT_TABLE_CONNECTION_STRING", "AUDIT_SUBSCRIPTIONS", "AZURE_CLIENT_ID"):

@@ -333,9 +333,9 @@ union isfuzzy=true
   }
 }
 
-// (4) A run finished but could not read every subscription (or failed outright): its results
-// are incomplete, and resources in the unread subscriptions were not audited. Same
-// exactly-once window as (1).
+// (4) A run finished but could not read every subscription (partial), read none at all (blind:
+// nothing was audited, never a pass), or failed outright: its results are incomplete, and
+// resources in the unread subscriptions were not audited. Same exactly-once window as (1).
 resource incompleteRunAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${namePrefix}incomplete-run'
   location: location
@@ -346,7 +346,7 @@ resource incompleteRunAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' 
   }
   properties: {
     displayName: 'Client certificate audit: subscriptions failed'
-    description: 'A run of ${functionAppName} reported subscriptions it could not read (Outcome partial or failed): the audit is incomplete.'
+    description: 'A run of ${functionAppName} reported subscriptions it could not read (Outcome partial), read none at all and audited nothing (Outcome blind: its ERROR row says which role to grant where), or failed: the audit is incomplete.'
     severity: 2
     enabled: true
     scopes: [

@@ -66,7 +66,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             args.scope, args.reason, args.approver, parse_expiry(args.expires, now), now, recorded_by=current_user()
         )
     except ExemptionError as exc:
-        print(f"Exemption refused: {exc}", file=sys.stderr)
+        print(f"Exemption refused: {terminal_text(exc)}", file=sys.stderr)
         return ExitCode.INVALID
     store = open_store()
     try:
@@ -82,8 +82,9 @@ def cmd_add(args: argparse.Namespace) -> int:
             f"Replaced the exemption of {terminal_text(replaced.scope)} (was until {replaced.expires:%Y-%m-%d %H:%M} UTC)."
         )
     print(
-        f"Exempted {exemption.scope} until {exemption.expires:%Y-%m-%d %H:%M} UTC "
-        f"({exemption.reason}; approved by {exemption.approver}). It takes effect on the next run."
+        f"Exempted {terminal_text(exemption.scope)} until {exemption.expires:%Y-%m-%d %H:%M} UTC "
+        f"({terminal_text(exemption.reason)}; approved by {terminal_text(exemption.approver)}). "
+        "It takes effect on the next run."
     )
     return ExitCode.OK
 
@@ -131,7 +132,10 @@ def cmd_remove(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if removed is None:
-        print(f"No exemption for exactly {args.scope} (scopes are not matched as prefixes here).", file=sys.stderr)
+        print(
+            f"No exemption for exactly {terminal_text(args.scope)} (scopes are not matched as prefixes here).",
+            file=sys.stderr,
+        )
         return ExitCode.NOT_FOUND
     what = "broken exemption row" if isinstance(removed, BrokenExemption) else "exemption"
     print(f"Removed the {what} of {terminal_text(removed.scope)}; from the next run it reports its real status.")

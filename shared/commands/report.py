@@ -12,17 +12,34 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import IO, Any
+
+from azure.core.exceptions import ResourceNotFoundError
 
 from .. import report
 from ..errors import ExemptionError, NoDataError
 from ..exemptions import EXPIRING_SOON_DAYS, expiring_soon, in_force, load_exemption_rows, validate_scope
+from ..ids import subscription_id
+from ..ledger import BLIND
 from ..report import ReportContext, ReportSource, RowFilter, Summary
 from ..store import TableStore
+from ..terminal import terminal_text
 from ..when import parse_when
-from .common import ExitCode, guarded, open_store, output, silence_stdout, subscription_arg
+from .common import (
+    ExitCode,
+    UnknownSubscription,
+    guarded,
+    open_store,
+    output,
+    resolve_subscription,
+    silence_stdout,
+    subscription_arg,
+)
 
-DEFAULT_HTML = "clientcert-audit-report.html"
+#: Where ``--format html`` writes without ``-o``: a folder of its own, which .gitignore ignores and the
+#: deployment package (.funcignore, an allow-list) never contains, even when run from the checkout.
+DEFAULT_HTML = "clientcert-audit-reports/clientcert-audit-report.html"
 FORMATS = ("table", "csv", "json", "html", "script", "ocsf")
 DIFF_FORMATS = ("table", "csv", "json")
 HELP = "report on the latest finished run (or another run, a period, or a diff of two runs)"
@@ -95,7 +112,11 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
         "--status", type=_statuses, action="extend", help="only these statuses (repeatable or comma-separated)"
     )
     p.add_argument("--new", action="store_true", help="only new failures (FAIL that was not FAIL before)")
-    p.add_argument("--subscription", type=subscription_arg, help="only this subscription id")
+    p.add_argument(
+        "--subscription",
+        type=subscription_arg,
+        help="only this subscription: its id, its name, or the start of either (e.g. Prod, d7a7a3cc)",
+    )
     p.add_argument("--resource-group", help="only this resource group (case-insensitive)")
     p.add_argument("--kind", help="only apps whose kind has all these comma-separated parts (e.g. functionapp,linux)")
     p.add_argument("--resource", type=_resource_id, help="only this site or slot id (with --since: its history)")
@@ -159,21 +180,46 @@ def _refusal(args: argparse.Namespace) -> str:
     return ""
 
 
+def _known(store: TableStore) -> dict[str, dict[str, Any]]:
+    """The subscription registry (names, tenants), or nothing before the first run made the table."""
+    try:
+        return store.known_subscriptions()
+    except ResourceNotFoundError:
+        return {}
+
+
+def _subscription(value: str | None, known: Mapping[str, Mapping[str, Any]]) -> str:
+    """``--subscription`` as an id: a name or the start of one is looked up among the subscriptions
+    the audit has read."""
+    if not value:
+        return ""
+    try:
+        return subscription_id(value)
+    except ValueError:
+        return resolve_subscription(value, known)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     if refusal := _refusal(args):
         print(refusal, file=sys.stderr)
         return ExitCode.INVALID
-    flt = _row_filter(args)
     store = open_store()
     try:
+        known = _known(store)
+        args.subscription = _subscription(args.subscription, known)
+        flt = _row_filter(args)
         source = ReportSource(store)
         runs = source.runs()
         table = store.runs.table_name
         if args.diff:
             return _report_diff(source, runs, table, flt, args)
-        return _report_runs(source, store, runs, table, flt, args)
+        tenants = {key: str(row.get("TenantId") or "") for key, row in known.items() if row.get("TenantId")}
+        return _report_runs(source, store, runs, table, flt, args, tenants)
+    except UnknownSubscription as exc:
+        print(terminal_text(exc), file=sys.stderr)
+        return ExitCode.INVALID
     except NoDataError as exc:
-        print(str(exc), file=sys.stderr)
+        print(terminal_text(exc), file=sys.stderr)
         return ExitCode.NO_DATA
     except BrokenPipeError:  # `report | head`: the reader has what it wanted
         silence_stdout()
@@ -210,9 +256,18 @@ def _report_runs(
     table: str,
     flt: RowFilter,
     args: argparse.Namespace,
+    tenants: Mapping[str, str],
 ) -> int:
     now = datetime.now(UTC)
     selected = _selected_runs(runs, table, args)
+    if flt.new_only:
+        for run in selected:
+            if run.get("Baseline") is True:
+                print(
+                    f"Run {terminal_text(run.get('RowKey'))} is the baseline (the audit's first run): nothing "
+                    "counts as new on a baseline, so --new selects nothing from it.",
+                    file=sys.stderr,
+                )
     flt = _narrowed(flt, args)
     exemptions = load_exemption_rows(store)
     ctx = ReportContext(
@@ -225,15 +280,21 @@ def _report_runs(
         html_rows=args.html_rows,
         generated_at=now,
         group_by=args.group_by or "",
+        tenants=tenants,
     )
     rows = _chain(source.results(str(run.get("RowKey")), flt) for run in selected)
     path = args.output or (DEFAULT_HTML if args.format == "html" else None)
+    if path == DEFAULT_HTML:
+        Path(DEFAULT_HTML).parent.mkdir(exist_ok=True)
     with output(path) as out:
         summary = _render(args.format, rows, out, ctx)
     if path and path != "-":
         counts = ", ".join(f"{s} {summary.by_status.get(s, 0)}" for s in report.STATUSES)
-        print(f"Wrote {path}: {ctx.title()}; {counts}")
-    return ExitCode.FAIL_FOUND if summary.has_fail else ExitCode.OK
+        print(f"Wrote {terminal_text(path)}: {terminal_text(ctx.title())}; {counts}")
+    if summary.has_fail:
+        return ExitCode.FAIL_FOUND
+    # No FAIL in a run that read nothing is not a pass.
+    return ExitCode.BLIND if any(run.get("Outcome") == BLIND for run in selected) else ExitCode.OK
 
 
 _Renderer = Callable[[Iterable[Mapping[str, Any]], IO[str], ReportContext], Summary]

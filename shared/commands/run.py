@@ -11,6 +11,7 @@ from ..audit import RunSummary, run_audit
 from ..config import load_settings
 from ..errors import AuditFailed, RunInProgressError
 from ..models import Status
+from ..terminal import terminal_text
 from .common import ExitCode
 
 
@@ -39,6 +40,10 @@ def format_summary(summary: RunSummary) -> str:
         f"Rows written: {summary.rows} in {summary.transactions} transactions; gone: {summary.retired}",
         f"Duration: {summary.duration_seconds:.1f}s",
     ]
+    if summary.blind:
+        lines.append(
+            "Not a pass: the run could read no subscription. Its ERROR rows say why, and which role to grant where."
+        )
     return "\n".join(lines)
 
 
@@ -47,10 +52,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = run_audit(settings)
     except RunInProgressError as exc:
-        print(f"Not started: {exc}", file=sys.stderr)
+        print(f"Not started: {terminal_text(exc)}", file=sys.stderr)
         return ExitCode.BUSY
     except AuditFailed as exc:
-        print(f"Audit failed: {exc}", file=sys.stderr)
+        print(f"Audit failed: {terminal_text(exc)}", file=sys.stderr)
         return ExitCode.FAILED
     print(json.dumps(summary.event(), indent=2) if args.json else format_summary(summary))
+    if summary.blind:
+        return ExitCode.BLIND
     return ExitCode.PARTIAL if summary.partial else ExitCode.OK

@@ -9,11 +9,18 @@ runs stop reporting it. Its last-known state rows are left as they are.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any
 
-from .common import ExitCode, guarded, open_store, subscription_arg
+from ..report import plain, text, write_rows_csv
+from ..terminal import columns, terminal_text
+from ..when import as_utc
+from .common import ExitCode, UnknownSubscription, guarded, open_store, resolve_subscription, subscription_arg
+
+#: ``subscriptions list --format csv|json``: one record per subscription the audit has read.
+LIST_COLUMNS = ("SubscriptionId", "SubscriptionName", "TenantId", "FirstAuditedAt", "LastAuditedAt", "LastRunId")
 
 
 def register(subparsers: Any) -> None:
@@ -21,10 +28,22 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("subscriptions", help="subscriptions the audit has read; retire a vanished one")
     sub = p.add_subparsers(dest="subscriptions_command", required=True)
     ls = sub.add_parser("list", help="every subscription an audit run has read, and when it was last read")
+    ls.add_argument("--format", choices=("table", "csv", "json"), default="table")
     ls.set_defaults(func=guarded(cmd_list))
     retire = sub.add_parser("retire", help="stop reporting a subscription the audit can no longer see")
-    retire.add_argument("subscription", type=subscription_arg, help="the subscription id")
+    retire.add_argument(
+        "subscription", type=subscription_arg, help="the subscription: its id, its name, or the start of either"
+    )
     retire.set_defaults(func=guarded(cmd_retire))
+
+
+def _record(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {column: plain(row.get(column)) for column in LIST_COLUMNS}
+
+
+def _when(value: Any) -> str:
+    at = as_utc(value) if value is not None else None
+    return f"{at:%Y-%m-%d %H:%M} UTC" if at is not None else text(value)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -33,29 +52,35 @@ def cmd_list(args: argparse.Namespace) -> int:
         known = store.known_subscriptions()
     finally:
         store.close()
-    print(f"{'subscription':<38}{'name':<30}{'last audited':<28}last run")
-    for row in sorted(known.values(), key=lambda r: str(r.get("SubscriptionId", ""))):
-        last = row.get("LastAuditedAt")
-        when = last.isoformat() if isinstance(last, datetime) else str(last or "")
-        print(
-            f"{row.get('SubscriptionId', ''):<38}{_printable(str(row.get('SubscriptionName') or ''))[:28]:<30}"
-            f"{when:<28}{row.get('LastRunId', '')}"
-        )
+    rows = sorted(known.values(), key=lambda r: str(r.get("SubscriptionId", "")).lower())
+    if args.format == "json":
+        print(json.dumps([_record(r) for r in rows], indent=2))
+    elif args.format == "csv":
+        write_rows_csv([_record(r) for r in rows], sys.stdout, LIST_COLUMNS)
+    elif not rows:
+        print("No subscription has been read yet: the first run records them.")
+    else:
+        cells = [
+            [r.get("SubscriptionId"), r.get("SubscriptionName"), _when(r.get("LastAuditedAt")), r.get("LastRunId")]
+            for r in rows
+        ]
+        print("\n".join(columns(("subscription", "name", "last audited", "last run"), cells)))
     return ExitCode.OK
 
 
 def cmd_retire(args: argparse.Namespace) -> int:
     store = open_store()
     try:
-        forgotten = store.forget_subscription(args.subscription)
+        try:
+            subscription = resolve_subscription(args.subscription, store.known_subscriptions())
+        except UnknownSubscription as exc:
+            print(terminal_text(exc), file=sys.stderr)
+            return ExitCode.NOT_FOUND
+        forgotten = store.forget_subscription(subscription)
     finally:
         store.close()
     if not forgotten:
-        print(f"Subscription {args.subscription} is not one the audit has read.", file=sys.stderr)
+        print(f"Subscription {subscription} is not one the audit has read.", file=sys.stderr)
         return ExitCode.NOT_FOUND
-    print(f"Retired {args.subscription}: later runs no longer report it as no longer visible.")
+    print(f"Retired {subscription}: later runs no longer report it as no longer visible.")
     return ExitCode.OK
-
-
-def _printable(text: str) -> str:
-    return "".join(ch if ch.isprintable() else "?" for ch in text)

@@ -1,21 +1,29 @@
-"""The HTML format: one self-contained page with a summary, two inline SVG trend charts, the
-expiring exemptions and the rows to act on.
+"""The HTML format: one self-contained page an analyst acts on at a glance.
+
+From the top: the compliance percentage and the counts (new failures first, fixed and gone since
+the last run); where the work is (a bar per subscription, worst first, and the summary table); the
+exemptions about to expire; the resources to act on, **new failures first, then FAIL by worst
+subscription, then ERROR, then WARN**, each with a link to its Configuration blade in the portal,
+its full id (one click selects it) and its fix command; the trend last.
 
 No script and no external load: a Content-Security-Policy forbids both, so the page renders the
-same offline, and a hostile app name or tag cannot run anything in an analyst's browser. Every
-value is escaped.
+same offline and in a mail preview, and a hostile app name or tag cannot run anything in an
+analyst's browser. Every value is escaped. The layout is fluid: charts scale with the page, the
+table wraps long names and commands, and below 760 px each resource becomes a card.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import IO, Any
 
-from .spool import LIST_ORDER, ListSpool
+from .fixscript import command_of, portal_link
+from .spool import LIST_ORDER, RankedSpool
 from .summary import ReportContext, Summary
 from .values import STATUSES, resource_label, run_counts, run_started, subscription_label, text
 
@@ -26,8 +34,10 @@ COLOURS: dict[str, str] = {
     "EXEMPT": "#1565c0",
     "ERROR": "#6a1b9a",
 }
-#: The second trend chart: PASS usually dwarfs these, so they get a scale of their own.
+#: The statuses that need attention, worst first: the per-subscription bars stack them in this order.
 ISSUE_STATUSES: tuple[str, ...] = ("FAIL", "WARN", "ERROR", "EXEMPT")
+#: The order of the list: new failures, then FAIL, ERROR, WARN, EXEMPT, PASS (each by worst subscription).
+LIST_BUCKETS: tuple[str, ...] = ("NEW", "FAIL", "ERROR", "WARN", "EXEMPT", "PASS")
 
 
 # -- trend chart ----------------------------------------------------------------------------------
@@ -124,8 +134,9 @@ def trend_svg(
     ymax = _nice_ceiling(max(run_counts(r)[s] for r in runs for s in statuses))
     plot = _Plot(left, top, width - left - right, height - top - bottom, len(runs), ymax)
     parts = [
-        f'<svg id="{chart_id}" class="trend-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" role="img" aria-label="Status counts over the last {len(runs)} runs">',
+        f'<svg id="{chart_id}" class="chart trend-chart" xmlns="http://www.w3.org/2000/svg" '
+        f'viewBox="0 0 {width} {height}" width="100%" preserveAspectRatio="xMinYMin meet" role="img" '
+        f'aria-label="Status counts over the last {len(runs)} runs" style="max-width:{width}px">',
         f'<rect x="{left}" y="{top}" width="{plot.width}" height="{plot.height}" fill="#fafafa" stroke="#ccc"/>',
         *_grid(plot),
         *_run_labels(plot, runs),
@@ -139,23 +150,108 @@ def trend_svg(
     return "".join(parts)
 
 
+# -- per-subscription bars -------------------------------------------------------------------------
+#: Subscriptions drawn in the bar chart (the worst); the table below it has every one.
+BAR_SUBSCRIPTIONS = 15
+
+
+def worst_first(summary: Summary) -> list[tuple[str, Counter[str]]]:
+    """Subscriptions (lower-cased id, counts), worst first: most FAIL, then WARN, then ERROR, then by name."""
+    return sorted(
+        summary.by_subscription.items(),
+        key=lambda kv: (
+            -kv[1]["FAIL"],
+            -kv[1]["WARN"],
+            -kv[1]["ERROR"],
+            summary.subscription_names.get(kv[0], kv[0]).casefold(),
+        ),
+    )
+
+
+def subscription_bars(summary: Summary, width: int = 960) -> str:
+    """A horizontal bar per subscription (the worst :data:`BAR_SUBSCRIPTIONS`), each as long as the
+    subscription's share of FAIL, WARN, ERROR and EXEMPT among its resources (its own scale: a small
+    subscription with everything failing shows full), labelled with its counts."""
+    ranked = [(sub, c) for sub, c in worst_first(summary) if sum(c.values())][:BAR_SUBSCRIPTIONS]
+    if not ranked:
+        return '<p class="empty">No resource in this selection.</p>'
+    label_w, bar_h, gap, top = 300, 18, 12, 24
+    plot_w = width - label_w - 24
+    height = top + len(ranked) * (bar_h + gap) + 8
+    parts = [
+        f'<svg id="subscription-chart" class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="100%" preserveAspectRatio="xMinYMin meet" role="img" style="max-width:{width}px" '
+        'aria-label="Share of resources that need attention, per subscription, worst first">',
+        f'<text x="{label_w}" y="14" class="axis">0%</text>'
+        f'<text x="{label_w + plot_w}" y="14" text-anchor="end" class="axis">100% of the subscription\'s resources</text>',
+    ]
+    for i, (sub, counts) in enumerate(ranked):
+        y = top + i * (bar_h + gap)
+        total = sum(counts.values())
+        label = subscription_label({"SubscriptionId": sub, "SubscriptionName": summary.subscription_names.get(sub, "")})
+        shown = label if len(label) <= 40 else label[:39] + "…"
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + 13}" text-anchor="end" class="legend">{html.escape(shown)}</text>'
+            f'<rect x="{label_w}" y="{y}" width="{plot_w}" height="{bar_h}" fill="#e8f5e9"/>'
+        )
+        x = float(label_w)
+        for status in ISSUE_STATUSES:
+            part = plot_w * counts.get(status, 0) / total
+            if part > 0:
+                tip = html.escape(f"{label}: {status} {counts[status]} of {total}")
+                parts.append(
+                    f'<rect class="bar bar-{status}" x="{x:.1f}" y="{y}" width="{part:.1f}" height="{bar_h}" '
+                    f'fill="{COLOURS[status]}"><title>{tip}</title></rect>'
+                )
+                x += part
+        counts_text = " · ".join(f"{counts[s]} {s}" for s in ISSUE_STATUSES if counts.get(s)) or "all PASS"
+        anchor, tx, cls = (
+            ("end", label_w + plot_w - 6, "legend")
+            if x < label_w + plot_w - 200
+            else ("start", label_w + 6, "legend light")
+        )
+        parts.append(
+            f'<text x="{tx}" y="{y + 13}" text-anchor="{anchor}" class="{cls}">{html.escape(counts_text)} of {total}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 # -- page -----------------------------------------------------------------------------------------
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1f1f1f;background:#fff}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:16px auto;padding:0 16px;max-width:1400px;color:#1f1f1f;background:#fff}
 h1{font-size:1.5rem;margin:0 0 4px}h2{font-size:1.15rem;margin:28px 0 8px}
 .meta{color:#555;margin:0 0 16px}
-.cards{display:flex;gap:12px;flex-wrap:wrap}
-.card{border-radius:8px;padding:10px 16px;min-width:96px;color:#fff}
-.card b{display:block;font-size:1.6rem}
+.headline{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}
+.compliance{border:2px solid #2e7d32;border-radius:8px;padding:8px 16px;flex:0 1 300px}
+.compliance b{display:block;font-size:2.2rem;color:#2e7d32}
+.cards{display:flex;gap:10px;flex-wrap:wrap;flex:1 1 420px}
+.card{border-radius:8px;padding:8px 14px;min-width:88px;color:#fff}
+.card b{display:block;font-size:1.5rem}
+.card.quiet{background:#f1f1f1;color:#1f1f1f}
+.chart{display:block;height:auto}
 table{border-collapse:collapse;font-size:.9rem;width:100%}
-th,td{border-bottom:1px solid #e0e0e0;padding:5px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3;position:sticky;top:0}
+th,td{border-bottom:1px solid #e0e0e0;padding:5px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{background:#f3f3f3}
 td.num,th.num{text-align:right}
+table.findings{table-layout:fixed}
 .badge{display:inline-block;border-radius:4px;padding:1px 6px;color:#fff;font-weight:600;font-size:.8rem}
-.new{color:#c62828;font-weight:700}
-.fix{color:#444;font-family:ui-monospace,Consolas,monospace;font-size:.8rem}
-.axis{font-size:11px;fill:#555}.legend{font-size:12px;fill:#222}
+.badge.new{background:#000;margin-top:4px}
+.rg,.sub-id{color:#555;font-size:.85rem}
+code{font-family:ui-monospace,Consolas,monospace;font-size:.8rem;white-space:pre-wrap;word-break:break-all}
+code.id,code.fix{display:block;user-select:all;-webkit-user-select:all;background:#f6f6f6;border-radius:4px;padding:2px 4px;margin-top:4px}
+.how{color:#444;font-size:.85rem;margin-top:4px}
+.axis{font-size:11px;fill:#555}.legend{font-size:12px;fill:#222}.light{fill:#fff}
+#subscription-chart .legend{font-size:15px}#subscription-chart .axis{font-size:13px}
 .empty{color:#555}figure{margin:0 0 12px}figcaption{color:#555;font-size:.85rem}
+@media (max-width:760px){
+ table.findings,table.findings tbody,table.findings tr,table.findings td{display:block;width:auto}
+ table.findings thead,table.findings colgroup{display:none}
+ table.findings tr{border:1px solid #e0e0e0;border-radius:6px;margin:0 0 10px;padding:4px}
+ table.findings td{border:0;padding:3px 6px}
+ table.findings td:empty{display:none}
+ table.findings td[data-label]:before{content:attr(data-label) ": ";color:#555;font-size:.8rem}
+}
 """
 
 
@@ -167,30 +263,75 @@ def _badge(status: str) -> str:
     return f'<span class="badge" style="background:{COLOURS.get(status, "#555")}">{_e(status)}</span>'
 
 
-def _html_row(row: Mapping[str, Any], with_run: bool) -> str:
+def list_bucket(row: Mapping[str, Any]) -> int:
+    """Where a row comes in the list (:data:`LIST_BUCKETS`): new failures first."""
+    status = str(row.get("Status") or "")
+    if status == "FAIL" and row.get("NewFailure") is True:
+        return 0
+    return LIST_BUCKETS.index(status) if status in LIST_BUCKETS else len(LIST_BUCKETS)
+
+
+def _html_row(row: Mapping[str, Any], with_run: bool, tenant: str) -> str:
     status = text(row.get("Status"))
-    cells = [f"<td>{_e(row.get('RunId'))}</td>"] if with_run else []
+    resource_id = str(row.get("ResourceId") or "")
+    new = '<br><span class="badge new">NEW</span>' if row.get("NewFailure") is True else ""
+    name = _e(resource_label(row))
+    link = f'<a href="{html.escape(portal_link(resource_id, tenant))}">{name}</a>' if row.get("AppName") else name
+    how, command = command_of(str(row.get("Remediation") or ""))
+    cells = [f'<td data-label="Run">{_e(row.get("RunId"))}</td>'] if with_run else []
     cells += [
-        f"<td>{_badge(status)}</td>",
-        f'<td class="new">{"new" if row.get("NewFailure") is True else ""}</td>',
-        f'<td title="{_e(row.get("ResourceId"))}">{_e(resource_label(row))}</td>',
-        f"<td>{_e(row.get('ResourceGroup'))}</td>",
-        f'<td class="sub" title="{_e(row.get("SubscriptionId"))}">{_e(subscription_label(row))}</td>',
-        f'<td class="owner">{_e(row.get("Owner"))}</td>',
-        f"<td>{_e(row.get('ClientCertMode'))}</td>",
-        f"<td>{_e(row.get('Reason'))}"
-        + (f'<div class="fix">{_e(row.get("Remediation"))}</div>' if row.get("Remediation") else "")
+        f'<td class="status">{_badge(status)}{new}</td>',
+        f'<td class="resource">{link}<div class="rg">{_e(row.get("ResourceGroup"))}</div>'
+        f'<code class="id" title="the full resource id: one click selects it">{html.escape(resource_id)}</code></td>',
+        f'<td class="sub" data-label="Subscription" title="{_e(row.get("SubscriptionId"))}">{_e(subscription_label(row))}</td>',
+        f'<td class="owner" data-label="Owner">{_e(row.get("Owner"))}</td>',
+        f'<td class="mode" data-label="Mode">{_e(row.get("ClientCertMode"))}</td>',
+        f'<td class="reason">{_e(row.get("Reason"))}'
+        + (f'<div class="how">{html.escape(how)}</div>' if how else "")
+        + (f'<code class="fix" title="the fix: one click selects it">{html.escape(command)}</code>' if command else "")
         + "</td>",
     ]
-    line = "".join(cells).replace("\r", " ").replace("\n", " ")  # one line per row: ListSpool replays by line
-    return f'<tr class="status-{html.escape(status)}">{line}</tr>\n'
+    line = "".join(cells).replace("\r", " ").replace("\n", " ")  # one line per row: the spool replays by line
+    new_class = " new-failure" if row.get("NewFailure") is True and status == "FAIL" else ""
+    return f'<tr class="status-{html.escape(status)}{new_class}">{line}</tr>\n'
 
 
-def _html_summary(summary: Summary) -> list[str]:
+def _percent(value: float) -> str:
+    """``87%``; one decimal where whole numbers would lie: never 100% while something fails, never
+    0% while something passes."""
+    whole = round(value)
+    if whole == 100 and value < 100:
+        return f"{math.floor(value * 10) / 10:.1f}%"
+    if whole == 0 and value > 0:
+        return f"{max(0.1, math.ceil(value * 10) / 10):.1f}%"
+    return f"{whole}%"
+
+
+def _html_headline(summary: Summary, ctx: ReportContext) -> str:
+    percent = summary.compliance_percent()
+    compliance = (
+        f'<div class="compliance" id="compliance"><b>{_percent(percent)}</b>compliant: {summary.compliant} of '
+        f"{summary.with_verdict} resources pass or are exempt"
+        + (f" ({summary.by_status.get('ERROR', 0)} unreadable, not counted)" if summary.by_status.get("ERROR") else "")
+        + "</div>"
+        if percent is not None
+        else '<div class="compliance" id="compliance"><b>–</b>no resource with a verdict</div>'
+    )
+    new = f'<div class="card" id="count-NEW" style="background:#000"><b>{summary.new_failures}</b>new failures</div>'
     cards = "".join(
         f'<div class="card" id="count-{s}" style="background:{COLOURS[s]}"><b>{summary.by_status.get(s, 0)}</b>{s}</div>'
-        for s in STATUSES
+        for s in ("FAIL", "WARN", "ERROR", "EXEMPT", "PASS")
     )
+    gone = ctx.gone
+    since = f'<div class="card quiet" id="count-fixed"><b>{summary.fixed}</b>fixed since the last run</div>' + (
+        f'<div class="card quiet" id="count-gone"><b>{gone}</b>gone since the last run</div>'
+        if gone is not None
+        else ""
+    )
+    return f'<div class="headline">{compliance}<div class="cards">{new}{cards}{since}</div></div>'
+
+
+def _html_groups(summary: Summary) -> list[str]:
     groups = "".join(
         f"<tr><td>{_e(label)}</td>"
         + "".join(f'<td class="num">{c.get(s, 0)}</td>' for s in STATUSES)
@@ -200,10 +341,11 @@ def _html_summary(summary: Summary) -> list[str]:
     head = "".join(f'<th class="num">{s}</th>' for s in STATUSES) + '<th class="num">Total</th>'
     name = summary.group_by.replace("-", " ")
     return [
-        f'<div class="cards">{cards}<div class="card" style="background:#333"><b>{summary.new_failures}</b>'
-        "new failures</div></div>",
-        f'<h2>By {name}</h2><table id="by-{summary.group_by}" class="groups"><tr><th>{name.capitalize()}</th>'
-        f"{head}</tr>{groups}</table>",
+        "<h2>Where the work is</h2>",
+        f'<figure id="by-subscription-bars">{subscription_bars(summary)}<figcaption>Per subscription, worst first: '
+        "the share of its resources that fail, warn, could not be read or are exempt (each bar on its own "
+        "subscription's scale; the counts are written on it).</figcaption></figure>",
+        f'<table id="by-{summary.group_by}" class="groups"><tr><th>{name.capitalize()}</th>{head}</tr>{groups}</table>',
     ]
 
 
@@ -272,23 +414,22 @@ def _html_head(ctx: ReportContext) -> list[str]:
 
 
 def _html_trend(trend: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Both charts and the counts behind them (``""`` placeholders keep the page's line layout)."""
+    """The trend chart and the counts behind it, last: history, after what to act on."""
+    if not trend:
+        return [f"<h2>Trend</h2>{trend_svg(trend)}"]
     return [
         f"<h2>Trend over the last {len(trend)} runs</h2>",
-        f'<figure id="trend">{trend_svg(trend)}<figcaption>Every status</figcaption></figure>',
-        '<figure id="trend-issues">'
-        + trend_svg(trend, ISSUE_STATUSES, "trend-chart-issues")
-        + "<figcaption>Without PASS, on a scale of its own: what needs attention</figcaption></figure>"
-        if trend
-        else "",
-        _html_trend_table(trend) if trend else "",
+        f'<figure id="trend">{trend_svg(trend)}<figcaption>Every status, run by run (hollow marker: a partial '
+        "run)</figcaption></figure>",
+        _html_trend_table(trend),
     ]
 
 
 def _html_list_head(ctx: ReportContext, listed: int, shown: int) -> str:
     which = "/".join(s for s in LIST_ORDER if s in ctx.listed)
+    run = '<col style="width:12%">' if ctx.multi_run else ""
     columns = ("<th>Run</th>" if ctx.multi_run else "") + (
-        "<th>Status</th><th>New</th><th>App</th><th>Resource group</th><th>Subscription</th>"
+        "<th>Status</th><th>Resource (portal link, resource group, id)</th><th>Sub&shy;scription</th>"
         "<th>Owner</th><th>Mode</th><th>Reason and fix</th>"
     )
     truncated = (
@@ -298,30 +439,39 @@ def _html_list_head(ctx: ReportContext, listed: int, shown: int) -> str:
         else ""
     )
     return (
-        f"<h2>{which} resources ({listed})</h2>{truncated}"
-        f'<table id="findings"><thead><tr>{columns}</tr></thead><tbody>\n'
+        f'<h2>{which} resources ({listed})</h2><p class="meta">New failures first, then FAIL by worst '
+        "subscription, then ERROR, then WARN.</p>"
+        f'{truncated}<table id="findings" class="findings"><colgroup>{run}<col style="width:84px">'
+        '<col style="width:25%"><col style="width:12%"><col style="width:10%"><col style="width:12%"><col>'
+        f"</colgroup><thead><tr>{columns}</tr></thead><tbody>\n"
     )
 
 
+def _group_order(summary: Summary) -> Callable[[Iterable[str]], list[str]]:
+    rank = {sub: i for i, (sub, _) in enumerate(worst_first(summary))}
+    return lambda groups: sorted(groups, key=lambda g: (rank.get(g, len(rank)), g))
+
+
 def write_html(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportContext) -> Summary:
-    """A self-contained page: summary, trend chart (inline SVG), expiring exemptions, rows to act on
-    (at most ``ctx.html_rows`` of them, worst first)."""
+    """A self-contained page: headline, where the work is, expiring exemptions, the rows to act on
+    (at most ``ctx.html_rows`` of them: new failures, then FAIL by worst subscription, then ERROR,
+    then WARN), the trend (inline SVG)."""
     summary = ctx.summary()
-    with ListSpool(ctx.html_rows) as spool:
+    with RankedSpool(ctx.html_rows) as spool:
         for row in rows:
             summary.add(row)
             if str(row.get("Status")) in ctx.listed:
-                spool.write(str(row.get("Status")), _html_row(row, ctx.multi_run))
+                group = str(row.get("SubscriptionId") or "").lower()
+                spool.write(list_bucket(row), group, _html_row(row, ctx.multi_run, ctx.tenant_of(row)))
         page = [
             *_html_head(ctx),
-            *_html_summary(summary),
-            *_html_trend(ctx.trend),
+            _html_headline(summary, ctx),
+            *_html_groups(summary),
             *_html_exemptions(ctx, summary),
             _html_list_head(ctx, spool.count, spool.shown),
         ]
         out.write("\n".join(page))
-        spool.copy_to(out)
-    out.write(
-        "</tbody></table>" + ("" if spool.count else '<p class="empty">Nothing to act on.</p>') + "</body></html>\n"
-    )
+        spool.copy_to(out, _group_order(summary))
+    out.write("</tbody></table>" + ("" if spool.count else '<p class="empty">Nothing to act on.</p>'))
+    out.write("\n".join(_html_trend(ctx.trend)) + "</body></html>\n")
     return summary

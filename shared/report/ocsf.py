@@ -156,7 +156,7 @@ def _metadata(product_version: str) -> dict[str, Any]:
     }
 
 
-def detection_finding(row: Mapping[str, Any], product_version: str = "") -> dict[str, Any]:
+def detection_finding(row: Mapping[str, Any], product_version: str = "", tenant: str = "") -> dict[str, Any]:
     """One result row as an OCSF Detection Finding (class 2004, ``cloud`` profile)."""
     status = str(row.get("Status") or "")
     status_id, status_name, severity_id, severity = _MAPPING.get(status, (0, "Unknown", 0, "Unknown"))
@@ -186,7 +186,7 @@ def detection_finding(row: Mapping[str, Any], product_version: str = "") -> dict
         "unmapped": _unmapped(row),
     }
     if row.get("Remediation"):
-        references = [portal_link(str(row.get("ResourceId") or "")), DOCS] if row.get("AppName") else [DOCS]
+        references = [portal_link(str(row.get("ResourceId") or ""), tenant), DOCS] if row.get("AppName") else [DOCS]
         event["remediation"] = {"desc": str(row["Remediation"]), "references": references}
     return event
 
@@ -197,5 +197,5 @@ def write_ocsf(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportConte
     version = _product_version()
     for row in rows:
         summary.add(row)
-        out.write(json.dumps(detection_finding(row, version), ensure_ascii=False) + "\n")
+        out.write(json.dumps(detection_finding(row, version, ctx.tenant_of(row)), ensure_ascii=False) + "\n")
     return summary

@@ -17,8 +17,9 @@ from .values import STATUSES
 
 #: What the table and HTML formats list when no ``--status`` is given: what someone must act on.
 ACTIONABLE: frozenset[str] = frozenset({Status.FAIL.value, Status.WARN.value, Status.ERROR.value})
-#: Outcomes of a run that finished writing its rows: the runs a report reads and the trend draws.
-TREND_OUTCOMES = ("complete", "partial")
+#: Outcomes of a run that finished writing its rows: the runs a report reads and the trend draws
+#: (``blind``: a run that read no subscription; its only rows are ERROR rows that say why).
+TREND_OUTCOMES = ("complete", "partial", "blind")
 
 
 # -- rows -----------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from array import array
 from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import IO
 
 SPOOL_BYTES = 2 * 1024 * 1024
@@ -82,3 +84,50 @@ class ListSpool:
 def list_rank(status: str) -> int:
     """Where ``status`` comes in :data:`LIST_ORDER` (unknown ones last)."""
     return LIST_ORDER.index(status) if status in LIST_ORDER else len(LIST_ORDER)
+
+
+class RankedSpool:
+    """Entries (one line each) on one disk-backed spool, replayed in an order decided only at the end:
+    by bucket (new failures, FAIL, ERROR, WARN, ...), within a bucket by group in the order
+    :meth:`copy_to` is given (worst subscription first, known only once every row was counted), and
+    within a group as they came. Memory: one 8-byte offset per entry, whatever the entries hold."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, mode="w+b")  # noqa: SIM115 - closed by __exit__
+        self._offsets: dict[int, dict[str, array[int]]] = {}
+        self._end = 0
+        self.limit = limit
+        self.count = 0
+
+    def __enter__(self) -> RankedSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._spool.close()
+
+    def write(self, bucket: int, group: str, line: str) -> None:
+        """Keep one entry (a line ending in ``\\n``) in ``bucket`` and ``group``."""
+        data = line.encode("utf-8")
+        self._spool.write(data)
+        self._offsets.setdefault(bucket, {}).setdefault(group, array("q")).append(self._end)
+        self._end += len(data)
+        self.count += 1
+
+    @property
+    def shown(self) -> int:
+        """How many entries :meth:`copy_to` writes."""
+        return self.count if self.limit is None else min(self.count, self.limit)
+
+    def copy_to(self, out: IO[str], group_order: Callable[[Iterable[str]], list[str]]) -> None:
+        """The first :attr:`shown` entries, bucket by bucket, groups in ``group_order``'s order."""
+        room = self.shown
+        self._spool.flush()
+        for bucket in sorted(self._offsets):
+            groups = self._offsets[bucket]
+            for group in group_order(groups):
+                for offset in groups[group]:
+                    if room <= 0:
+                        return
+                    self._spool.seek(offset)
+                    out.write(self._spool.readline().decode("utf-8"))
+                    room -= 1

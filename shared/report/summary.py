@@ -47,6 +47,7 @@ class Summary:
     labels: dict[str, str] = field(default_factory=dict)  # group key -> label (first seen)
     subscription_names: dict[str, str] = field(default_factory=dict)
     new_failures: int = 0
+    fixed: int = 0  # PASS now, FAIL or WARN the last time the audit saw it
     requests: list[Mapping[str, Any]] = field(default_factory=list)
     requests_total: int = 0
 
@@ -62,6 +63,8 @@ class Summary:
         self.labels.setdefault(key, label)
         if row.get("NewFailure") is True:
             self.new_failures += 1
+        if status == Status.PASS.value and row.get("PreviousStatus") in (Status.FAIL.value, Status.WARN.value):
+            self.fixed += 1
         if row.get("ExemptionRequest") and status in (Status.FAIL.value, Status.WARN.value):
             self.requests_total += 1
             if len(self.requests) < MAX_REQUESTS_SHOWN:
@@ -70,6 +73,20 @@ class Summary:
     @property
     def total(self) -> int:
         return sum(self.by_status.values())
+
+    @property
+    def with_verdict(self) -> int:
+        """Resources the audit could judge: every row but ERROR (a scope that could not be read)."""
+        return self.total - self.by_status.get(Status.ERROR.value, 0)
+
+    @property
+    def compliant(self) -> int:
+        """PASS, and EXEMPT (a risk the security team accepted, until its expiry)."""
+        return self.by_status.get(Status.PASS.value, 0) + self.by_status.get(Status.EXEMPT.value, 0)
+
+    def compliance_percent(self) -> float | None:
+        """:attr:`compliant` of :attr:`with_verdict`, in percent; ``None`` when nothing had a verdict."""
+        return 100.0 * self.compliant / self.with_verdict if self.with_verdict else None
 
     @property
     def has_fail(self) -> bool:
@@ -92,6 +109,7 @@ class Summary:
             "total": self.total,
             "byStatus": {s: self.by_status.get(s, 0) for s in STATUSES},
             "newFailures": self.new_failures,
+            "fixedSinceLastRun": self.fixed,
             "bySubscription": {
                 sub: {s: counts.get(s, 0) for s in STATUSES} for sub, counts in self.subscriptions_worst_first()
             },
@@ -118,6 +136,18 @@ class ReportContext:
     html_rows: int = 5000  # a page with 100,000 rows helps nobody; CSV has them all
     group_by: str = ""  # --group-by; "" is the default summary (per subscription)
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Lower-cased subscription id -> its tenant, from the subscription registry (portal links).
+    tenants: Mapping[str, str] = field(default_factory=dict)
+
+    def tenant_of(self, row: Mapping[str, Any]) -> str:
+        return self.tenants.get(str(row.get("SubscriptionId") or "").lower(), "")
+
+    @property
+    def gone(self) -> int | None:
+        """Resources the last selected run retired as gone (deleted or moved since they were last seen)."""
+        if not self.runs or self.runs[-1].get("Retired") is None:
+            return None
+        return int(self.runs[-1].get("Retired") or 0)
 
     @property
     def multi_run(self) -> bool:
@@ -141,4 +171,8 @@ class ReportContext:
         if outcome == "partial":
             unreadable = int(run.get("SubscriptionsFailed") or 0)
             outcome = f"partial: {unreadable} subscription(s) unreadable, see the ERROR rows"
+        elif outcome == "blind":
+            outcome = (
+                "blind: it could read no subscription, this is NOT A PASS; the ERROR rows say why and what to grant"
+            )
         return f"run {run.get('RowKey')} ({outcome}, started {run_started(run)})"

@@ -16,7 +16,7 @@ from datetime import UTC
 from typing import IO, Any
 
 from ..schema import REPORT_COLUMNS
-from ..terminal import terminal_row, terminal_text
+from ..terminal import columns, terminal_row, terminal_text
 from .diff import DIFF_COLUMNS, Change
 from .spool import LIST_ORDER, ListSpool, copy, new_spool
 from .summary import ReportContext, Summary
@@ -127,14 +127,15 @@ def write_json(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportConte
 
 
 # -- terminal table -------------------------------------------------------------------------------
-def _table_line(row: Mapping[str, Any], with_run: bool) -> str:
+def _table_line(row: Mapping[str, Any], run_width: int) -> str:
+    """A resource's lines; with ``run_width`` (several runs), its run id first, padded to that width."""
     new = "new" if row.get("NewFailure") is True else ""
     head = (
         f"{text(row.get('Status')):<7} {new:<3} {fit(resource_label(row), 32):<32} "
         f"{fit(text(row.get('ResourceGroup')), 24):<24} {fit(subscription_label(row), 28):<28} "
         f"{fit(single_line(row.get('Owner')), 24):<24} {text(row.get('ClientCertMode'))}"
     )
-    lines = [f"{text(row.get('RunId'))}  {head}" if with_run else head]
+    lines = [f"{text(row.get('RunId')):<{run_width}}  {head}" if run_width else head]
     lines.append(f"        {text(row.get('Reason'))}")
     if row.get("Remediation"):
         lines.append(f"        Fix: {text(row.get('Remediation'))}")
@@ -162,15 +163,13 @@ def _group_block(summary: Summary) -> list[str]:
 
 
 def _runs_block(runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    lines = [f"  {'run':<24}{'outcome':<10}{'started':<22}" + "".join(f"{s:>8}" for s in STATUSES) + f"{'new':>6}"]
+    """One line per run, every column as wide as its data (run ids are longer than they once were)."""
+    cells = []
     for run in runs:
-        counts = run_counts(run)
-        lines.append(
-            f"  {text(run.get('RowKey')):<24}{text(run.get('Outcome')):<10}{run_started(run):<22}"
-            + "".join(f"{counts[s]:>8}" for s in STATUSES)
-            + f"{int(run.get('NewFailures') or 0):>6}"
-        )
-    return lines
+        counts, new = run_counts(run), int(run.get("NewFailures") or 0)
+        cells.append([run.get("RowKey"), run.get("Outcome"), run_started(run), *(counts[s] for s in STATUSES), new])
+    numbers = range(3, 4 + len(STATUSES))
+    return ["  " + line for line in columns(("run", "outcome", "started", *STATUSES, "new"), cells, right=numbers)]
 
 
 def _expiring_block(ctx: ReportContext) -> list[str]:
@@ -219,12 +218,13 @@ def write_table(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportCont
     """Readable terminal report: summary by status and by group (subscription unless ``--group-by``
     says otherwise), then the rows to act on."""
     summary = ctx.summary()
+    run_width = max((len(text(r.get("RowKey"))) for r in ctx.runs), default=3) if ctx.multi_run else 0
     with ListSpool() as spool:
         for raw in rows:
             row = terminal_row(raw)  # every value from the estate, printed without control characters
             summary.add(row)
             if str(row.get("Status")) in ctx.listed:
-                spool.write(str(row.get("Status")), _table_line(row, ctx.multi_run))
+                spool.write(str(row.get("Status")), _table_line(row, run_width))
         listed = spool.count
         head = [
             f"Client certificate audit - {ctx.title()}",
@@ -245,7 +245,7 @@ def write_table(rows: Iterable[Mapping[str, Any]], out: IO[str], ctx: ReportCont
         head += ["", f"{which} resources: {listed}" + ("" if listed else " - nothing to act on.")]
         out.write("\n".join(head) + "\n")
         if listed:
-            out.write(("RUN" + " " * 23 if ctx.multi_run else "") + _LIST_HEAD + "\n")
+            out.write((f"{'RUN':<{run_width}}  " if run_width else "") + _LIST_HEAD + "\n")
             spool.copy_to(out)
     return summary
 

@@ -7,9 +7,10 @@ contract test passing on it.
 
 Changing a pin (a security fix, an SDK upgrade):
 
-1. Edit ``requirements.txt``: the new ``==`` version, plus any dependency it now needs at run time
-   (``.venv/bin/pip freeze`` after the install shows what it pulled in).
-2. ``make install`` (reinstalls the venv from the changed file).
+1. Edit ``requirements.txt`` and ``pyproject.toml``'s ``dependencies`` (the same pins): the new ``==``
+   version, plus any dependency it now needs at run time (``.venv/bin/pip freeze`` after the install
+   shows what it pulled in); then ``.venv/bin/python tools/pin_hashes.py`` writes the hashes.
+2. ``make install`` (reinstalls the venv from the changed file, checking every hash).
 3. ``AUDIT_RECORD_TESTED_PINS=1 .venv/bin/python -m pytest -p no:xdist tests/contract``: runs the
    contract test on the installed versions and, only if every contract test passed, none was
    skipped or deselected, and the venv holds exactly the pinned versions, rewrites
@@ -42,9 +43,23 @@ def canonical(name: str) -> str:
 
 
 def requirement_lines(path: Path) -> list[str]:
-    """The requirement lines of a requirements file, comments and blanks dropped."""
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return [line for line in lines if line]
+    """The requirement lines of a requirements file, comments, blanks and ``--hash`` options dropped
+    (continuation lines joined first, as pip reads them)."""
+    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return [re.sub(r"\s+--hash=\S+", "", line).strip() for line in lines if line]
+
+
+def requirement_hashes(path: Path) -> dict[str, list[str]]:
+    """``{canonical name: [sha256, ...]}`` of the ``--hash`` options of a requirements file."""
+    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = _PIN.match(line.split()[0]) if line else None
+        if match:
+            found[canonical(match[1])] = re.findall(r"--hash=sha256:([0-9a-f]{64})\b", line)
+    return found
 
 
 def read_pins(path: Path) -> dict[str, str]:

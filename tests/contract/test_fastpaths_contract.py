@@ -88,8 +88,15 @@ class Spy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         fastpaths.self_check()  # once per process, before counting: it drives the fast code itself
-        self.calls = {"send_upsert_batch": 0, "submit_upserts": 0, "query_json_fast": 0, "query_entities": 0}
-        for name in ("send_upsert_batch", "submit_upserts", "query_json_fast"):
+        self.calls = {
+            "send_upsert_batch": 0,
+            "submit_upserts": 0,
+            "query_json_fast": 0,
+            "query_entities": 0,
+            "send_conditional_batch": 0,
+            "submit_conditional": 0,
+        }
+        for name in ("send_upsert_batch", "submit_upserts", "query_json_fast", "send_conditional_batch", "submit_conditional"):
             monkeypatch.setattr(fastpaths, name, self._counting(name, getattr(fastpaths, name)))
         monkeypatch.setattr(TableClient, "query_entities", self._counting("query_entities", TableClient.query_entities))
 
@@ -272,13 +279,47 @@ def test_state_reads_are_the_same_on_both_paths(stores: dict[str, TableStore], m
     (fast_state, fast_extra), fast_other = read["fast"]
     (public_state, public_extra), public_other = read["public"]
     copy_at = (rows[3]["PartitionKey"], rows[3]["RowKey"], rows[3]["RowKey"])  # (partition, row key, resource key)
-    assert len(fast_state) == 1050 and fast_extra == public_extra == [copy_at]
+    assert len(fast_state) == 1050 and [c[:3] for c in fast_extra] == [c[:3] for c in public_extra] == [copy_at]
+    assert fast_extra == public_extra and fast_extra[0][3].startswith('W/"'), "with the ETag the copy was read at"
     assert fast_state[rows[3]["RowKey"]]["LastRunId"] == "r9", "the later run's copy wins"
     assert set(fast_state) == set(public_state)
     for key, row in fast_state.items():
         assert plain([row]) == plain([public_state[key]]), key
     assert plain(list(fast_other[0].values())) == plain(list(public_other[0].values()))
     assert len(fast_other[0]) == 3
+
+
+def test_conditional_batches_and_etag_reads_are_the_same_on_both_paths(
+    stores: dict[str, TableStore], service: TableServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state's writes are fenced by each row's ETag: created only while absent, replaced only
+    while unchanged, the transaction rolled back whole when one condition fails. Both paths agree on
+    what is stored, on the ETags they return (those a read then shows) and on the conflicts."""
+    from shared.errors import WriteConflict
+
+    spy = Spy(monkeypatch)
+    outcome: dict[str, Any] = {}
+    for path, store in stores.items():
+        table = store.latest
+        rows = [dict(row) for row in typed_rows(6) if row["PartitionKey"] == PARTITIONS[0]]
+        with on(path):
+            created = fastpaths.conditional_batch(table, rows, [None] * len(rows))
+            read = {r["RowKey"]: r for r in fastpaths.query_json(table, "PartitionKey ne 'zzz'", etags=True)}
+            assert [read[r["RowKey"]][fastpaths.ETAG] for r in rows] == created
+            with pytest.raises(WriteConflict):  # created again: it exists
+                fastpaths.conditional_batch(table, rows[:1], [None])
+            replaced = fastpaths.conditional_batch(
+                table, [{**r, "Text": "v2"} for r in rows], list(created)
+            )
+            assert replaced != created
+            with pytest.raises(WriteConflict):  # a stale ETag fails, and the whole transaction with it
+                fastpaths.conditional_batch(
+                    table, [{**rows[0], "Text": "v3"}, {**rows[1], "Text": "v3"}], [replaced[0], created[1]]
+                )
+            outcome[path] = stored(service, table.table_name)
+    assert spy.calls["send_conditional_batch"] == 4 and spy.calls["submit_conditional"] == 4
+    assert outcome["fast"] == outcome["public"]
+    assert {row["Text"] for row in outcome["fast"].values()} == {("str", "'v2'")}
 
 
 def test_arm_pages_map_to_the_same_site_records(make_arm: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -358,7 +358,12 @@ class ArmEmulator:
         #: truncated answer, a repeated ``$skipToken`` (see :mod:`tests.emulators.graph`).
         self.resource_graph_answer: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
         self._rg_rows: tuple[int, list[dict[str, Any]]] | None = None
+        #: Resource Graph's ``resources`` index as it stood when frozen (see :meth:`freeze_resource_graph`).
+        self._rg_frozen: list[dict[str, Any]] | None = None
         self.faults = FaultSet()
+        #: Answers writes (``method, route_kind, route, body`` -> a response, or ``None`` for 405): off by
+        #: default, so the product is proven read-only; :mod:`tests.emulators.writes` installs one.
+        self.write_handler: Callable[[str, str, tuple[str, ...], bytes], _Response | None] | None = None
         #: Identity of the system-assigned MI (the token's ``oid``/``appid``).
         self.principal_id = str(uuid.uuid4())
         self.client_id = str(uuid.uuid4())
@@ -610,7 +615,10 @@ class ArmEmulator:
                 ),
             )
         if method not in ("GET", "HEAD"):
-            return _Response(405, arm_error("MethodNotAllowed", f"The emulator does not support {method}."))
+            written = self.write_handler(method, kind, route, body) if self.write_handler is not None else None
+            if written is None:
+                return _Response(405, arm_error("MethodNotAllowed", f"The emulator does not support {method}."))
+            return written
         limit_headers: dict[str, str] = {}
         if kind != "other" or route:
             scope = route[1] if len(route) > 1 else "tenant"
@@ -778,9 +786,20 @@ class ArmEmulator:
         rows.sort(key=lambda r: (r["changeTime"], r["targetResourceId"]))
         return rows
 
+    def freeze_resource_graph(self) -> None:
+        """Resource Graph's ``resources`` index stops following the tenant (it lags): queries answer the
+        sites and slots as they are now until :meth:`thaw_resource_graph`, whatever changes meanwhile."""
+        with self.tenant.lock:
+            self._rg_frozen = [dict(row) for row in self._resource_graph_rows()]
+
+    def thaw_resource_graph(self) -> None:
+        self._rg_frozen = None
+
     def _resource_graph_rows(self) -> list[dict[str, Any]]:
         """Every site and slot of every non-deleted subscription, projected as ``SITES_QUERY`` does and
         ordered by ``subscriptionId, id`` (cached until the tenant changes)."""
+        if self._rg_frozen is not None:
+            return self._rg_frozen
         cached = self._rg_rows
         if cached is not None and cached[0] == self.tenant.version:
             return cached[1]

@@ -3,6 +3,11 @@
 Azurite cannot be told to fail; the proxy can. It forwards every request unchanged (headers,
 body, the OAuth bearer token) and applies the same :class:`~tests.emulators.faults.FaultRule`
 set as the ARM emulator: a rejected batch, a 503 burst, a reset, a stall.
+
+Azurite's clock cannot be moved either; the proxy can move the clock it *shows*:
+:attr:`FaultProxy.date_offset` is added to the ``Date`` of every answer, which is how the engine
+reads the table service's time (the lease is judged by it). A test moves the service's clock
+forward (a lease expires without waiting for it) by raising the offset.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import socket
 import ssl
 import struct
 import threading
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -48,6 +55,8 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.tls = tls
         self.faults = FaultSet()
+        #: Seconds added to the ``Date`` of every answer: the table service's clock as clients see it.
+        self.date_offset = 0.0
         self.requests: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -132,11 +141,22 @@ class FaultProxy:
         finally:
             conn.close()
 
+    def service_date(self, upstream: str | None = None) -> str:
+        """The ``Date`` an answer carries: Azurite's (or now), moved by :attr:`date_offset`."""
+        when = (parsedate_to_datetime(upstream) if upstream else datetime.now(UTC)) + timedelta(
+            seconds=self.date_offset
+        )
+        return format_datetime(when.astimezone(UTC), usegmt=True)
+
     def _reply(self, h: _Handler, status: int, headers: dict[str, str], payload: bytes) -> None:
         self._record(h.command, h.path, status)
-        h.send_response(status)
+        h.log_request(status)
+        h.send_response_only(status)  # one Date, the service's (send_response would add the proxy's own)
+        upstream = next((v for k, v in headers.items() if k.lower() == "date"), None)
+        h.send_header("Date", self.service_date(upstream))
         for name, value in headers.items():
-            h.send_header(name, value)
+            if name.lower() != "date":
+                h.send_header(name, value)
         h.send_header("Content-Length", str(len(payload)))
         h.end_headers()
         with contextlib.suppress(OSError):

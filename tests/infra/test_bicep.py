@@ -17,6 +17,7 @@ from tests.infra.bicep_tree import accessor, deployed, function_call, module_par
 from tests.infra.conftest import BICEP_FILES, INFRA, KQL_FILES, REPO, rel
 
 MAIN = "infra/main.bicep"
+RBAC = "infra/app/rbac.bicep"
 FUNCTION = "infra/app/function-app.bicep"
 TENANT = "infra/tenant/audit-reader-role.bicep"
 ALERTS = "infra/app/alerts.bicep"
@@ -25,21 +26,19 @@ README = REPO / "README.md"
 LOG_ANALYTICS_READER = "73c42c96-874c-492b-b04d-ab87d138a893"
 
 # The app settings the audit code reads (its contract), and the ones that must never be deployed.
-CONTRACT_SETTINGS = {
-    "AUDIT_SCHEDULE",
-    "AUDIT_CHANGES_SCHEDULE",
-    "AUDIT_ARM_ENDPOINT",
-    "AUDIT_TABLE_SERVICE_URI",
-    "AUDIT_RESULTS_TABLE",
-    "AUDIT_LATEST_TABLE",
-    "AUDIT_RUNS_TABLE",
-    "AUDIT_EXEMPTIONS_TABLE",
-    "AUDIT_SUBSCRIPTIONS",
-    "AUDIT_RETENTION_DAYS",
-    "AUDIT_CONCURRENCY",
-    "AUDIT_INVENTORY_SOURCE",
-}
-LOCAL_ONLY_SETTINGS = {"AUDIT_TABLE_CONNECTION_STRING"}
+CONFIG = REPO / "shared" / "config.py"
+LOCAL_ONLY_SETTINGS_ = {"AUDIT_TABLE_CONNECTION_STRING"}
+CONTRACT_SETTINGS = set(re.findall(r"\"(AUDIT_[A-Z_]+)\"", CONFIG.read_text())) - LOCAL_ONLY_SETTINGS_
+#: The regions that offer Flex Consumption, as the Azure-Samples Flex Consumption azd templates list them
+#: (Azure-Samples/functions-quickstart-python-http-azd, infra/main.bicep), less the canary eastus2euap.
+FLEX_REGIONS = {
+    "australiaeast", "australiasoutheast", "brazilsouth", "canadacentral", "centralindia", "centralus",
+    "eastasia", "eastus", "eastus2", "francecentral", "germanywestcentral", "italynorth", "japaneast",
+    "koreacentral", "northcentralus", "northeurope", "norwayeast", "southafricanorth", "southcentralus",
+    "southeastasia", "southindia", "spaincentral", "swedencentral", "uaenorth", "uksouth", "ukwest",
+    "westcentralus", "westeurope", "westus", "westus2", "westus3",
+}  # fmt: skip
+LOCAL_ONLY_SETTINGS = LOCAL_ONLY_SETTINGS_
 
 ROLE_IDS = {
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
@@ -107,9 +106,14 @@ def test_main_is_azd_compatible(bicep_trees: dict[str, Any]) -> None:
     main = bicep_trees[MAIN]
     assert main["globals"]["scope"]["value"] == "subscription"
     params = main["parameters"]
-    assert {"environmentName", "location", "principalId"} <= set(params)
+    assert {"environmentName", "location", "securityPrincipalId", "securityPrincipalType"} <= set(params)
+    assert "principalId" not in params, "the deployer (azd's AZURE_PRINCIPAL_ID) gets no data access"
     location_meta = [d for d in params["location"]["decorators"] if d.get("type") == "metadata"]
     assert location_meta, "location needs @metadata({azd: {type: 'location'}}) for azd"
+    (allowed,) = [d["argument"] for d in params["location"]["decorators"] if d.get("type") == "allowed"]
+    assert set(allowed) == FLEX_REGIONS and len(allowed) == len(FLEX_REGIONS), "location: the Flex Consumption regions"
+    kind = [d["argument"] for d in params["securityPrincipalType"]["decorators"] if d.get("type") == "allowed"]
+    assert kind == [["User", "Group", "ServicePrincipal"]] and params["securityPrincipalType"]["default"] == "Group"
     assert deployed(bicep_trees, "Microsoft.Resources/resourceGroups"), "main.bicep must create the resource group"
     token = main["variables"]["resourceToken"]["value"]
     assert function_call(token) is not None and function_call(token)[0] == "to_lower"  # type: ignore[index]
@@ -122,13 +126,60 @@ def test_main_is_azd_compatible(bicep_trees: dict[str, Any]) -> None:
     )
 
 
-def test_parameters_file_matches_main(bicep_trees: dict[str, Any]) -> None:
+def _azd_mapping() -> dict[str, tuple[str, str | None]]:
+    """main.parameters.json: ``{parameter: (azd setting, default or None)}`` of each ``${NAME=default}``."""
     data = json.loads((INFRA / "main.parameters.json").read_text())
-    declared = set(bicep_trees[MAIN]["parameters"])
-    given = set(data["parameters"])
-    assert given <= declared, f"main.parameters.json sets unknown parameters: {sorted(given - declared)}"
-    required = {n for n, p in bicep_trees[MAIN]["parameters"].items() if "default" not in p}
-    assert required <= given, f"required parameters missing from main.parameters.json: {sorted(required - given)}"
+    mapping = {}
+    for name, entry in data["parameters"].items():
+        match = re.fullmatch(r"\$\{([A-Z][A-Z0-9_]*)(?:=(.*))?\}", entry["value"])
+        assert match, f"main.parameters.json: {name} is not one ${{AZD_SETTING[=default]}}: {entry['value']!r}"
+        mapping[name] = (match[1], match[2])
+    return mapping
+
+
+def _bicep_literal(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def mapping_problems(declared: dict[str, Any], mapping: dict[str, tuple[str, str | None]]) -> list[str]:
+    """How main.parameters.json fails to make every parameter reachable from azd with the template's default."""
+    problems = [f"azd cannot set {name}" for name in sorted(set(declared) - set(mapping))]
+    problems += [f"unknown parameter {name}" for name in sorted(set(mapping) - set(declared))]
+    settings = [setting for setting, _ in mapping.values()]
+    problems += [f"{s} is used twice" for s in sorted({s for s in settings if settings.count(s) > 1})]
+    for name, (setting, default) in sorted(mapping.items()):
+        if name not in declared:
+            continue
+        if not setting.startswith(("AUDIT_", "AZURE_")):
+            problems.append(f"{name}: {setting} is neither AUDIT_* nor azd's AZURE_*")
+        has_default = declared[name].get("default") is not None
+        if default is not None and (not has_default or default != _bicep_literal(declared[name]["default"])):
+            problems.append(f"{name}: {setting} defaults to {default!r}, main.bicep to {declared[name].get('default')!r}")
+        if default is None and has_default and declared[name]["default"] != "":
+            problems.append(f"{name}: an unset {setting} must give the template's default")
+    return problems
+
+
+def test_every_parameter_is_reachable_from_azd_with_the_template_default(bicep_trees: dict[str, Any]) -> None:
+    declared = bicep_trees[MAIN]["parameters"]
+    mapping = _azd_mapping()
+    assert mapping_problems(declared, mapping) == []
+    # The deploy guide's settings table is this mapping, row for row.
+    rows = dict(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| `(\w+)`", DEPLOY_DOC.read_text(), re.M))
+    assert rows == {setting: name for name, (setting, _) in mapping.items()}, "docs/deploy.md's settings table"
+
+
+def test_the_parameter_mapping_check_catches_drift(bicep_trees: dict[str, Any]) -> None:
+    declared = bicep_trees[MAIN]["parameters"]
+    mapping = _azd_mapping()
+    unreachable = {k: v for k, v in mapping.items() if k != "auditLeaseSeconds"}
+    assert mapping_problems(declared, unreachable) == ["azd cannot set auditLeaseSeconds"]
+    drifted = {**mapping, "auditLeaseSeconds": ("AUDIT_LEASE_SECONDS", "300")}
+    assert mapping_problems(declared, drifted) == ["auditLeaseSeconds: AUDIT_LEASE_SECONDS defaults to '300', main.bicep to 600"]
+    shared = {**mapping, "auditRetryTotal": ("AUDIT_LEASE_SECONDS", "4")}
+    assert "AUDIT_LEASE_SECONDS is used twice" in mapping_problems(declared, shared)
+    unset = {**mapping, "auditOwnerTags": ("AUDIT_OWNER_TAGS", None)}
+    assert mapping_problems(declared, unset) == ["auditOwnerTags: an unset AUDIT_OWNER_TAGS must give the template's default"]
 
 
 def test_azure_yaml_deploys_the_function_service(bicep_trees: dict[str, Any]) -> None:
@@ -268,9 +319,38 @@ def test_user_assigned_identity_is_the_default_and_its_roles_precede_the_app(bic
     assert set(user["config"]["params"]) == set(system["config"]["params"])
 
 
+def _int_ranges() -> dict[str, tuple[int, int, int]]:
+    """``{setting: (default, min, max)}`` of every ``_int(env, "AUDIT_X", default, lo, hi)`` in shared/config.py."""
+    from shared.config import DEFAULTS
+
+    ranges = {}
+    for setting, default, lo, hi in re.findall(
+        r"_int\(env, \"(AUDIT_[A-Z_]+)\", ([\w.]+), (\w+), (\w+)\)", CONFIG.read_text()
+    ):
+        value = getattr(DEFAULTS, default.split(".", 1)[1]) if default.startswith("d.") else int(default)
+        bound = {"LEASE_FLOOR_SECONDS": 60}
+        ranges[setting] = (int(value), int(bound.get(lo, lo)), int(bound.get(hi, hi)))
+    return ranges
+
+
+def test_every_numeric_setting_has_the_code_default_and_a_range_the_code_accepts(bicep_trees: dict[str, Any]) -> None:
+    settings = module_params(bicep_trees, MAIN, "functionApp")["appSettings"]
+    params = bicep_trees[MAIN]["parameters"]
+    ranges = _int_ranges()
+    assert len(ranges) >= 7
+    for setting, (default, lo, hi) in ranges.items():
+        call = function_call(settings[setting])
+        assert call and call[0] == "string", f"{setting} must be string(<int parameter>)"
+        param = params[call[1][0]]
+        decorators = {d["type"]: d.get("argument") for d in param["decorators"]}
+        assert param["default"] == default, f"{setting}: Bicep default {param['default']} != the code's {default}"
+        assert lo <= decorators["min_value"] <= decorators["max_value"] <= hi, f"{setting}: a value the code refuses"
+
+
 def test_app_settings_cover_the_contract(bicep_trees: dict[str, Any]) -> None:
     settings = module_params(bicep_trees, MAIN, "functionApp")["appSettings"]
-    assert set(settings) == CONTRACT_SETTINGS
+    assert set(settings) == CONTRACT_SETTINGS, f"settings the code reads that no parameter sets: {sorted(CONTRACT_SETTINGS - set(settings))}"
+    assert len(CONTRACT_SETTINGS) >= 19
     # Every AUDIT_* name the template sets is one the code reads (no typo goes unnoticed).
     code = (REPO / "shared" / "config.py").read_text()
     read_by_code = set(re.findall(r"\"(AUDIT_[A-Z_]+)\"", code))
@@ -344,12 +424,44 @@ def test_the_identity_gets_exactly_the_data_roles_it_needs(bicep_trees: dict[str
     for name, role_id in ROLE_IDS.items():
         assert role_id in role_ids.values(), f"{name} is not assigned"
     by_symbol = {a.symbol: a for a in deployed(bicep_trees, "Microsoft.Authorization/roleAssignments")}
-    assert by_symbol["resultsTableContributor"].body["scope"] == "resultsStorage"
     assert by_symbol["hostBlobOwner"].body["scope"] == "hostStorage"
     assert by_symbol["telemetryPublisher"].body["scope"] == "applicationInsights"
-    for symbol in ("resultsTableContributor", "hostBlobOwner", "telemetryPublisher"):
-        assert by_symbol[symbol].properties["principalType"] == "ServicePrincipal"
+    # Least privilege on the results account: each table its own assignment; write on the three the
+    # app writes, read only on the exemptions table (whoever deploys code to the app cannot plant one).
+    tables = {
+        r.symbol: r.body["name"]
+        for r in resources(bicep_trees)
+        if r.file == RBAC and r.existing and r.type == "Microsoft.Storage/storageAccounts/tableServices/tables"
+    }
+    app = {
+        a.symbol: a
+        for a in deployed(bicep_trees, "Microsoft.Authorization/roleAssignments")
+        if a.file == RBAC and accessor(a.properties["principalId"]) == "functionPrincipalId"
+    }
+    scopes = {a.body["scope"]: a.properties["roleDefinitionId"] for a in app.values() if a.body["scope"] in tables}
+    assert scopes == {
+        "resultsTable": "tableContributorRoleId",
+        "latestTable": "tableContributorRoleId",
+        "runsTable": "tableContributorRoleId",
+        "exemptionsTable": "tableReaderRoleId",
+    }, scopes
+    assert {tables[t] for t in scopes} == {"resultsTableName", "latestTableName", "runsTableName", "exemptionsTableName"}
+    assert not [a for a in app.values() if a.body["scope"] == "resultsStorage"], "no account-wide table role for the app"
+    passed = module_params(bicep_trees, MAIN, "rbacUserAssigned")
+    assert {k: accessor(passed[k]) for k in ("resultsTableName", "latestTableName", "runsTableName", "exemptionsTableName")} == {
+        "resultsTableName": "tableNames.results",
+        "latestTableName": "tableNames.latest",
+        "runsTableName": "tableNames.runs",
+        "exemptionsTableName": "tableNames.exemptions",
+    }
+    for assignment in app.values():
+        assert assignment.properties["principalType"] == "ServicePrincipal"
+    # The security team: a principal and type of its own, never the deployer.
     assert by_symbol["resultsTableReader"].conditional, "the human reader assignment must be optional"
+    assert by_symbol["resultsTableReader"].body["scope"] == "resultsStorage"
+    assert by_symbol["exemptionsTableContributor"].body["scope"] == "exemptionsTable"
+    assert accessor(passed["readerPrincipalId"]) == "securityPrincipalId"
+    assert accessor(passed["readerPrincipalType"]) == "securityPrincipalType"
 
 
 # -- tenant-wide read access -------------------------------------------------------------------
@@ -403,6 +515,12 @@ def test_docs_explain_the_deploy(bicep_trees: dict[str, Any]) -> None:
         "az role assignment create",
         "Microsoft.Resources/deployments/*",
         "User Access Administrator",
+        "Management Group Contributor",
+        "Role Based Access Control Administrator",
+        "AUDIT_SECURITY_PRINCIPAL_ID",
+        "AUDIT_SECURITY_PRINCIPAL_TYPE",
+        "removed by the next provision",
+        "infra/hooks/postprovision.sh",
         "infra/tenant/audit-reader-role.bicep",
         "infra/tenant/audit-reader-role.json",
         "ClientCertAuditRuns",
@@ -420,7 +538,13 @@ def test_docs_explain_the_deploy(bicep_trees: dict[str, Any]) -> None:
         assert name in text, f"docs/deploy.md does not explain the alert {name!r}"
     for kql in KQL_FILES:
         assert rel(kql) in text, f"docs/deploy.md does not point at {rel(kql)}"
-    for heading in ("## Prerequisites", "## Deploy", "## Grant tenant-wide read access", "## Check the first run"):
+    for heading in (
+        "## Runbook 1: the subscription owner",
+        "## Runbook 2: the tenant admin",
+        "## Check the first run",
+        "## A run that read nothing",
+        "## Supply chain",
+    ):
         assert re.search(rf"^{re.escape(heading)}", text, re.M), f"docs/deploy.md has no section {heading!r}"
     assert re.search(r"^## Alert routing", text, re.M)
 
@@ -616,30 +740,6 @@ def test_workbook_is_deployed_with_its_json(bicep_trees: dict[str, Any]) -> None
 # -- small things --------------------------------------------------------------------------------
 
 
-def test_funcignore_excludes_local_caches_and_keeps_the_app() -> None:
-    lines = {line.strip() for line in (REPO / ".funcignore").read_text().splitlines() if line.strip()}
-    for cache in (
-        "__pycache__/",
-        ".mypy_cache/",
-        ".pytest_cache/",
-        ".ruff_cache/",
-        "*.egg-info/",
-        ".azurite/",
-        ".demo/",
-    ):
-        assert cache in lines, f".funcignore misses {cache} (azd applies only .funcignore when it exists)"
-    # Everything `make clean` removes is local state, never part of the package.
-    cleaned = re.search(r"^clean:\n\trm -rf (.*)$", (REPO / "Makefile").read_text(), re.M)
-    assert cleaned
-    for path in cleaned.group(1).split():
-        if not path.startswith("$("):
-            assert path in lines or f"{path.rstrip('/')}/" in lines, (
-                f".funcignore misses {path} (removed by make clean)"
-            )
-    for needed in ("function_app.py", "host.json", "requirements.txt", "shared"):
-        assert needed not in lines and f"{needed}/" not in lines, f".funcignore would drop {needed}"
-
-
 def test_azure_yaml_links_only_to_files_that_exist() -> None:
     text = (REPO / "azure.yaml").read_text()
     links = re.findall(r"(?<![\w/.])((?:[\w.-]+/)*[\w.-]+\.md)\b", text)
@@ -654,3 +754,49 @@ def test_no_website_time_zone_on_flex_consumption() -> None:
     for path in sorted(INFRA.rglob("*")):
         if path.is_file():
             assert "WEBSITE_TIME_ZONE" not in path.read_text(), f"{rel(path)} mentions WEBSITE_TIME_ZONE"
+
+
+#: Built-in role definitions the runbooks cite (id: role name), as Microsoft documents them
+#: (learn.microsoft.com, "Azure built-in roles"; the ids are the same in every tenant).
+CITED_ROLES = {
+    "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
+    "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
+    "f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator",
+    "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator",
+    "5d58bcaf-24a5-4b20-bdb6-eed9f69fbe4c": "Management Group Contributor",
+}
+
+
+def test_the_runbooks_cite_each_role_by_its_built_in_definition() -> None:
+    text = DEPLOY_DOC.read_text()
+    runbooks = text[text.index("## Runbook 1") : text.index("## Identity")]
+    for role_id, name in CITED_ROLES.items():
+        assert re.search(rf"\*\*{re.escape(name)}\*\*\s+\(`{role_id}`", runbooks), f"{name} ({role_id}) is not cited"
+    tenant_admin = runbooks[runbooks.index("## Runbook 2") :]
+    # The old claim, wrong: Management Group Contributor has no Microsoft.Resources/deployments/*.
+    assert "Management Group Contributor together with User Access Administrator" not in text
+    assert "Not enough" in tenant_admin and "Management Group Contributor" in tenant_admin
+    for runbook in runbooks.split("## Runbook")[1:]:
+        assert "**Rights**" in runbook and "**Commands**" in runbook
+        assert re.search(r"\*\*What you (send|receive)", runbook), "each runbook says what is handed over"
+
+
+def test_azure_yaml_runs_the_postprovision_hook() -> None:
+    text = (REPO / "azure.yaml").read_text()
+    hook = re.search(r"^hooks:\n  postprovision:\n    posix:\n      shell: sh\n      run: (\S+)$", text, re.M)
+    assert hook, "azure.yaml needs a posix postprovision hook"
+    assert (REPO / hook.group(1)).is_file()
+    assert (REPO / hook.group(1)).stat().st_mode & 0o111, "the hook must be executable"
+
+
+def test_the_deploy_guide_describes_the_blind_run_as_the_code_makes_it() -> None:
+    """Runs before the tenant role exists are described with the outcome and exit code they really get."""
+    from shared.commands.common import ExitCode
+    from shared.ledger import BLIND
+
+    text = DEPLOY_DOC.read_text()
+    section = text[text.index("## A run that read nothing") : text.index("## Supply chain")]
+    assert f"**`{BLIND}`**" in section and f"exits **{int(ExitCode.BLIND)}**" in section
+    assert "Client Certificate Auditor (read-only)" in section and "Runbook 2" in section
+    hook = (REPO / "infra" / "hooks" / "postprovision.sh").read_text()
+    assert f'"{BLIND}"' in hook and "A run that read nothing" in hook

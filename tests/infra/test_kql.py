@@ -212,8 +212,23 @@ def test_emitted_run_summaries_go_through_the_run_rules(
         (run_summary_payload(), False, False),
         (run_summary_payload(Outcome="partial", Complete=False, SubscriptionsFailed=2), True, True),
         (run_summary_payload(Outcome="failed", Complete=False, SubscriptionsRead=0, Total=0), True, True),
+        # a run that read no subscription (nothing listed: no subscription failed either) is never a pass
+        (
+            run_summary_payload(
+                Outcome="blind",
+                Complete=False,
+                SubscriptionsRead=0,
+                SubscriptionsFailed=0,
+                Total=1,
+                NewFailures=0,
+                AlertsSent=0,
+                Counts={"PASS": 0, "WARN": 0, "FAIL": 0, "EXEMPT": 0, "ERROR": 1},
+            ),
+            True,
+            True,
+        ),
     ]
-    assert [digest_where(p) for p, _, _ in cases] == [True, True, True]
+    assert [digest_where(p) for p, _, _ in cases] == [True, True, True, False]
     assert digest_where(run_summary_payload(NewFailures=0, AlertsSent=0)) is False
     assert digest_where(run_summary_payload(NewFailures=0, AlertsSent=3)) is True, "owed alerts sent later"
     for payload, failed_flag, should_alert in cases:

@@ -230,7 +230,7 @@ def test_keyword_names_get_their_own_rows_and_an_unparsable_id_costs_only_itself
         )
         assert (row["Status"], row["ClientCertMode"]) == (resource.expected_status, resource.expected_mode)
         if row["Remediation"]:  # the command names this very app (and slot), not a keyword next to it
-            target = f"--name {app} --resource-group {rg}" + (f" --slot {slot}" if slot else "")
+            target = f"--resource-group={rg} --name={app}" + (f" --slot={slot}" if slot else "")
             assert target in row["Remediation"], row["Remediation"]
     state = h.state()
     assert {site.key for site in sub.iter_resources() if site is not victim} <= set(state)

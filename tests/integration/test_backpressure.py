@@ -67,22 +67,31 @@ class WriteLog:
         self.writes: list[tuple[str, set[str], str]] = []
         self.lock = threading.Lock()
         real = TableStore.write_batch
+        real_state = TableStore.write_state
 
         def logged(store: TableStore, table: Any, entities: list[dict[str, Any]]) -> int:
             used = real(store, table, entities)
-            name = table.table_name
-            subs = {str(e.get("SubscriptionId") or "").lower() for e in entities}
-            if name == h.tables["AUDIT_RESULTS_TABLE"]:
-                what = "rows"
-            elif name == h.tables["AUDIT_LATEST_TABLE"]:
-                what = "mark" if any(e.get("AlertSentAt") and not e.get("AlertPending") for e in entities) else "state"
-            else:
-                return used  # the run record and the subscription registry: not ordered
-            with self.lock:
-                self.writes.append((name, subs, what))
+            if table.table_name == h.tables["AUDIT_RESULTS_TABLE"]:
+                self.log(table.table_name, entities, "rows")
+            elif table.table_name == h.tables["AUDIT_LATEST_TABLE"]:
+                self.log(table.table_name, entities, None)
+            # else the run record and the subscription registry: not ordered
+            return used
+
+        def logged_state(store: TableStore, entities: list[dict[str, Any]]) -> tuple[int, dict[tuple[str, str], str]]:
+            used = real_state(store, entities)  # state rows and alert marks: conditional on their ETags
+            self.log(h.tables["AUDIT_LATEST_TABLE"], entities, None)
             return used
 
         monkeypatch.setattr(TableStore, "write_batch", logged)
+        monkeypatch.setattr(TableStore, "write_state", logged_state)
+
+    def log(self, name: str, entities: list[dict[str, Any]], what: str | None) -> None:
+        subs = {str(e.get("SubscriptionId") or "").lower() for e in entities}
+        if what is None:
+            what = "mark" if any(e.get("AlertSentAt") and not e.get("AlertPending") for e in entities) else "state"
+        with self.lock:
+            self.writes.append((name, subs, what))
 
     def order_per_subscription(self) -> dict[str, list[tuple[int, str]]]:
         out: dict[str, list[tuple[int, str]]] = defaultdict(list)
@@ -165,14 +174,11 @@ def test_a_store_failing_while_every_listing_waits_fails_the_run_instead_of_hang
     tenant, _ = build()
     h: AuditHarness = harness_factory(make_arm(tenant))
     h.apply_env(AUDIT_CONCURRENCY="4")
-    real = TableStore.write_batch
 
-    def refuse_state(store: TableStore, table: Any, entities: list[dict[str, Any]]) -> int:
-        if table.table_name == h.tables["AUDIT_LATEST_TABLE"]:
-            raise RuntimeError("state write refused")  # every subscription's state step fails
-        return real(store, table, entities)
+    def refuse_state(store: TableStore, entities: list[dict[str, Any]]) -> tuple[int, dict[tuple[str, str], str]]:
+        raise RuntimeError("state write refused")  # every subscription's state step fails
 
-    monkeypatch.setattr(TableStore, "write_batch", refuse_state)
+    monkeypatch.setattr(TableStore, "write_state", refuse_state)
     started = time.monotonic()
     with pytest.raises(AuditFailed, match="state write refused"):
         h.run_at(NIGHT1)

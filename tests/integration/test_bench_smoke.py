@@ -79,4 +79,4 @@ def test_bench_runs_the_zipf_shape_both_nights(tmp_path: Path) -> None:
         assert run["targets"]["peak_rss_le_300mb"]["met"]
         # The audit's own peak (VmHWM), not wait4's ru_maxrss: Linux starts the latter at what the
         # bench had resident when it spawned the audit (here the bench holds the tenant and more).
-        assert 0 < run["peak_rss_mb"] and run["ru_maxrss_wait4_mb"] >= run["bench_rss_at_spawn_mb"] - 5
+        assert run["peak_rss_mb"] > 0 and run["ru_maxrss_wait4_mb"] >= run["bench_rss_at_spawn_mb"] - 5

@@ -76,10 +76,11 @@ def test_a_change_is_audited_and_alerted_once_by_the_next_poll(make_arm, harness
     result = h.poll_at(clock.at + timedelta(minutes=4))
     after = arm.stats()["by_kind"]
     assert result.changes == 2 and result.resources == 2
-    # one query, then exactly those resources, and the slot's site for its owner (the slot has no owner tag)
-    assert result.graph_requests == 1 and result.arm_gets == 3
-    assert after["site_get"] - before["site_get"] == 3
-    first_since = clock.at + timedelta(minutes=4) - timedelta(minutes=30)  # no watermark yet: the margin
+    # one query, then exactly those resources, one GET each: the slot (no owner tag of its own) takes
+    # its owner from its site, which changed too and so was read anyway
+    assert result.graph_requests == 1 and result.arm_gets == 2
+    assert after["site_get"] - before["site_get"] == 2
+    first_since = NIGHT - timedelta(minutes=30)  # no watermark yet: the margin before the baseline
     assert graph_queries(arm)[-1] == CHANGES_QUERY.format(since=first_since.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
     run = change_runs(h)[-1]
@@ -137,7 +138,7 @@ def test_a_poll_with_no_change_costs_one_query_and_writes_no_run(make_arm, harne
     arm_calls = {k: after.get(k, 0) - before.get(k, 0) for k in after if k not in ("token", "resourcegraph")}
     assert not any(arm_calls.values()), arm_calls
     assert len(h.runs()) == runs and not h.run_summaries()[1:]
-    assert result.watermark == clock.at
+    assert result.watermark is None, "nothing listed: the watermark (Resource Graph's clock) stays"
 
 
 def test_deleted_and_unreadable_resources(make_arm, harness_factory) -> None:
@@ -157,11 +158,21 @@ def test_deleted_and_unreadable_resources(make_arm, harness_factory) -> None:
     rows = h.rows_by_id(run.run_id)
     locked_row = rows[sites["locked"].key]
     assert locked_row["Status"] == "ERROR" and "403" in locked_row["Reason"]
+    # the ERROR row says what happens: no poll reads it again for this change; the nightly run does
+    assert "does not read this resource again" in locked_row["Remediation"]
+    assert "nightly run audits it" in locked_row["Remediation"] and "retries automatically" not in locked_row["Remediation"]
+    state = h.state()
+    # A poll retires nothing, not even what ARM says is deleted: the nightly run, which lists the whole
+    # subscription, does (whether a deleted and re-created app is new must not depend on when polls ran).
+    assert state[sites["doomed"].key]["Gone"] is False and state[sites["doomed-slot"].key]["Gone"] is False
+    assert sites["doomed"].key not in rows, "no row for a resource that is not there"
+    assert state[sites["locked"].key]["Gone"] is False and state[sites["locked"].key]["Status"] == "PASS"
+    assert state[sites["quiet"].key]["Gone"] is False
+    assert not h.new_failure_events()
+    arm.faults.clear()
+    h.run_at(NIGHT + timedelta(days=1))
     state = h.state()
     assert state[sites["doomed"].key]["Gone"] is True and state[sites["doomed-slot"].key]["Gone"] is True
-    assert state[sites["locked"].key]["Gone"] is False and state[sites["locked"].key]["Status"] == "PASS"
-    assert state[sites["quiet"].key]["Gone"] is False, "a targeted read retires only what it confirmed gone"
-    assert not h.new_failure_events()
 
 
 def test_resource_graph_throttling_and_failure(make_arm, harness_factory) -> None:

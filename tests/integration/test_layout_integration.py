@@ -256,14 +256,12 @@ def test_interrupted_move_leaves_copies_that_the_next_run_resolves(make_arm, har
             latest.upsert_entity({**row, "PartitionKey": sub.subscription_id})
             latest.delete_entity(row["PartitionKey"], row["RowKey"])
 
-    real_delete = TableStore.delete_keys
+    real_delete = TableStore.delete_state_copies
 
-    def deletes_fail(self, table, keys):  # type: ignore[no-untyped-def]
-        if table.table_name == h.tables["AUDIT_LATEST_TABLE"]:
-            raise HttpResponseError(message="injected: delete of the old copies failed")
-        return real_delete(self, table, keys)
+    def deletes_fail(self, copies):  # type: ignore[no-untyped-def]
+        raise HttpResponseError(message="injected: delete of the old copies failed")
 
-    monkeypatch.setattr(TableStore, "delete_keys", deletes_fail)
+    monkeypatch.setattr(TableStore, "delete_state_copies", deletes_fail)
     flipped = sites[1]
     flipped.update(client_cert_mode="Optional")  # the new copy says FAIL, the old one PASS
     h.clear_events()
@@ -273,7 +271,7 @@ def test_interrupted_move_leaves_copies_that_the_next_run_resolves(make_arm, har
     copies = Counter(r["PartitionKey"] for r in state_rows(h))
     assert copies == Counter({sub.subscription_id: 30, f"{sub.subscription_id}_0000": 30})
 
-    monkeypatch.setattr(TableStore, "delete_keys", real_delete)
+    monkeypatch.setattr(TableStore, "delete_state_copies", real_delete)
     h.clear_events()
     h.run_timer()
     assert not new_failures(h) and not h.new_failure_events(), "the newer copy (FAIL) is the last-known state"
@@ -375,24 +373,28 @@ def crash_then_resume(
             site.update(client_cert_mode="Optional")
     h.clear_events()
 
-    real = TableStore.write_batch
+    real = TableStore.write_state
     state_writes: list[list[str]] = []
     refused: list[int] = []  # the index of the write that crashed (others may follow it on other threads)
     mark_writes: list[int] = []  # indexes of the writes that mark new failures as alerted
 
-    def crash_on_nth_state_write(self, table, entities):  # type: ignore[no-untyped-def]
-        if table.table_name == h.tables["AUDIT_LATEST_TABLE"]:
-            state_writes.append([str(e["ResourceId"]).lower() for e in entities])
-            is_mark = any(e.get("AlertSentAt") for e in entities)
-            if is_mark:
-                mark_writes.append(len(state_writes))
-            counted = len(mark_writes) if count_marks_only else len(state_writes)
-            if counted == crash_at and (is_mark or not count_marks_only):
-                refused.append(len(state_writes) - 1)
-                raise RuntimeError(f"injected crash at state write {crash_at}")
-        return real(self, table, entities)
+    large_writes: list[int] = []  # the large subscription's writes: the small ones' buckets flush whenever
 
-    monkeypatch.setattr(TableStore, "write_batch", crash_on_nth_state_write)
+    def crash_on_nth_state_write(self, entities):  # type: ignore[no-untyped-def]
+        state_writes.append([str(e["ResourceId"]).lower() for e in entities])
+        is_mark = any(e.get("AlertSentAt") for e in entities)
+        if is_mark:
+            mark_writes.append(len(state_writes))
+        if not str(entities[0]["PartitionKey"]).startswith("bucket-"):
+            large_writes.append(len(state_writes))
+        counted = len(mark_writes) if count_marks_only else len(large_writes)
+        counts_now = is_mark if count_marks_only else large_writes[-1:] == [len(state_writes)]
+        if counted == crash_at and counts_now:
+            refused.append(len(state_writes) - 1)
+            raise RuntimeError(f"injected crash at state write {crash_at}")
+        return real(self, entities)
+
+    monkeypatch.setattr(TableStore, "write_state", crash_on_nth_state_write)
     with pytest.raises(RuntimeError, match="injected crash"):
         h.run_timer()
     crashed = h.runs()[-1]
@@ -411,7 +413,7 @@ def crash_then_resume(
     owed = {str(r["ResourceId"]).lower() for r in state_now if r.get("AlertPending")}
     assert owed == (flipped & stored_before_crash) - marked, "every stored, unsent new failure is owed"
     assert set(alerted_before_crash) == marked
-    monkeypatch.setattr(TableStore, "write_batch", real)
+    monkeypatch.setattr(TableStore, "write_state", real)
 
     # The tenant moves on before the retry: the interrupted attempt's rows must not survive it.
     removed, small_b = sites[251], tenant.subscriptions[2]

@@ -33,10 +33,11 @@ def test_stored_commands_paste_over_several_runs(bed: AuditBed, capsys: pytest.C
         assert len(rows) == expected
         for row in rows:
             args = shlex.split(_command_text(row["Remediation"]))
-            assert args[args.index("--name") + 1] == row["AppName"]
-            assert args[args.index("--resource-group") + 1] == row["ResourceGroup"]
-            assert args[args.index("--subscription") + 1] == row["SubscriptionId"]
-            assert (args[args.index("--slot") + 1] if "--slot" in args else "") == row["Slot"]
+            options = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
+            assert options["--name"] == row["AppName"]
+            assert options["--resource-group"] == row["ResourceGroup"]
+            assert options["--subscription"] == row["SubscriptionId"]
+            assert options.get("--slot", "") == row["Slot"]
             assert az_command(row) == args
         bed.sites["intranet"].update(client_cert_mode="Optional")
     groups = {r["ResourceGroup"] for r in bed.rows().values()}
@@ -44,6 +45,6 @@ def test_stored_commands_paste_over_several_runs(bed: AuditBed, capsys: pytest.C
     code, out, _ = bed.cli(capsys, ["report"])
     fixes = [line.split("Fix: ", 1)[1] for line in out.splitlines() if "Fix: " in line]
     assert len(fixes) == 9 and code == 1
-    for fix in fixes:
-        assert shlex.split(_command_text(fix))[:3] == ["az", "webapp", "update"]
-    assert "--resource-group 'rg(legacy)'" in out
+    groups = sorted(shlex.split(_command_text(fix))[1] for fix in fixes)
+    assert groups == ["functionapp"] + ["webapp"] * 8  # jobs is a function app
+    assert "'--resource-group=rg(legacy)'" in out

@@ -8,6 +8,7 @@ with a loud reason on a developer machine, and fails under CI, where it must run
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -16,6 +17,7 @@ from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -23,6 +25,8 @@ from shared.report import COLOURS
 from tests.reportbed import SUB_B, AuditBed
 
 WINDOW = (1200, 900)
+#: The widths the page is checked at: a desktop browser, and a narrow window or a mail preview pane.
+WIDTHS = (1400, 900)
 
 
 def chromium() -> str:
@@ -37,7 +41,7 @@ def chromium() -> str:
     pytest.skip(reason)
 
 
-def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+def run_chromium(tmp_path: Path, *args: str, window: tuple[int, int] = WINDOW) -> subprocess.CompletedProcess[bytes]:
     """Headless Chromium with everything that could reach the network switched off."""
     argv = [
         chromium(),
@@ -52,7 +56,7 @@ def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[byte
         "--hide-scrollbars",
         "--force-device-scale-factor=1",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        f"--window-size={window[0]},{window[1]}",
         *args,
     ]
     result = subprocess.run(argv, capture_output=True, timeout=120, check=False)
@@ -184,9 +188,10 @@ def test_html_report_renders_chart_and_table_in_chromium(
 
     dom = _Dom()
     dom.feed(run_chromium(tmp_path, "--dump-dom", page.as_uri()).stdout.decode("utf-8"))
-    assert dom.ids["trend-chart"] == 1 and dom.ids["trend-chart-issues"] == 1
-    assert dom.classes["series"] == 9  # a line per status in both charts
-    assert dom.tags["circle"] == 9 * 5  # a marker per status per run
+    assert dom.ids["trend-chart"] == 1 and dom.ids["subscription-chart"] == 1
+    assert dom.classes["series"] == 5  # a line per status in the trend
+    assert dom.tags["circle"] == 5 * 5  # a marker per status per run
+    assert dom.classes["bar"] >= 2  # the per-subscription bars: Dev (FAIL), Prod (FAIL and WARN)
     assert dom.ids["findings"] == 1 and dom.finding_rows == failing == 7
     assert dom.ids["by-subscription"] == 1 and dom.ids["trend-table"] == 1
     assert dom.tags["script"] == 0
@@ -238,7 +243,7 @@ class _Cells(HTMLParser):
         if tag == "table" and self._stack:
             self._stack.pop()
         elif tag in ("td", "th") and self._cell is not None and self._stack:
-            self.tables[self._stack[-1]][-1].append("".join(self._cell).strip())
+            self.tables[self._stack[-1]][-1].append("".join(self._cell).replace("\xad", "").strip())
             self._cell = None
 
     def handle_data(self, data: str) -> None:
@@ -264,8 +269,9 @@ def test_html_report_shows_subscription_names_and_owners_in_chromium(
     cells.feed(run_chromium(tmp_path, "--dump-dom", page.as_uri()).stdout.decode("utf-8"))
     findings = cells.tables["findings"]
     head = findings[0]
-    col = {name: head.index(name) for name in ("App", "Subscription", "Owner")}
-    shown = {row[col["App"]]: (row[col["Subscription"]], row[col["Owner"]]) for row in findings[1:]}
+    col = {name: head.index(name) for name in ("Resource (portal link, resource group, id)", "Subscription", "Owner")}
+    app = col.pop("Resource (portal link, resource group, id)")
+    shown = {row[app].split("rg-")[0]: (row[col["Subscription"]], row[col["Owner"]]) for row in findings[1:]}
     assert shown == {
         "shop": ("Prod (aaaaaaaa)", "alice@contoso.com"),
         "api/staging": ("Prod (aaaaaaaa)", "payments"),  # no tag of its own: its site's owner
@@ -287,3 +293,106 @@ def test_html_report_shows_subscription_names_and_owners_in_chromium(
     run_chromium(tmp_path, f"--screenshot={shot}", page.as_uri())
     width, height, colours = png_colours(shot)
     assert (width, height) == WINDOW and len(colours) > 50
+
+
+class _Findings(HTMLParser):
+    """The list as Chromium left it: per row, its classes, its portal link, its id and its subscription."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, str]] = []
+        self._in = False
+        self._field = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = {k: v or "" for k, v in attrs}
+        if tag == "table":
+            self._in = attr.get("id") == "findings"
+        elif self._in and tag == "tr" and attr.get("class", "").startswith("status-"):
+            self.rows.append({"class": attr["class"], "href": "", "id": "", "sub": ""})
+        elif self._in and self.rows and tag == "a":
+            self.rows[-1]["href"] = attr.get("href", "")
+        elif self._in and self.rows and tag == "code" and "id" in attr.get("class", "").split():
+            self._field = "id"
+        elif self._in and self.rows and tag == "td" and "sub" in attr.get("class", "").split():
+            self.rows[-1]["sub"] = attr.get("title", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in = False
+        elif tag == "code":
+            self._field = ""
+
+    def handle_data(self, data: str) -> None:
+        if self._field and self.rows:
+            self.rows[-1][self._field] += data
+
+
+PROBE = (
+    "<script>document.body.setAttribute('data-scroll-width', document.documentElement.scrollWidth);"
+    "document.body.setAttribute('data-chart-width', document.getElementById('subscription-chart')"
+    ".getBoundingClientRect().width);"
+    "document.body.setAttribute('data-spilling-cells', Array.from(document.querySelectorAll('#findings td'))"
+    ".filter(function (td) { return td.scrollWidth > td.clientWidth + 1; }).length);</script></body>"
+)
+
+
+def test_html_report_puts_new_failures_first_links_every_resource_and_fits_900_px(
+    bed: AuditBed, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """New failures first, then FAIL by worst subscription, then WARN; a portal link to each
+    resource's Configuration blade in its own directory and its full id; at 1400 and 900 px the page
+    is no wider than the window (the charts scale, the table wraps)."""
+    chromium()
+    sub_b = bed.tenant.get_subscription(SUB_B)
+    assert sub_b is not None
+    bed.run()  # baseline: shop, api/staging, jobs FAIL (Prod); portal WARN
+    for i in range(3):  # Dev becomes the worst subscription, with three new failures
+        sub_b.add_site("rg-dev", f"dev-{i}", client_cert_enabled=False)
+    bed.sites["shop"].update(client_cert_mode="Required")  # fixed
+    bed.sites["long"] = sub_b.add_site(
+        "rg-" + "x" * 80, "a-very-long-application-name-that-must-wrap-in-the-table", client_cert_enabled=False
+    )
+    bed.run()
+    page = tmp_path / "report.html"
+    assert bed.cli(capsys, ["report", "--format", "html", "-o", str(page)])[0] == 1
+
+    found = _Findings()
+    found.feed(run_chromium(tmp_path, "--dump-dom", page.as_uri()).stdout.decode("utf-8"))
+    names = [r["id"].rsplit("/sites/", 1)[1] for r in found.rows]
+    groups = [set(names[:4]), set(names[4:6]), names[6:]]  # within a subscription: the tables' order
+    assert groups == [
+        {"dev-0", "dev-1", "dev-2", "a-very-long-application-name-that-must-wrap-in-the-table"},  # new: Dev
+        {"api/slots/staging", "jobs"},  # FAIL in Prod, not new
+        ["portal"],  # WARN
+    ]
+    assert [("new-failure" in r["class"]) for r in found.rows] == [True] * 4 + [False] * 3
+    tenant = bed.tenant.tenant_id
+    for r in found.rows:
+        site = {s.id: s for s in bed.tenant.iter_resources()}[r["id"]]  # the full id, exactly
+        assert (
+            r["href"] == f"https://portal.azure.com/#@{tenant}/resource{quote(site.id, safe='/-_.()~')}/configuration"
+        )
+        assert r["sub"] == site.subscription.subscription_id
+    html = page.read_text(encoding="utf-8")
+    assert 'id="count-fixed"><b>1</b>' in html and re.search(r'id="count-NEW"[^>]*><b>4</b>', html)
+
+    probed = tmp_path / "probed.html"  # the page plus a probe that measures it (the page itself runs no script)
+    probed.write_text(
+        html.replace("script-src 'none'", "").replace("default-src 'none'", "").replace("</body>", PROBE),
+        encoding="utf-8",
+    )
+    for width in WIDTHS:
+        dom = run_chromium(tmp_path, "--virtual-time-budget=2000", "--dump-dom", probed.as_uri(), window=(width, 900))
+        measured = re.search(
+            rb'data-scroll-width="(\d+)" data-chart-width="([\d.]+)" data-spilling-cells="(\d+)"', dom.stdout
+        )
+        assert measured, dom.stdout[-500:]
+        scroll, chart, spilling = int(measured.group(1)), float(measured.group(2)), int(measured.group(3))
+        assert scroll <= width, f"at {width} px the page is {scroll} px wide: something does not wrap or scale"
+        assert 0 < chart <= width
+        assert spilling == 0, f"at {width} px, {spilling} cells of the list spill over their neighbours"
+        shot = tmp_path / f"report-{width}.png"
+        run_chromium(tmp_path, f"--screenshot={shot}", page.as_uri(), window=(width, 2400))
+        got_width, _, colours = png_colours(shot)
+        assert got_width == width and colours[rgb(COLOURS["FAIL"])] > 500

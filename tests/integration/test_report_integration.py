@@ -108,7 +108,7 @@ def test_report_formats_filters_history_and_diff(
     assert f"  {'Dev (bbbbbbbb)':<38}       0       0       2       0       0       2" in out
     listing = out.split("FAIL/ERROR/WARN resources: 4\n", 1)[1]
     assert "FAIL    new blog" in listing and "intranet" in listing and "jobs" in listing and "portal" in listing
-    assert "az webapp update --name jobs --resource-group rg-func" in listing
+    assert "az functionapp update --resource-group=rg-func --name=jobs " in listing  # jobs is a function app
     assert "shop" not in listing
 
     code, out, _ = bed.cli(capsys, ["report", "--format", "json", "--status", "WARN"])
@@ -154,7 +154,8 @@ def test_report_formats_filters_history_and_diff(
     page = tmp_path / "report.html"
     code, out, _ = bed.cli(capsys, ["report", "--format", "html", "-o", str(page)])
     assert code == 1 and f"Wrote {page}" in out and "FAIL 3" in out
-    assert page.read_text(encoding="utf-8").count('<polyline class="series') == 9
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<polyline class="series') == 5 and 'id="subscription-chart"' in html  # trend, and the bars
 
 
 def test_tag_requests_are_listed_never_exempt(

@@ -103,7 +103,7 @@ def test_names_owner_filter_and_groups_in_every_format(
     bed.cli(capsys, ["report", "--format", "html", "--group-by", "owner", "-o", str(page)])
     html = page.read_text(encoding="utf-8")
     assert 'id="by-owner"' in html and "<td>(no owner)</td>" in html
-    assert f'title="{SUB_A}">Prod (aaaaaaaa)</td>' in html and '<td class="owner">payments</td>' in html
+    assert f'title="{SUB_A}">Prod (aaaaaaaa)</td>' in html and '<td class="owner" data-label="Owner">payments</td>' in html
 
 
 def test_fix_script_covers_fail_and_warn_leaves_exempt_out_and_is_never_run(
@@ -122,17 +122,18 @@ def test_fix_script_covers_fail_and_warn_leaves_exempt_out_and_is_never_run(
     assert code == 1 and f"Wrote {script}" in out
     assert not calls.exists()  # writing it ran nothing
     text = script.read_text(encoding="utf-8")
-    assert text.startswith("#!/usr/bin/env bash\n") and "\nset -euo pipefail\n" in text
+    assert text.startswith("#!/usr/bin/env bash\n") and "\nset -uo pipefail\n" in text
     assert "breaks every client that does not send one" in text
-    commands = [line for line in text.splitlines() if line and not line.startswith("#") and line != "set -euo pipefail"]
+    commands = [line for line in text.splitlines() if line.startswith("az ")]
     assert len(commands) == 5  # api/staging, jobs, intranet, blog (FAIL) and portal (WARN); not shop
+    assert text.endswith('echo "All 5 fix commands ran."\n')
     assert text.index("[FAIL]") < text.index("[WARN]")
     assert shop not in text and "# [FAIL] shop " not in text
     assert "# Owner: ops ; touch pwned #" in text  # the hostile tag stays a comment
     assert "# Owner: payments" in text and "(no owner tag)" in text
-    assert f"# Portal: {portal_link(bed.site_id('api/staging'))}" in text
+    assert f"# Portal: {portal_link(bed.site_id('api/staging'), bed.tenant.tenant_id)}" in text
     staging = next(c for c in commands if "--slot" in c)
-    assert shlex.split(staging)[shlex.split(staging).index("--slot") + 1] == "staging"
+    assert "--slot=staging" in shlex.split(staging)
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
 
     # Run by a reviewer, with a stand-in for the Azure CLI: exactly these resources, exactly these names.
@@ -145,31 +146,53 @@ def test_fix_script_covers_fail_and_warn_leaves_exempt_out_and_is_never_run(
     subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, check=True, timeout=60)
     assert not (tmp_path / "pwned").exists()
     made = [entry.split("\0") for entry in calls.read_text(encoding="utf-8").split("\0\n") if entry]
-    targets = {(a[a.index("--name") + 1], a[a.index("--slot") + 1] if "--slot" in a else "") for a in made}
+    options = [dict(arg.split("=", 1) for arg in a if arg.startswith("--") and "=" in arg) for a in made]
+    targets = {(o["--name"], o.get("--slot", "")) for o in options}
     assert targets == {("api", "staging"), ("jobs", ""), ("intranet", ""), ("blog", ""), ("portal", "")}
-    assert all(a[a.index("--subscription") + 1] in (SUB_A, SUB_B) for a in made)
+    assert all(o["--subscription"] in (SUB_A, SUB_B) for o in options)
 
     # Filters apply; nothing selected still gives a valid script
     only = bed.cli(capsys, ["report", "--format", "script", "--owner", "payments"])[1]
-    assert only.count("\naz webapp update ") == 1
+    assert only.count("\naz webapp update ") == 1 and "All 1 fix commands ran." in only
     empty = bed.cli(capsys, ["report", "--format", "script", "--owner", "nobody"])[1]
     assert "# Nothing to fix in this selection." in empty
     assert bed.cli(capsys, ["report", "--format", "script", "--since", "7d"])[0] == 4
 
 
 def test_script_keeps_estate_text_in_comments_and_commands_on_their_resource() -> None:
-    assert comment("a\nb\r\nc\x1b[31m\u2028d") == "a b c [31m d"
+    assert comment("a\nb\r\nc\x1b[31m\u2028d\x9b2J\u202eZ") == "a b c\ufffd[31m d\ufffd2J\ufffdZ"
     row = {
         "AppName": "shop",
-        "ResourceGroup": "rg",
+        "ResourceGroup": "-rg",
         "Slot": "",
+        "Kind": "app",
         "SubscriptionId": SUB_A,
-        "Remediation": "Portal: x. az webapp update --name shop --resource-group rg --set clientCertEnabled=true",
+        "ResourceId": f"/subscriptions/{SUB_A}/resourceGroups/-rg/providers/Microsoft.Web/sites/shop",
+        "Remediation": "Portal: x. az webapp update --resource-group=-rg --name=shop --set clientCertEnabled=true",
     }
-    assert az_command(row) == [*shlex.split(row["Remediation"].split(". ", 1)[1]), "--subscription", SUB_A]
-    assert az_command({**row, "Remediation": row["Remediation"].replace("--name shop", "--name other")}) is None
+    expected = ["az", "webapp", "update", "--resource-group=-rg", "--name=shop", f"--subscription={SUB_A}"]
+    assert az_command(row) == [*expected, "--set", "clientCertEnabled=true"]
+    # a row recorded by an older version: the command that works today, for the row's kind
+    legacy = "Portal: x. az webapp update --name shop --resource-group -rg --set clientCertEnabled=true"
+    assert az_command({**row, "Kind": "functionapp", "Remediation": legacy}) == [
+        "az", "functionapp", *expected[2:], "--set", "clientCertEnabled=true"
+    ]
+    assert az_command({**row, "Kind": "", "Remediation": legacy}) == [
+        "az", "resource", "patch", f"--ids={row['ResourceId']}", "--api-version=2025-05-01",
+        '--properties={"clientCertEnabled": true}',
+    ]
+    assert az_command({**row, "Remediation": row["Remediation"].replace("--name=shop", "--name=other")}) is None
+    assert az_command({**row, "Remediation": row["Remediation"] + " --subscription=" + SUB_B}) is None
     assert az_command({**row, "Remediation": "Portal only."}) is None
     assert az_command({**row, "Remediation": "az webapp update --name 'shop"}) is None  # unbalanced quote
+    # nothing but the client certificate properties: a recorded command cannot change anything else
+    assert az_command({**row, "Remediation": row["Remediation"] + " siteConfig.alwaysOn=false"}) is None
+    assert az_command({**row, "Remediation": row["Remediation"] + " clientCertMode=Optional --slot=x"}) is None
+    patch = f"az resource patch --ids={row['ResourceId']} '--properties={{\"clientCertMode\": \"Required\"}}'"
+    assert az_command({**row, "Remediation": patch})[:3] == ["az", "webapp", "update"]  # type: ignore[index]
+    assert az_command({**row, "Remediation": patch.replace("sites/shop", "sites/other")}) is None
+    assert az_command({**row, "Remediation": patch.replace("Required", "Optional")}) is not None
+    assert az_command({**row, "Remediation": patch.replace('"Required"', "false")}) is None  # wrong type
 
 
 # -- OCSF ---------------------------------------------------------------------------------------------------
@@ -235,8 +258,8 @@ def test_ocsf_findings_validate_and_keep_their_uid_from_run_to_run(
     assert staging["resources"][0]["group"]["name"] == "rg-web" and staging["resources"][0]["region"] == "East US"
     assert staging["unmapped"]["client_cert_mode"] == "Required" and staging["unmapped"]["previous_status"] == "FAIL"
     jobs = by_code["FAIL"][0]
-    assert jobs["resources"][0]["name"] == "jobs" and "az webapp update" in jobs["remediation"]["desc"]
-    assert jobs["remediation"]["references"][0] == portal_link(bed.site_id("jobs"))
+    assert jobs["resources"][0]["name"] == "jobs" and "az functionapp update" in jobs["remediation"]["desc"]
+    assert jobs["remediation"]["references"][0] == portal_link(bed.site_id("jobs"), bed.tenant.tenant_id)
     portal = by_code["WARN"][0]
     assert portal["unmapped"]["client_cert_exclusion_paths"] == ["/health"]
     error = by_code["ERROR"][0]

@@ -127,16 +127,16 @@ def test_crash_between_rows_and_state_then_rerun(make_arm, harness_factory, monk
     sites["dev_pass"].update(client_cert_enabled=False)
     h.clear_events()
 
-    real = TableStore.write_batch
+    real = TableStore.write_state
     crashed = []
 
-    def crash_on_state(self, table, entities):  # type: ignore[no-untyped-def]
-        if table.table_name == h.tables["AUDIT_LATEST_TABLE"] and not crashed:
+    def crash_on_state(self, entities):  # type: ignore[no-untyped-def]
+        if not crashed:
             crashed.append(True)
             raise RuntimeError("injected crash after writing rows, before advancing state")
-        return real(self, table, entities)
+        return real(self, entities)
 
-    monkeypatch.setattr(TableStore, "write_batch", crash_on_state)
+    monkeypatch.setattr(TableStore, "write_state", crash_on_state)
     with pytest.raises(RuntimeError, match="injected crash"):
         h.run_timer()
     crashed_run = h.runs()[-1]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -94,3 +96,51 @@ def test_hostile_values_from_azure_never_reach_the_terminal(bed: AuditBed, capsy
     assert by_id[bed.site_id("intranet").lower()]["ExclusionPaths"].startswith("/health\x1b[5m")
     table = list(csv.DictReader(io.StringIO(bed.cli(capsys, ["report", "--format", "csv"])[1])))
     assert any(r["SubscriptionName"] == SUB_NAME for r in table)
+
+    # subscriptions list: the table neutralised and sized to its data, CSV and JSON exact
+    _, out, _ = bed.cli(capsys, ["subscriptions", "list"])
+    assert_terminal_safe(out)
+    assert "Prod\ufffd]0;pwned\ufffd\ufffd" in out
+    listed = json.loads(bed.cli(capsys, ["subscriptions", "list", "--format", "json"])[1])
+    assert SUB_NAME in [s["SubscriptionName"] for s in listed]
+    assert SUB_NAME in [
+        r["SubscriptionName"]
+        for r in csv.DictReader(io.StringIO(bed.cli(capsys, ["subscriptions", "list", "--format", "csv"])[1]))
+    ]
+
+    # the fix script: estate text only in comments, one line each, without control characters
+    script = bed.cli(capsys, ["report", "--format", "script"])[1]
+    assert_terminal_safe(script)
+    assert "/health\ufffd[5m" in script.split("# Reason: ", 2)[-1]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed command in its own process: its own logging set-up, as people run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_run_output_and_its_log_lines_never_steer_the_terminal(bed: AuditBed) -> None:
+    """``run`` prints ARM's error text and, with ``-v``, subscription names: through the one helper."""
+    sub = bed.tenant.get_subscription(SUB_A)
+    assert sub is not None
+    sub.display_name = SUB_NAME
+    bed.tenant.add_subscription(display_name="Old\x1b[2J\u202eone", state="Disabled")  # -v logs the skip, by name
+    bed.arm.faults.add(
+        FaultRule(
+            Status(403, code="AuthorizationFailed", message=ARM_MESSAGE),
+            path=rf"/subscriptions/{SUB_A}/resourceGroups/rg-func/providers/Microsoft\.Web/sites$",
+        )
+    )
+    done = _cli("-v", "run")
+    assert done.returncode == 2, done.stderr[-2000:]  # partial: one group unreadable
+    assert_terminal_safe(done.stdout + done.stderr)
+    assert "denied\ufffd[2J\ufffd[H ALL PASS\ufffd" in done.stderr, "the ARM message is logged, neutralised"
+    assert "Old\ufffd[2J\ufffdone" in done.stderr, "the subscription's name is logged, neutralised"
+
+    bed.arm.faults.add(FaultRule(Status(500, code="Boom", message=ARM_MESSAGE), path=r"/subscriptions$"))
+    failed = _cli("run")
+    assert failed.returncode == 1 and "Audit failed: " in failed.stderr
+    assert_terminal_safe(failed.stdout + failed.stderr)
+    assert "\ufffd[2J" in failed.stderr

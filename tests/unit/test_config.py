@@ -70,7 +70,7 @@ def test_one_subscription_id_rule_for_settings_options_and_scopes() -> None:
     """AUDIT_SUBSCRIPTIONS, --subscription and an exemption's scope accept and refuse the same ids."""
     import argparse
 
-    from shared.commands.common import subscription_arg
+    from shared.commands.common import UnknownSubscription, resolve_subscription, subscription_arg
     from shared.errors import ExemptionError
     from shared.exemptions import validate_scope
 
@@ -81,7 +81,10 @@ def test_one_subscription_id_rule_for_settings_options_and_scopes() -> None:
     for bad in ("-" * 36, "1a2b3c4d00004000800000000000000f", "{1a2b3c4d-0000-4000-8000-00000000000f}", "prod"):
         with pytest.raises(ConfigError, match="AUDIT_SUBSCRIPTIONS"):
             load_settings({**URI, "AUDIT_SUBSCRIPTIONS": bad})
-        with pytest.raises(argparse.ArgumentTypeError, match="not a subscription id"):
-            subscription_arg(bad)
+        assert subscription_arg(bad) == bad  # not an id: a name (or its start), looked up once the tables are open
+        with pytest.raises(UnknownSubscription, match="No subscription the audit has read"):
+            resolve_subscription(bad, {})
+    with pytest.raises(argparse.ArgumentTypeError):
+        subscription_arg("  ")
         with pytest.raises(ExemptionError):
             validate_scope(f"/subscriptions/{bad}")

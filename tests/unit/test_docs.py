@@ -1,9 +1,9 @@
 """The README stays a front door, and the docs it leads to stay reachable.
 
-The README holds what it is, the two commands, the picture, the module table and the settings;
-everything else lives in docs/ and bench/README.md. These checks keep that true as the code moves:
-every relative link (and its #anchor) resolves, the README stays short, and the module table names
-every module in ``shared/``. The commands, KQL and OData filters of the docs are checked where they
+The README holds what it is, the two commands, what you see first, the rules, the picture and the
+settings; everything else lives in docs/ and bench/README.md (the module map in docs/design.md).
+These checks keep that true as the code moves: every relative link (and its #anchor) resolves, the
+README stays short, and the module table names every module in ``shared/``. The commands, KQL and OData filters of the docs are checked where they
 run (``tests/unit/test_report.py``, ``tests/integration/test_report_integration.py``,
 ``tests/infra/test_doc_kql.py``), the deploy walk-through in ``tests/infra/test_bicep.py``.
 """
@@ -17,6 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+DESIGN = REPO / "docs" / "design.md"
 DOCS = [README, *sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
 
 #: Rows of the module table that name a package or a group of files rather than one module:
@@ -83,8 +84,10 @@ def test_readme_is_a_front_door() -> None:
     text = README.read_text(encoding="utf-8")
     assert len(text.splitlines()) <= README_MAX_LINES, "README.md is for two minutes: move details into docs/"
     for needed in (
+        "./demo",
         "make demo",
         "make test",
+        "## How it decides",
         "## How it works",
         "## Settings",
         "docs/security-team.md",
@@ -96,10 +99,10 @@ def test_readme_is_a_front_door() -> None:
 
 
 def _module_table() -> list[str]:
-    """The first cells of the README's module table (``| module | role |``)."""
-    text = README.read_text(encoding="utf-8")
+    """The first cells of the module table (``| module | role |``) in docs/design.md."""
+    text = DESIGN.read_text(encoding="utf-8")
     table = re.search(r"^\| module \| role \|\n\|[-|]+\|\n((?:\|.*\n)+)", text, re.M)
-    assert table, "README.md has no module table"
+    assert table, "docs/design.md has no module table"
     return [row.split("|")[1].strip() for row in table.group(1).splitlines()]
 
 
@@ -108,7 +111,7 @@ def test_module_table_names_every_module_and_only_existing_ones() -> None:
     named = {m for cell in cells for m in re.findall(r"`shared/([\w/]+\.py|\w+/)`", cell)}
     for module in named:
         assert (REPO / "shared" / module).is_file() or (REPO / "shared" / module / "__init__.py").is_file(), (
-            f"README's module table names shared/{module}, which does not exist"
+            f"docs/design.md's module table names shared/{module}, which does not exist"
         )
     generic = [pattern for row, pattern in GENERIC_ROWS.items() if row in cells]
     modules = [p.relative_to(REPO / "shared").as_posix() for p in (REPO / "shared").glob("*.py")]
@@ -118,4 +121,22 @@ def test_module_table_names_every_module_and_only_existing_ones() -> None:
         for m in sorted(modules)
         if m not in ("__init__.py", "__main__.py") and m not in named and not any(g.fullmatch(m) for g in generic)
     ]
-    assert not missing, f"README's module table does not describe shared/{', shared/'.join(missing)}"
+    assert not missing, f"docs/design.md's module table does not describe shared/{', shared/'.join(missing)}"
+
+
+def test_readme_rules_table_has_every_rule_of_the_evaluation() -> None:
+    """One table with every rule: each mode the evaluation knows, both holes in Required, the
+    exclusion-path warning, exemptions and errors, each with its status."""
+    from shared.models import CertMode, Status
+
+    text = README.read_text(encoding="utf-8")
+    section = re.search(r"^## How it decides\n(.*?)(?=^## )", text, re.M | re.S)
+    assert section, "README.md has no 'How it decides' section"
+    rows = [line for line in section.group(1).splitlines() if line.startswith("| ") and "---" not in line][1:]
+    statuses = [re.search(r"\*\*(\w+)\*\*", row).group(1) for row in rows]  # type: ignore[union-attr]
+    assert set(statuses) == {s.value for s in Status}
+    table = "\n".join(rows)
+    for mode in CertMode:
+        assert mode.value in table, f"the rules table does not name the mode {mode.value}"
+    for rule in ("exclusion path `/`", "HTTPS Only", "exclusion paths", "unknown `clientCertMode`", "exemption"):
+        assert rule in table, f"the rules table lost the rule about {rule!r}"

@@ -20,6 +20,7 @@ def test_every_meaning_keeps_its_number() -> None:
         "INVALID": 4,
         "NO_DATA": 5,
         "STORE": 6,
+        "BLIND": 7,
     }
 
 

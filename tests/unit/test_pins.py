@@ -21,6 +21,7 @@ from tests.contract.pins import (
     canonical,
     installed_mismatches,
     read_pins,
+    requirement_hashes,
 )
 
 PROCEDURE = "a pin changed without the contract test passing on it: see tests/contract/pins.py"
@@ -81,3 +82,36 @@ def test_every_dependency_of_a_pinned_package_is_pinned_too() -> None:
             if canonical(requirement.name) not in pins:
                 missing[requirement.name] = name
     assert not missing, f"needed at run time but not pinned (needed by): {missing}"
+
+
+def test_every_pin_carries_the_hashes_of_what_a_deploy_installs() -> None:
+    """requirements.txt is hash-pinned (the remote build's pip checks them; docs/deploy.md, Supply chain)."""
+    hashes = requirement_hashes(REQUIREMENTS)
+    pins = read_pins(REQUIREMENTS)
+    assert set(hashes) == set(pins)
+    missing = sorted(name for name, found in hashes.items() if not found)
+    assert not missing, f"pins without --hash (run tools/pin_hashes.py): {missing}"
+    everything = [h for found in hashes.values() for h in found]
+    assert len(everything) == len(set(everything)), "a hash listed twice"
+
+
+def test_the_package_metadata_pins_the_same_versions() -> None:
+    """`pip install .` (the analyst's install) gets exactly the deployed versions."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert "dependencies" not in project.get("dynamic", [])
+    declared = {}
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        (spec,) = requirement.specifier
+        assert spec.operator == "==", f"pyproject.toml: {text} is not an exact pin"
+        declared[canonical(requirement.name)] = spec.version
+    assert declared == read_pins(REQUIREMENTS)
+
+
+def test_dev_requirements_do_not_pull_the_hashed_file_in() -> None:
+    """pip refuses a hash-checking install with unhashed requirements mixed in: the dev tools are a
+    second install (make install), never `-r requirements.txt`."""
+    text = (ROOT / "requirements-dev.txt").read_text(encoding="utf-8")
+    assert not [line for line in text.splitlines() if line.strip().startswith(("-r", "--requirement"))]

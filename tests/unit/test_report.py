@@ -13,6 +13,7 @@ import shlex
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +26,7 @@ from shared.errors import NoDataError
 from shared.exemptions import new_exemption
 from shared.keys import resource_key
 from shared.report import ReportSource, find_run, latest_finished, runs_since, trend_runs
+from shared.report.fixscript import portal_link
 from shared.schema import REPORT_COLUMNS
 
 NOW = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
@@ -79,7 +81,8 @@ def run_record(i: int, outcome: str = "complete", **counts: int) -> dict[str, An
 
 
 def ctx(**kw: Any) -> report.ReportContext:
-    return report.ReportContext(runs=(run_record(1, PASS=2, FAIL=2),), generated_at=NOW, **kw)
+    kw.setdefault("runs", (run_record(1, PASS=2, FAIL=2),))
+    return report.ReportContext(generated_at=NOW, **kw)
 
 
 # -- filters --------------------------------------------------------------------------------------
@@ -162,6 +165,20 @@ def test_csv_has_every_selected_row_and_defuses_formulas() -> None:
     assert parsed[2]["Status"] == "FAIL" and parsed[2]["NewFailure"] == "true" and parsed[0]["NewFailure"] == "false"
     assert parsed[2]["AuditedAt"] == "2026-03-01T02:00:00Z"
     assert parsed[-1]["ExemptionRequest"] == '\'=HYPERLINK("http://x")'
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_defuses_every_formula_start(start: str) -> None:
+    """OWASP's list of characters a spreadsheet reads as the start of a formula, each in every
+    estate-controlled column (an owner tag, a reason, a request, a group name)."""
+    value = f"{start}cmd|' /C calc'!A0"
+    hostile = row("evil", "FAIL", Owner=value, Reason=value, ExemptionRequest=value, ResourceGroup=value)
+    out = io.StringIO()
+    report.write_csv([hostile], out)
+    parsed = next(csv.DictReader(io.StringIO(out.getvalue())))
+    for column in ("Owner", "Reason", "ExemptionRequest", "ResourceGroup"):
+        assert parsed[column] == "'" + value, column
+    assert report.csv_cell("plain") == "plain" and report.csv_cell("a=b") == "a=b"  # only a leading one
 
 
 def test_json_is_one_document_with_summary_last() -> None:
@@ -260,6 +277,70 @@ def test_html_lists_the_worst_first_up_to_its_row_limit() -> None:
     assert 'id="truncated"' not in _html(rows, html_rows=10)
 
 
+def _in(sub: str, name: str, app: str, status: str, **extra: Any) -> dict[str, Any]:
+    base = row(app, status, **extra)
+    rid = base["ResourceId"].replace(SUB, sub)
+    return {**base, "SubscriptionId": sub, "SubscriptionName": name, "ResourceId": rid, "RowKey": resource_key(rid)}
+
+
+def test_html_lists_new_failures_then_fail_by_worst_subscription_then_error_then_warn() -> None:
+    x, y, z = (f"{c * 8}-0000-4000-8000-000000000000" for c in "abc")
+    rows = [  # in table order: by subscription, as the tables return them
+        _in(x, "X", "x-fail", "FAIL"),
+        _in(x, "X", "x-error", "ERROR"),
+        _in(x, "X", "x-pass", "PASS"),
+        _in(y, "Y", "y-fail-1", "FAIL"),
+        _in(y, "Y", "y-new", "FAIL", new=True),
+        _in(y, "Y", "y-warn", "WARN"),
+        _in(y, "Y", "y-fail-2", "FAIL"),
+        _in(z, "Z", "z-warn", "WARN"),
+        _in(z, "Z", "z-fail-1", "FAIL"),
+        _in(z, "Z", "z-fail-2", "FAIL", new=True),
+    ]
+    tenants = {x: "tenant-x", y: "tenant-y"}
+    page = _html(rows, tenants=tenants)
+    listed = re.findall(r'<a href="([^"]+)">([\w-]+)</a>', page.split('id="findings"', 1)[1])
+    assert [name for _, name in listed] == [
+        "y-new", "z-fail-2",  # new failures first, worst subscription first (Y: 3 FAIL, Z: 2)
+        "y-fail-1", "y-fail-2", "z-fail-1", "x-fail",  # FAIL by worst subscription
+        "x-error",
+        "y-warn", "z-warn",
+    ]
+    links = dict((name, href) for href, name in listed)
+    assert links["y-new"] == (
+        f"https://portal.azure.com/#@tenant-y/resource/subscriptions/{y}/resourceGroups/rg-web/providers/"
+        "Microsoft.Web/sites/y-new/configuration"
+    )
+    assert links["z-warn"].startswith("https://portal.azure.com/#resource/subscriptions/")  # no tenant known
+    for r in rows:
+        if r["Status"] != "PASS":
+            assert f'<code class="id" title="the full resource id: one click selects it">{r["ResourceId"]}</code>' in page
+    # cut to 4 rows: the worst four, in that order
+    cut = re.findall(r'<a href="[^"]+">([\w-]+)</a>', _html(rows, html_rows=4).split('id="findings"', 1)[1])
+    assert cut == ["y-new", "z-fail-2", "y-fail-1", "y-fail-2"]
+
+
+def test_html_headline_compliance_fixed_and_gone() -> None:
+    rows = [
+        row("a", "PASS", PreviousStatus="FAIL"),  # fixed
+        row("b", "PASS", PreviousStatus="WARN"),  # fixed
+        row("c", "PASS", PreviousStatus="PASS"),
+        row("d", "EXEMPT"),
+        row("e", "FAIL"),
+        row("f", "WARN"),
+        row("g", "ERROR"),
+    ]
+    page = _html(rows, runs=({"RowKey": "r1", "Outcome": "complete", "Retired": 3},))
+    assert 'id="compliance"><b>67%</b>compliant: 4 of 6 resources pass or are exempt (1 unreadable, not counted)' in page
+    assert 'id="count-fixed"><b>2</b>' in page and 'id="count-gone"><b>3</b>' in page
+    assert page.index('id="count-NEW"') < page.index('id="count-FAIL"') < page.index('id="count-PASS"')
+    summary = report.Summary()
+    for r in [row("p", "PASS")] * 999 + [row("f", "FAIL")]:
+        summary.add(r)
+    assert summary.compliance_percent() == 99.9
+    assert "99.9%" in _html([row("p", "PASS")] * 1999 + [row("f", "FAIL")])  # never rounded up to 100%
+
+
 def _html(rows: list[dict[str, Any]], **kw: Any) -> str:
     out = io.StringIO()
     report.write_html(rows, out, ctx(**kw))
@@ -274,6 +355,39 @@ def test_html_escapes_everything_from_the_estate() -> None:
     assert "<script>" not in page and "<img" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "default-src 'none'" in page  # CSP: no external loads, no script
+
+
+class _Attributes(HTMLParser):
+    """Every attribute of every start tag, as a browser would read them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.append((tag, dict(attrs)))
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_html_values_in_attributes_cannot_break_out(quote: str) -> None:
+    """Ids, links and titles carry estate text inside attributes: a quote must not end the attribute."""
+    breakout = f"x{quote} onmouseover={quote}alert(1){quote} data-x={quote}"
+    hostile = row(
+        f"app{quote}x",
+        "FAIL",
+        rg=f"rg{quote}><b",
+        SubscriptionId=f"sub{breakout}",
+        SubscriptionName=f"Prod{breakout}",
+        Owner=f"o{breakout}",
+    )
+    page = _html([hostile], trend=(run_record(1, PASS=1),))
+    parser = _Attributes()
+    parser.feed(page)
+    names = {name for _, attrs in parser.found for name in attrs}
+    assert "onmouseover" not in names and "data-x" not in names, "a quote ended an attribute"
+    values = [value or "" for _, attrs in parser.found for value in attrs.values()]
+    assert portal_link(hostile["ResourceId"]) in values, "the portal link is kept exactly in its href"
+    assert any(f"sub{breakout}" == v for v in values), "the subscription id is kept exactly in its title"
 
 
 # -- choosing runs --------------------------------------------------------------------------------

@@ -8,7 +8,14 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = [*sorted((ROOT / "shared").glob("*.py")), ROOT / "function_app.py"]
+#: Every module of the product: every package under shared/ (report/, commands/, and any added later).
+PRODUCT = [*sorted((ROOT / "shared").rglob("*.py")), ROOT / "function_app.py"]
+
+
+def test_the_scan_covers_every_package() -> None:
+    packages = {p.parent for p in (ROOT / "shared").rglob("__init__.py")}
+    assert {ROOT / "shared", ROOT / "shared" / "report", ROOT / "shared" / "commands"} <= packages
+    assert packages <= {p.parent for p in PRODUCT}, "a package under shared/ escapes the source scan"
 
 
 def product_source() -> dict[Path, str]:
@@ -63,10 +70,9 @@ def test_no_secret_in_tracked_product_files() -> None:
 
 
 def test_runtime_dependencies_are_pinned_with_upper_bounds() -> None:
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if not line:
-            continue
+    from tests.contract.pins import requirement_lines
+
+    for line in requirement_lines(ROOT / "requirements.txt"):  # continuations joined, --hash options dropped
         assert re.match(r"^[A-Za-z0-9_.\-\[\]]+\s*(>=|==)[^,]+,\s*<\S+$", line) or "==" in line, line
 
 
