@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import pstats
+import re
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,11 @@ LOG_MARKERS = {
     "partial_batches_sent_early": "Sending partial batches early",
     "warnings": " WARNING ",
 }
+#: The pipeline's end-of-run line: what the run held at most (the bound's H), its cap, how often a
+#: listing waited at it and how many partial flushes that asked for.
+HELD_LINE = re.compile(
+    r"at most (\d+) resources held in memory at once \(cap (\d+)\); listings waited (\d+) times, (\d+) partial"
+)
 ARM_KINDS = ("subscriptions", "sites_list", "rg_sites_list", "slots_list", "site_get")
 
 
@@ -151,7 +157,17 @@ def run_audit_child(
         "peak_rss_mb": own["vm_hwm_mb"],
         "ru_maxrss_wait4_mb": round(usage.ru_maxrss / 1024, 1),
         "bench_rss_at_spawn_mb": parent_rss,
+        "held": held_figures(text),
     }
+
+
+def held_figures(log: str) -> dict[str, int] | None:
+    """The run's memory-cap figures from its log (None from an engine without the cap)."""
+    match = HELD_LINE.search(log)
+    if match is None:
+        return None
+    most, cap, waits, flushes = (int(g) for g in match.groups())
+    return {"most_held": most, "cap": cap, "listing_waits": waits, "stall_flushes": flushes}
 
 
 def own_rss_mb() -> float:

@@ -1,12 +1,12 @@
-"""Every exception the engine raises on purpose, in one place, with what each one means.
+"""Every exception the engine raises on purpose, with what each one means.
 
 Errors that describe *data* (an unreadable scope) are not exceptions but records
-(``models.InventoryError``): a gap becomes an ERROR row, never a stopped run.
+(``models.InventoryError``): a gap becomes an ERROR row, never a stopped run. The errors of
+an answer from ARM or Resource Graph that cannot be trusted are azure-core's ``AzureError``s, so
+they are in ``arm_errors.py``, beside the adapters (this module imports no SDK).
 """
 
 from __future__ import annotations
-
-from azure.core.exceptions import AzureError
 
 
 class ConfigError(ValueError):
@@ -19,16 +19,6 @@ class ExemptionError(ValueError):
 
 class NoDataError(LookupError):
     """Nothing to report: no run recorded yet, or the requested run does not exist."""
-
-
-class PagingLoopError(AzureError):
-    """ARM returned a ``nextLink`` (or Resource Graph a ``$skipToken``) already followed: stop
-    instead of looping forever, and treat what was listed as incomplete."""
-
-
-class TruncatedAnswerError(AzureError):
-    """Resource Graph says its answer is truncated (``resultTruncated``): rows are missing and no
-    ``$skipToken`` leads to them, so the answer is incomplete, never a short list to trust."""
 
 
 class ArmIdError(ValueError):
@@ -50,15 +40,6 @@ class RunInProgressError(RuntimeError):
     def __init__(self, message: str, holder_kind: str = "") -> None:
         super().__init__(message)
         self.holder_kind = holder_kind
-
-
-class ForeignLinkError(AzureError):
-    """A request (a ``nextLink`` to follow) names another origin than the endpoint: not sent."""
-
-
-class RedirectRefusedError(AzureError):
-    """ARM or Resource Graph answered with a redirect (3xx): not followed, so no answer is taken
-    from anywhere but the endpoint; the scope being read is unreadable."""
 
 
 class LeaseLost(RuntimeError):

@@ -1,7 +1,7 @@
-"""The SDK shortcuts the hot paths take, in one place, each behind a self-check and a public fallback.
+"""Table Storage's shortcuts, each behind a self-check and a public fallback (``shortcuts.py``).
 
-Three shortcuts reach past the SDKs' public surface, because the public one costs most of the
-audit's own CPU at 100k sites (each function says how much):
+Two shortcuts reach past azure-data-tables' public surface, because the public one costs most of
+the audit's own CPU at 100k sites (each function says how much; ARM's one is ``armpager.py``):
 
 * :data:`TABLE_REQUEST`: ``TableClient._client.send_request``, the table client's own pipeline
   (auth, retry, timeouts, headers) for a request we build: the state reads as plain JSON
@@ -9,120 +9,61 @@ audit's own CPU at 100k sites (each function says how much):
   state's conditional ones (:func:`send_conditional_batch`).
 * :data:`BATCH_BODY`: the entity JSON those transactions carry (:func:`odata_entity`), built here
   instead of by the SDK's per-row request objects.
-* :data:`PAGER_ARGS`: ``ItemPaged._args`` as ``(get_next, extract_data)``, to page ARM's lists
-  as JSON instead of deserialized models (:func:`json_pager`).
 
-:func:`self_check` checks each one once per process, locally (no network): a table client built
-here answers canned responses through its real pipeline, our entity JSON is compared with the
-SDK's serializer, a tiny ``ItemPaged`` is rebuilt and paged. A shortcut that fails is replaced by
-the public API (``query_entities``, ``submit_transaction``, the SDK's pager) for the rest of the
-process, with one WARNING naming the internal that is not what it should be. What is stored and
-read is the same either way: ``tests/contract`` runs both paths against Azurite and the ARM
-emulator (:func:`use_public_api` forces the fallbacks) and compares them.
+Each is checked once per process, locally (no network, ``fastpaths_check.py``): a table client
+built there answers canned responses through its real pipeline, and our entity JSON is compared
+with the SDK's serializer. A shortcut that fails is replaced by the public API
+(``query_entities``, ``submit_transaction``) for the rest of the process, with one WARNING.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import math
 import re
-import threading
+import sys
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any
 from urllib.parse import quote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.core.paging import ItemPaged
 from azure.core.rest import HttpRequest
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransactionError, UpdateMode
 
-from .errors import WriteConflict, one_line
+from . import fastpaths_check, schema
+from .errors import WriteConflict
+from .shortcuts import register, usable
 
 log = logging.getLogger(__name__)
 
+
+def _this() -> ModuleType:
+    """This module, as its self-checks drive it (monkeypatched functions included)."""
+    return sys.modules[__name__]
+
+
 #: The shortcuts, named by the internal each relies on (the names the fallback WARNING uses).
-TABLE_REQUEST = "TableClient._client.send_request"
-BATCH_BODY = "$batch entity JSON (as azure.data.tables serializes it)"
-PAGER_ARGS = "ItemPaged._args (get_next, extract_data)"
-SHORTCUTS = (TABLE_REQUEST, BATCH_BODY, PAGER_ARGS)
-_FALLBACK = {
-    TABLE_REQUEST: "TableClient.query_entities and submit_transaction",
-    BATCH_BODY: "TableClient.submit_transaction",
-    PAGER_ARGS: "the SDK's own pager (models)",
-}
-
-
-class _Switch:
-    """The self-check's verdicts (computed once) and the tests' switch to the public API."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()  # the checks may ask for a verdict while it is computed
-        self.problems: dict[str, str | None] | None = None
-        self.forced_public = False
-        self.warned: set[str] = set()
-
-
-_SWITCH = _Switch()
-
-
-def self_check() -> dict[str, str | None]:
-    """Each shortcut's problem (``None``: usable), checked on first use and then remembered; an
-    unusable one is logged once at WARNING with the internal it misses and what is used instead."""
-    with _SWITCH.lock:
-        if _SWITCH.problems is None:
-            from .fastpaths_check import CHECKS  # the checks use this module's functions
-
-            _SWITCH.problems = {name: _run(check) for name, check in CHECKS.items()}
-            for name, problem in _SWITCH.problems.items():
-                if problem:
-                    _warn_once(name, problem)
-        return dict(_SWITCH.problems)
-
-
-def _run(check: Callable[[], str | None]) -> str | None:
-    try:
-        return check()
-    except Exception as exc:  # noqa: BLE001 - any surprise means the internal is not what we expect
-        return f"self-check raised {one_line(exc, 300)}"
-
-
-def _warn_once(name: str, problem: str) -> None:
-    if name in _SWITCH.warned:
-        return
-    _SWITCH.warned.add(name)
-    log.warning("SDK shortcut disabled: %s: %s; using %s instead", name, problem, _FALLBACK[name])
-
-
-def usable(*names: str) -> bool:
-    """Whether the fast path may use these shortcuts (all passed the self-check, none forced off)."""
-    if _SWITCH.forced_public:
-        return False
-    problems = self_check()
-    return all(problems.get(name) is None for name in names)
-
-
-@contextlib.contextmanager
-def use_public_api() -> Iterator[None]:
-    """Within the block, every shortcut takes its public fallback (the contract test's switch)."""
-    with _SWITCH.lock:
-        before, _SWITCH.forced_public = _SWITCH.forced_public, True
-    try:
-        yield
-    finally:
-        with _SWITCH.lock:
-            _SWITCH.forced_public = before
+TABLE_REQUEST = register(
+    "TableClient._client.send_request",
+    "TableClient.query_entities and submit_transaction",
+    lambda: fastpaths_check.check_table_request(_this()),
+)
+BATCH_BODY = register(
+    "$batch entity JSON (as azure.data.tables serializes it)",
+    "TableClient.submit_transaction",
+    lambda: fastpaths_check.check_batch_body(_this()),
+)
 
 
 # -- reads: table entities as plain JSON -------------------------------------------------------------
-#: Where a read entity carries its ETag, and a row to write the ETag it must still have (``None``: it
-#: must not exist yet), as :func:`conditional_batch` takes them: the OData name, never a property.
-ETAG = "odata.etag"
+#: Where a read entity carries its ETag (``schema.ETAG``, re-exported: the rows' contract).
+ETAG = schema.ETAG
 
 
 def query_json(table: TableClient, flt: str, *, etags: bool = False) -> Iterator[dict[str, Any]]:
@@ -450,24 +391,3 @@ _PART_STATUS = re.compile(r"^HTTP/1\.1 (\d{3})", re.MULTILINE)
 def _account_url(table: TableClient) -> str:
     """The account endpoint a table client talks to (path-style, account included, for Azurite)."""
     return table.url.split("?", 1)[0].rstrip("/")
-
-
-# -- ARM pages as JSON ------------------------------------------------------------------------------
-def json_pager(pager: Any, extract_data: Callable[[Any], tuple[str | None, Iterator[Any]]]) -> Any | None:
-    """The SDK operation's pager rebuilt with another ``extract_data``, or ``None`` (use ``pager``).
-
-    An ``ItemPaged`` is built from ``(get_next, extract_data)``; keeping the operation's own
-    ``get_next`` keeps its request builder, api-version, the client's pipeline (auth, retry,
-    ``Retry-After``) and its error mapping, and replacing ``extract_data`` skips the model
-    deserialization (about 1 ms of CPU per site, most of the audit's own CPU at 100k sites; no
-    hook skips it: ``cls`` runs after deserialization). ``None`` when the self-check failed or
-    when this pager is shaped otherwise (logged once).
-    """
-    if not usable(PAGER_ARGS):
-        return None
-    args = getattr(pager, "_args", None)
-    if isinstance(pager, ItemPaged) and isinstance(args, tuple) and len(args) == 2 and callable(args[0]):
-        return ItemPaged(args[0], extract_data)
-    with _SWITCH.lock:
-        _warn_once(PAGER_ARGS, f"a {type(pager).__name__} pager has no _args of (get_next, extract_data)")
-    return None

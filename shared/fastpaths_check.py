@@ -1,5 +1,8 @@
 """The self-checks behind :mod:`shared.fastpaths`: one per shortcut, run once per process, local.
 
+Each is handed the module whose functions it drives (``fastpaths``), so the checks import nothing of
+it: the two modules do not import each other.
+
 Each returns ``None`` when the SDK internal its shortcut uses is what the shortcut expects, or a
 short description of what is not. None touches the network: the table check drives a table client
 built here through its real pipeline against canned answers (a ``requests`` adapter), which costs a
@@ -11,19 +14,17 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any
 
 import requests
 import requests.adapters
 import urllib3
 from azure.core.credentials import AzureNamedKeyCredential
-from azure.core.paging import ItemPaged
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import EdmType, EntityProperty, TableClient
-
-from . import fastpaths
 
 #: A made-up key: the canned answers below never check a signature.
 _KEY = base64.b64encode(bytes(64)).decode("ascii")
@@ -84,7 +85,7 @@ def _table_answer(request: requests.PreparedRequest) -> tuple[int, dict[str, str
     return 200, headers, json.dumps({"value": value}).encode()
 
 
-def check_table_request() -> str | None:
+def check_table_request(fast: ModuleType) -> str | None:
     """``TableClient._client.send_request`` exists and sends our requests through the client's
     own pipeline (signed, versioned), and our query and ``$batch`` code reads its answers."""
     adapter = _Canned(_table_answer)
@@ -95,13 +96,13 @@ def check_table_request() -> str | None:
     with TableClient(endpoint=_HOST, table_name=_TABLE, credential=credential, transport=transport) as table:
         if not callable(getattr(getattr(table, "_client", None), "send_request", None)):
             return "TableClient has no _client.send_request"
-        rows = list(fastpaths.query_json_fast(table, "PartitionKey eq 'p'"))
+        rows = list(fast.query_json_fast(table, "PartitionKey eq 'p'"))
         if [row.get("RowKey") for row in rows] != ["r1", "r2"]:
             return f"a query through it read {rows!r} instead of two pages"
         entities = [dict(SAMPLE), dict(SAMPLE, RowKey="second")]
-        bodies = [fastpaths.odata_entity(e) or "" for e in entities]
-        fastpaths.send_upsert_batch(table, entities, bodies)
-        etags = fastpaths.send_conditional_batch(table, entities, bodies, [_ETAG, None])
+        bodies = [fast.odata_entity(e) or "" for e in entities]
+        fast.send_upsert_batch(table, entities, bodies)
+        etags = fast.send_conditional_batch(table, entities, bodies, [_ETAG, None])
         if etags != [_ETAG, _ETAG]:
             return f"a conditional $batch read back the ETags {etags!r}"
         expected_version = table.api_version
@@ -115,7 +116,7 @@ def check_table_request() -> str | None:
     return None
 
 
-def check_batch_body() -> str | None:
+def check_batch_body(fast: ModuleType) -> str | None:
     """Our entity JSON is what azure-data-tables' serializer makes of the same entity (less the
     ``Edm.String`` annotations it adds, which JSON strings imply; an int beyond 32 bits given to it
     as Int64, which it refuses otherwise). Without that serializer there is nothing to compare."""
@@ -123,7 +124,7 @@ def check_batch_body() -> str | None:
         from azure.data.tables._serialize import _add_entity_properties
     except ImportError:
         return None
-    ours = json.loads(fastpaths.odata_entity(SAMPLE) or "null")
+    ours = json.loads(fast.odata_entity(SAMPLE) or "null")
     typed = {k: EntityProperty(v, EdmType.INT64) if k == "Big" else v for k, v in SAMPLE.items()}
     theirs = {
         key: value
@@ -134,39 +135,3 @@ def check_batch_body() -> str | None:
         differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
         return f"odata_entity and the SDK's serializer differ on {', '.join(differ)}"
     return None
-
-
-def check_pager_args() -> str | None:
-    """``ItemPaged(get_next, extract_data)`` keeps them as ``_args``, and an ``ItemPaged`` rebuilt
-    from that ``get_next`` with another ``extract_data`` pages through it, continuation included."""
-    pages: Mapping[str | None, tuple[str | None, list[str]]] = {None: ("next", ["a", "b"]), "next": (None, ["c"])}
-
-    def get_next(token: str | None = None) -> str | None:
-        return token
-
-    def extract_data(response: str | None) -> tuple[str | None, Iterator[str]]:
-        link, items = pages[response]
-        return link, iter(items)
-
-    args = getattr(ItemPaged(get_next, extract_data), "_args", None)
-    if not (isinstance(args, tuple) and len(args) == 2 and args[0] is get_next and args[1] is extract_data):
-        return "ItemPaged does not keep (get_next, extract_data) as _args"
-
-    def upper(response: str | None) -> tuple[str | None, Iterator[str]]:
-        link, items = extract_data(response)
-        return link, (item.upper() for item in items)
-
-    by_page: Iterator[Iterator[str]] = ItemPaged(args[0], upper).by_page()
-    first = list(next(by_page))
-    token = getattr(by_page, "continuation_token", None)
-    rest = [item for page in by_page for item in page]
-    if (first, token, rest) != (["A", "B"], "next", ["C"]):
-        return f"an ItemPaged rebuilt from _args paged {first!r}, {token!r}, {rest!r}"
-    return None
-
-
-CHECKS: dict[str, Callable[[], str | None]] = {
-    fastpaths.TABLE_REQUEST: check_table_request,
-    fastpaths.BATCH_BODY: check_batch_body,
-    fastpaths.PAGER_ARGS: check_pager_args,
-}

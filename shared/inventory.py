@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,8 +24,8 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
+from .arm_errors import ForeignLinkError, RedirectRefusedError
 from .config import Settings
-from .errors import ForeignLinkError, RedirectRefusedError
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs, pooled_session
 from .links import pinned_client_kwargs
 from .models import InventoryError, SiteRecord, valid_text
@@ -34,7 +33,7 @@ from .names import fold
 from .owners import resolve_owners
 from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
 from .sites import confirms_gone, describe_error, site_record
-from .threads import NO_CONTEXT, ThreadInit, executor
+from .threads import NO_CONTEXT, HandOff, ThreadInit, executor
 
 log = logging.getLogger(__name__)
 
@@ -227,50 +226,6 @@ GROUP_PAGES_AHEAD = 2
 GROUP_PAGE_ITEMS = 100
 
 
-class _GroupListing:
-    """One group's ``includeSlots`` list, read in a pool thread and handed over page by page."""
-
-    _END = object()
-
-    def __init__(self, group: tuple[str, dict[str, str]], closed: threading.Event) -> None:
-        self.group = group
-        self.pages: queue.Queue[Any] = queue.Queue(GROUP_PAGES_AHEAD)
-        self.closed = closed  # the scan's: set when it ends early, so no list waits for room forever
-
-    def run(self, scan: _SubscriptionScan) -> None:
-        """Read the list (after a read token), putting each page's items, then the end marker (or an
-        unexpected error, raised where the items are taken)."""
-        try:
-            scan.pacer.wait()
-            page: list[Found | _PerApp] = []
-            for item in _group_items(scan.web, scan.subscription_id, self.group[0], scan.seen, scan.pacer):
-                page.append(item)
-                if len(page) == GROUP_PAGE_ITEMS:
-                    self._put(page)
-                    page = []
-            self._put(page)
-            self._put(self._END)
-        except BaseException as exc:  # noqa: BLE001 - handed to the scanning thread, which raises it
-            self._put(exc)
-
-    def _put(self, item: Any) -> None:
-        while not self.closed.is_set():
-            try:
-                self.pages.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def items(self) -> Iterator[Found | _PerApp]:
-        while True:
-            page = self.pages.get()
-            if page is self._END:
-                return
-            if isinstance(page, BaseException):
-                raise page
-            yield from page
-
-
 class _SubscriptionScan:
     """The state of one subscription's listing (see :func:`_scan`)."""
 
@@ -283,7 +238,7 @@ class _SubscriptionScan:
         self.pool = executor(GROUP_LIST_CONCURRENCY, "groups", thread_init)
         # Started lists, in discovery order, taken off as they are yielded; groups found beyond
         # GROUP_LISTS_AHEAD wait in ``waiting`` (a name and its apps) until one is taken off.
-        self.started: deque[_GroupListing] = deque()
+        self.started: deque[tuple[tuple[str, dict[str, str]], HandOff[Found | _PerApp]]] = deque()
         self.waiting: deque[tuple[str, dict[str, str]]] = deque()
         self.closed = threading.Event()
 
@@ -309,9 +264,8 @@ class _SubscriptionScan:
     def group_lists(self) -> Iterator[Found]:
         self._start_waiting()
         while self.started:
-            listing = self.started.popleft()
+            (rg, apps), listing = self.started.popleft()
             self._start_waiting()
-            rg, apps = listing.group
             for listed in listing.items():
                 if isinstance(listed, _PerApp):
                     yield from _slots_per_app(
@@ -339,9 +293,15 @@ class _SubscriptionScan:
 
     def _start_waiting(self) -> None:
         while self.waiting and len(self.started) < GROUP_LISTS_AHEAD:
-            listing = _GroupListing(self.waiting.popleft(), self.closed)
-            self.started.append(listing)
-            self.pool.submit(listing.run, self)
+            group = self.waiting.popleft()
+            listing: HandOff[Found | _PerApp] = HandOff(self.closed, GROUP_PAGES_AHEAD, GROUP_PAGE_ITEMS)
+            self.started.append((group, listing))
+            self.pool.submit(listing.run, functools.partial(self._group_list, group[0]))
+
+    def _group_list(self, rg: str) -> Iterator[Found | _PerApp]:
+        """One group's list, after a read token (run in a pool thread, handed over by a HandOff)."""
+        self.pacer.wait()
+        yield from _group_items(self.web, self.subscription_id, rg, self.seen, self.pacer)
 
 
 class _PerApp:

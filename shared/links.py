@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from .errors import ForeignLinkError, RedirectRefusedError
+from .arm_errors import ForeignLinkError, RedirectRefusedError
 from .terminal import terminal_text
 
 DEFAULT_PORTS = {"https": 443, "http": 80}

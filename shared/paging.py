@@ -19,8 +19,8 @@ from typing import Any
 from azure.core.exceptions import AzureError, DecodeError
 from azure.core.pipeline.policies import ContentDecodePolicy
 
-from . import fastpaths
-from .errors import ForeignLinkError, PagingLoopError
+from . import armpager
+from .arm_errors import ForeignLinkError, PagingLoopError
 from .links import check_next_link
 
 
@@ -126,9 +126,9 @@ def _raw_page(pipeline_response: Any, pacer: ReadPacer | None = None) -> tuple[s
 def raw_json_pages(pager: Any, pacer: ReadPacer | None = None) -> Any:
     """The SDK operation's pager, yielding ARM's JSON items (:func:`_raw_page`) instead of
     deserialized models: the operation's own ``get_next`` with our ``extract_data``
-    (:func:`shared.fastpaths.json_pager` says why and how). When that shortcut is unavailable,
+    (:func:`shared.armpager.json_pager` says why and how). When that shortcut is unavailable,
     the SDK's pager is used unchanged (models, read through :func:`_raw`)."""
-    rebuilt = fastpaths.json_pager(pager, functools.partial(_raw_page, pacer=pacer))
+    rebuilt = armpager.json_pager(pager, functools.partial(_raw_page, pacer=pacer))
     return pager if rebuilt is None else rebuilt
 
 

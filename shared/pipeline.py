@@ -28,15 +28,14 @@ from .config import Settings
 from .errors import AuditFailed, one_line
 from .evaluate import error_finding
 from .exemptions import Exemption
-from .fastpaths import ETAG
 from .keys import lookup_keys, resource_key
 from .layout import narrowed_state_filters, partition_batches, results_partition, state_shards
-from .ledger import RunSummary
 from .models import Finding, GoneRecord, InventoryError, SiteRecord, Status
 from .names import fold, same
 from .plan import Findings, Listed, SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
-from .schema import SOURCE_GET, SOURCE_LIST, StateCopy
+from .schema import ETAG, SOURCE_GET, SOURCE_LIST, StateCopy
 from .store import TableStore
+from .summary import RunSummary
 from .threads import NO_CONTEXT, ThreadInit, executor
 from .when import as_utc
 from .writer import PackedWriter

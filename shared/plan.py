@@ -15,13 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from .evaluate import evaluate
-from .exemptions import Exemption, apply_exemption, exemption_request
-from .fastpaths import ETAG
+from .exemption_rules import Exemption, apply_exemption, exemption_request
 from .layout import state_partition
-from .ledger import RunSummary
 from .models import Finding, SiteRecord, Status
-from .schema import SOURCE_GET, SOURCE_LIST, StateCopy, gone_row, result_row, state_row
+from .schema import ETAG, SOURCE_GET, SOURCE_LIST, StateCopy, gone_row, result_row, state_row
 from .state import Transition, observed, transition
+from .summary import RunSummary
 
 
 @dataclass

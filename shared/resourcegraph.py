@@ -21,8 +21,8 @@ from azure.core.exceptions import AzureError
 from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
+from .arm_errors import PagingLoopError, TruncatedAnswerError
 from .config import Settings
-from .errors import PagingLoopError, TruncatedAnswerError
 from .http import client_kwargs
 from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
 from .keys import resource_key

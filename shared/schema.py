@@ -18,7 +18,7 @@ from .owners import tags_text
 from .state import Transition
 
 if TYPE_CHECKING:
-    from .exemptions import Exemption
+    from .exemption_rules import Exemption
 
 RUNS_PARTITION = "run"
 #: Runs-table partition of the change poll's watermark and the baseline marker.
@@ -26,6 +26,9 @@ WATERMARK_PARTITION, WATERMARK_ROW, BASELINE_ROW = "watermark", "changes", "base
 #: Runs-table partition of the subscriptions the audit has read, to notice one that vanishes.
 SUBSCRIPTIONS_PARTITION = "subscription"
 EXEMPTIONS_PARTITION = "exemption"
+#: Where a read entity carries its ETag, and a row to write the ETag it must still have (``None``: it
+#: must not exist yet), as ``fastpaths.conditional_batch`` takes them: the OData name, never a property.
+ETAG = "odata.etag"
 
 #: How a state row's status was read (its ``ObservedBy``): a GET (the change poll's, or a check of a
 #: listing), ARM's list, or Resource Graph's index, which may lag behind a GET (``pipeline.py``).

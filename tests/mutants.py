@@ -80,6 +80,34 @@ MUTANTS = (
         ),
     ),
     Mutant(
+        "the terminal helper lets C1 controls through",
+        "shared/terminal.py",
+        '_HIDDEN = re.compile("[\\x00-\\x1f\\x7f-\\x9f',
+        '_HIDDEN = re.compile("[\\x00-\\x1f\\x7f',
+        ("tests/unit/test_terminal.py",),
+    ),
+    Mutant(
+        "the terminal helper lets bidi overrides through",
+        "shared/terminal.py",
+        "\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069",
+        "",
+        ("tests/unit/test_terminal.py",),
+    ),
+    Mutant(
+        "the terminal helper lets lone surrogates through",
+        "shared/terminal.py",
+        "\\ud800-\\udfff]",
+        "]",
+        ("tests/unit/test_terminal.py",),
+    ),
+    Mutant(
+        "table rows skip the helper",
+        "shared/terminal.py",
+        '    if "".join(v for v in row.values() if isinstance(v, str)).isprintable():',
+        "    if True:",
+        ("tests/unit/test_terminal.py", "tests/integration/test_terminal_integration.py"),
+    ),
+    Mutant(
         "run prints ARM's text raw",
         "shared/commands/run.py",
         '        print(f"Audit failed: {terminal_text(exc)}", file=sys.stderr)',
@@ -133,8 +161,17 @@ MUTANTS = (
     Mutant(
         "the HTML table does not wrap",
         "shared/report/html.py",
-        ";overflow-wrap:anywhere}",
+        ";overflow-wrap:break-word}\ntable.findings td,td.id{overflow-wrap:anywhere}",
         "}",
+        (
+            "tests/integration/test_report_html.py::test_html_report_puts_new_failures_first_links_every_resource_and_fits_900_px",
+        ),
+    ),
+    Mutant(
+        "the HTML tables cut short words",
+        "shared/report/html.py",
+        "vertical-align:top;overflow-wrap:break-word}",
+        "vertical-align:top;overflow-wrap:anywhere}",
         (
             "tests/integration/test_report_html.py::test_html_report_puts_new_failures_first_links_every_resource_and_fits_900_px",
         ),

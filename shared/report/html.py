@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -231,7 +232,8 @@ h1{font-size:1.5rem;margin:0 0 4px}h2{font-size:1.15rem;margin:28px 0 8px}
 .card.quiet{background:#f1f1f1;color:#1f1f1f}
 .chart{display:block;height:auto}
 table{border-collapse:collapse;font-size:.9rem;width:100%}
-th,td{border-bottom:1px solid #e0e0e0;padding:5px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th,td{border-bottom:1px solid #e0e0e0;padding:5px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}
+table.findings td,td.id{overflow-wrap:anywhere}
 th{background:#f3f3f3}
 td.num,th.num{text-align:right}
 table.findings{table-layout:fixed}
@@ -257,6 +259,10 @@ code.id,code.fix{display:block;user-select:all;-webkit-user-select:all;backgroun
 
 def _e(value: Any) -> str:
     return html.escape(text(value))
+
+
+#: Where a mode like ``OptionalInteractiveUser`` may break in a narrow column: between its words.
+_CAMEL_BREAK = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
 
 def _badge(status: str) -> str:
@@ -285,7 +291,7 @@ def _html_row(row: Mapping[str, Any], with_run: bool, tenant: str) -> str:
         f'<code class="id" title="the full resource id: one click selects it">{html.escape(resource_id)}</code></td>',
         f'<td class="sub" data-label="Subscription" title="{_e(row.get("SubscriptionId"))}">{_e(subscription_label(row))}</td>',
         f'<td class="owner" data-label="Owner">{_e(row.get("Owner"))}</td>',
-        f'<td class="mode" data-label="Mode">{_e(row.get("ClientCertMode"))}</td>',
+        f'<td class="mode" data-label="Mode">{_CAMEL_BREAK.sub("<wbr>", _e(row.get("ClientCertMode")))}</td>',
         f'<td class="reason">{_e(row.get("Reason"))}'
         + (f'<div class="how">{html.escape(how)}</div>' if how else "")
         + (f'<code class="fix" title="the fix: one click selects it">{html.escape(command)}</code>' if command else "")
@@ -349,10 +355,13 @@ def _html_groups(summary: Summary) -> list[str]:
     ]
 
 
-def _table(table_id: str, headings: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A plain table of already-escaped cells."""
+def _table(table_id: str, headings: Sequence[str], rows: Iterable[Sequence[str]], ids: Sequence[int] = ()) -> str:
+    """A plain table of already-escaped cells. Columns whose index is in ``ids`` hold resource ids (or
+    other long unbroken text) and may wrap anywhere; the others wrap between words, so a short word or
+    a badge is never cut."""
     head = "".join(f"<th>{h}</th>" for h in headings)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    cell = ('<td class="id">{}</td>', "<td>{}</td>")
+    body = "".join("<tr>" + "".join(cell[i not in ids].format(c) for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f'<table id="{table_id}"><tr>{head}</tr>{body}</table>'
 
 
@@ -363,7 +372,7 @@ def _html_exemptions(ctx: ReportContext, summary: Summary) -> list[str]:
             (f"{e.expires.astimezone(UTC):%Y-%m-%d %H:%M} UTC", _e(e.scope), _e(e.reason), _e(e.approver))
             for e in ctx.expiring
         )
-        out.append(_table("expiring", ("Expires", "Scope", "Reason", "Approver"), expiring))
+        out.append(_table("expiring", ("Expires", "Scope", "Reason", "Approver"), expiring, ids=(1,)))
     else:
         out.append('<p class="empty">None.</p>')
     if ctx.broken:
@@ -372,7 +381,7 @@ def _html_exemptions(ctx: ReportContext, summary: Summary) -> list[str]:
             f"<h2>Broken exemptions ({len(ctx.broken)})</h2>"
             "<p>These rows exempt nothing: their resources are audited as if unexempted. Fix each row, or remove it "
             "with <code>clientcert-audit exempt remove</code>.</p>"
-            + _table("broken", ("Scope", "Problem", "Row"), broken)
+            + _table("broken", ("Scope", "Problem", "Row"), broken, ids=(0, 2))
         )
     if summary.requests_total:
         requests = (
@@ -382,7 +391,7 @@ def _html_exemptions(ctx: ReportContext, summary: Summary) -> list[str]:
         out.append(
             f"<h2>Exemption requests from tags ({summary.requests_total})</h2>"
             "<p>Requests only: nothing is exempt until the security team runs <code>clientcert-audit exempt add</code>.</p>"
-            + _table("requests", ("Status", "Resource", "Request"), requests)
+            + _table("requests", ("Status", "Resource", "Request"), requests, ids=(1,))
         )
     return out
 
@@ -442,7 +451,7 @@ def _html_list_head(ctx: ReportContext, listed: int, shown: int) -> str:
         f'<h2>{which} resources ({listed})</h2><p class="meta">New failures first, then FAIL by worst '
         "subscription, then ERROR, then WARN.</p>"
         f'{truncated}<table id="findings" class="findings"><colgroup>{run}<col style="width:84px">'
-        '<col style="width:25%"><col style="width:12%"><col style="width:10%"><col style="width:12%"><col>'
+        '<col style="width:24%"><col style="width:11%"><col style="width:12%"><col style="width:11%"><col>'
         f"</colgroup><thead><tr>{columns}</tr></thead><tbody>\n"
     )
 

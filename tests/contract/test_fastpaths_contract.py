@@ -1,7 +1,7 @@
 """The SDK shortcuts (``shared/fastpaths.py``) store and read exactly what the public API does.
 
 Every test runs the same work twice, once on the fast paths and once forced onto their public
-fallbacks (``fastpaths.use_public_api``), against Azurite and the ARM emulator, and compares the
+fallbacks (``shortcuts.use_public_api``), against Azurite and the ARM emulator, and compares the
 results value by value and type by type. Each also checks that the path it claims to take is the
 one taken, so a comparison can never be of one path with itself. Passing this module whole is what
 ``tested-pins.txt`` records (see ``pins.py``).
@@ -19,7 +19,7 @@ import pytest
 from azure.data.tables import EntityProperty, TableClient, TableServiceClient
 from azure.identity import ManagedIdentityCredential
 
-from shared import fastpaths
+from shared import fastpaths, shortcuts
 from shared.config import load_settings
 from shared.inventory import ArmInventory, found_key
 from shared.paging import _raw, guarded_pages
@@ -87,7 +87,7 @@ class Spy:
     """Counts calls of the fast writer and of the public one, to prove which path ran."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        fastpaths.self_check()  # once per process, before counting: it drives the fast code itself
+        shortcuts.self_check()  # once per process, before counting: it drives the fast code itself
         self.calls = {
             "send_upsert_batch": 0,
             "submit_upserts": 0,
@@ -114,9 +114,9 @@ class Spy:
 def on(path: str) -> Any:
     """The context a path runs in: the self-checked fast paths, or the forced public API."""
     if path == "fast":
-        assert all(problem is None for problem in fastpaths.self_check().values()), fastpaths.self_check()
+        assert all(problem is None for problem in shortcuts.self_check().values()), shortcuts.self_check()
         return _nothing()
-    return fastpaths.use_public_api()
+    return shortcuts.use_public_api()
 
 
 class _nothing:

@@ -55,6 +55,8 @@ class Write:
     resource_id: str
     applied: dict[str, Any]
     others: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    #: Served ``properties`` a PUT did not carry (App Service keeps them; a test checks they are read-only).
+    omitted: tuple[str, ...] = ()
 
 
 class SiteWrites:
@@ -87,8 +89,10 @@ class SiteWrites:
                 return _Response(400, arm_error("InvalidRequestContent", error))
             if applied:
                 site.update(**{FIX_PROPERTIES[name]: value for name, value in applied.items()})
+            sent = document.get("properties") or {}
+            omitted = tuple(sorted(set(served.get("properties") or {}) - set(sent))) if method == "PUT" else ()
             with self._lock:
-                self.writes.append(Write(method, site.id, applied, others))
+                self.writes.append(Write(method, site.id, applied, others, omitted))
             answer = site_json(site, "site_get", self.emulator.site_shape)
         return _Response(200, json.dumps(answer, ensure_ascii=False).encode())
 

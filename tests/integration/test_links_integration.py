@@ -22,8 +22,8 @@ import pytest
 from azure.core.rest import HttpRequest as RestHttpRequest
 from azure.identity import ManagedIdentityCredential
 
+from shared.arm_errors import ForeignLinkError
 from shared.config import load_settings
-from shared.errors import ForeignLinkError
 from shared.inventory import ArmInventory
 from shared.resourcegraph import ResourceGraphInventory
 from tests.emulators.arm import ArmEmulator

@@ -333,12 +333,24 @@ PROBE = (
     "document.body.setAttribute('data-chart-width', document.getElementById('subscription-chart')"
     ".getBoundingClientRect().width);"
     "document.body.setAttribute('data-spilling-cells', Array.from(document.querySelectorAll('#findings td'))"
-    ".filter(function (td) { return td.scrollWidth > td.clientWidth + 1; }).length);</script></body>"
+    ".filter(function (td) { return td.scrollWidth > td.clientWidth + 1; }).length);"
+    # Words cut in two: a badge on two lines, or a heading or a short cell (not an id) on more lines than
+    # it has words (the small tables lay out by content: only their id columns may break anywhere).
+    "var heights = Array.from(document.querySelectorAll('.badge')).map(function (b) { return b.offsetHeight; });"
+    "document.body.setAttribute('data-badge-heights', Math.min.apply(null, heights) + '-' + Math.max.apply(null, heights));"
+    "document.body.setAttribute('data-cut-words', Array.from(document.querySelectorAll("
+    "'#expiring th, #requests th, #expiring td:not(.id), #requests td:not(.id), #findings th'))"
+    ".filter(function (c) { var tops = new Set(), walk = document.createTreeWalker(c, NodeFilter.SHOW_TEXT);"
+    " while (walk.nextNode()) { var r = document.createRange(); r.selectNodeContents(walk.currentNode);"
+    " Array.from(r.getClientRects()).forEach(function (x) { tops.add(Math.round(x.top)); }); }"
+    " var lines = tops.size;"
+    " return lines > Math.max(1, c.textContent.split(/[\\s\\u00ad]+/).filter(Boolean).length); })"
+    ".map(function (c) { return c.textContent; }).join('|'));</script></body>"
 )
 
 
 def test_html_report_puts_new_failures_first_links_every_resource_and_fits_900_px(
-    bed: AuditBed, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    bed: AuditBed, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """New failures first, then FAIL by worst subscription, then WARN; a portal link to each
     resource's Configuration blade in its own directory and its full id; at 1400 and 900 px the page
@@ -346,14 +358,34 @@ def test_html_report_puts_new_failures_first_links_every_resource_and_fits_900_p
     chromium()
     sub_b = bed.tenant.get_subscription(SUB_B)
     assert sub_b is not None
+    monkeypatch.setenv("AUDIT_EXEMPTION_REQUEST_TAG", "ExemptionRequest")
     bed.run()  # baseline: shop, api/staging, jobs FAIL (Prod); portal WARN
+    intranet = bed.site_id("intranet")
+    assert (
+        bed.cli(
+            capsys,
+            [
+                "exempt",
+                "add",
+                "--scope",
+                intranet,
+                "--reason",
+                "r",
+                "--approver",
+                "carol@contoso.com",
+                "--expires",
+                "3d",
+            ],
+        )[0]
+        == 0
+    )  # listed as expiring: a table laid out by its content
     for i in range(3):  # Dev becomes the worst subscription, with three new failures
         sub_b.add_site("rg-dev", f"dev-{i}", client_cert_enabled=False)
     bed.sites["shop"].update(client_cert_mode="Required")  # fixed
     bed.sites["long"] = sub_b.add_site(
         "rg-" + "x" * 80, "a-very-long-application-name-that-must-wrap-in-the-table", client_cert_enabled=False
     )
-    bed.run()
+    bed.run(tags={"jobs": {"ExemptionRequest": "Partner callbacks cannot present certificates yet. SEC-2041"}})
     page = tmp_path / "report.html"
     assert bed.cli(capsys, ["report", "--format", "html", "-o", str(page)])[0] == 1
 
@@ -385,10 +417,14 @@ def test_html_report_puts_new_failures_first_links_every_resource_and_fits_900_p
     for width in WIDTHS:
         dom = run_chromium(tmp_path, "--virtual-time-budget=2000", "--dump-dom", probed.as_uri(), window=(width, 900))
         measured = re.search(
-            rb'data-scroll-width="(\d+)" data-chart-width="([\d.]+)" data-spilling-cells="(\d+)"', dom.stdout
+            rb'data-scroll-width="(\d+)" data-chart-width="([\d.]+)" data-spilling-cells="(\d+)" '
+            rb'data-badge-heights="(\d+)-(\d+)" data-cut-words="([^"]*)"',
+            dom.stdout,
         )
         assert measured, dom.stdout[-500:]
         scroll, chart, spilling = int(measured.group(1)), float(measured.group(2)), int(measured.group(3))
+        assert measured.group(4) == measured.group(5), f"at {width} px a status badge wraps onto two lines"
+        assert measured.group(6) == b"", f"at {width} px words are cut in two: {measured.group(6)!r}"
         assert scroll <= width, f"at {width} px the page is {scroll} px wide: something does not wrap or scale"
         assert 0 < chart <= width
         assert spilling == 0, f"at {width} px, {spilling} cells of the list spill over their neighbours"

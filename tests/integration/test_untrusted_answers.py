@@ -17,7 +17,7 @@ import pytest
 from azure.core.exceptions import AzureError
 
 import shared.resourcegraph as rg
-from shared.errors import PagingLoopError
+from shared.arm_errors import PagingLoopError
 from tests.emulators.arm import ArmEmulator
 from tests.emulators.graph import repeated_skip_token, truncated_after
 from tests.emulators.tenant import Site, Tenant

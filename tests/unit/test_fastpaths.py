@@ -1,4 +1,4 @@
-"""The SDK shortcuts' self-checks and fallbacks (``shared/fastpaths.py``), as pure unit tests.
+"""The SDK shortcuts' self-checks and fallbacks (``shared/shortcuts.py``, ``fastpaths.py``, ``armpager.py``), as pure unit tests.
 
 The checks run on the installed SDK as they do in production; an SDK whose internals changed is
 simulated by replacing the class a check builds (a pure unit test's stand-in). What each path
@@ -16,23 +16,25 @@ import pytest
 from azure.core.paging import ItemPaged
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
-from shared import fastpaths, fastpaths_check
+from shared import armpager, fastpaths, fastpaths_check, shortcuts
+
+SHORTCUTS = (fastpaths.TABLE_REQUEST, fastpaths.BATCH_BODY, armpager.PAGER_ARGS)
 
 
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts before the once-per-process self-check (and restores the real verdicts)."""
-    monkeypatch.setattr(fastpaths, "_SWITCH", fastpaths._Switch())
+    monkeypatch.setattr(shortcuts, "_SWITCH", shortcuts._Switch())
 
 
 def test_the_installed_sdks_pass_every_self_check(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="shared.fastpaths"):
-        assert fastpaths.self_check() == dict.fromkeys(fastpaths.SHORTCUTS)
+    with caplog.at_level(logging.WARNING, logger="shared.shortcuts"):
+        assert shortcuts.self_check() == dict.fromkeys(SHORTCUTS)
     assert not caplog.records
-    assert fastpaths.usable(*fastpaths.SHORTCUTS)
-    with fastpaths.use_public_api():
-        assert not fastpaths.usable(fastpaths.PAGER_ARGS)
-    assert fastpaths.usable(fastpaths.PAGER_ARGS)
+    assert shortcuts.usable(*SHORTCUTS)
+    with shortcuts.use_public_api():
+        assert not shortcuts.usable(armpager.PAGER_ARGS)
+    assert shortcuts.usable(armpager.PAGER_ARGS)
 
 
 class _Reshaped(ItemPaged):  # type: ignore[type-arg]
@@ -50,13 +52,13 @@ class _Reshaped(ItemPaged):  # type: ignore[type-arg]
 def test_a_pager_without_args_falls_back_to_the_sdk_pager_with_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(fastpaths_check, "ItemPaged", _Reshaped)
-    with caplog.at_level(logging.WARNING, logger="shared.fastpaths"):
-        problems = fastpaths.self_check()
-        fastpaths.self_check()
+    monkeypatch.setattr(armpager, "ItemPaged", _Reshaped)
+    with caplog.at_level(logging.WARNING, logger="shared.shortcuts"):
+        problems = shortcuts.self_check()
+        shortcuts.self_check()
         pager = _Reshaped(lambda token=None: token, lambda response: (None, iter([1])))
-        assert fastpaths.json_pager(pager, lambda response: (None, iter([2]))) is None
-    assert problems[fastpaths.PAGER_ARGS] == "ItemPaged does not keep (get_next, extract_data) as _args"
+        assert armpager.json_pager(pager, lambda response: (None, iter([2]))) is None
+    assert problems[armpager.PAGER_ARGS] == "ItemPaged does not keep (get_next, extract_data) as _args"
     assert problems[fastpaths.TABLE_REQUEST] is None and problems[fastpaths.BATCH_BODY] is None
     assert [r.getMessage() for r in caplog.records] == [
         "SDK shortcut disabled: ItemPaged._args (get_next, extract_data): ItemPaged does not keep "
@@ -66,11 +68,11 @@ def test_a_pager_without_args_falls_back_to_the_sdk_pager_with_one_warning(
 
 
 def test_a_pager_shaped_otherwise_is_used_unchanged_and_named_once(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="shared.fastpaths"):
-        assert fastpaths.json_pager(iter([1]), lambda response: (None, iter(()))) is None
-        assert fastpaths.json_pager(iter([2]), lambda response: (None, iter(()))) is None
+    with caplog.at_level(logging.WARNING, logger="shared.shortcuts"):
+        assert armpager.json_pager(iter([1]), lambda response: (None, iter(()))) is None
+        assert armpager.json_pager(iter([2]), lambda response: (None, iter(()))) is None
     assert len(caplog.records) == 1 and "a list_iterator pager has no _args" in caplog.records[0].getMessage()
-    rebuilt = fastpaths.json_pager(
+    rebuilt = armpager.json_pager(
         ItemPaged(lambda token=None: "page", lambda response: (None, iter(["model"]))),
         lambda response: (None, iter([f"raw {response}"])),
     )
@@ -121,8 +123,8 @@ def test_a_table_client_without_send_request_takes_the_public_api(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(fastpaths_check, "TableClient", _OldTableClient)
-    with caplog.at_level(logging.WARNING, logger="shared.fastpaths"):
-        assert fastpaths.self_check()[fastpaths.TABLE_REQUEST] == "TableClient has no _client.send_request"
+    with caplog.at_level(logging.WARNING, logger="shared.shortcuts"):
+        assert shortcuts.self_check()[fastpaths.TABLE_REQUEST] == "TableClient has no _client.send_request"
     assert "TableClient._client.send_request" in caplog.text and "query_entities and submit_transaction" in caplog.text
     table: Any = _FakeTable()
     naive = datetime(2025, 1, 2, 3, 4, 5)
@@ -145,13 +147,13 @@ def test_a_serializer_that_disagrees_disables_the_fast_batch_writer(monkeypatch:
         return '{"PartitionKey": "x"}'
 
     monkeypatch.setattr(fastpaths, "odata_entity", sloppy)
-    problem = fastpaths.self_check()[fastpaths.BATCH_BODY]
+    problem = shortcuts.self_check()[fastpaths.BATCH_BODY]
     assert problem is not None and problem.startswith("odata_entity and the SDK's serializer differ on ")
-    assert not fastpaths.usable(fastpaths.TABLE_REQUEST, fastpaths.BATCH_BODY)
+    assert not shortcuts.usable(fastpaths.TABLE_REQUEST, fastpaths.BATCH_BODY)
 
 
 def test_a_check_that_raises_counts_as_failed() -> None:
     def broken() -> str | None:
         raise KeyError("x")
 
-    assert fastpaths._run(broken) == "self-check raised KeyError: 'x'"
+    assert shortcuts._run(broken) == "self-check raised KeyError: 'x'"

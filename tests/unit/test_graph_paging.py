@@ -8,7 +8,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.transport import HttpResponse
 
-from shared.errors import PagingLoopError, TruncatedAnswerError
+from shared.arm_errors import PagingLoopError, TruncatedAnswerError
 from shared.resourcegraph import next_skip_token
 from shared.sites import confirms_gone
 

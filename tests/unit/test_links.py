@@ -13,7 +13,7 @@ from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.transport import HttpRequest
 from azure.core.rest import HttpRequest as RestHttpRequest
 
-from shared.errors import ForeignLinkError
+from shared.arm_errors import ForeignLinkError
 from shared.links import PinnedEndpointPolicy, check_next_link, origin, same_origin, shown
 from shared.paging import _raw_page
 
@@ -166,7 +166,7 @@ def test_policy_refuses_every_redirect_answer() -> None:
 
     from azure.core.pipeline import PipelineResponse
 
-    from shared.errors import RedirectRefusedError
+    from shared.arm_errors import RedirectRefusedError
 
     def _Answer(status: int, location: str) -> Any:  # what the policy reads of an HTTP response
         return SimpleNamespace(status_code=status, headers={"Location": location})
