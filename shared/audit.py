@@ -22,7 +22,7 @@ from .errors import AuditFailed, one_line
 from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory
-from .ledger import RunLedger, RunSummary
+from .ledger import RunLedger, RunSummary, vanished_subscriptions
 from .models import InventoryError
 from .names import fold
 from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline
@@ -64,17 +64,7 @@ class AuditRun:
     def execute(self) -> RunSummary:
         started = self.now()
         deadline = self.clock.monotonic() + self.settings.run_deadline_minutes * 60
-        summary = self.ledger.open(started)
-        try:
-            self._run(summary, deadline)
-            summary.ended_at = self.now()
-            self.ledger.record(summary)
-        except BaseException as exc:
-            self.ledger.fail(summary, exc)
-            if isinstance(exc, Exception) and not isinstance(exc, AuditFailed):
-                raise AuditFailed(f"audit run {summary.run_id} failed: {summary.error}") from exc
-            raise
-        self.ledger.close(summary)
+        summary, _ = self.ledger.run(started, lambda summary: self._run(summary, deadline), what="audit run")
         return summary
 
     def _run(self, summary: RunSummary, deadline: float) -> None:
@@ -90,7 +80,9 @@ class AuditRun:
             log.info("Run %s: removed %d rows of the interrupted attempt", summary.run_id, deleted)
         names = {fold(s.subscription_id): s.display_name for s in subscriptions}
         known = self.store.known_subscriptions()
-        vanished = self.ledger.vanished(known, [s.subscription_id for s in subscriptions], summary.started_at)
+        vanished = vanished_subscriptions(
+            self.settings, known, [s.subscription_id for s in subscriptions], summary.started_at
+        )
         for sub_id, row in vanished.items():
             names.setdefault(fold(sub_id), str(row.get("SubscriptionName") or ""))
         ids = [s.subscription_id for s in subscriptions] + list(vanished)

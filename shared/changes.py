@@ -37,7 +37,7 @@ from azure.mgmt.resourcegraph import ResourceGraphClient
 from .arm_ids import SiteId, parse_site_id
 from .clock import Clock, host_clock
 from .config import Settings
-from .errors import ArmIdError, AuditFailed, RunInProgressError, one_line
+from .errors import ArmIdError, RunInProgressError, one_line
 from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory, SubscriptionInfo
@@ -514,8 +514,8 @@ class ChangePoll:
         """A change run: the pipeline over the changed resources only, under the shared lease; the
         watermark is written under it too, before it is released."""
         ledger = RunLedger(self.settings, self.store, self.clock, self.thread_init, kind="changes")
-        summary = ledger.open(started)
-        try:
+
+        def run(summary: RunSummary) -> dict[str, bool]:
             context = RunContext(
                 summary,
                 load_exemptions(self.store),
@@ -525,16 +525,7 @@ class ChangePoll:
                 targeted=True,
                 unfinished_nightly=ledger.unfinished_nightly(started),
             )
-            pipeline = SubscriptionPipeline(
-                self.settings,
-                self.store,
-                inventory,
-                context,
-                now=self.now,
-                monotonic=self.clock.monotonic,
-                checkpoint=self.checkpoint,
-                thread_init=self.thread_init,
-            )
+            pipeline = self._pipeline(inventory, context)
             try:
                 ids = [sub.subscription_id for sub in inventory.subscriptions()]
                 with executor(self.settings.concurrency, "audit", self.thread_init) as pool:
@@ -548,15 +539,21 @@ class ChangePoll:
             if left:
                 log.info("Change poll: %d changed resources left for the next poll", len(left))
             result.watermark = watermark.advance(changes, left, retried)
-            summary.ended_at = self.now()
-            ledger.record(summary)
-        except BaseException as exc:
-            ledger.fail(summary, exc)
-            if isinstance(exc, Exception) and not isinstance(exc, AuditFailed):
-                raise AuditFailed(f"change run {summary.run_id} failed: {summary.error}") from exc
-            raise
-        ledger.close(summary)
-        return summary, left
+            return left
+
+        return ledger.run(started, run, what="change run")
+
+    def _pipeline(self, inventory: ChangedResources, context: RunContext) -> SubscriptionPipeline:
+        return SubscriptionPipeline(
+            self.settings,
+            self.store,
+            inventory,
+            context,
+            now=self.now,
+            monotonic=self.clock.monotonic,
+            checkpoint=self.checkpoint,
+            thread_init=self.thread_init,
+        )
 
 
 def poll_changes(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError
 
@@ -32,6 +32,8 @@ from .threads import NO_CONTEXT, ThreadInit
 from .when import as_utc
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: A run that died is resumed (same RunId) by a run that starts within this time.
 RESUME_WINDOW = timedelta(hours=12)
@@ -56,6 +58,30 @@ def nightly_wait(settings: Settings) -> float:
     return max(poll_bound(settings), float(settings.lease_seconds)) + 2 * LEASE_WAIT_SECONDS
 
 
+def vanished_subscriptions(
+    settings: Settings, known: Mapping[str, Mapping[str, Any]], listed: Iterable[str], now: datetime
+) -> dict[str, Mapping[str, Any]]:
+    """Subscriptions an earlier run read that the subscription list no longer shows (disabled,
+    moved out of the management group, access removed). Each gets an ERROR row and keeps its
+    state until it was last read longer ago than AUDIT_RETENTION_DAYS, or the security team
+    retires it (``clientcert-audit subscriptions retire``). With AUDIT_SUBSCRIPTIONS set, that
+    list is the audit's scope, so nothing outside it is reported."""
+    if settings.subscriptions:
+        return {}
+    seen = {fold(s) for s in listed}
+    cutoff = now - timedelta(days=settings.retention_days)
+    vanished: dict[str, Mapping[str, Any]] = {}
+    for key, row in known.items():
+        if key in seen:
+            continue
+        last = as_utc(row.get("LastAuditedAt"))
+        if last is not None and last < cutoff:
+            log.info("Subscription %s not seen since %s: no longer reported", row.get("SubscriptionId"), last)
+            continue
+        vanished[str(row.get("SubscriptionId") or key)] = row
+    return vanished
+
+
 class RunLedger:
     """Opens, records and closes one run. Every write after :meth:`open` needs the lease."""
 
@@ -73,6 +99,24 @@ class RunLedger:
         self.now = clock.now
         self.kind = kind
         self.lease = LeaseKeeper(store, secrets.token_hex(8), settings.lease_seconds, clock, thread_init, kind)
+
+    def run(self, started: datetime, body: Callable[[RunSummary], T], *, what: str) -> tuple[RunSummary, T]:
+        """The one ledger sequence of every run, nightly or poll: :meth:`open` (the lease, begin or
+        resume), ``body``, :meth:`record`, :meth:`close`. A body that raises fails the run
+        (:meth:`fail`: recorded, a failed RunSummary, the lease kept for a resume) and raises
+        :class:`AuditFailed` naming ``what`` (``audit run``, ``change run``) and the RunId."""
+        summary = self.open(started)
+        try:
+            out = body(summary)
+            summary.ended_at = self.now()
+            self.record(summary)
+        except BaseException as exc:
+            self.fail(summary, exc)
+            if isinstance(exc, Exception) and not isinstance(exc, AuditFailed):
+                raise AuditFailed(f"{what} {summary.run_id} failed: {summary.error}") from exc
+            raise
+        self.close(summary)
+        return summary, out
 
     # -- opening ----------------------------------------------------------------------------------
     def open(self, started: datetime) -> RunSummary:
@@ -194,29 +238,6 @@ class RunLedger:
         self.store.upsert_many(self.store.runs, [row])
 
     # -- the subscriptions it has read ------------------------------------------------------------
-    def vanished(
-        self, known: Mapping[str, Mapping[str, Any]], listed: Iterable[str], now: datetime
-    ) -> dict[str, Mapping[str, Any]]:
-        """Subscriptions an earlier run read that the subscription list no longer shows (disabled,
-        moved out of the management group, access removed). Each gets an ERROR row and keeps its
-        state until it was last read longer ago than AUDIT_RETENTION_DAYS, or the security team
-        retires it (``clientcert-audit subscriptions retire``). With AUDIT_SUBSCRIPTIONS set, that
-        list is the audit's scope, so nothing outside it is reported."""
-        if self.settings.subscriptions:
-            return {}
-        seen = {fold(s) for s in listed}
-        cutoff = now - timedelta(days=self.settings.retention_days)
-        vanished: dict[str, Mapping[str, Any]] = {}
-        for key, row in known.items():
-            if key in seen:
-                continue
-            last = as_utc(row.get("LastAuditedAt"))
-            if last is not None and last < cutoff:
-                log.info("Subscription %s not seen since %s: no longer reported", row.get("SubscriptionId"), last)
-                continue
-            vanished[str(row.get("SubscriptionId") or key)] = row
-        return vanished
-
     def remember(
         self,
         summary: RunSummary,

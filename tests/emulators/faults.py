@@ -9,11 +9,17 @@ page"), ``times`` bounds how often the action fires (``None`` = forever).
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+import struct
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import format_datetime
 from typing import TypeAlias
+
+from .wire import _ERROR_CODES, _Handler, _Response, arm_error
 
 __all__ = [
     "Delay",
@@ -185,9 +191,7 @@ class FaultSet:
             times=times,
         )
 
-    def not_found(
-        self, path: str, code: str | None, *, method: str = "GET", times: int | None = None
-    ) -> FaultRule:
+    def not_found(self, path: str, code: str | None, *, method: str = "GET", times: int | None = None) -> FaultRule:
         """404 with ARM's error ``code`` (``ResourceNotFound``, ``ResourceGroupNotFound``,
         ``SubscriptionNotFound``, ``ParentResourceNotFound``), or ``None``: a 404 with no body at all,
         as a gateway or an unknown route answers."""
@@ -227,3 +231,41 @@ class FaultSet:
                     continue
                 return delays, rule.action
         return delays, None
+
+
+class FaultAnswers:
+    """How :class:`~tests.emulators.arm.ArmEmulator` answers an injected fault: a reset, or a status."""
+
+    def _abort(self, h: _Handler, method: str, path: str, kind: str, api_version: str | None) -> None:
+        """Reset the connection: SO_LINGER 0 turns close() into an RST, no response is sent."""
+        # Record before the client can observe the outcome, so stats are exact when a call returns.
+        self._record(method, path, kind, 0, api_version)
+        h.close_connection = True
+        try:
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            h.connection.close()
+        except OSError:
+            pass
+
+    def _fault_response(self, action: Terminal, kind: str) -> _Response:
+        if isinstance(action, MalformedJson):
+            return _Response(action.status, b'{"value": [{"id": "/subscriptions/\x00, "name": tru')
+        assert isinstance(action, Status)
+        headers = dict(action.headers)
+        if action.retry_after is not None:
+            ra = action.retry_after
+            if isinstance(ra, datetime):
+                headers["Retry-After"] = format_datetime(ra, usegmt=True)
+            elif isinstance(ra, float) and ra.is_integer():
+                headers["Retry-After"] = str(int(ra))
+            else:
+                headers["Retry-After"] = str(ra)
+        if action.body is not None:
+            return _Response(action.status, action.body, headers)
+        code = action.code or _ERROR_CODES.get(action.status, f"Http{action.status}")
+        message = action.message or f"Injected fault: {action.status} {code}."
+        if kind == "token":
+            body = json.dumps({"statusCode": action.status, "message": message}).encode()
+        else:
+            body = arm_error(code, message)
+        return _Response(action.status, body, headers)
