@@ -203,14 +203,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     if args.rss_every > 0:
         log_memory(args.rss_every)
-    if args.tracemalloc:
-        traced(run_timer, args.tracemalloc)
-    elif args.profile:
-        profiled(run_timer, args.profile)
-    else:
-        run_timer()
-    if args.report:
-        write_report(args.report)
+    try:
+        if args.tracemalloc:
+            traced(run_timer, args.tracemalloc)
+        elif args.profile:
+            profiled(run_timer, args.profile)
+        else:
+            run_timer()
+    finally:  # a run that failed has a peak too (the bench records it with the run's outcome)
+        if args.report:
+            write_report(args.report)
     return 0
 
 
