@@ -188,8 +188,6 @@ class SubscriptionPipeline:
             prior, extra = self.store.subscription_state(subscription_id, listed)
             if self.run.summary.resumed:
                 kept = self._earlier_attempt(subscription_id, prior, listed)
-                # its decisions stand as that attempt saw each resource: replayed from the kept rows
-                listed.update((key, finding_from_row(row)) for key, row in kept.items())
         # Rows of resources not listed tonight are kept whole (to be retired): held like records.
         hold.take(sum(1 for key, state in prior.items() if key not in listed and not state.get("Gone")))
         silent = self._unconfirmed_silence(subscription_id, listed, prior) if result.read else None
@@ -278,10 +276,10 @@ class SubscriptionPipeline:
     def _earlier_attempt(self, subscription_id: str, prior: Mapping[str, Any], findings: Listed) -> dict[str, Any]:
         """A resumed run keeps the rows its earlier attempt stored for the resources whose state that
         attempt advanced (their decisions stand: an alert may already name this run, sent by it or
-        owed) and deletes the others, which it writes again; returns the kept rows by key (whole:
-        the run replays those decisions from them, and what it reads now of those resources is not
-        used). A kept resource that is no longer listed keeps its row only if an alert names this
-        run for it."""
+        owed) and deletes the others, which it writes again; returns the kept rows by key. Those
+        decisions stand as that attempt saw each resource: they are replayed from the kept rows into
+        ``findings`` (what the run reads now of those resources is not used). A kept resource that
+        is no longer listed keeps its row only if an alert names this run for it."""
         run_id = self.run.summary.run_id
         earlier = self.store.run_rows(run_id, subscription_id)
         committed = {
@@ -293,6 +291,7 @@ class SubscriptionPipeline:
         stale = [(str(row["PartitionKey"]), str(row["RowKey"])) for row in earlier if str(row["RowKey"]) not in kept]
         if stale:
             self.store.delete_keys(self.store.results, stale)
+        findings.update((key, finding_from_row(row)) for key, row in kept.items())
         return kept
 
     def _targeted_state(
