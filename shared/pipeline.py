@@ -291,7 +291,8 @@ class SubscriptionPipeline:
         stale = [(str(row["PartitionKey"]), str(row["RowKey"])) for row in earlier if str(row["RowKey"]) not in kept]
         if stale:
             self.store.delete_keys(self.store.results, stale)
-        findings.update((key, finding_from_row(row)) for key, row in kept.items())
+        if any(isinstance(item, SiteRecord) for item in findings.values()):  # else: silence, checked as such
+            findings.update((key, finding_from_row(row)) for key, row in kept.items())
         return kept
 
     def _targeted_state(
@@ -360,7 +361,8 @@ class SubscriptionPipeline:
         once more (the inventory decides how) before those resources are retired as gone."""
         if self.run.targeted:
             return None
-        if any(isinstance(item, SiteRecord) for item in listed.values()):  # a record is never an ERROR
+        # a record is never an ERROR; a resumed run's replayed decision is one only where a record was listed
+        if any(isinstance(item, SiteRecord) or item.status is not Status.ERROR for item in listed.values()):
             return None
         if not any(not state.get("Gone") for state in prior.values()):
             return None
