@@ -20,9 +20,10 @@ are :data:`shared.schema.REPORT_COLUMNS`.
 from __future__ import annotations
 
 from ..schema import REPORT_COLUMNS
+from .charts import COLOURS, ISSUE_STATUSES, trend_svg
 from .diff import DIFF_COLUMNS, Change, change_selected, diff_rows
 from .fixscript import SCRIPT_STATUSES, write_script
-from .html import COLOURS, ISSUE_STATUSES, trend_svg, write_html
+from .html import write_html
 from .ocsf import write_ocsf
 from .selection import (
     ACTIONABLE,

@@ -103,7 +103,6 @@ OVERSIZE: frozenset[str] = frozenset(
         "shared/pipeline.py:SubscriptionPipeline",
         "shared/pipeline.py:SubscriptionPipeline.audit",
         "shared/changes.py",
-        "shared/report/html.py",
         "shared/plan.py:plan_subscription",
     }
 )
