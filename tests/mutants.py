@@ -1,10 +1,11 @@
 """Mutation check of the guards issue 21 gave teeth: ``python -m tests.mutants [name-part ...]``.
 
 Each mutant removes or weakens one guard in the product (CSV formula neutralising, HTML quote
-escaping, the fix script's quoting, the source scan, the terminal helper, the fix's exclusion-path
-rules, the per-kind command, the list order, the page's wrapping), runs the tests meant to catch it,
-and restores the file (also on Ctrl-C). Every mutant must be KILLED: a test that survives its guard's
-removal cannot fail, which is a defect. Not collected by pytest (it edits the source tree); run it by
+escaping, the fix script's quoting, the source scan of shared/report and shared/commands, the
+terminal helper (C1, bidi, surrogates, table rows, log lines), the fix's exclusion-path rules, the
+per-kind command (in the unit tests and in the script the real Azure CLI runs), the list order, the
+page's wrapping), runs the tests meant to catch it, and restores the file (also on Ctrl-C). Every
+mutant must be KILLED: a test that survives its guard's removal cannot fail, which is a defect. Not collected by pytest (it edits the source tree); run it by
 hand after changing one of these guards or its tests.
 """
 
@@ -25,6 +26,11 @@ class Mutant(NamedTuple):
     new: str
     tests: tuple[str, ...]
 
+
+#: The fix script run whole by azure-cli 2.91 against the emulated ARM: the per-kind command's proof.
+REAL_CLI = (
+    "tests/integration/test_fix_script_azcli.py::test_the_fix_script_run_by_the_real_cli_fixes_exactly_what_it_names"
+)
 
 MUTANTS = (
     Mutant(
@@ -67,6 +73,13 @@ MUTANTS = (
         "shared/commands/common.py",
         "    return TableStore(settings, credential)",
         "    return TableStore(settings, credential)  # verify=False",
+        ("tests/unit/test_security.py::test_tls_verification_is_never_disabled",),
+    ),
+    Mutant(
+        "verify=False in shared/report",
+        "shared/report/source.py",
+        "from __future__ import annotations\n",
+        "from __future__ import annotations  # verify=False\n",
         ("tests/unit/test_security.py::test_tls_verification_is_never_disabled",),
     ),
     Mutant(
@@ -148,6 +161,34 @@ MUTANTS = (
         '    args = ["az", group, "update", f"--resource-group={target.resource_group}", f"--name={target.app_name}"]',
         '    args = ["az", group, "update", "--resource-group", target.resource_group, f"--name={target.app_name}"]',
         ("tests/unit/test_remediation.py",),
+    ),
+    Mutant(
+        "az webapp update for every kind, run by the real CLI",
+        "shared/fixcommand.py",
+        '    return "functionapp" if "function" in kind else "webapp"',
+        '    return "webapp"',
+        (REAL_CLI,),
+    ),
+    Mutant(
+        "a group passed as a separate argument, run by the real CLI",
+        "shared/fixcommand.py",
+        '    args = ["az", group, "update", f"--resource-group={target.resource_group}", f"--name={target.app_name}"]',
+        '    args = ["az", group, "update", "--resource-group", target.resource_group, f"--name={target.app_name}"]',
+        (REAL_CLI,),
+    ),
+    Mutant(
+        "a slot named by --ids, run by the real CLI",
+        "shared/fixcommand.py",
+        '    if target.slot:\n        args.append(f"--slot={target.slot}")',
+        '    if target.slot:\n        args = ["az", group, "update", f"--ids={target.resource_id}"]',
+        (REAL_CLI,),
+    ),
+    Mutant(
+        "a site without kind sent to az webapp update, run by the real CLI",
+        "shared/fixcommand.py",
+        '    if not kind:\n        return "resource"\n',
+        '    if not kind:\n        return "webapp"\n',
+        (REAL_CLI,),
     ),
     Mutant(
         "new failures not first in the HTML list",
