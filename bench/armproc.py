@@ -14,23 +14,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.shapes import build_shape
 from tests.emulators.arm import ArmEmulator, ThrottleModel
-from tests.emulators.tenant import SPREADS, Tenant, generate_tenant
+from tests.emulators.tenant import Tenant
 from tests.emulators.tls import TlsMaterial
 
 
 def build_tenant(spec: dict[str, Any]) -> Tenant:
     """The benchmark tenant: deterministic for a spec, so the parent can rebuild the same one."""
-    return generate_tenant(
+    return build_shape(
+        str(spec.get("spread", "heavy")),
         int(spec["seed"]),
         subscriptions=int(spec["subscriptions"]),
         sites=int(spec["sites"]),
         slot_share=float(spec["slot_share"]),
-        sites_per_resource_group=float(spec.get("sites_per_resource_group", 8.0)),
-        empty_resource_groups=1,
-        awkward_names=True,
-        keyword_names=False,  # the tenant the README's figures were measured on (the tests cover these names)
-        spread_exponent=SPREADS[str(spec.get("spread", "heavy"))],
     )
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import ctypes
+import ctypes.util
+import json
 import logging
 import pstats
 import threading
@@ -128,18 +131,88 @@ def traced(target: Any, out: str, frames: int = 12, every: float = 0.5) -> None:
         Path(out).write_text("\n".join(lines) + "\n")
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ]
+
+
+def _malloc_mb() -> tuple[float, float] | None:
+    """glibc's heap (all arenas): (bytes handed out, bytes free inside its heaps) in MB; ``None``
+    elsewhere. Python's own small objects live in pymalloc arenas outside it (mapped directly)."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallinfo2 = ctypes.CDLL(name).mallinfo2 if name else None
+    except (OSError, AttributeError):
+        return None
+    if mallinfo2 is None:
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
+
+
+def log_memory(every: float) -> threading.Event:
+    """Log the process's RSS every ``every`` seconds, beside glibc's heap (in use, and free but
+    kept) and the engine's own log lines, so a peak can be placed in the run; set the returned
+    event to stop."""
+    done = threading.Event()
+    memory_log = logging.getLogger("bench.memory")
+
+    def sample() -> None:
+        while not done.wait(every):
+            now, peak = _rss_mb()
+            heap = _malloc_mb()
+            memory_log.info(
+                "rss %.1f MB (peak %.1f MB), %d threads; malloc %s",
+                now,
+                peak,
+                threading.active_count(),
+                f"in use {heap[0]:.1f} MB, free in its heaps {heap[1]:.1f} MB" if heap else "unknown",
+            )
+
+    threading.Thread(target=sample, name="rss-sampler", daemon=True).start()
+    return done
+
+
+def write_report(path: str) -> None:
+    """This process's own peak RSS (``VmHWM``: the high-water mark of its memory since it started).
+
+    Not ``ru_maxrss``: Linux starts a process's ``ru_maxrss`` at the high-water mark of the memory
+    it was spawned from (fork or vfork, then exec), so ``getrusage`` in the child, and ``wait4`` in
+    the parent, report at least what the *parent* had resident when it started the child."""
+    import resource
+
+    now, peak = _rss_mb()
+    report = {"vm_hwm_mb": round(peak, 1), "vm_rss_mb": round(now, 1)}
+    report["ru_maxrss_self_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    Path(path).write_text(json.dumps(report) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.child")
     parser.add_argument("--profile", help="write merged cProfile stats of all threads to this file")
     parser.add_argument("--tracemalloc", help="write where memory was at its peak (tracemalloc) to this file")
+    parser.add_argument("--rss-every", type=float, default=5.0, help="log the RSS every this many seconds (0: off)")
+    parser.add_argument("--report", help="write this process's own peak RSS (JSON) to this file at the end")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.tracemalloc:
-        traced(run_timer, args.tracemalloc)
-    elif args.profile:
-        profiled(run_timer, args.profile)
-    else:
-        run_timer()
+    # The engine's INFO lines (as the Functions host records them by default) and the RSS samples.
+    for name in ("shared", "bench"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    if args.rss_every > 0:
+        log_memory(args.rss_every)
+    try:
+        if args.tracemalloc:
+            traced(run_timer, args.tracemalloc)
+        elif args.profile:
+            profiled(run_timer, args.profile)
+        else:
+            run_timer()
+    finally:  # a run that failed has a peak too (the bench records it with the run's outcome)
+        if args.report:
+            write_report(args.report)
     return 0
 
 

@@ -9,11 +9,13 @@ a sample of subscriptions, then prints a table with the targets and writes the f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
 import pstats
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,13 +29,27 @@ from azure.data.tables import TableServiceClient
 from bench.armproc import build_tenant
 from bench.baseline import run_baseline
 from bench.ingest import raw_ingest, spread_jobs
+from bench.shapes import SHAPE_DEFAULTS, SHAPES, shape_statistics
 from shared.layout import PARTITION_ROWS, state_bucket, state_shards
 from tests.emulators.arm import SITE_SHAPES, ArmEmulator
 from tests.emulators.azurite import Azurite, repo_root
-from tests.emulators.tenant import ACTIVE_STATES, SPREADS, Tenant
+from tests.emulators.faults import FaultRule, Latency
+from tests.emulators.proxy import FaultProxy
+from tests.emulators.tenant import ACTIVE_STATES, Tenant
 from tests.emulators.tls import make_tls
 
 RG_PAGE = 1000
+#: Log lines counted in the audit's log (each a figure of the run).
+LOG_MARKERS = {
+    "connection_pool_full": "Connection pool is full",
+    "partial_batches_sent_early": "Sending partial batches early",
+    "warnings": " WARNING ",
+}
+#: The pipeline's end-of-run line: what the run held at most (the bound's H), its cap, how often a
+#: listing waited at it and how many partial flushes that asked for.
+HELD_LINE = re.compile(
+    r"at most (\d+) resources held in memory at once \(cap (\d+)\); listings waited (\d+) times, (\d+) partial"
+)
 ARM_KINDS = ("subscriptions", "sites_list", "rg_sites_list", "slots_list", "site_get")
 
 
@@ -115,23 +131,54 @@ class ArmProcess:
 def run_audit_child(
     env: dict[str, str], log_file: Path, profile: Path | None, memory: Path | None = None
 ) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "bench.child"] + (["--profile", str(profile)] if profile else [])
+    report = log_file.with_suffix(".peak.json")
+    argv = [sys.executable, "-m", "bench.child", "--report", str(report)]
+    argv += ["--profile", str(profile)] if profile else []
     argv += ["--tracemalloc", str(memory)] if memory else []
+    parent_rss = own_rss_mb()
     started = time.monotonic()
     with log_file.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=repo_root(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        tail = log_file.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"audit process exited with {proc.returncode}:\n{tail}")
+    text = log_file.read_text(errors="replace")
+    if proc.returncode != 0 and not report.exists():
+        raise RuntimeError(f"audit process exited with {proc.returncode}:\n{text[-3000:]}")
+    if proc.returncode != 0:  # a failed run (its record says why): its figures are kept, not lost
+        print(f"  the audit process exited with {proc.returncode}:\n{text[-1500:]}", flush=True)
+    own = json.loads(report.read_text())
     return {
+        "exit_code": proc.returncode,
+        "log_lines": {name: text.count(marker) for name, marker in LOG_MARKERS.items()},
         "wall_seconds": round(wall, 3),
         "cpu_user_seconds": round(usage.ru_utime, 3),
         "cpu_sys_seconds": round(usage.ru_stime, 3),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        # The audit process's own peak (VmHWM). wait4's ru_maxrss is also kept: Linux starts it at the
+        # memory the child was spawned from, so it is never below the bench's own RSS at that moment.
+        "peak_rss_mb": own["vm_hwm_mb"],
+        "ru_maxrss_wait4_mb": round(usage.ru_maxrss / 1024, 1),
+        "bench_rss_at_spawn_mb": parent_rss,
+        "held": held_figures(text),
     }
+
+
+def held_figures(log: str) -> dict[str, int] | None:
+    """The run's memory-cap figures from its log (None from an engine without the cap)."""
+    match = HELD_LINE.search(log)
+    if match is None:
+        return None
+    most, cap, waits, flushes = (int(g) for g in match.groups())
+    return {"most_held": most, "cap": cap, "listing_waits": waits, "stall_flushes": flushes}
+
+
+def own_rss_mb() -> float:
+    """This (the bench's) process's resident set now, in MB (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 def read_run_record(azurite: Azurite, runs_table: str, expected_runs: int) -> dict[str, Any]:
@@ -141,6 +188,27 @@ def read_run_record(azurite: Azurite, runs_table: str, expected_runs: int) -> di
     if len(rows) != expected_runs:
         raise RuntimeError(f"expected {expected_runs} run records, found {len(rows)}")
     return max(rows, key=lambda row: str(row["RowKey"]))
+
+
+def row_mismatches(azurite: Azurite, results_table: str, run_id: str, oracle: dict[str, Any]) -> dict[str, int]:
+    """Every result row of one run against the tenant's oracle, resource by resource: rows missing,
+    rows of no resource, rows twice, and rows whose Status or ClientCertMode differ."""
+    flt = f"PartitionKey ge '{run_id}_' and PartitionKey lt '{run_id}`'"
+    with TableServiceClient.from_connection_string(azurite.connection_string) as svc:
+        client = svc.get_table_client(results_table)
+        rows = {}
+        twice = 0
+        for entity in client.query_entities(flt, select=["ResourceId", "Status", "ClientCertMode"]):
+            key = str(entity["ResourceId"]).lower()
+            twice += key in rows
+            rows[key] = (entity["Status"], entity["ClientCertMode"])
+    wrong = sum(1 for key, e in oracle.items() if key in rows and rows[key] != (e.status, e.mode))
+    return {
+        "missing": sum(1 for key in oracle if key not in rows),
+        "unknown": sum(1 for key in rows if key not in oracle),
+        "twice": twice,
+        "wrong": wrong,
+    }
 
 
 def top_profile(path: Path, limit: int = 25) -> list[dict[str, Any]]:
@@ -162,7 +230,13 @@ def top_profile(path: Path, limit: int = 25) -> list[dict[str, Any]]:
 
 # -- one measured audit ------------------------------------------------------------------------------
 def measure_audit(
-    source: str, args: argparse.Namespace, arm: ArmProcess, tls: Any, workdir: Path, expected: Counter[str]
+    source: str,
+    args: argparse.Namespace,
+    arm: ArmProcess,
+    tls: Any,
+    workdir: Path,
+    expected: Counter[str],
+    oracle: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The first (baseline) run of the audit on a fresh Azurite and, with ``--nightly``, the next
     night's run on the same tables: every subscription's prior state read, every row rewritten."""
@@ -173,14 +247,19 @@ def measure_audit(
         "AUDIT_EXEMPTIONS_TABLE": "ClientCertAuditExemptions",
     }
     results = []
-    with Azurite(workdir / f"azurite-{source}", tls) as azurite:
+    with Azurite(workdir / f"azurite-{source}", tls) as azurite, contextlib.ExitStack() as stack:
+        table_uri = azurite.table_service_uri
+        if args.table_latency > 0:  # a slower store: every Table request waits this long in a proxy first
+            proxy = stack.enter_context(FaultProxy(azurite.port, tls))
+            proxy.faults.add(FaultRule(Latency(args.table_latency), method="*"))
+            table_uri = proxy.url()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_") and k != "AZURE_CLIENT_ID"}
         env.update(arm.env)
         env.update(tables)
         env.update(
             {
                 "PYTHONPATH": str(repo_root()),
-                "AUDIT_TABLE_SERVICE_URI": azurite.table_service_uri,
+                "AUDIT_TABLE_SERVICE_URI": table_uri,
                 "AUDIT_SCHEDULE": "0 0 2 * * *",
                 "AUDIT_CONCURRENCY": str(args.concurrency),
                 "AUDIT_INVENTORY_SOURCE": source,
@@ -198,6 +277,8 @@ def measure_audit(
             stats = arm.command("stats")
             record = read_run_record(azurite, tables["AUDIT_RUNS_TABLE"], len(results) + 1)
             out = _figures(source, label, night, measured, stats, record, expected)
+            if oracle is not None:
+                out["row_mismatches"] = row_mismatches(azurite, tables["AUDIT_RESULTS_TABLE"], record["RunId"], oracle)
             if profile is not None and profile.exists():
                 out["profile_top"] = top_profile(profile)
             if memory is not None:
@@ -337,6 +418,8 @@ def print_report(figures: dict[str, Any]) -> None:
         ("CPU user+sys (s)", "cpu_seconds"),
         ("CPU per resource (ms)", "cpu_ms_per_resource"),
         ("peak RSS (MB)", "peak_rss_mb"),
+        ("  wait4 ru_maxrss (MB)", "ru_maxrss_wait4_mb"),
+        ("  bench's RSS at spawn (MB)", "bench_rss_at_spawn_mb"),
     ]
     width = 32
     print()
@@ -378,9 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slot-share", type=float, default=0.3, help="slots per site (default 0.3)")
     parser.add_argument(
         "--spread",
-        choices=sorted(SPREADS),
+        "--shape",
+        dest="spread",
+        choices=SHAPES,
         default="heavy",
-        help="sites over subscriptions: heavy-tailed (default; largest ~37k of 130k) or flat (largest ~15k)",
+        help="the tenant's shape (bench/shapes.py): heavy-tailed (default; largest ~37k of 130k), flat "
+        "(largest ~15k), or zipf (the independent run's tenant: 5%% empty, Zipf 1.1, lists paged by 100)",
     )
     parser.add_argument(
         "--site-shape",
@@ -388,9 +474,15 @@ def main(argv: list[str] | None = None) -> int:
         default="full",
         help="site objects served: full (default; a real list page's, ~3 KB) or compact (~1.7 KB)",
     )
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=None, help="tenant seed (default: the shape's)")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every ARM answer")
-    parser.add_argument("--page-size", type=int, default=50, help="items per ARM list page")
+    parser.add_argument("--page-size", type=int, default=None, help="items per ARM list page (default: the shape's)")
+    parser.add_argument(
+        "--table-latency",
+        type=float,
+        default=0.0,
+        help="seconds added to every Table request (through a proxy): a store slower than the listing",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="AUDIT_CONCURRENCY of the audit")
     parser.add_argument("--sources", default="arm,resourcegraph", help="inventory sources to measure")
     parser.add_argument("--no-throttle", action="store_true", help="turn ARM's throttling model off")
@@ -399,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument(
         "--skip-ingest-as-audit", action="store_true", help="skip the raw ingest in the audit's own partition layout"
+    )
+    parser.add_argument(
+        "--check-rows",
+        action="store_true",
+        help="compare every result row with the oracle (slow at scale; the counts are always compared)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile every thread of the audit")
     parser.add_argument(
@@ -417,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="TLS, Azurite data, logs (default: a temp dir)")
     args = parser.parse_args(argv)
+    for name, value in SHAPE_DEFAULTS[args.spread].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     subscriptions = args.subscriptions or max(1, args.sites // 100)
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="clientcert-bench-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -441,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     expected = Counter(e.status for e in tenant.expected().values())
     resources = sum(expected.values())
     floor = arm_floor(tenant, args.page_size)
+    shape = shape_statistics(tenant)
     all_rows = sum(1 for s in tenant.subscriptions if s.state != "Deleted" for _ in s.iter_resources())
     figures: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -452,13 +553,13 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "spread": args.spread,
             "site_shape": args.site_shape,
+            "table_latency_ms": round(args.table_latency * 1000),
         },
         "tenant": {
             **counts,
             "resources": resources,
-            "largest_subscription_resources": max(
-                (sum(1 for _ in s.iter_resources()) for s in tenant.subscriptions), default=0
-            ),
+            "largest_subscription_resources": shape["largest_subscription_resources"],
+            "shape": shape,
         },
         "arm_floor": floor,
         "resourcegraph_floor": max(1, math.ceil(len(tenant.subscriptions) / args.page_size))
@@ -503,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(arm.env)  # the baseline authenticates like the product (managed identity)
         for source in [s.strip() for s in args.sources.split(",") if s.strip()]:
             print(f"Audit with AUDIT_INVENTORY_SOURCE={source} ...", flush=True)
-            figures["runs"].extend(measure_audit(source, args, arm, tls, workdir, expected))
+            oracle = tenant.expected() if args.check_rows else None
+            figures["runs"].extend(measure_audit(source, args, arm, tls, workdir, expected, oracle))
             partial = workdir / "figures-partial.json"  # a long run's figures so far, in case it is stopped
             partial.write_text(json.dumps(figures, indent=2, default=str) + "\n")
         if not args.skip_baseline:

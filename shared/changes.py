@@ -51,7 +51,7 @@ from .resourcegraph import graph_client, next_skip_token, query_page, quota_wait
 from .schema import WATERMARK_PARTITION, WATERMARK_ROW, refused_result_row
 from .sites import confirms_gone, describe_error, site_record
 from .store import TableStore
-from .threads import NO_CONTEXT, ThreadInit, executor
+from .threads import NO_CONTEXT, ThreadInit, executor, ordered_map
 from .when import as_utc
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,8 @@ class ChangedResources:
             self._arm.web_client(subscription_id) as web,
             executor(GET_CONCURRENCY, "gets", self._thread_init) as pool,
         ):
-            for found in pool.map(lambda rid: list(self._read(web, subscription_id, rid)), ids):
+            read = lambda rid: list(self._read(web, subscription_id, rid))  # noqa: E731
+            for found in ordered_map(pool, read, ids, 2 * GET_CONCURRENCY):
                 yield from found
 
     def reread(self, subscription_id: str, resource_ids: Sequence[str]) -> Iterator[SiteRecord]:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import requests
+import requests.adapters
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline.transport import RequestsTransport
 
 # A Retry-After longer than this is treated as this: the run's worst case stays predictable.
 MAX_RETRY_AFTER_SECONDS = 30.0
@@ -56,3 +59,34 @@ def worst_case_call_seconds(retry_total: int, read_timeout: int) -> float:
         CONNECTION_TIMEOUT_SECONDS + read_timeout
     ) + retry_total * MAX_RETRY_AFTER_SECONDS
     return min(attempts_bound, operation_budget_seconds(read_timeout) + CONNECTION_TIMEOUT_SECONDS + read_timeout)
+
+
+def pooled_session(connections: int) -> requests.Session:
+    """A ``requests`` session whose connection pool per host keeps ``connections`` connections.
+
+    urllib3 keeps at most ``pool_maxsize`` idle connections per host (10 by default) and discards
+    the others as their requests end, with a WARNING ("Connection pool is full, discarding
+    connection") each time: sized below the number of threads that use it at once, the pool opens
+    and closes a TLS connection per request past that number, and logs it."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=connections)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def table_connections(concurrency: int) -> int:
+    """Threads that may use the Tables client at once: the audit threads (listing, state reads,
+    result writes), the step threads (state writes, alert marks, deletes: ``max(2, concurrency)``),
+    the lease heartbeat and the run's own thread."""
+    return concurrency + max(2, concurrency) + 2
+
+
+def table_transport(concurrency: int, read_timeout: int) -> RequestsTransport:
+    """The Tables clients' transport, its pool sized by :func:`table_connections` (it owns the session)."""
+    return RequestsTransport(
+        session=pooled_session(table_connections(concurrency)),
+        session_owner=True,
+        connection_timeout=CONNECTION_TIMEOUT_SECONDS,
+        read_timeout=read_timeout,
+    )

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
-import requests
-import requests.adapters
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.pipeline.transport import RequestsTransport
@@ -28,20 +26,26 @@ from azure.mgmt.web import WebSiteManagementClient
 
 from .arm_errors import ForeignLinkError, RedirectRefusedError
 from .config import Settings
-from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs
+from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs, pooled_session
 from .links import pinned_client_kwargs
 from .models import InventoryError, SiteRecord, valid_text
 from .names import fold
 from .owners import resolve_owners
 from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
 from .sites import confirms_gone, describe_error, site_record
-from .threads import NO_CONTEXT, ThreadInit, executor
+from .threads import NO_CONTEXT, HandOff, ThreadInit, executor
 
 log = logging.getLogger(__name__)
 
 SKIPPED_SUBSCRIPTION_STATES = {"disabled", "deleted"}
 #: includeSlots group lists of one subscription in flight at once (paced by :class:`ReadPacer`).
 GROUP_LIST_CONCURRENCY = 4
+
+
+def arm_connections(concurrency: int) -> int:
+    """Threads that may use the ARM session at once: per audit thread, its own list and its
+    subscription's group lists (or, in a change poll, its GETs: ``GET_CONCURRENCY``, as many)."""
+    return concurrency * (GROUP_LIST_CONCURRENCY + 1) + 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +80,7 @@ class ArmInventory:
         # One connection pool for every subscription's client: a client per subscription with its own
         # transport opened new TLS connections (a handshake and a CA-bundle load each) for every one
         # of a thousand subscriptions. Sized for the audit's threads (subscriptions × group lists).
-        self._session = requests.Session()
-        pool = max(16, settings.concurrency * (GROUP_LIST_CONCURRENCY + 1) + 4)
-        self._session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
+        self._session = pooled_session(arm_connections(settings.concurrency))
 
     def close(self) -> None:
         self._session.close()
@@ -199,17 +201,29 @@ def _scan(web: WebSiteManagementClient, subscription_id: str, thread_init: Threa
     Reads are bounded by ARM's bucket (25 a second after the first 250), and paging the site list
     alone runs well under that rate, so group lists start as soon as a page names a new group,
     :data:`GROUP_LIST_CONCURRENCY` at a time under the subscription's :class:`ReadPacer`; their
-    results follow the site list in discovery order. A group that falls back to per-app slot lists
-    waits for the end of the site list, when all of its apps are known. Each item becomes a record
-    or an ERROR for that item alone; the first sighting of a resource wins (the site list's). Only
-    this thread decides what is yielded; group threads read ``seen`` only to drop what is known.
+    results follow the site list in discovery order. At most :data:`GROUP_LISTS_AHEAD` group lists
+    are started and not yet yielded, and each hands over its items page by page through a queue of
+    :data:`GROUP_PAGES_AHEAD` pages (a list waits for room): what the scan holds is bounded by
+    those settings and the page size, not by the subscription. A group that falls back to per-app
+    slot lists waits for the end of the site list, when all of its apps are known. Each item
+    becomes a record or an ERROR for that item alone; the first sighting of a resource wins (the
+    site list's). Only this thread decides what is yielded; group threads read ``seen`` only to
+    drop what is known.
     """
     scan = _SubscriptionScan(web, subscription_id, thread_init)
     try:
         yield from scan.site_list()
         yield from scan.group_lists()
     finally:
-        scan.pool.shutdown(wait=True, cancel_futures=True)
+        scan.close()
+
+
+#: Group lists started and not yet yielded, per subscription (the ones beyond wait their turn).
+GROUP_LISTS_AHEAD = 2 * GROUP_LIST_CONCURRENCY
+#: Pages a started group list may read ahead of what the scan has yielded.
+GROUP_PAGES_AHEAD = 2
+#: Items handed over at once by a group list (ARM's pages are at most this long).
+GROUP_PAGE_ITEMS = 100
 
 
 class _SubscriptionScan:
@@ -222,8 +236,15 @@ class _SubscriptionScan:
         self.groups: dict[str, tuple[str, dict[str, str]]] = {}  # folded group -> (name as listed, apps)
         self.pacer = ReadPacer()
         self.pool = executor(GROUP_LIST_CONCURRENCY, "groups", thread_init)
-        # Taken off as they are yielded, so each group's records are let go then, not at the end.
-        self.started: deque[tuple[tuple[str, dict[str, str]], Future[list[Found | _PerApp]]]] = deque()
+        # Started lists, in discovery order, taken off as they are yielded; groups found beyond
+        # GROUP_LISTS_AHEAD wait in ``waiting`` (a name and its apps) until one is taken off.
+        self.started: deque[tuple[tuple[str, dict[str, str]], HandOff[Found | _PerApp]]] = deque()
+        self.waiting: deque[tuple[str, dict[str, str]]] = deque()
+        self.closed = threading.Event()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def site_list(self) -> Iterator[Found]:
         try:
@@ -241,9 +262,11 @@ class _SubscriptionScan:
             yield InventoryError(scope, self.subscription_id, message, status_code=status)
 
     def group_lists(self) -> Iterator[Found]:
+        self._start_waiting()
         while self.started:
-            (rg, apps), future = self.started.popleft()
-            for listed in future.result():
+            (rg, apps), listing = self.started.popleft()
+            self._start_waiting()
+            for listed in listing.items():
                 if isinstance(listed, _PerApp):
                     yield from _slots_per_app(
                         self.web, self.subscription_id, rg, list(apps.values()), self.first_sighting
@@ -259,16 +282,26 @@ class _SubscriptionScan:
         return True
 
     def _note_group(self, found: SiteRecord) -> None:
-        """A new group starts its list at once; every site's app is remembered for a fallback."""
+        """A new group starts its list at once (or waits its turn); every site's app is remembered
+        for a fallback."""
         group = self.groups.get(fold(found.resource_group))
         if group is None:
             group = self.groups[fold(found.resource_group)] = (found.resource_group, {})
-            self.started.append((group, self.pool.submit(self._group_list, group)))
+            self.waiting.append(group)
+            self._start_waiting()
         group[1].setdefault(fold(found.app_name), found.app_name)
 
-    def _group_list(self, group: tuple[str, dict[str, str]]) -> list[Found | _PerApp]:
+    def _start_waiting(self) -> None:
+        while self.waiting and len(self.started) < GROUP_LISTS_AHEAD:
+            group = self.waiting.popleft()
+            listing: HandOff[Found | _PerApp] = HandOff(self.closed, GROUP_PAGES_AHEAD, GROUP_PAGE_ITEMS)
+            self.started.append((group, listing))
+            self.pool.submit(listing.run, functools.partial(self._group_list, group[0]))
+
+    def _group_list(self, rg: str) -> Iterator[Found | _PerApp]:
+        """One group's list, after a read token (run in a pool thread, handed over by a HandOff)."""
         self.pacer.wait()
-        return list(_group_items(self.web, self.subscription_id, group[0], self.seen, self.pacer))
+        yield from _group_items(self.web, self.subscription_id, rg, self.seen, self.pacer)
 
 
 class _PerApp:
@@ -282,11 +315,13 @@ def _group_items(
     seen: set[str],
     pacer: ReadPacer | None = None,
 ) -> Iterator[Found | _PerApp]:
-    """One group's ``includeSlots`` list: its sites and slots not known yet, and unusable items as errors."""
+    """One group's ``includeSlots`` list: its sites and slots not known yet, and unusable items as
+    errors, page by page. A failure after some pages ends the list with the group's ERROR (or the
+    per-app fallback): what was read is kept."""
     scope = f"/subscriptions/{subscription_id}/resourceGroups/{rg}"
     try:
         pager = web.web_apps.list_by_resource_group(rg, include_slots=True)
-        items = list(_unseen(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id, seen))
+        yield from _unseen(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id, seen)
     except (ForeignLinkError, RedirectRefusedError) as exc:  # per-app lists would not make ARM trustworthy
         yield InventoryError(scope, subscription_id, f"slots not readable: {describe_error(exc)[0]}", rg)
         return
@@ -306,7 +341,6 @@ def _group_items(
         log.warning("Slot list of %s failed (%s); falling back to per-app slot lists", scope, type(exc).__name__)
         yield _PerApp()
         return
-    yield from items
 
 
 def _unseen(items: Iterable[Any], subscription_id: str, seen: set[str]) -> Iterator[Found]:

@@ -53,12 +53,19 @@ class OwnerResolver:
     def learn(self, record: SiteRecord) -> str:
         """Remember a site's owner (from its own tags) and return it."""
         owner = owner_from_tags(record.tags, self.names)
-        self._sites[_site_key(record)] = owner
+        self._remember(_site_key(record), owner)
         return owner
 
     def learn_owner(self, subscription_id: str, resource_group: str, app_name: str, owner: str) -> None:
         """Remember a site's owner read elsewhere (the change poll reads a slot's site by GET)."""
-        self._sites[(fold(subscription_id), fold(resource_group), fold(app_name))] = owner
+        self._remember((fold(subscription_id), fold(resource_group), fold(app_name)), owner)
+
+    def _remember(self, key: tuple[str, str, str], owner: str) -> None:
+        """Only sites with an owner are kept (one entry per site of a subscription while it is listed)."""
+        if owner:
+            self._sites[key] = owner
+        else:
+            self._sites.pop(key, None)
 
     def resolve(self, record: SiteRecord) -> SiteRecord:
         """The record with its owner: its own tag, else (for a slot) its site's."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from azure.core.exceptions import AzureError, DecodeError
+from azure.core.pipeline.policies import ContentDecodePolicy
 
 from . import armpager
 from .arm_errors import ForeignLinkError, PagingLoopError
@@ -103,10 +104,14 @@ def _raw_page(pipeline_response: Any, pacer: ReadPacer | None = None) -> tuple[s
     """
     if pacer is not None:
         pacer.observe(pipeline_response)
-    try:
-        body = pipeline_response.http_response.json()
-    except ValueError as exc:  # as the SDK's own deserializer would: an AzureError, so a visible ERROR row
-        raise DecodeError(f"ARM returned a page that is not valid JSON: {exc}") from exc
+    # The management clients' ContentDecodePolicy has parsed the page already (and keeps it with the
+    # response): parsing it again would cost the CPU and the memory of a second copy of every page.
+    body = getattr(pipeline_response, "context", {}).get(ContentDecodePolicy.CONTEXT_NAME)
+    if body is None:
+        try:
+            body = pipeline_response.http_response.json()
+        except ValueError as exc:  # as the SDK's own deserializer would: an AzureError, so a visible ERROR row
+            raise DecodeError(f"ARM returned a page that is not valid JSON: {exc}") from exc
     if not isinstance(body, Mapping):
         return None, iter(())
     link, items = body.get("nextLink") or None, iter(body.get("value") or ())

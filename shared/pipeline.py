@@ -18,21 +18,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import Enum
 from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
 
 from . import events
+from .budget import HeldBudget, Hold
 from .config import Settings
 from .errors import AuditFailed, one_line
-from .evaluate import error_finding, evaluate
-from .exemptions import Exemption, apply_exemption
+from .evaluate import error_finding
+from .exemptions import Exemption
 from .keys import lookup_keys, resource_key
 from .layout import narrowed_state_filters, partition_batches, results_partition, state_shards
 from .models import Finding, GoneRecord, InventoryError, SiteRecord, Status
 from .names import fold, same
-from .plan import SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
+from .plan import Findings, Listed, SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
 from .schema import ETAG, SOURCE_GET, SOURCE_LIST, StateCopy
 from .store import TableStore
 from .summary import RunSummary
@@ -42,10 +42,10 @@ from .writer import PackedWriter
 
 log = logging.getLogger(__name__)
 
-#: Findings and prior-state rows held for subscriptions whose rows are not all stored yet (small
-#: subscriptions wait for their shared partitions to fill). Past this, the partial batches are sent
-#: early so they can be let go: ~2 KB each keeps this under ~50 MB, at the cost of ≤ 17 partly
-#: filled transactions per early flush.
+#: Resources the run holds in memory at once (listed, their state not stored yet: compact records of
+#: subscriptions being listed, planned, or waiting for their shared partitions to fill), a hard cap:
+#: past it, a subscription being listed waits (``budget.py``; the one that started holding first
+#: never does, so the run holds at most this plus its largest subscription). About 1 KB each.
 MAX_HELD_RESOURCES = 20_000
 Checkpoint = Callable[[str, str], None]
 #: Results partitions each attempt of a run numbers its own (10,000 × 1,000 rows): a resumed attempt
@@ -76,18 +76,12 @@ class Inventory(Protocol):
 
 
 # -- the pipeline (I/O) ----------------------------------------------------------------------------
-class Phase(Enum):
-    """Where a readable subscription is between queuing its rows and having its state stored."""
-
-    QUEUED = "queued"  # rows queued; not counted among the held resources
-    HELD = "held"  # waiting for shared partitions to fill: its plan is counted in memory
-    DONE = "done"  # state stored and alerts sent: let go
-
-
 @dataclass
 class _Tracked:
+    """A subscription between its listing and its last step, with what it holds in memory."""
+
     plan: SubscriptionPlan
-    phase: Phase = Phase.QUEUED
+    hold: Hold | None = None  # None: a scope's ERROR row, held by no subscription
 
 
 @dataclass(frozen=True)
@@ -143,43 +137,71 @@ class SubscriptionPipeline:
         self._lock = threading.Lock()
         self._futures: list[Future[None]] = []
         self._errors: list[tuple[str, BaseException]] = []  # failed steps, by subscription
-        self._held = 0
+        self.budget = HeldBudget(MAX_HELD_RESOURCES, stalled=self._send_partial_batches, failed=self._failure)
         self.extra_transactions = 0
         #: Folded ids of changed resources a change run left to an unfinished nightly run's resume.
         self.deferred: set[str] = set()
 
     # -- one subscription -----------------------------------------------------------------------
     def audit(self, subscription_id: str) -> SubscriptionResult:
-        """Inventory and evaluate one subscription, plan it, and queue its result rows; its state and
-        alerts follow as their own tasks when the writers report the previous step durable."""
+        """Inventory one subscription (compact records, within the run's memory cap), compare it with
+        its prior state, plan it, and queue its result rows; its state and alerts follow as their own
+        tasks when the writers report the previous step durable."""
         result = SubscriptionResult(subscription_id)
         audited_at = self.now()
+        hold = self.budget.admit(subscription_id)
+        try:
+            plan = self._plan(subscription_id, result, audited_at, hold)
+        except BaseException:
+            hold.release()
+            raise
+        hold.listed()
+        result.counts, result.rows = plan.counts, len(plan.findings)
+        tracked = _Tracked(plan, hold)
+        if not result.read:  # unreadable: its last-known state stays exactly as it was
+            self._results.add(
+                subscription_id, plan.result_rows(), self._then(subscription_id, self._rows_only, tracked)
+            )
+            return result
+        self._results.add(
+            subscription_id, plan.result_rows(), self._then(subscription_id, self._advance_state, tracked)
+        )
+        result.new_failures, result.retired = plan.new_failures, len(plan.gone)
+        return result
+
+    def _plan(
+        self, subscription_id: str, result: SubscriptionResult, audited_at: datetime, hold: Hold
+    ) -> SubscriptionPlan:
         deleted: set[str] = set()
         gone_ids: list[str] = []
-        findings = self._findings(subscription_id, result, audited_at, deleted, gone_ids)
+        listed: Listed = {}
+        for item in self._scan(subscription_id):
+            self._take(item, subscription_id, result, listed, deleted, gone_ids, hold)
+        findings = Findings(listed, self.run.exemptions, audited_at)
         # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
         kept: dict[str, Any] = {}
         reread: set[str] = set()
         if self.run.targeted:  # only the state of what was re-read
-            prior, extra, deleted = self._targeted_state(subscription_id, findings, deleted, gone_ids)
+            prior, extra, deleted = self._targeted_state(subscription_id, listed, deleted, gone_ids)
         else:
-            prior, extra = self.store.subscription_state(subscription_id, findings)
+            prior, extra = self.store.subscription_state(subscription_id, listed)
             if self.run.summary.resumed:
-                kept = self._earlier_attempt(subscription_id, prior, findings)
-        silent = self._unconfirmed_silence(subscription_id, findings, prior) if result.read else None
+                kept = self._earlier_attempt(subscription_id, prior, listed)
+        # Rows of resources not listed tonight are kept whole (to be retired): held like records.
+        hold.take(sum(1 for key, state in prior.items() if key not in listed and not state.get("Gone")))
+        silent = self._unconfirmed_silence(subscription_id, listed, prior) if result.read else None
         if silent is not None:  # nothing listed, yet resources were known: nothing is retired
             self._warn(silent)
-            findings[resource_key(silent.scope_id)] = error_finding(silent)
+            hold.take()
+            listed[resource_key(silent.scope_id)] = error_finding(silent)
             result.read, result.partial = False, True
         elif result.read and not self.run.targeted:  # some were not listed: confirmed before they are retired
-            missing = [
-                str(s.get("ResourceId") or k) for k, s in prior.items() if k not in findings and not s.get("Gone")
-            ]
+            missing = [str(s.get("ResourceId") or k) for k, s in prior.items() if k not in listed and not s.get("Gone")]
             for item in self.inventory.confirm_missing(subscription_id, missing) if missing else ():
-                self._take(item, subscription_id, result, audited_at, findings, deleted, gone_ids)
-            reread = self._reread_fresher(subscription_id, findings, prior, audited_at)
-        plan = plan_subscription(
+                self._take(item, subscription_id, result, listed, deleted, gone_ids, hold)
+            reread = self._reread_fresher(subscription_id, listed, findings, prior, hold)
+        return plan_subscription(
             subscription_id,
             findings,
             prior,
@@ -196,17 +218,6 @@ class SubscriptionPipeline:
             source=SOURCE_GET if self.run.targeted else getattr(self.inventory, "source", SOURCE_LIST),
             reread=frozenset(reread),
         )
-        result.counts, result.rows = plan.counts, len(plan.findings)
-        if not result.read:  # unreadable: its last-known state stays exactly as it was
-            self._results.add(subscription_id, plan.result_rows(), self._then(subscription_id, self._rows_only, plan))
-            return result
-        tracked = _Tracked(plan)
-        self._results.add(
-            subscription_id, plan.result_rows(), self._then(subscription_id, self._advance_state, tracked)
-        )
-        self._hold(tracked)
-        result.new_failures, result.retired = plan.new_failures, len(plan.gone)
-        return result
 
     def scope_error(self, owner: str, error: InventoryError) -> SubscriptionResult:
         """The ERROR row of a scope above the subscriptions (the tenant: nothing could be read), written
@@ -224,11 +235,11 @@ class SubscriptionPipeline:
         )
         result.counts, result.rows = plan.counts, len(plan.findings)
         log.error("Run %s: %s %s", self.run.summary.run_id, error.scope_id, error.message)
-        self._results.add(owner, plan.result_rows(), self._then(owner, self._rows_only, plan))
+        self._results.add(owner, plan.result_rows(), self._then(owner, self._rows_only, _Tracked(plan)))
         return result
 
     def _reread_fresher(
-        self, subscription_id: str, findings: dict[str, Finding], prior: Mapping[str, Any], audited_at: datetime
+        self, subscription_id: str, listed: Listed, findings: Findings, prior: Mapping[str, Any], hold: Hold
     ) -> set[str]:
         """A listing that may lag (Resource Graph's index) must not override a fresher read: where it
         disagrees with a state a GET stored (a change poll's), the resource is read again by GET and
@@ -245,12 +256,12 @@ class SubscriptionPipeline:
         for item in self.inventory.reread(subscription_id, disagree) if disagree else ():
             key = resource_key(item.resource_id if not isinstance(item, InventoryError) else item.scope_id)
             if isinstance(item, SiteRecord):
-                findings[key] = apply_exemption(
-                    replace(evaluate(item), owner=item.owner), self.run.exemptions, audited_at
-                )
+                if key not in listed:
+                    hold.take()
+                listed[key] = item  # audited from this answer (its finding is computed from it)
                 fresh.add(key)
             elif isinstance(item, GoneRecord):
-                findings.pop(key, None)  # listed by a stale index, deleted meanwhile: retired below
+                listed.pop(key, None)  # listed by a stale index, deleted meanwhile: retired below
             else:  # ARM could not answer: the listing stands
                 log.info("Could not read %s again to check Resource Graph's answer: %s", item.scope_id, item.message)
         if disagree:
@@ -262,9 +273,7 @@ class SubscriptionPipeline:
             )
         return fresh
 
-    def _earlier_attempt(
-        self, subscription_id: str, prior: Mapping[str, Any], findings: Mapping[str, Finding]
-    ) -> dict[str, Any]:
+    def _earlier_attempt(self, subscription_id: str, prior: Mapping[str, Any], findings: Listed) -> dict[str, Any]:
         """A resumed run keeps the rows its earlier attempt stored for the resources whose state that
         attempt advanced (their decisions stand: an alert may already name this run, sent by it or
         owed) and deletes the others, which it writes again; returns the kept rows by key. A kept
@@ -283,79 +292,72 @@ class SubscriptionPipeline:
         return kept
 
     def _targeted_state(
-        self, subscription_id: str, findings: dict[str, Finding], deleted: set[str], gone_ids: list[str]
+        self, subscription_id: str, listed: Listed, deleted: set[str], gone_ids: list[str]
     ) -> tuple[dict[str, Any], list[StateCopy], set[str]]:
         """A change run's read of the state of what it re-read (under any key an older version used),
         whole rows (few). Resources whose state an unfinished nightly run advanced are left to its
         resume (:attr:`deferred`: the next poll reads their change again): the resumed run's rows
         must still agree with the alerts that name it. A slot read alone takes the owner the last
         run stored for it (its site was not read)."""
-        ids = [f.resource_id for f in findings.values()] + gone_ids
-        keys = {key for rid in ids for key in lookup_keys(rid)} | set(findings) | deleted
+        ids = [f.resource_id for f in listed.values()] + gone_ids
+        keys = {key for rid in ids for key in lookup_keys(rid)} | set(listed) | deleted
         narrowed = narrowed_state_filters(subscription_id, keys, (f"{k}|slots|" for k in deleted))
         prior, extra = self.store.subscription_state(subscription_id, (), narrowed)
         unfinished = self.run.unfinished_nightly
         for key, state in list(prior.items()):
-            finding = findings.get(key)
-            if finding is None:
+            item = listed.get(key)
+            if item is None:
                 continue
             if unfinished and state.get("LastRunId") == unfinished:
                 with self._lock:
-                    self.deferred.add(fold(finding.resource_id))
-                del findings[key]
-            elif finding.slot and not finding.owner and state.get("Owner"):
-                findings[key] = replace(finding, owner=str(state["Owner"]))
-        return targeted(prior, extra, findings, deleted)
-
-    def _findings(
-        self,
-        subscription_id: str,
-        result: SubscriptionResult,
-        audited_at: datetime,
-        deleted: set[str],
-        gone_ids: list[str],
-    ) -> dict[str, Finding]:
-        findings: dict[str, Finding] = {}
-        for item in self._scan(subscription_id):
-            self._take(item, subscription_id, result, audited_at, findings, deleted, gone_ids)
-        return findings
+                    self.deferred.add(fold(item.resource_id))
+                del listed[key]
+            elif item.slot and not item.owner and state.get("Owner"):
+                listed[key] = replace(item, owner=str(state["Owner"]))
+        return targeted(prior, extra, listed, deleted)
 
     def _take(
         self,
         item: SiteRecord | InventoryError | GoneRecord,
         subscription_id: str,
         result: SubscriptionResult,
-        audited_at: datetime,
-        findings: dict[str, Finding],
+        listed: Listed,
         deleted: set[str],
         gone_ids: list[str],
+        hold: Hold,
     ) -> None:
-        """One item an inventory found: a finding (first sighting wins), an ERROR, or a confirmed deletion."""
+        """One item an inventory found: its compact record (first sighting wins), taken from the run's
+        memory budget as it comes (waiting at the cap), an ERROR finding, or a confirmed deletion. A
+        record's finding is computed when its rows are rendered (:class:`~shared.plan.Findings`)."""
         if isinstance(item, GoneRecord):
             deleted.add(resource_key(item.resource_id))
             gone_ids.append(item.resource_id)
             return
+        value: SiteRecord | Finding
         if isinstance(item, InventoryError):
-            finding = error_finding(item)
+            value = error_finding(item)
             result.partial = True
             if same(item.scope_id, f"/subscriptions/{subscription_id}"):
                 result.read = False
             self._warn(item)
         else:
-            finding = apply_exemption(replace(evaluate(item), owner=item.owner), self.run.exemptions, audited_at)
-        findings.setdefault(resource_key(finding.resource_id), finding)
+            value = item
+        key = resource_key(value.resource_id)
+        if key not in listed:
+            hold.take()
+            listed[key] = value
 
     def _warn(self, error: InventoryError) -> None:
         log.warning("Run %s: cannot read %s: %s", self.run.summary.run_id, error.scope_id, error.message)
 
     def _unconfirmed_silence(
-        self, subscription_id: str, findings: Mapping[str, Finding], prior: Mapping[str, Any]
+        self, subscription_id: str, listed: Listed, prior: Mapping[str, Any]
     ) -> InventoryError | None:
         """A subscription that listed nothing tonight while its state holds live resources is asked
         once more (the inventory decides how) before those resources are retired as gone."""
         if self.run.targeted:
             return None
-        if any(f.status is not Status.ERROR for f in findings.values()):
+        if any(isinstance(item, SiteRecord) for item in listed.values()):  # a record is never an ERROR
             return None
         if not any(not state.get("Gone") for state in prior.values()):
             return None
@@ -401,6 +403,8 @@ class SubscriptionPipeline:
             with self._lock:
                 if self._errors:  # the run is failing: no further step starts (a resumed run does it)
                     return
+                if len(self._futures) >= 256:  # steps that ran are let go (their errors are in _errors)
+                    self._futures = [f for f in self._futures if not f.done()]
                 self._futures.append(self._steps.submit(self._run_step, subscription_id, step, arg))
 
         return submit
@@ -413,8 +417,9 @@ class SubscriptionPipeline:
                 self._errors.append((subscription_id, exc))
             raise
 
-    def _rows_only(self, plan: SubscriptionPlan) -> None:
-        self.checkpoint("rows_written", plan.subscription_id)
+    def _rows_only(self, tracked: _Tracked) -> None:
+        self.checkpoint("rows_written", tracked.plan.subscription_id)
+        self._let_go(tracked)
 
     def _advance_state(self, tracked: _Tracked) -> None:
         """The subscription's result rows are stored: advance its last-known state."""
@@ -485,26 +490,29 @@ class SubscriptionPipeline:
         return sent
 
     # -- memory ---------------------------------------------------------------------------------
-    def _hold(self, tracked: _Tracked) -> None:
-        """Count a subscription that waits for shared partitions to fill (its plan stays in memory
-        until its state is stored). Past :data:`MAX_HELD_RESOURCES` waiting, the partial batches go
-        out early, which lets every waiting subscription go at once."""
-        with self._lock:
-            if tracked.phase is not Phase.QUEUED:  # done already (its batches filled while it was added)
-                return
-            tracked.phase = Phase.HELD
-            self._held += tracked.plan.held
-            over = self._held > MAX_HELD_RESOURCES
-        if over:
-            log.info("Sending partial batches early: %d resources wait for shared partitions", self._held)
-            self._results.flush()
-            self._state.flush()
-
     def _let_go(self, tracked: _Tracked) -> None:
+        if tracked.hold is not None:
+            tracked.hold.release()
+
+    def _send_partial_batches(self) -> None:
+        """Every listing waits at the memory cap: send the partial batches and wait for the steps
+        they start, twice (rows, then state), so that the subscriptions waiting for their shared
+        partitions complete (rows, state, alerts) and let go of what they hold."""
+        log.info(
+            "Sending partial batches early: %d resources held (cap %d), every listing waits",
+            self.budget.held,
+            self.budget.cap,
+        )
+        for writer in (self._results, self._state):
+            writer.flush()
+            self._wait_steps()
+
+    def _failure(self) -> BaseException | None:
+        """The first failed step or write, if any (what it holds may never be released)."""
         with self._lock:
-            if tracked.phase is Phase.HELD:
-                self._held -= tracked.plan.held
-            tracked.phase = Phase.DONE
+            if self._errors:
+                return self._errors[0][1]
+        return self._results.error or self._state.error
 
     # -- the end of the run -----------------------------------------------------------------------
     def check(self) -> None:
@@ -529,6 +537,15 @@ class SubscriptionPipeline:
         unfinished = self._results.waiting_owners + self._state.waiting_owners
         if unfinished:
             raise AuditFailed(f"{unfinished} subscriptions' rows or state could not be stored")
+        log.info(
+            "Run %s: at most %d resources held in memory at once (cap %d); listings waited %d times, "
+            "%d partial flushes for them",
+            self.run.summary.run_id,
+            self.budget.peak,
+            self.budget.cap,
+            self.budget.waits,
+            self.budget.stall_flushes,
+        )
 
     def _wait_steps(self) -> bool:
         with self._lock:

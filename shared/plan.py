@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from .exemption_rules import exemption_request
+from .evaluate import evaluate
+from .exemption_rules import Exemption, apply_exemption, exemption_request
 from .layout import state_partition
-from .models import Finding, Status
+from .models import Finding, SiteRecord, Status
 from .schema import ETAG, SOURCE_GET, SOURCE_LIST, StateCopy, gone_row, result_row, state_row
 from .state import Transition, observed, transition
 from .summary import RunSummary
@@ -36,6 +37,45 @@ class SubscriptionResult:
 
 
 # -- the plan (pure) -------------------------------------------------------------------------------
+#: A subscription's inventory by key: the record of each resource (its finding is computed when
+#: read, see :class:`Findings`), or the ERROR finding of a scope or item that could not be read.
+Listed = dict[str, SiteRecord | Finding]
+
+
+class Findings(Mapping[str, Finding]):
+    """A subscription's findings by key, computed from its compact records each time one is read.
+
+    A finding carries its reason and remediation text (most of its size); the record it comes from
+    is a third of that. The evaluation is pure, so a finding read twice is the same finding, and a
+    subscription waiting for its state to be stored holds only its records.
+    """
+
+    __slots__ = ("_at", "_exemptions", "_listed")
+
+    def __init__(self, listed: Listed, exemptions: Sequence[Exemption], at: datetime) -> None:
+        self._listed = listed
+        self._exemptions = exemptions
+        self._at = at
+
+    def __getitem__(self, key: str) -> Finding:
+        item = self._listed[key]
+        if isinstance(item, Finding):
+            return item
+        finding = evaluate(item)
+        if item.owner:
+            finding = replace(finding, owner=item.owner)
+        return apply_exemption(finding, self._exemptions, self._at)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._listed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._listed)
+
+    def __len__(self) -> int:
+        return len(self._listed)
+
+
 @dataclass(frozen=True)
 class SubscriptionPlan:
     """Everything one subscription's rows, state and alerts will be, decided before any write."""
@@ -45,7 +85,7 @@ class SubscriptionPlan:
     run_id: str
     fence: int  # the run's lease holding, stamped on every state row it writes
     audited_at: datetime
-    findings: dict[str, Finding]
+    findings: Mapping[str, Finding]
     changes: dict[str, Transition]  # audited resources (not ERROR rows)
     prior: dict[str, Any]  # last-known state by key
     extra: list[StateCopy]  # other copies of state rows: (PartitionKey, RowKey, key, ETag)
@@ -59,17 +99,11 @@ class SubscriptionPlan:
     kept: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = SOURCE_LIST  # how the findings were read (each state row's ObservedBy) ...
     reread: frozenset[str] = frozenset()  # ... but these keys, read again by GET
+    counts: Counter[str] = field(default_factory=Counter)  # findings by status (a kept row's own)
 
     @property
     def now_iso(self) -> str:
         return self.audited_at.isoformat()
-
-    @property
-    def counts(self) -> Counter[str]:
-        return Counter(
-            str(self.kept[key].get("Status")) if key in self.kept else f.status.value
-            for key, f in self.findings.items()
-        )
 
     @property
     def new_failures(self) -> int:
@@ -156,7 +190,7 @@ class SubscriptionPlan:
 
 def plan_subscription(
     subscription_id: str,
-    findings: dict[str, Finding],
+    findings: Mapping[str, Finding],
     prior: dict[str, Any],
     extra: list[StateCopy],
     *,
@@ -178,15 +212,20 @@ def plan_subscription(
     ``in_place`` (a change poll, which sees a few resources, not the subscription's size) writes
     each row where it already is; only a new resource takes the layout of what was read."""
     now_iso = audited_at.isoformat()
-    changes = {
-        key: (
+    kept = {k: v for k, v in (kept or {}).items() if k in findings}
+    counts: Counter[str] = Counter()
+    changes: dict[str, Transition] = {}
+    shared: dict[Transition, Transition] = {}  # most resources share one of a few transitions: kept once
+    for key, finding in findings.items():
+        counts[str(kept[key].get("Status")) if key in kept else finding.status.value] += 1
+        if finding.status is Status.ERROR:
+            continue
+        change = (
             transition(finding, prior.get(key), summary.run_id, now_iso, baseline=summary.baseline)
             if read
             else observed(finding, prior.get(key), summary.run_id)
         )
-        for key, finding in findings.items()
-        if finding.status is not Status.ERROR
-    }
+        changes[key] = shared.setdefault(change, change)
     size = len(changes)
     # A few distinct partitions for up to tens of thousands of keys: one string object each.
     partitions = (
@@ -216,9 +255,10 @@ def plan_subscription(
         partitions=partitions,
         gone=gone,
         request_tag=request_tag,
-        kept={k: v for k, v in (kept or {}).items() if k in findings},
+        kept=kept,
         source=source,
         reread=reread,
+        counts=counts,
     )
 
 
@@ -248,7 +288,7 @@ def tally(summary: RunSummary, results: Iterable[SubscriptionResult]) -> None:
 
 
 def targeted(
-    prior: dict[str, Any], extra: list[StateCopy], findings: Mapping[str, Finding], deleted: set[str]
+    prior: dict[str, Any], extra: list[StateCopy], findings: Container[str], deleted: set[str]
 ) -> tuple[dict[str, Any], list[StateCopy], set[str]]:
     """Narrow a subscription's state to the resources a targeted read saw or confirmed deleted (a
     deleted site takes its slots with it: they cannot outlive it)."""

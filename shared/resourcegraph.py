@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from .keys import resource_key
 from .links import pinned_client_kwargs
 from .models import GoneRecord, InventoryError, SiteRecord
 from .names import fold
-from .owners import with_owners
+from .owners import OwnerResolver
 from .sites import describe_error, site_record
 from .threads import NO_CONTEXT, ThreadInit, thread
 
@@ -66,10 +67,13 @@ def quota_wait(headers: Mapping[str, str]) -> float:
 #: Resources missing from Resource Graph's answer confirmed by a GET each; more than this, by the
 #: subscription's ARM list (a few calls, however many are missing).
 CONFIRM_BY_GET = 25
-#: Records the loader may hold that no scan has asked for yet (it waits beyond that, see _load).
-MAX_BUFFERED = 20_000
-#: A loader nobody has asked anything of for this long gives up (the run is gone).
+#: Records the loader may read ahead of the scans that take them (it waits for room beyond that):
+#: with the page being parsed, all the Resource Graph source holds, whatever the tenant.
+MAX_BUFFERED = 2_000
+#: A loader nobody takes anything from for this long gives up (the run is gone).
 ABANDON_SECONDS = 600.0
+#: Records a scan takes from the loader at once.
+TAKE = 100
 
 
 def graph_client(credential: TokenCredential, settings: Settings) -> ResourceGraphClient:
@@ -129,9 +133,10 @@ class ResourceGraphInventory:
     """Same interface as :class:`~shared.inventory.ArmInventory`, fed by one paged query.
 
     The query's rows come ordered by subscription, and :meth:`subscriptions` lists subscriptions in
-    that order, so a background loader hands each subscription to the engine as soon as the query
-    has moved past it: memory holds the subscriptions being audited plus at most
-    :data:`MAX_BUFFERED` records read ahead, not the tenant.
+    that order. A background loader reads the pages and hands each subscription's records over as
+    they come, to the scan of that subscription, through a buffer of at most :data:`MAX_BUFFERED`
+    records: when the buffer is full, the loader waits for the scans (back-pressure). So the source
+    holds one page and that buffer, never a whole subscription or the tenant.
     """
 
     source = "graph"  # its index may lag behind a GET (see pipeline._reread_fresher)
@@ -143,17 +148,20 @@ class ResourceGraphInventory:
         self._settings = settings
         self._cond = threading.Condition()
         self._loader: threading.Thread | None = None
-        self._ready: dict[str, list[Found]] = {}  # complete subscriptions not yet scanned
-        self._position: str | None = None  # the subscription the query is reading (lower-cased)
-        self._waiting: set[str] = set()  # subscriptions a scan is waiting for
+        self._buffers: dict[str, deque[Found]] = {}  # records read and not taken yet, by subscription
+        self._position: str | None = None  # the subscription the query is reading (folded)
         self._wanted: set[str] | None = None  # subscriptions the run audits (None: keep all)
         self._buffered = 0
         self._finished = False
+        self._closed = False
         self._error: str | None = None
         self.requests = 0
         self.peak_buffered = 0
 
     def close(self) -> None:
+        with self._cond:
+            self._closed = True  # a loader waiting for room stops
+            self._cond.notify_all()
         self._client.close()
         self._arm.close()
 
@@ -262,32 +270,33 @@ class ResourceGraphInventory:
         """The query has moved past this subscription (rows come ordered by subscription id), or ended."""
         return self._finished or (self._position is not None and key < self._position)
 
-    def _move_to(self, previous: str | None, records: list[Found], subscription: str | None) -> None:
-        """Hand over ``previous`` (complete now) and start reading ``subscription`` (None: the end)."""
+    def _move_to(self, previous: str | None, subscription: str | None) -> None:
+        """``previous`` is complete; the query reads ``subscription`` now (None: the end)."""
         if previous is not None and subscription is not None and subscription < previous:
             raise AzureError(f"Resource Graph returned rows of subscription {subscription} out of order")
         with self._cond:
-            if previous is not None and records and (self._wanted is None or previous in self._wanted):
-                self._ready[previous] = records
-                self._buffered += len(records)
-                self.peak_buffered = max(self.peak_buffered, self._buffered)
             self._position = subscription if subscription is not None else "\uffff"
             self._cond.notify_all()
 
-    def _wait_for_room(self) -> None:
-        """Back-pressure: read further only while the engine keeps up, or is waiting for more."""
+    def _put(self, subscription: str, found: Found) -> None:
+        """Hand one record to its subscription's scan; wait while the buffer is full (back-pressure)."""
         with self._cond:
             idle_since = time.monotonic()
-            while self._buffered > MAX_BUFFERED and all(self._is_complete(k) for k in self._waiting):
+            while self._buffered >= MAX_BUFFERED:
+                if self._closed:
+                    raise AzureError("Resource Graph loader stopped: the inventory was closed")
                 if not self._cond.wait(timeout=5.0) and time.monotonic() - idle_since > ABANDON_SECONDS:
-                    raise AzureError("Resource Graph loader abandoned: nothing asked for its rows")
+                    raise AzureError("Resource Graph loader abandoned: nothing takes its rows")
+            self._buffers.setdefault(subscription, deque()).append(found)
+            self._buffered += 1
+            self.peak_buffered = max(self.peak_buffered, self._buffered)
+            self._cond.notify_all()
 
     def _load(self) -> None:
-        """Run the query (all pages) and hand over each subscription once its rows are complete."""
+        """Run the query (all pages), handing each record over as it is read."""
         tokens: set[str] = set()
         token: str | None = None
         current: str | None = None
-        records: list[Found] = []
         seen: set[str] = set()
         while True:
             body, headers = self._page(token)
@@ -301,12 +310,14 @@ class ResourceGraphInventory:
                     log.warning("Resource Graph returned a row of no subscription: %s", found.message)
                     continue
                 if subscription != current:
-                    self._move_to(current, records, subscription)
-                    current, records, seen = subscription, [], set()
+                    self._move_to(current, subscription)
+                    current, seen = subscription, set()
+                if self._wanted is not None and subscription not in self._wanted:
+                    continue
                 key = found_key(found)
                 if key not in seen:
                     seen.add(key)
-                    records.append(found)
+                    self._put(subscription, found)
             token = next_skip_token(body, tokens, "the sites query")
             if not token:
                 break
@@ -314,8 +325,7 @@ class ResourceGraphInventory:
             if wait:
                 log.info("Resource Graph quota exhausted; waiting %.1fs", wait)
                 time.sleep(wait)
-            self._wait_for_room()
-        self._move_to(current, records, None)
+        self._move_to(current, None)
 
     def _run_loader(self) -> None:
         error: str | None = None
@@ -331,26 +341,31 @@ class ResourceGraphInventory:
             self._cond.notify_all()
 
     def scan(self, subscription_id: str) -> Iterator[SiteRecord | InventoryError]:
+        """The subscription's records as the loader reads them (a site before its slots: the query
+        orders by id, and a slot's id extends its site's), with owners."""
         key = fold(subscription_id)
-        with self._cond:
-            if self._loader is None:
-                self._loader = thread(self._run_loader, "resourcegraph", self._thread_init)
-                self._loader.start()
-            self._waiting.add(key)
-            self._cond.notify_all()
-            while not self._is_complete(key):
-                self._cond.wait()
-            self._waiting.discard(key)
-            records = self._ready.pop(key, None)
-            if records:
-                self._buffered -= len(records)
-                self._cond.notify_all()
-            # A subscription the query had moved past before it failed is complete; the others are not.
-            passed = self._position is not None and key < self._position
-            error = None if passed else self._error
+        owners = OwnerResolver(self._settings.owner_tags)
+        while True:
+            with self._cond:
+                if self._loader is None:
+                    self._loader = thread(self._run_loader, "resourcegraph", self._thread_init)
+                    self._loader.start()
+                while not self._buffers.get(key) and not self._is_complete(key):
+                    self._cond.wait()
+                buffer = self._buffers.get(key)
+                taken = [buffer.popleft() for _ in range(min(TAKE, len(buffer)))] if buffer else []
+                if taken:
+                    self._buffered -= len(taken)
+                    self._cond.notify_all()
+                else:
+                    self._buffers.pop(key, None)
+                    # A subscription the query had moved past before it failed is complete; the others are not.
+                    passed = self._position is not None and key < self._position
+                    error = None if passed else self._error
+                    break
+            for found in taken:
+                yield owners.resolve(found) if isinstance(found, SiteRecord) else found
         if error is not None:
             yield InventoryError(
                 f"/subscriptions/{subscription_id}", subscription_id, f"Resource Graph query failed: {error}"
             )
-            return
-        yield from with_owners(records or (), self._settings.owner_tags)

@@ -37,7 +37,7 @@ from .config import Settings
 from .errors import LeaseLost, RunInProgressError, StoreError, WriteConflict
 from .fastpaths import ETAG
 from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
-from .http import client_kwargs
+from .http import client_kwargs, table_transport
 from .keys import legacy_key, odata_quote, resource_key
 from .layout import (
     SUBSCRIPTION_KEY_PREFIX,
@@ -136,7 +136,10 @@ class TableStore:
     """Thin wrapper over the four tables; every method is safe to repeat."""
 
     def __init__(self, settings: Settings, credential: TokenCredential | None) -> None:
-        kwargs = client_kwargs(settings.retry_total, settings.http_timeout)
+        kwargs = {
+            **client_kwargs(settings.retry_total, settings.http_timeout),
+            "transport": table_transport(settings.concurrency, settings.http_timeout),
+        }
         if settings.table_connection_string:
             self.service = TableServiceClient.from_connection_string(settings.table_connection_string, **kwargs)
         else:
@@ -389,9 +392,10 @@ class TableStore:
         row carries its ETag (:data:`~shared.fastpaths.ETAG`): the state is written back only while
         it is still the row that was read (:meth:`write_state`).
 
-        Rows of resources in ``present`` (listed tonight) keep only what the state model reads
-        (:data:`STATE_MODEL_FIELDS`); the others keep every property, since a resource that is
-        gone is rewritten from its last row. Read as plain JSON: on a nightly run this is a row per
+        Rows of resources in ``present`` (listed tonight), and rows already gone, keep only what
+        the state model reads (:data:`STATE_MODEL_FIELDS`, their repeated values shared); the
+        others keep every property, since a resource that is gone is rewritten from its last row.
+        Read as plain JSON: on a nightly run this is a row per
         resource, and the SDK's entity conversion would double its memory and CPU.
         When a resource has two copies (a crash between moving it and deleting the old one), the
         one written later wins: by the writers' lease ``Fence``, i.e. in write order. ``filters`` narrows the read (see
@@ -406,8 +410,9 @@ class TableStore:
         for flt in state_filters(subscription_id) if filters is None else filters:
             for raw in fastpaths.query_json(self.latest, flt, etags=True):
                 key = _current_key(raw)
-                row = _state_model_row(raw) if key in present else raw
-                row.pop("Timestamp", None)  # a system property: never written back
+                raw.pop("Timestamp", None)  # a system property: never written back
+                # A gone resource's row is rewritten from its last row; the others need the model's fields.
+                row = _state_model_row(raw, key) if key in present or raw.get("Gone") else raw
                 other = state.get(key)
                 if other is None:
                     state[key] = row
@@ -560,18 +565,26 @@ def fence_of(row: Mapping[str, Any] | None) -> int:
 _SHARED_STATE_FIELDS = frozenset(STATE_MODEL_FIELDS) - {"RowKey"}
 
 
-def _state_model_row(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _state_model_row(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
     """The fields of a state row the state model reads, with repeated string values shared.
 
     A nightly run holds one such row per resource of a subscription until its state is stored
-    (37,000 in the largest of the benchmark's tenant): the same values, far fewer objects."""
+    (tens of thousands in a large one); apart from the key and the ETag, they hold few distinct
+    values (a status, the runs that wrote them, a streak's start, the partition): kept once
+    (:func:`sys.intern`), not once per row as JSON decoding makes them. The ``RowKey`` is the state
+    dict's own key object when it is the key (every row but those an older version keyed by
+    ``lower()``), and the rows one transaction wrote share their ETag."""
     row: dict[str, Any] = {}
     for name in STATE_MODEL_FIELDS:
         if name in raw:
             value = raw[name]
-            row[name] = sys.intern(value) if type(value) is str and name in _SHARED_STATE_FIELDS else value
+            if name == "RowKey":
+                row[name] = key if value == key else value
+            else:
+                row[name] = sys.intern(value) if type(value) is str and name in _SHARED_STATE_FIELDS else value
     if ETAG in raw:
-        row[ETAG] = raw[ETAG]
+        etag = raw[ETAG]
+        row[ETAG] = sys.intern(etag) if type(etag) is str else etag
     return row
 
 

@@ -10,10 +10,15 @@ events and warnings logged on those threads never reach Application Insights.
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Generic, Protocol, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Runs first on every thread the audit starts.
 ThreadInit = Callable[[], None]
@@ -61,3 +66,66 @@ def thread(target: Callable[[], None], name: str, init: ThreadInit = NO_CONTEXT)
         target()
 
     return threading.Thread(target=run, name=name, daemon=True)
+
+
+def ordered_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """``pool.map(fn, items)`` with at most ``ahead`` calls submitted and not yet taken: results come
+    in order, and a consumer that waits (back-pressure) holds at most ``ahead`` results, not one per
+    item (``Executor.map`` submits every item at once)."""
+    pending: deque[Future[R]] = deque()
+    source = iter(items)
+    try:
+        for item in source:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+class HandOff(Generic[T]):
+    """Items produced in a pool thread (:meth:`run`), handed to one consumer (:meth:`items`) a page
+    of ``page_items`` at a time through a queue of ``pages_ahead`` pages: a producer that gets that
+    far ahead waits for room (back-pressure), so what is in flight is bounded by those two numbers.
+    A producer's error is raised where the items are taken; ``closed`` (set when the consumer ends
+    early) releases a producer waiting for room."""
+
+    _END = object()
+
+    def __init__(self, closed: threading.Event, pages_ahead: int, page_items: int) -> None:
+        self._pages: queue.Queue[Any] = queue.Queue(pages_ahead)
+        self._closed = closed
+        self._page_items = page_items
+
+    def run(self, produce: Callable[[], Iterable[T]]) -> None:
+        try:
+            page: list[T] = []
+            for item in produce():
+                page.append(item)
+                if len(page) == self._page_items:
+                    self._put(page)
+                    page = []
+            self._put(page)
+            self._put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put(exc)
+
+    def _put(self, item: Any) -> None:
+        while not self._closed.is_set():
+            try:
+                self._pages.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def items(self) -> Iterator[T]:
+        while True:
+            page = self._pages.get()
+            if page is self._END:
+                return
+            if isinstance(page, BaseException):
+                raise page
+            yield from page

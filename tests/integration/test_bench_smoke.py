@@ -50,3 +50,35 @@ def test_bench_runs_on_a_tiny_tenant(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert figures["baseline"]["sample_requests"] > 0 and figures["baseline"]["estimated_wall_seconds"] > 0
     printed = capsys.readouterr().out
     assert "Targets:" in printed and "faster than the baseline" in printed
+
+
+def test_bench_runs_the_zipf_shape_both_nights(tmp_path: Path) -> None:
+    """The independent run's shape (``--spread zipf``), small: its own page size, its statistics in
+    the figures, both nights equal to the oracle, and the memory figures of the run recorded."""
+    out = tmp_path / "figures.json"
+    code = main(
+        [
+            *("--spread", "zipf", "--sites", "400", "--subscriptions", "20", "--latency", "0.002"),
+            *("--sources", "arm", "--skip-baseline", "--skip-ingest", "--check-rows"),
+            *("--json", str(out), "--workdir", str(tmp_path / "work")),
+        ]
+    )
+    assert code == 0
+    figures = json.loads(out.read_text())
+    assert figures["settings"]["spread"] == "zipf" and figures["settings"]["page_size"] == 100
+    shape = figures["tenant"]["shape"]
+    assert shape["subscriptions"] == 20 and shape["subscriptions_without_sites"] == 1
+    assert shape["slots_on_flex_apps"] == 0 and shape["slots"] == figures["tenant"]["slots"] == 120
+    runs = {r["source"]: r for r in figures["runs"]}
+    assert set(runs) == {"arm", "arm+state"}
+    for run in runs.values():
+        assert run["outcome"] == "complete" and run["matches_oracle"] and run["resources"] == 520
+        assert run["row_mismatches"] == {"missing": 0, "unknown": 0, "twice": 0, "wrong": 0}, "row by row"
+        assert run["arm_requests"] == figures["arm_floor"]["total"]
+        assert run["log_lines"]["connection_pool_full"] == 0
+        assert run["targets"]["peak_rss_le_300mb"]["met"]
+        # The audit's own peak (VmHWM), not wait4's ru_maxrss: Linux starts the latter at what the
+        # bench had resident when it spawned the audit (here the bench holds the tenant and more).
+        assert run["peak_rss_mb"] > 0 and run["ru_maxrss_wait4_mb"] >= run["bench_rss_at_spawn_mb"] - 5
+        # The bound's H: what the run held at most, under the memory cap (from the pipeline's last line).
+        assert run["held"]["cap"] == 20_000 and 0 < run["held"]["most_held"] <= run["resources"]

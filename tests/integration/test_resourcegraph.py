@@ -217,7 +217,9 @@ def test_quota_headers_make_the_source_wait_instead_of_being_throttled(make_arm,
 
 def test_a_429_from_resource_graph_is_retried_after_retry_after(make_arm, monkeypatch) -> None:
     tenant = generate_tenant(seed=24, subscriptions=1, sites=5, slot_share=0.0)
-    quota = ResourceGraphQuota(queries=1, window_seconds=1.0)
+    # A window long enough that it is still used up when the query comes (a token, a thread and a
+    # TLS handshake later, on a loaded machine: a 1 s window ran out first and nothing was throttled).
+    quota = ResourceGraphQuota(queries=1, window_seconds=4.0)
     arm = make_arm(tenant, resource_graph_quota=quota)
     settings = settings_for(arm, monkeypatch)
     credential = ManagedIdentityCredential()
@@ -303,4 +305,4 @@ def test_subscriptions_stream_in_query_order_with_bounded_read_ahead(make_arm, m
         time.sleep(0.05)  # a slow engine: the loader must wait for it, not read the tenant into memory
     assert set(got) == set(tenant.expected())
     largest = max(sum(1 for _ in s.iter_resources()) for s in tenant.subscriptions)
-    assert graph.peak_buffered <= 40 + largest + 20 < len(got)
+    assert graph.peak_buffered <= 40 < largest < len(got), "the read-ahead is bounded, not by a subscription"

@@ -119,6 +119,7 @@ def test_state_reads_page_through_every_row_as_plain_json(store: TableStore, azu
     assert set(state) == {row["RowKey"] for row in big}
     lean = {"PartitionKey", "RowKey", "Status", "LastRunId", "Gone", "odata.etag"}  # the ETag: writes are fenced by it
     assert set(state[big[0]["RowKey"]]) == lean, "lean"
+    assert state[big[0]["RowKey"]]["Status"] is state[big[2]["RowKey"]]["Status"], "repeated values are one object"
     assert state[big[20]["RowKey"]]["ResourceId"] == big[20]["ResourceId"], "full row where it may be gone"
     assert "Timestamp" not in state[big[20]["RowKey"]]
     assert state[big[0]["RowKey"]]["Gone"] is False

@@ -101,7 +101,6 @@ OVERSIZE: frozenset[str] = frozenset(
         "shared/store.py:TableStore",
         "shared/pipeline.py",
         "shared/pipeline.py:SubscriptionPipeline",
-        "shared/pipeline.py:SubscriptionPipeline.audit",
         "shared/changes.py",
         "shared/plan.py:plan_subscription",
     }

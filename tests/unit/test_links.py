@@ -139,6 +139,21 @@ def test_raw_page_returns_a_link_to_the_same_endpoint() -> None:
     assert got == link and list(items) == []
 
 
+def test_raw_page_reuses_the_page_the_content_decode_policy_parsed() -> None:
+    """The management clients' pipeline parses every page (ContentDecodePolicy keeps it in the
+    response's context): it is not parsed a second time, which would hold two copies of the page."""
+
+    class Unparsed(_Response):
+        def json(self) -> Any:
+            raise AssertionError("parsed again")
+
+    page = _PipelineResponse("https://127.0.0.1:8443/subscriptions/s/providers/Microsoft.Web/sites", None)
+    page.http_response = Unparsed(None)
+    page.context = {"deserialized_data": {"value": [{"id": "a"}]}}  # type: ignore[attr-defined]
+    link, items = _raw_page(page)
+    assert link is None and list(items) == [{"id": "a"}]
+
+
 def test_policy_refuses_a_request_elsewhere_and_passes_the_endpoint() -> None:
     policy = PinnedEndpointPolicy("https://127.0.0.1:8443", "Resource Graph")
     policy.on_request(PipelineRequest(RestHttpRequest("GET", "https://127.0.0.1:8443/x?y=1"), None))  # type: ignore[arg-type]

@@ -1,0 +1,63 @@
+"""Bytes the audit holds per listed resource: the ``r`` of the memory bound (bench/README.md).
+
+``python -m bench.held`` lists one subscription of full-shape sites (the emulator's ``site_json``)
+into what the pipeline keeps by key while a subscription waits for its state to be stored (its
+compact record, its key, the scan's ``seen`` key), then its prior-state row as the next night reads
+it (``shared.store._state_model_row``), and prints the traced bytes per resource of each.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tracemalloc
+from typing import Any
+
+from shared import store
+from shared.keys import resource_key
+from shared.models import SiteRecord
+from shared.sites import site_record
+from tests.emulators.tenant import generate_tenant
+from tests.emulators.web import site_json
+
+
+def per_resource(sites: int = 10_000) -> dict[str, int]:
+    tenant = generate_tenant(1, subscriptions=1, sites=sites, slot_share=0.3)
+    sub = tenant.subscriptions[0]
+    pages = [json.dumps(site_json(s, "site")) for s in sub.sites]
+    pages += [json.dumps(site_json(slot, "slot")) for s in sub.sites for slot in getattr(s, "slots", [])]
+    n = len(pages)
+    tracemalloc.start()
+    listed: dict[str, Any] = {}
+    seen: set[str] = set()
+    for text in pages:
+        record = site_record(json.loads(text), sub.subscription_id)
+        assert isinstance(record, SiteRecord)
+        listed[resource_key(record.resource_id)] = record
+        seen.add(record.key)
+    first, _ = tracemalloc.get_traced_memory()
+    prior = {}
+    for i, key in enumerate(listed):
+        raw = {
+            **{"PartitionKey": "bucket-a", "RowKey": key, "Status": "PASS", "PreviousStatus": "PASS"},
+            **{"LastRunId": "20261205T202714219830Z-7b0de3", "Gone": False, "AlertPending": False, "Fence": 3},
+            "odata.etag": f"W/\"datetime'2026-12-05T20%3A29%3A{i % 60:02d}.{i:07d}Z'\"",
+        }
+        prior[key] = store._state_model_row(json.loads(json.dumps(raw)), key)
+    both, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {
+        "resources": n,
+        "json_bytes_per_resource": sum(map(len, pages)) // n,
+        "listed_bytes_per_resource": first // n,
+        "prior_state_bytes_per_resource": (both - first) // n,
+    }
+
+
+def main() -> int:
+    print(json.dumps(per_resource(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
