@@ -30,6 +30,7 @@ from .links import pinned_client_kwargs
 from .models import GoneRecord, InventoryError, SiteRecord
 from .names import fold
 from .owners import OwnerResolver
+from .reads import ChangedResources
 from .sites import describe_error, site_record
 from .threads import NO_CONTEXT, ThreadInit, thread
 
@@ -199,8 +200,6 @@ class ResourceGraphInventory:
     ) -> Iterator[SiteRecord | InventoryError | GoneRecord]:
         """Resources Resource Graph answered for otherwise than a fresher GET stored (its index may
         lag behind a change the poll read): ARM's answer, one GET each."""
-        from .changes import ChangedResources  # the poll's GETs (changes imports this module)
-
         reads = ChangedResources(self._arm, {subscription_id: list(resource_ids)}, self._settings, self._thread_init)
         yield from reads.scan(subscription_id)
 
@@ -216,8 +215,6 @@ class ResourceGraphInventory:
         more than that, the subscription's ARM list answers for all of them at once. A resource ARM
         still has is audited from ARM's answer."""
         if len(resource_ids) <= CONFIRM_BY_GET:
-            from .changes import ChangedResources  # the poll's GETs (changes imports this module)
-
             reads = ChangedResources(
                 self._arm, {subscription_id: list(resource_ids)}, self._settings, self._thread_init
             )

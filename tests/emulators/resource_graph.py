@@ -83,7 +83,7 @@ class ResourceGraphService:
 
     def _resource_graph(self, h: _Handler, method: str, query: dict[str, str], body: bytes) -> _Response:
         """``POST /providers/Microsoft.ResourceGraph/resources``: the product's sites query only."""
-        from shared.changes import CHANGES_QUERY
+        from shared.changefeed import CHANGES_QUERY
         from shared.resourcegraph import SITES_QUERY  # the queries the product sends
 
         def bad(code: str, message: str, status: int = 400) -> _Response:
@@ -142,7 +142,7 @@ class ResourceGraphService:
                     "BadRequest",
                     "Please provide below info when asking for support: timestamp, correlationId. "
                     "Details: the emulator answers only shared.resourcegraph.SITES_QUERY and "
-                    "shared.changes.CHANGES_QUERY, verbatim.",
+                    "shared.changefeed.CHANGES_QUERY, verbatim.",
                 ),
                 quota_headers,
             )

@@ -582,7 +582,7 @@ def test_seq07_a_poll_get_that_fails_transiently_is_read_again_by_the_next_poll(
 
 
 def test_a_poll_get_that_keeps_failing_becomes_an_error_row_after_some_polls(make_arm, harness_factory) -> None:
-    from shared.changes import MAX_ATTEMPTS
+    from shared.reads import MAX_ATTEMPTS
     from tests.emulators.faults import FaultRule, Status
 
     clock = Clock(NIGHT)
