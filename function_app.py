@@ -12,8 +12,8 @@ import azure.functions as func
 
 from shared.audit import run_audit
 from shared.changes import poll_changes
-from shared.config import changes_schedule, load_settings
-from shared.errors import RunInProgressError
+from shared.core.config import changes_schedule, load_settings
+from shared.core.errors import RunInProgressError
 from shared.memory import limit_malloc_arenas
 from shared.threads import invocation_initializer
 

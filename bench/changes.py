@@ -49,8 +49,8 @@ from urllib.parse import urlsplit
 
 from shared.audit import run_audit
 from shared.changes import PollResult, poll_changes
-from shared.config import load_settings
-from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT
+from shared.core.config import load_settings
+from shared.core.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT
 from tests.emulators.arm import ArmEmulator, ThrottleModel
 from tests.emulators.azurite import Azurite, repo_root
 from tests.emulators.tenant import Site, Tenant

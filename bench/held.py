@@ -14,8 +14,8 @@ import tracemalloc
 from typing import Any
 
 from shared import store
-from shared.keys import resource_key
-from shared.models import SiteRecord
+from shared.core.keys import resource_key
+from shared.core.models import SiteRecord
 from shared.sites import site_record
 from tests.emulators.tenant import generate_tenant
 from tests.emulators.web import site_json

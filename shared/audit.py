@@ -16,19 +16,19 @@ from datetime import datetime
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 
-from .clock import Clock, host_clock
-from .config import Settings
-from .errors import AuditFailed, one_line
+from .core.clock import Clock, host_clock
+from .core.config import Settings
+from .core.errors import AuditFailed, one_line
+from .core.models import InventoryError
+from .core.names import fold
+from .core.plan import SubscriptionResult, tally
+from .core.roles import AUDIT_READER_ROLE
+from .core.schema import refused_result_row
 from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory
 from .ledger import RunLedger, RunSummary, vanished_subscriptions
-from .models import InventoryError
-from .names import fold
 from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline
-from .plan import SubscriptionResult, tally
-from .roles import AUDIT_READER_ROLE
-from .schema import refused_result_row
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
 

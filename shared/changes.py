@@ -30,21 +30,21 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 
 from .changefeed import CHANGES_QUERY, Change, ChangeFeed, by_subscription, fingerprint
-from .clock import Clock, host_clock
-from .config import Settings
-from .errors import RunInProgressError
+from .core.clock import Clock, host_clock
+from .core.config import Settings
+from .core.errors import RunInProgressError
+from .core.names import fold
+from .core.plan import tally
+from .core.schema import WATERMARK_PARTITION, WATERMARK_ROW, refused_result_row
+from .core.when import as_utc
 from .exemptions import load_exemptions
 from .identity import build_credential
 from .inventory import ArmInventory
 from .ledger import POLL_DEADLINE_SECONDS, RunLedger, RunSummary
-from .names import fold
 from .pipeline import Checkpoint, RunContext, SubscriptionPipeline
-from .plan import tally
 from .reads import ChangedResources
-from .schema import WATERMARK_PARTITION, WATERMARK_ROW, refused_result_row
 from .store import TableStore
 from .threads import NO_CONTEXT, ThreadInit, executor
-from .when import as_utc
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
 from .arm_errors import ForeignLinkError, RedirectRefusedError
-from .config import Settings
+from .core.config import Settings
+from .core.models import InventoryError, SiteRecord, valid_text
+from .core.names import fold
+from .core.owners import resolve_owners
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs, pooled_session
 from .links import pinned_client_kwargs
-from .models import InventoryError, SiteRecord, valid_text
-from .names import fold
-from .owners import resolve_owners
 from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
 from .sites import confirms_gone, describe_error, site_record
 from .threads import NO_CONTEXT, HandOff, ThreadInit, executor

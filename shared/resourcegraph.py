@@ -22,14 +22,14 @@ from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from .arm_errors import PagingLoopError, TruncatedAnswerError
-from .config import Settings
+from .core.config import Settings
+from .core.keys import resource_key
+from .core.models import GoneRecord, InventoryError, SiteRecord
+from .core.names import fold
+from .core.owners import OwnerResolver
 from .http import client_kwargs
 from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
-from .keys import resource_key
 from .links import pinned_client_kwargs
-from .models import GoneRecord, InventoryError, SiteRecord
-from .names import fold
-from .owners import OwnerResolver
 from .reads import ChangedResources
 from .sites import describe_error, site_record
 from .threads import NO_CONTEXT, ThreadInit, thread

@@ -17,9 +17,9 @@ import pytest
 
 from shared.audit import AuditRun, RunSummary, build_inventory
 from shared.cli import main
-from shared.config import load_settings
+from shared.core.config import load_settings
+from shared.core.layout import run_range
 from shared.identity import build_credential
-from shared.layout import run_range
 from shared.store import TableStore
 from tests.emulators.tenant import Site, Tenant
 

@@ -13,7 +13,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import ExemptionError
+from ..core.errors import ExemptionError
+from ..core.terminal import terminal_text
 from ..exemptions import (
     EXPIRING_SOON_DAYS,
     BrokenExemption,
@@ -27,7 +28,6 @@ from ..exemptions import (
     remove_exemption,
 )
 from ..report import broken_exemption_view, exemption_view, write_rows_csv
-from ..terminal import terminal_text
 from .common import ExitCode, guarded, open_store
 
 LIST_COLUMNS = ("scope", "state", "expiresAt", "reason", "approver", "createdAt", "recordedBy", "problem")

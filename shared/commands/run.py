@@ -8,10 +8,10 @@ import sys
 from typing import Any
 
 from ..audit import RunSummary, run_audit
-from ..config import load_settings
-from ..errors import AuditFailed, RunInProgressError
-from ..models import Status
-from ..terminal import terminal_text
+from ..core.config import load_settings
+from ..core.errors import AuditFailed, RunInProgressError
+from ..core.models import Status
+from ..core.terminal import terminal_text
 from .common import ExitCode
 
 

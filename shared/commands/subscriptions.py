@@ -14,9 +14,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from ..core.terminal import columns, terminal_text
+from ..core.when import as_utc
 from ..report import plain, text, write_rows_csv
-from ..terminal import columns, terminal_text
-from ..when import as_utc
 from .common import ExitCode, UnknownSubscription, guarded, open_store, resolve_subscription, subscription_arg
 
 #: ``subscriptions list --format csv|json``: one record per subscription the audit has read.

@@ -11,8 +11,8 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from .. import layout
-from ..keys import odata_quote, resource_key
+from ..core import layout
+from ..core.keys import odata_quote, resource_key
 from ..store import TableStore
 from .selection import RowFilter
 

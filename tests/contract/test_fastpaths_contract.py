@@ -20,7 +20,7 @@ from azure.data.tables import EntityProperty, TableClient, TableServiceClient
 from azure.identity import ManagedIdentityCredential
 
 from shared import fastpaths, shortcuts
-from shared.config import load_settings
+from shared.core.config import load_settings
 from shared.inventory import ArmInventory, found_key
 from shared.paging import _raw, guarded_pages
 from shared.sites import site_record
@@ -295,7 +295,7 @@ def test_conditional_batches_and_etag_reads_are_the_same_on_both_paths(
     """The state's writes are fenced by each row's ETag: created only while absent, replaced only
     while unchanged, the transaction rolled back whole when one condition fails. Both paths agree on
     what is stored, on the ETags they return (those a read then shows) and on the conflicts."""
-    from shared.errors import WriteConflict
+    from shared.core.errors import WriteConflict
 
     spy = Spy(monkeypatch)
     outcome: dict[str, Any] = {}

@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
-from shared import layout, pipeline
+from shared import pipeline
 from shared import resourcegraph as rg
-from shared.errors import AuditFailed
+from shared.core import layout
+from shared.core.errors import AuditFailed
 from shared.store import TableStore
 from tests.emulators.faults import FaultRule, Latency
 from tests.emulators.proxy import FaultProxy

@@ -3,7 +3,7 @@ shrunk to 20 rows so that a few dozen sites exercise packed results partitions, 
 re-sharding, the move from the older one-partition-per-subscription layout, and a crash between
 state batches.
 
-``shared.layout.PARTITION_ROWS`` is read at call time everywhere (``layout.state_shards`` reads the
+``shared.core.layout.PARTITION_ROWS`` is read at call time everywhere (``layout.state_shards`` reads the
 module global; ``PackedWriter`` reads it when an ``AuditRun`` is built, i.e. during the run), so
 patching the module attribute is enough.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from shared import layout
+from shared.core import layout
 from shared.store import TableStore
 from tests.emulators.tenant import Site, Subscription, Tenant
 from tests.harness import AuditHarness

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared import audit, changes
-from shared.errors import AuditFailed
+from shared.core.errors import AuditFailed
 from shared.exemptions import load_exemptions
 from tests.emulators.tenant import Tenant
 from tests.harness import AuditHarness

@@ -23,7 +23,7 @@ from azure.core.rest import HttpRequest as RestHttpRequest
 from azure.identity import ManagedIdentityCredential
 
 from shared.arm_errors import ForeignLinkError
-from shared.config import load_settings
+from shared.core.config import load_settings
 from shared.inventory import ArmInventory
 from shared.resourcegraph import ResourceGraphInventory
 from tests.emulators.arm import ArmEmulator

@@ -98,7 +98,7 @@ OVERSIZE: frozenset[str] = frozenset(
         "shared/store.py:TableStore",
         "shared/pipeline.py",
         "shared/pipeline.py:SubscriptionPipeline",
-        "shared/plan.py:plan_subscription",
+        "shared/core/plan.py:plan_subscription",
     }
 )
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from shared.budget import HeldBudget
-from shared.errors import AuditFailed
+from shared.core.errors import AuditFailed
 
 
 def run_threads(*targets, timeout: float = 10.0) -> list[BaseException]:  # type: ignore[no-untyped-def]

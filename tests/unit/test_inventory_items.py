@@ -13,8 +13,8 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
+from shared.core.models import InventoryError, SiteRecord
 from shared.inventory import _scan
-from shared.models import InventoryError, SiteRecord
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
 

@@ -97,7 +97,7 @@ def test_the_message_names_both_origins_briefly_and_printably() -> None:
     assert isinstance(caught.value, AzureError)  # so the existing handling makes it an ERROR row
     long = shown("https://" + "a" * 500 + "\x1b[31m/x")
     assert len(long) <= 120 and "\x1b" not in long
-    assert shown("https://evil\x1b[2J.example/x") == "https://evil\ufffd[2J.example"  # shared.terminal
+    assert shown("https://evil\x1b[2J.example/x") == "https://evil\ufffd[2J.example"  # shared.core.terminal
 
 
 # -- the raw pager: the page's items are kept, its foreign link is never returned ---------------------
@@ -186,7 +186,7 @@ def test_every_arm_and_resource_graph_client_follows_no_redirect() -> None:
     from azure.core.credentials import AccessToken
     from azure.core.pipeline.policies import RedirectPolicy
 
-    from shared.config import load_settings
+    from shared.core.config import load_settings
     from shared.inventory import ArmInventory
     from shared.resourcegraph import graph_client
 

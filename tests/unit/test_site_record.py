@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.models import InventoryError, SiteRecord
+from shared.core.models import InventoryError, SiteRecord
 from shared.sites import site_record
 
 SUB = "00000000-0000-0000-0000-0000000000aa"

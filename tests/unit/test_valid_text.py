@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shared.models import InventoryError, SiteRecord, valid_text
+from shared.core.models import InventoryError, SiteRecord, valid_text
 from shared.sites import site_record
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
