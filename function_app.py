@@ -11,11 +11,11 @@ import logging
 import azure.functions as func
 
 from shared.audit import run_audit
+from shared.azure.threads import invocation_initializer
 from shared.changes import poll_changes
 from shared.core.config import changes_schedule, load_settings
 from shared.core.errors import RunInProgressError
 from shared.memory import limit_malloc_arenas
-from shared.threads import invocation_initializer
 
 # host.json's logLevel categories do not filter Python loggers (the host files every user record
 # under Function.<name>.User), so azure-core's per-request traces are cut here, as the CLI does.

@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError
 
+from .azure.http import worst_case_call_seconds
+from .azure.store import TableStore
+from .azure.threads import NO_CONTEXT, ThreadInit
 from .core import events
 from .core.clock import Clock
 from .core.config import Settings
@@ -26,10 +29,7 @@ from .core.summary import RunSummary as RunSummary
 from .core.summary import new_run_id as new_run_id
 from .core.summary import run_id_prefix as run_id_prefix
 from .core.when import as_utc
-from .http import worst_case_call_seconds
 from .lease import LeaseKeeper
-from .store import TableStore
-from .threads import NO_CONTEXT, ThreadInit
 
 log = logging.getLogger(__name__)
 

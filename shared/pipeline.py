@@ -22,6 +22,9 @@ from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
 
+from .azure.exemptions import Exemption
+from .azure.store import TableStore
+from .azure.threads import NO_CONTEXT, ThreadInit, executor
 from .budget import HeldBudget, Hold
 from .core import events
 from .core.config import Settings
@@ -43,9 +46,6 @@ from .core.plan import (
 from .core.schema import ETAG, SOURCE_GET, SOURCE_LIST, StateCopy
 from .core.summary import RunSummary
 from .core.when import as_utc
-from .exemptions import Exemption
-from .store import TableStore
-from .threads import NO_CONTEXT, ThreadInit, executor
 from .writer import PackedWriter
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,13 @@ from typing import IO, Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 
+from ..azure.identity import build_credential
+from ..azure.store import TableStore
 from ..core.config import load_settings
 from ..core.errors import one_line
 from ..core.ids import subscription_id
 from ..core.names import fold
 from ..core.terminal import terminal_text
-from ..identity import build_credential
-from ..store import TableStore
 
 
 class ExitCode(IntEnum):

@@ -18,14 +18,14 @@ from typing import IO, Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from .. import report
+from ..azure.exemptions import EXPIRING_SOON_DAYS, expiring_soon, in_force, load_exemption_rows, validate_scope
+from ..azure.store import TableStore
 from ..core.errors import ExemptionError, NoDataError
 from ..core.ids import subscription_id
 from ..core.terminal import terminal_text
 from ..core.when import parse_when
-from ..exemptions import EXPIRING_SOON_DAYS, expiring_soon, in_force, load_exemption_rows, validate_scope
 from ..ledger import BLIND
 from ..report import ReportContext, ReportSource, RowFilter, Summary
-from ..store import TableStore
 from .common import (
     ExitCode,
     UnknownSubscription,

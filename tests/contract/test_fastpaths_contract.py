@@ -1,4 +1,4 @@
-"""The SDK shortcuts (``shared/fastpaths.py``) store and read exactly what the public API does.
+"""The SDK shortcuts (``shared/azure/fastpaths.py``) store and read exactly what the public API does.
 
 Every test runs the same work twice, once on the fast paths and once forced onto their public
 fallbacks (``shortcuts.use_public_api``), against Azurite and the ARM emulator, and compares the
@@ -19,12 +19,12 @@ import pytest
 from azure.data.tables import EntityProperty, TableClient, TableServiceClient
 from azure.identity import ManagedIdentityCredential
 
-from shared import fastpaths, shortcuts
+from shared.azure import fastpaths, shortcuts
+from shared.azure.inventory import ArmInventory, found_key
+from shared.azure.paging import _raw, guarded_pages
+from shared.azure.sites import site_record
+from shared.azure.store import TableStore
 from shared.core.config import load_settings
-from shared.inventory import ArmInventory, found_key
-from shared.paging import _raw, guarded_pages
-from shared.sites import site_record
-from shared.store import TableStore
 from tests.emulators.azurite import Azurite
 from tests.emulators.tenant import generate_tenant
 

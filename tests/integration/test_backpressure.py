@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from shared import pipeline
-from shared import resourcegraph as rg
+from shared.azure import resourcegraph as rg
+from shared.azure.store import TableStore
 from shared.core import layout
 from shared.core.errors import AuditFailed
-from shared.store import TableStore
 from tests.emulators.faults import FaultRule, Latency
 from tests.emulators.proxy import FaultProxy
 from tests.emulators.tenant import Site, Tenant

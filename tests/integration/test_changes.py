@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.changefeed import CHANGES_QUERY
+from shared.azure.changefeed import CHANGES_QUERY
 from tests.emulators.faults import FaultRule, Latency, Status
 from tests.emulators.tenant import Site, Tenant
 from tests.harness import AuditHarness

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from shared.azure.store import TableStore
 from shared.core.keys import encode_key, resource_key
 from shared.core.names import fold
-from shared.store import TableStore
 from tests.emulators.tenant import ResourceChange, Tenant
 from tests.harness import AuditHarness
 
@@ -169,8 +169,8 @@ def test_seq08_a_group_upper_cased_by_one_route_is_one_group(make_arm, harness_f
 def test_seq08_a_group_spelled_with_the_kelvin_sign_is_another_group(make_arm, harness_factory) -> None:
     """``rg-Kiosk`` with U+212A KELVIN SIGN is not ``rg-kiosk`` to ARM: it neither shares its keys
     nor inherits its exemption, although ``lower()`` makes the two one name."""
+    from shared.azure.exemptions import new_exemption
     from shared.core.schema import exemption_row
-    from shared.exemptions import new_exemption
 
     tenant = Tenant()
     sub = tenant.add_subscription(SUB, display_name="prod")
@@ -583,7 +583,7 @@ def test_seq07_a_poll_get_that_fails_transiently_is_read_again_by_the_next_poll(
 
 
 def test_a_poll_get_that_keeps_failing_becomes_an_error_row_after_some_polls(make_arm, harness_factory) -> None:
-    from shared.reads import MAX_ATTEMPTS
+    from shared.azure.reads import MAX_ATTEMPTS
     from tests.emulators.faults import FaultRule, Status
 
     clock = Clock(NIGHT)

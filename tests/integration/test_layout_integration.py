@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
+from shared.azure.store import TableStore
 from shared.core import layout
-from shared.store import TableStore
 from tests.emulators.tenant import Site, Subscription, Tenant
 from tests.harness import AuditHarness
 

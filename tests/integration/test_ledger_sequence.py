@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared import audit, changes
+from shared.azure.exemptions import load_exemptions
 from shared.core.errors import AuditFailed
-from shared.exemptions import load_exemptions
 from tests.emulators.tenant import Tenant
 from tests.harness import AuditHarness
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from azure.data.tables import TableServiceClient
 
+from shared.azure.store import TableStore, odata_entity
 from shared.core.config import load_settings
 from shared.core.errors import StoreError
-from shared.store import TableStore, odata_entity
 from tests.emulators.azurite import Azurite
 
 
@@ -166,7 +166,7 @@ def test_a_transaction_that_fails_for_any_reason_costs_only_the_rows_it_cannot_h
 
 
 def test_truncate_never_fails_on_a_lone_surrogate() -> None:
-    from shared.store import MAX_STRING_UNITS, truncate, utf16_units
+    from shared.azure.store import MAX_STRING_UNITS, truncate, utf16_units
 
     for value in ("\ud800" * 40_000, "a" + "\udfff" * 40_000, "\ud83d" + "y" * 40_000):
         cut = truncate(value)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from shared.azure.sites import site_record
 from shared.core.arm_ids import SiteId, parse_site, parse_site_id, subscription_of
 from shared.core.errors import ArmIdError
 from shared.core.evaluate import error_finding, evaluate
@@ -23,7 +24,6 @@ from shared.core.keys import MAX_KEY_CHARS, resource_key
 from shared.core.models import InventoryError, SiteRecord
 from shared.core.names import fold
 from shared.core.schema import result_row
-from shared.sites import site_record
 
 #: Deterministic and quick enough for every CI run: a fixed set of examples, no timing deadline.
 PROPERTY = settings(

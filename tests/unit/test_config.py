@@ -70,9 +70,9 @@ def test_one_subscription_id_rule_for_settings_options_and_scopes() -> None:
     """AUDIT_SUBSCRIPTIONS, --subscription and an exemption's scope accept and refuse the same ids."""
     import argparse
 
+    from shared.azure.exemptions import validate_scope
     from shared.commands.common import UnknownSubscription, resolve_subscription, subscription_arg
     from shared.core.errors import ExemptionError
-    from shared.exemptions import validate_scope
 
     good = " 1A2B3C4D-0000-4000-8000-00000000000F "
     assert load_settings({**URI, "AUDIT_SUBSCRIPTIONS": good}).subscriptions == (good.strip().lower(),)

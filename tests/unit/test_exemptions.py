@@ -9,12 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.core.errors import ExemptionError
-from shared.core.evaluate import evaluate
-from shared.core.models import SiteRecord, Status
-from shared.core.plan import plan_subscription
-from shared.core.schema import result_row
-from shared.exemptions import (
+from shared.azure.exemptions import (
     BrokenExemption,
     Exemption,
     apply_exemption,
@@ -27,6 +22,11 @@ from shared.exemptions import (
     read_exemption,
     validate_scope,
 )
+from shared.core.errors import ExemptionError
+from shared.core.evaluate import evaluate
+from shared.core.models import SiteRecord, Status
+from shared.core.plan import plan_subscription
+from shared.core.schema import result_row
 from shared.ledger import RunSummary
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -13,9 +13,9 @@ from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.transport import HttpRequest
 from azure.core.rest import HttpRequest as RestHttpRequest
 
-from shared.arm_errors import ForeignLinkError
-from shared.links import PinnedEndpointPolicy, check_next_link, origin, same_origin, shown
-from shared.paging import _raw_page
+from shared.azure.arm_errors import ForeignLinkError
+from shared.azure.links import PinnedEndpointPolicy, check_next_link, origin, same_origin, shown
+from shared.azure.paging import _raw_page
 
 ARM = "https://management.azure.com"
 
@@ -166,7 +166,7 @@ def test_policy_refuses_every_redirect_answer() -> None:
 
     from azure.core.pipeline import PipelineResponse
 
-    from shared.arm_errors import RedirectRefusedError
+    from shared.azure.arm_errors import RedirectRefusedError
 
     def _Answer(status: int, location: str) -> Any:  # what the policy reads of an HTTP response
         return SimpleNamespace(status_code=status, headers={"Location": location})
@@ -186,9 +186,9 @@ def test_every_arm_and_resource_graph_client_follows_no_redirect() -> None:
     from azure.core.credentials import AccessToken
     from azure.core.pipeline.policies import RedirectPolicy
 
+    from shared.azure.inventory import ArmInventory
+    from shared.azure.resourcegraph import graph_client
     from shared.core.config import load_settings
-    from shared.inventory import ArmInventory
-    from shared.resourcegraph import graph_client
 
     class _Credential:
         def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from shared import report
+from shared.azure.exemptions import new_exemption
 from shared.commands.report import parse_since
 from shared.core import layout
 from shared.core.errors import NoDataError
 from shared.core.keys import resource_key
 from shared.core.schema import REPORT_COLUMNS
-from shared.exemptions import new_exemption
 from shared.report import ReportSource, find_run, latest_finished, runs_since, trend_runs
 from shared.report.fixscript import portal_link
 

@@ -30,8 +30,8 @@ from typing import Any, NamedTuple
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
+from ..core.terminal import terminal_text
 from .arm_errors import ForeignLinkError, RedirectRefusedError
-from .core.terminal import terminal_text
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
 _AUTHORITY = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")

@@ -36,9 +36,9 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.rest import HttpRequest
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransactionError, UpdateMode
 
+from ..core import schema
+from ..core.errors import WriteConflict
 from . import fastpaths_check
-from .core import schema
-from .core.errors import WriteConflict
 from .shortcuts import register, usable
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError
 
-from .core.arm_ids import parse_site, subscription_of
-from .core.errors import ArmIdError, one_line
-from .core.models import InventoryError, SiteRecord, valid_text
-from .core.names import same
+from ..core.arm_ids import parse_site, subscription_of
+from ..core.errors import ArmIdError, one_line
+from ..core.models import InventoryError, SiteRecord, valid_text
+from ..core.names import same
 
 #: The one answer that proves a resource is gone: a 404 whose ARM error code is this. Any other 404
 #: (``SubscriptionNotFound``, ``ResourceGroupNotFound``, ``ParentResourceNotFound``, or none at all,

@@ -31,12 +31,11 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from . import fastpaths
-from .core.clock import ServiceTime
-from .core.config import Settings
-from .core.errors import LeaseLost, RunInProgressError, StoreError, WriteConflict
-from .core.keys import legacy_key, odata_quote, resource_key
-from .core.layout import (
+from ..core.clock import ServiceTime
+from ..core.config import Settings
+from ..core.errors import LeaseLost, RunInProgressError, StoreError, WriteConflict
+from ..core.keys import legacy_key, odata_quote, resource_key
+from ..core.layout import (
     SUBSCRIPTION_KEY_PREFIX,
     in_subscription,
     partition_batches,
@@ -44,9 +43,9 @@ from .core.layout import (
     state_filters,
     subscription_row_range,
 )
-from .core.models import valid_text
-from .core.names import fold
-from .core.schema import (
+from ..core.models import valid_text
+from ..core.names import fold
+from ..core.schema import (
     BASELINE_ROW,
     RUNS_PARTITION,
     STATE_MODEL_FIELDS,
@@ -54,7 +53,8 @@ from .core.schema import (
     WATERMARK_PARTITION,
     StateCopy,
 )
-from .core.when import as_utc
+from ..core.when import as_utc
+from . import fastpaths
 from .fastpaths import ETAG
 from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
 from .http import client_kwargs, table_transport
@@ -244,7 +244,7 @@ class TableStore:
         """≤100 state rows of one partition as one conditional transaction; returns (transactions,
         the new ETag of each row by ``(PartitionKey, RowKey)``).
 
-        Each row carries the ETag it must still have as :data:`~shared.fastpaths.ETAG` (``None``: it
+        Each row carries the ETag it must still have as :data:`~shared.azure.fastpaths.ETAG` (``None``: it
         must not exist yet): the row this run read, or the one it wrote itself. A row someone else
         wrote since fails the whole transaction, so no run overwrites or re-marks a row behind
         another's back, whatever its lease says: this is the fence that holds *with* the write.
@@ -389,7 +389,7 @@ class TableStore:
         """A subscription's last-known state by resource key, wherever an earlier run's layout put it,
         and the extra copies as ``(PartitionKey, RowKey, key, ETag)`` (a row moved to another
         partition whose old copy remains, or a row an older version keyed by ``lower()``). Every
-        row carries its ETag (:data:`~shared.fastpaths.ETAG`): the state is written back only while
+        row carries its ETag (:data:`~shared.azure.fastpaths.ETAG`): the state is written back only while
         it is still the row that was read (:meth:`write_state`).
 
         Rows of resources in ``present`` (listed tonight), and rows already gone, keep only what

@@ -12,12 +12,12 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
 
-from .core.arm_ids import SiteId, parse_site_id
-from .core.config import Settings
-from .core.errors import ArmIdError, one_line
-from .core.models import GoneRecord, InventoryError, SiteRecord
-from .core.names import fold
-from .core.owners import OwnerResolver, owner_from_tags
+from ..core.arm_ids import SiteId, parse_site_id
+from ..core.config import Settings
+from ..core.errors import ArmIdError, one_line
+from ..core.models import GoneRecord, InventoryError, SiteRecord
+from ..core.names import fold
+from ..core.owners import OwnerResolver, owner_from_tags
 from .inventory import ArmInventory, SubscriptionInfo
 from .sites import confirms_gone, describe_error, site_record
 from .threads import NO_CONTEXT, ThreadInit, executor, ordered_map

@@ -16,10 +16,10 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 from azure.mgmt.resourcegraph import ResourceGraphClient
 
-from .core.config import Settings
-from .core.models import valid_text
-from .core.names import fold
-from .core.when import as_utc
+from ..core.config import Settings
+from ..core.models import valid_text
+from ..core.names import fold
+from ..core.when import as_utc
 from .resourcegraph import graph_client, next_skip_token, query_page, quota_wait
 
 log = logging.getLogger(__name__)

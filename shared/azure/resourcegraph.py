@@ -21,12 +21,12 @@ from azure.core.exceptions import AzureError
 from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
+from ..core.config import Settings
+from ..core.keys import resource_key
+from ..core.models import GoneRecord, InventoryError, SiteRecord
+from ..core.names import fold
+from ..core.owners import OwnerResolver
 from .arm_errors import PagingLoopError, TruncatedAnswerError
-from .core.config import Settings
-from .core.keys import resource_key
-from .core.models import GoneRecord, InventoryError, SiteRecord
-from .core.names import fold
-from .core.owners import OwnerResolver
 from .http import client_kwargs
 from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
 from .links import pinned_client_kwargs
@@ -131,7 +131,7 @@ def query_page(
 
 
 class ResourceGraphInventory:
-    """Same interface as :class:`~shared.inventory.ArmInventory`, fed by one paged query.
+    """Same interface as :class:`~shared.azure.inventory.ArmInventory`, fed by one paged query.
 
     The query's rows come ordered by subscription, and :meth:`subscriptions` lists subscriptions in
     that order. A background loader reads the pages and hands each subscription's records over as
