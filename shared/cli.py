@@ -17,7 +17,7 @@ from .commands import exempt, report, run, subscriptions
 from .commands.common import ExitCode
 from .core.errors import ConfigError
 from .core.terminal import TerminalFormatter, terminal_text
-from .memory import limit_malloc_arenas
+from .run.memory import limit_malloc_arenas
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

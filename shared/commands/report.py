@@ -24,8 +24,8 @@ from ..core.errors import ExemptionError, NoDataError
 from ..core.ids import subscription_id
 from ..core.terminal import terminal_text
 from ..core.when import parse_when
-from ..ledger import BLIND
 from ..report import ReportContext, ReportSource, RowFilter, Summary
+from ..run.ledger import BLIND
 from .common import (
     ExitCode,
     UnknownSubscription,

@@ -792,7 +792,7 @@ def test_azure_yaml_runs_the_postprovision_hook() -> None:
 def test_the_deploy_guide_describes_the_blind_run_as_the_code_makes_it() -> None:
     """Runs before the tenant role exists are described with the outcome and exit code they really get."""
     from shared.commands.common import ExitCode
-    from shared.ledger import BLIND
+    from shared.run.ledger import BLIND
 
     text = DEPLOY_DOC.read_text()
     section = text[text.index("## A run that read nothing") : text.index("## Supply chain")]

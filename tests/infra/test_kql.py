@@ -388,6 +388,6 @@ def test_workbook_queries_use_the_event_contract(workbook_queries: dict[str, str
 
 def test_the_sample_run_summary_is_the_engines() -> None:
     """The payloads these tests feed the queries have exactly the fields the engine logs."""
-    from shared.ledger import RunSummary
+    from shared.run.ledger import RunSummary
 
     assert set(run_summary_payload()) == set(RunSummary("r", datetime.now(UTC)).event())

@@ -411,8 +411,8 @@ def test_seq04_an_alert_mark_is_fenced_by_the_write_not_only_checked_before_it(m
 def test_seq03_a_poll_longer_than_the_lease_does_not_cost_the_night(make_arm, harness_factory, monkeypatch) -> None:
     import threading
 
-    from shared import ledger
     from shared.core import config
+    from shared.run import ledger
     from tests.emulators.faults import FaultRule, Latency
 
     monkeypatch.setattr(config, "LEASE_FLOOR_SECONDS", 1)
@@ -444,7 +444,7 @@ def test_seq03_a_poll_longer_than_the_lease_does_not_cost_the_night(make_arm, ha
 def test_a_night_a_poll_kept_from_running_is_a_run_record_and_an_alert(make_arm, harness_factory, monkeypatch) -> None:
     import threading
 
-    from shared import ledger
+    from shared.run import ledger
     from tests.emulators.faults import FaultRule, Latency
 
     monkeypatch.setattr(ledger, "LEASE_WAIT_SECONDS", 0.2)

@@ -131,7 +131,7 @@ def test_waiting_subscriptions_past_the_memory_cap_send_partial_batches_early(
     # fill; past MAX_HELD_RESOURCES the partial batches go out early. With a cap of 10 resources,
     # 20 subscriptions of 4 force early flushes: more (partial) transactions, the same rows, state
     # and alerts as with the default cap.
-    from shared import pipeline as audit
+    from shared.run import pipeline as audit
 
     def run_twice(cap: int, firsts: str) -> tuple[dict[str, Any], set[str]]:
         monkeypatch.setattr(audit, "MAX_HELD_RESOURCES", cap)

@@ -96,8 +96,8 @@ OVERSIZE: frozenset[str] = frozenset(
     {
         "shared/azure/store.py",
         "shared/azure/store.py:TableStore",
-        "shared/pipeline.py",
-        "shared/pipeline.py:SubscriptionPipeline",
+        "shared/run/pipeline.py",
+        "shared/run/pipeline.py:SubscriptionPipeline",
         "shared/core/plan.py:plan_subscription",
     }
 )

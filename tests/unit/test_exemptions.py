@@ -27,7 +27,7 @@ from shared.core.evaluate import evaluate
 from shared.core.models import SiteRecord, Status
 from shared.core.plan import plan_subscription
 from shared.core.schema import result_row
-from shared.ledger import RunSummary
+from shared.run.ledger import RunSummary
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SUB = "11111111-2222-3333-4444-555555555555"

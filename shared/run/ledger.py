@@ -15,20 +15,20 @@ from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError
 
-from .azure.http import worst_case_call_seconds
-from .azure.store import TableStore
-from .azure.threads import NO_CONTEXT, ThreadInit
-from .core import events
-from .core.clock import Clock
-from .core.config import Settings
-from .core.errors import AuditFailed, LeaseLost, RunInProgressError, one_line
-from .core.names import fold
-from .core.schema import RUNS_PARTITION, run_row, running_row, subscription_row
-from .core.summary import BLIND as BLIND
-from .core.summary import RunSummary as RunSummary
-from .core.summary import new_run_id as new_run_id
-from .core.summary import run_id_prefix as run_id_prefix
-from .core.when import as_utc
+from ..azure.http import worst_case_call_seconds
+from ..azure.store import TableStore
+from ..azure.threads import NO_CONTEXT, ThreadInit
+from ..core import events
+from ..core.clock import Clock
+from ..core.config import Settings
+from ..core.errors import AuditFailed, LeaseLost, RunInProgressError, one_line
+from ..core.names import fold
+from ..core.schema import RUNS_PARTITION, run_row, running_row, subscription_row
+from ..core.summary import BLIND as BLIND
+from ..core.summary import RunSummary as RunSummary
+from ..core.summary import new_run_id as new_run_id
+from ..core.summary import run_id_prefix as run_id_prefix
+from ..core.when import as_utc
 from .lease import LeaseKeeper
 
 log = logging.getLogger(__name__)

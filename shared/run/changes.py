@@ -29,20 +29,20 @@ from typing import Any
 
 from azure.core.credentials import TokenCredential
 
-from .azure.changefeed import CHANGES_QUERY, Change, ChangeFeed, by_subscription, fingerprint
-from .azure.exemptions import load_exemptions
-from .azure.identity import build_credential
-from .azure.inventory import ArmInventory
-from .azure.reads import ChangedResources
-from .azure.store import TableStore
-from .azure.threads import NO_CONTEXT, ThreadInit, executor
-from .core.clock import Clock, host_clock
-from .core.config import Settings
-from .core.errors import RunInProgressError
-from .core.names import fold
-from .core.plan import tally
-from .core.schema import WATERMARK_PARTITION, WATERMARK_ROW, refused_result_row
-from .core.when import as_utc
+from ..azure.changefeed import CHANGES_QUERY, Change, ChangeFeed, by_subscription, fingerprint
+from ..azure.exemptions import load_exemptions
+from ..azure.identity import build_credential
+from ..azure.inventory import ArmInventory
+from ..azure.reads import ChangedResources
+from ..azure.store import TableStore
+from ..azure.threads import NO_CONTEXT, ThreadInit, executor
+from ..core.clock import Clock, host_clock
+from ..core.config import Settings
+from ..core.errors import RunInProgressError
+from ..core.names import fold
+from ..core.plan import tally
+from ..core.schema import WATERMARK_PARTITION, WATERMARK_ROW, refused_result_row
+from ..core.when import as_utc
 from .ledger import POLL_DEADLINE_SECONDS, RunLedger, RunSummary
 from .pipeline import Checkpoint, RunContext, SubscriptionPipeline
 

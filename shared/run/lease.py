@@ -24,10 +24,10 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from .azure.store import TableStore, fence_of
-from .azure.threads import NO_CONTEXT, ThreadInit, thread
-from .core.clock import Clock, ServiceTime
-from .core.errors import LeaseLost, RunInProgressError
+from ..azure.store import TableStore, fence_of
+from ..azure.threads import NO_CONTEXT, ThreadInit, thread
+from ..core.clock import Clock, ServiceTime
+from ..core.errors import LeaseLost, RunInProgressError
 
 log = logging.getLogger(__name__)
 

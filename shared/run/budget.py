@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .core.errors import AuditFailed
+from ..core.errors import AuditFailed
 
 log = logging.getLogger(__name__)
 

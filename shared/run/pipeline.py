@@ -22,19 +22,18 @@ from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
 
-from .azure.exemptions import Exemption
-from .azure.store import TableStore
-from .azure.threads import NO_CONTEXT, ThreadInit, executor
-from .budget import HeldBudget, Hold
-from .core import events
-from .core.config import Settings
-from .core.errors import AuditFailed, one_line
-from .core.evaluate import error_finding
-from .core.keys import lookup_keys, resource_key
-from .core.layout import narrowed_state_filters, partition_batches, results_partition, state_shards
-from .core.models import Finding, GoneRecord, InventoryError, SiteRecord, Status
-from .core.names import fold, same
-from .core.plan import (
+from ..azure.exemptions import Exemption
+from ..azure.store import TableStore
+from ..azure.threads import NO_CONTEXT, ThreadInit, executor
+from ..core import events
+from ..core.config import Settings
+from ..core.errors import AuditFailed, one_line
+from ..core.evaluate import error_finding
+from ..core.keys import lookup_keys, resource_key
+from ..core.layout import narrowed_state_filters, partition_batches, results_partition, state_shards
+from ..core.models import Finding, GoneRecord, InventoryError, SiteRecord, Status
+from ..core.names import fold, same
+from ..core.plan import (
     Findings,
     Listed,
     SubscriptionPlan,
@@ -43,9 +42,10 @@ from .core.plan import (
     plan_subscription,
     targeted,
 )
-from .core.schema import ETAG, SOURCE_GET, SOURCE_LIST, StateCopy
-from .core.summary import RunSummary
-from .core.when import as_utc
+from ..core.schema import ETAG, SOURCE_GET, SOURCE_LIST, StateCopy
+from ..core.summary import RunSummary
+from ..core.when import as_utc
+from .budget import HeldBudget, Hold
 from .writer import PackedWriter
 
 log = logging.getLogger(__name__)
