@@ -2,7 +2,7 @@
 
 An owed alert's state row is first marked sent (``AlertPending = false``, one conditional
 transaction of up to 100 rows of one partition), and only then are its events logged
-(``shared/pipeline.py``, ``_alert``). A process that dies after the mark is stored and before an
+(``shared/run/pipeline.py``, ``_alert``). A process that dies after the mark is stored and before an
 event is handed to ``logging`` loses that event; it can never send one twice. This measures how
 long that window is open, with the real engine, the real Table SDK, Azurite and the ARM emulator:
 
@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.changes import NIGHT, Deployment, HttpCounter, NewFailureTimes
-from shared.audit import run_audit
-from shared.config import load_settings
-from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT
-from shared.store import TableStore
+from shared.azure.store import TableStore
+from shared.core.config import load_settings
+from shared.core.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT
+from shared.run.audit import run_audit
 from tests.emulators.azurite import Azurite, repo_root
 from tests.emulators.tls import make_tls
 

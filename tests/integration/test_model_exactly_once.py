@@ -52,16 +52,16 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from shared.audit import run_audit
-from shared.changes import poll_changes
-from shared.clock import Clock
-from shared.config import load_settings
-from shared.errors import RunInProgressError
-from shared.events import RUN_SUMMARY_EVENT
-from shared.exemptions import new_exemption
-from shared.names import fold
-from shared.schema import exemption_row
-from shared.threads import invocation_initializer
+from shared.azure.exemptions import new_exemption
+from shared.azure.threads import invocation_initializer
+from shared.core.clock import Clock
+from shared.core.config import load_settings
+from shared.core.errors import RunInProgressError
+from shared.core.events import RUN_SUMMARY_EVENT
+from shared.core.names import fold
+from shared.core.schema import exemption_row
+from shared.run.audit import run_audit
+from shared.run.changes import poll_changes
 from tests.emulators.faults import FaultRule, Status
 from tests.emulators.proxy import FaultProxy
 from tests.emulators.tenant import ResourceChange, Site, Tenant
@@ -639,7 +639,7 @@ class ExactlyOnce(RuleBasedStateMachine):
 
 @pytest.fixture
 def world(make_arm: Any, azurite: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> Any:
-    from shared import ledger
+    from shared.run import ledger
 
     monkeypatch.setattr(ledger, "LEASE_WAIT_SECONDS", 60.0)  # a nightly run waiting for a dead poll: minutes
     made = World(make_arm, azurite, monkeypatch, caplog)
