@@ -10,12 +10,12 @@ import logging
 
 import azure.functions as func
 
-from shared.audit import run_audit
-from shared.changes import poll_changes
-from shared.config import changes_schedule, load_settings
-from shared.errors import RunInProgressError
-from shared.memory import limit_malloc_arenas
-from shared.threads import invocation_initializer
+from shared.azure.threads import invocation_initializer
+from shared.core.config import changes_schedule, load_settings
+from shared.core.errors import RunInProgressError
+from shared.run.audit import run_audit
+from shared.run.changes import poll_changes
+from shared.run.memory import limit_malloc_arenas
 
 # host.json's logLevel categories do not filter Python loggers (the host files every user record
 # under Function.<name>.User), so azure-core's per-request traces are cut here, as the CLI does.
@@ -58,7 +58,7 @@ if _CHANGES_SCHEDULE is not None:  # AUDIT_CHANGES_SCHEDULE=off: the poll is not
 
     @app.timer_trigger(schedule=_CHANGES_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
     def clientcert_changes(timer: func.TimerRequest, context: func.Context) -> None:
-        """Every few minutes: re-audit the apps and slots whose settings changed (shared.changes)."""
+        """Every few minutes: re-audit the apps and slots whose settings changed (shared.run.changes)."""
         settings = load_settings()
         try:
             result = poll_changes(settings, thread_init=invocation_initializer(context))

@@ -4,7 +4,7 @@ The poll runs every ``AUDIT_CHANGES_SCHEDULE`` (default every 10 minutes). Nobod
 minutes, so the schedule's instants are *simulated* and the work is *real*: one tenant change clock
 and one audit clock are moved to each poll instant, the changes are made in the emulated tenant at
 random instants between polls (their ``resourcechanges`` records carry those instants), and every
-poll then runs for real (``shared.changes.poll_changes``: Resource Graph, ARM GETs, Azurite writes,
+poll then runs for real (``shared.run.changes.poll_changes``: Resource Graph, ARM GETs, Azurite writes,
 events) while its wall time is measured. The latency of one change is
 
     (the instant of the poll that first emits its NewFailure - the instant of the change)
@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.audit import run_audit
-from shared.changes import PollResult, poll_changes
-from shared.config import load_settings
-from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT
+from shared.core.config import load_settings
+from shared.core.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT
+from shared.run.audit import run_audit
+from shared.run.changes import PollResult, poll_changes
 from tests.emulators.arm import ArmEmulator, ThrottleModel
 from tests.emulators.azurite import Azurite, repo_root
 from tests.emulators.tenant import Site, Tenant

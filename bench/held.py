@@ -3,7 +3,7 @@
 ``python -m bench.held`` lists one subscription of full-shape sites (the emulator's ``site_json``)
 into what the pipeline keeps by key while a subscription waits for its state to be stored (its
 compact record, its key, the scan's ``seen`` key), then its prior-state row as the next night reads
-it (``shared.store._state_model_row``), and prints the traced bytes per resource of each.
+it (``shared.azure.store._state_model_row``), and prints the traced bytes per resource of each.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import sys
 import tracemalloc
 from typing import Any
 
-from shared import store
-from shared.keys import resource_key
-from shared.models import SiteRecord
-from shared.sites import site_record
+from shared.azure import store
+from shared.azure.sites import site_record
+from shared.core.keys import resource_key
+from shared.core.models import SiteRecord
 from tests.emulators.tenant import generate_tenant
 from tests.emulators.web import site_json
 

@@ -30,7 +30,7 @@ from bench.armproc import build_tenant
 from bench.baseline import run_baseline
 from bench.ingest import raw_ingest, spread_jobs
 from bench.shapes import SHAPE_DEFAULTS, SHAPES, shape_statistics
-from shared.layout import PARTITION_ROWS, state_bucket, state_shards
+from shared.core.layout import PARTITION_ROWS, state_bucket, state_shards
 from tests.emulators.arm import SITE_SHAPES, ArmEmulator
 from tests.emulators.azurite import Azurite, repo_root
 from tests.emulators.faults import FaultRule, Latency
@@ -580,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
                 concurrency=args.concurrency,
             )
         if not args.skip_ingest_as_audit:
-            # The same rows in the partitions the audit uses (shared/layout.py): results in run
+            # The same rows in the partitions the audit uses (shared/core/layout.py): results in run
             # partitions of PARTITION_ROWS; state in a shared bucket per first character of the
             # subscription id, or in the subscription's own shards when it is large.
             jobs = spread_jobs(resources, ("AsAuditResults",), PARTITION_ROWS)

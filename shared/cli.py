@@ -15,9 +15,9 @@ from typing import NoReturn
 
 from .commands import exempt, report, run, subscriptions
 from .commands.common import ExitCode
-from .errors import ConfigError
-from .memory import limit_malloc_arenas
-from .terminal import TerminalFormatter, terminal_text
+from .core.errors import ConfigError
+from .core.terminal import TerminalFormatter, terminal_text
+from .run.memory import limit_malloc_arenas
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import sys
 
+from shared.azure.store import TableStore
 from shared.cli import main
-from shared.store import TableStore
 
 
 def _die_before_state(self: TableStore, entities):  # type: ignore[no-untyped-def]

@@ -208,9 +208,9 @@ def run_night(directory: Path, argv: list[str]) -> int:
 
 def change(directory: Path, argv: list[str]) -> int:
     """``./demo change [NAME]``: an owner changes one app; the change poll re-audits it right away."""
-    from shared.changes import poll_changes
-    from shared.config import load_settings
-    from shared.errors import RunInProgressError
+    from shared.core.config import load_settings
+    from shared.core.errors import RunInProgressError
+    from shared.run.changes import poll_changes
 
     if argv and argv[0] in ("-h", "--help"):
         print("usage: ./demo change [NAME]\n\nNAME (default blog-allow), one of:")

@@ -26,12 +26,12 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.functions.timer import TimerRequest
 
-from shared.audit import run_audit
-from shared.changes import poll_changes
-from shared.config import load_settings
-from shared.errors import RunInProgressError
-from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVENT
-from shared.threads import invocation_initializer
+from shared.azure.threads import invocation_initializer
+from shared.core.config import load_settings
+from shared.core.errors import RunInProgressError
+from shared.core.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVENT
+from shared.run.audit import run_audit
+from shared.run.changes import poll_changes
 from tests.emulators.arm import ArmEmulator
 from tests.emulators.azurite import Azurite
 from tests.emulators.proxy import FaultProxy

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from shared.audit import AuditRun, RunSummary, build_inventory
+from shared.azure.identity import build_credential
+from shared.azure.store import TableStore
 from shared.cli import main
-from shared.config import load_settings
-from shared.identity import build_credential
-from shared.layout import run_range
-from shared.store import TableStore
+from shared.core.config import load_settings
+from shared.core.layout import run_range
+from shared.run.audit import AuditRun, RunSummary, build_inventory
 from tests.emulators.tenant import Site, Tenant
 
 SUB_A = "aaaaaaaa-1111-4111-8111-111111111111"

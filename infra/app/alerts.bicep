@@ -1,5 +1,5 @@
 // Action groups + the log search alert rules over AppTraces in the workspace.
-// The queries match the message prefixes defined in shared/events.py (NEW_FAILURE_EVENT,
+// The queries match the message prefixes defined in shared/core/events.py (NEW_FAILURE_EVENT,
 // RUN_SUMMARY_EVENT): "<prefix> <compact JSON>". tests/infra checks that they still do, and
 // parses every query with Microsoft's Kusto language service against the AppTraces schema
 // (and against a workspace without AppTraces: see "Total before the first log" below).

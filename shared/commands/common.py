@@ -17,13 +17,13 @@ from typing import IO, Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 
-from ..config import load_settings
-from ..errors import one_line
-from ..identity import build_credential
-from ..ids import subscription_id
-from ..names import fold
-from ..store import TableStore
-from ..terminal import terminal_text
+from ..azure.identity import build_credential
+from ..azure.store import TableStore
+from ..core.config import load_settings
+from ..core.errors import one_line
+from ..core.ids import subscription_id
+from ..core.names import fold
+from ..core.terminal import terminal_text
 
 
 class ExitCode(IntEnum):
@@ -162,7 +162,7 @@ def resolve_subscription(value: str, known: Mapping[str, Mapping[str, Any]]) -> 
         return subscription_id(value)
     except ValueError:
         pass
-    wanted = fold(value.strip())  # ARM's rule for names (shared.names), as everywhere else
+    wanted = fold(value.strip())  # ARM's rule for names (shared.core.names), as everywhere else
     rows = list(known.values())
     exact = [r for r in rows if fold(str(r.get("SubscriptionName") or "")) == wanted]
     found = exact or [

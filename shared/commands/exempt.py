@@ -1,6 +1,6 @@
 """``clientcert-audit exempt add|list|remove``: the security team's exemptions.
 
-:mod:`shared.exemptions` validates and stores them; this module reads the options and prints.
+:mod:`shared.azure.exemptions` validates and stores them; this module reads the options and prints.
 Exit codes (:class:`~.common.ExitCode`): ``OK``, ``NOT_FOUND`` (nothing to remove), ``INVALID``
 (an exemption refused: the message says which rule), ``STORE``.
 """
@@ -13,8 +13,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import ExemptionError
-from ..exemptions import (
+from ..azure.exemptions import (
     EXPIRING_SOON_DAYS,
     BrokenExemption,
     Exemption,
@@ -26,8 +25,9 @@ from ..exemptions import (
     parse_expiry,
     remove_exemption,
 )
+from ..core.errors import ExemptionError
+from ..core.terminal import terminal_text
 from ..report import broken_exemption_view, exemption_view, write_rows_csv
-from ..terminal import terminal_text
 from .common import ExitCode, guarded, open_store
 
 LIST_COLUMNS = ("scope", "state", "expiresAt", "reason", "approver", "createdAt", "recordedBy", "problem")

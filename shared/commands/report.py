@@ -18,14 +18,14 @@ from typing import IO, Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from .. import report
-from ..errors import ExemptionError, NoDataError
-from ..exemptions import EXPIRING_SOON_DAYS, expiring_soon, in_force, load_exemption_rows, validate_scope
-from ..ids import subscription_id
-from ..ledger import BLIND
+from ..azure.exemptions import EXPIRING_SOON_DAYS, expiring_soon, in_force, load_exemption_rows, validate_scope
+from ..azure.store import TableStore
+from ..core.errors import ExemptionError, NoDataError
+from ..core.ids import subscription_id
+from ..core.terminal import terminal_text
+from ..core.when import parse_when
 from ..report import ReportContext, ReportSource, RowFilter, Summary
-from ..store import TableStore
-from ..terminal import terminal_text
-from ..when import parse_when
+from ..run.ledger import BLIND
 from .common import (
     ExitCode,
     UnknownSubscription,

@@ -7,11 +7,11 @@ import json
 import sys
 from typing import Any
 
-from ..audit import RunSummary, run_audit
-from ..config import load_settings
-from ..errors import AuditFailed, RunInProgressError
-from ..models import Status
-from ..terminal import terminal_text
+from ..core.config import load_settings
+from ..core.errors import AuditFailed, RunInProgressError
+from ..core.models import Status
+from ..core.terminal import terminal_text
+from ..run.audit import RunSummary, run_audit
 from .common import ExitCode
 
 

@@ -1,7 +1,7 @@
 """``clientcert-audit subscriptions``: the subscriptions the audit has read, and retiring one.
 
 A subscription that an earlier run read and the subscription list no longer shows is an ERROR
-row every night (see :meth:`shared.ledger.RunLedger.vanished`): a gap stays visible. When the gap is
+row every night (see :meth:`shared.run.ledger.RunLedger.vanished`): a gap stays visible. When the gap is
 intended (the subscription was cancelled or handed over), the security team retires it here, and
 runs stop reporting it. Its last-known state rows are left as they are.
 """
@@ -14,9 +14,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from ..core.terminal import columns, terminal_text
+from ..core.when import as_utc
 from ..report import plain, text, write_rows_csv
-from ..terminal import columns, terminal_text
-from ..when import as_utc
 from .common import ExitCode, UnknownSubscription, guarded, open_store, resolve_subscription, subscription_arg
 
 #: ``subscriptions list --format csv|json``: one record per subscription the audit has read.

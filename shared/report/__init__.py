@@ -14,15 +14,16 @@ in memory at once):
 * :mod:`.source`: the only I/O, reading run records and result rows from the tables.
 
 The command line that drives them is :mod:`shared.commands.report`. The columns a report exports
-are :data:`shared.schema.REPORT_COLUMNS`.
+are :data:`shared.core.schema.REPORT_COLUMNS`.
 """
 
 from __future__ import annotations
 
-from ..schema import REPORT_COLUMNS
+from ..core.schema import REPORT_COLUMNS
+from .charts import COLOURS, ISSUE_STATUSES, trend_svg
 from .diff import DIFF_COLUMNS, Change, change_selected, diff_rows
 from .fixscript import SCRIPT_STATUSES, write_script
-from .html import COLOURS, ISSUE_STATUSES, trend_svg, write_html
+from .html import write_html
 from .ocsf import write_ocsf
 from .selection import (
     ACTIONABLE,

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..keys import resource_key
-from ..names import fold
+from ..core.keys import resource_key
+from ..core.names import fold
 from .selection import RowFilter
 
 #: Columns of a diff as CSV and of each ``changes`` item of its JSON (a contract for tooling).

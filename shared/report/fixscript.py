@@ -4,7 +4,7 @@ The tool only writes the script; it never runs it. The security team reviews it 
 to the app's owner, because requiring client certificates breaks every client that has none.
 
 Each command is the ``az`` command the audit recorded in the row's ``Remediation`` (built by
-:mod:`shared.evaluate`, so new rules bring their own commands), split and joined again with
+:mod:`shared.core.evaluate`, so new rules bring their own commands), split and joined again with
 :mod:`shlex`: every argument is quoted for bash whatever the row holds, a command whose target is not
 the row's own resource is left out, and text from the estate (reasons, owner tags) only ever lands
 in comments with its line breaks removed, so no tag value can add a line of shell.
@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping
 from typing import IO, Any
 from urllib.parse import quote
 
-from ..fixcommand import COMMAND_GROUPS, ParsedFix, fix_command, parse_fix_command
-from ..keys import resource_key
-from ..models import SiteRecord, Status
-from ..terminal import one_line
+from ..core.fixcommand import COMMAND_GROUPS, ParsedFix, fix_command, parse_fix_command
+from ..core.keys import resource_key
+from ..core.models import SiteRecord, Status
+from ..core.terminal import one_line
 from .spool import ListSpool
 from .summary import ReportContext, Summary
 from .values import resource_label, subscription_label, text
@@ -37,7 +37,7 @@ _RECORD = ("ResourceId", "SubscriptionId", "ResourceGroup", "AppName", "Slot", "
 
 
 def comment(value: Any) -> str:
-    """Text safe inside a bash comment: one line, no control characters (:func:`~shared.terminal.one_line`)."""
+    """Text safe inside a bash comment: one line, no control characters (:func:`~shared.core.terminal.one_line`)."""
     return one_line(text(value))
 
 
@@ -73,7 +73,7 @@ def az_command(row: Mapping[str, Any]) -> list[str] | None:
     """The fix command of a row as arguments, or ``None`` when there is none or it does not name
     exactly this row's resource or sets anything but the client certificate properties.
 
-    The command is written again for the row's ``Kind`` (:func:`~shared.fixcommand.fix_command`), with
+    The command is written again for the row's ``Kind`` (:func:`~shared.core.fixcommand.fix_command`), with
     its ``--subscription``: a row recorded by an older version (``az webapp update --name x`` for every
     kind) gets the command that works today.
     """

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping
 from importlib import metadata
 from typing import IO, Any
 
-from ..keys import resource_key
-from ..when import as_utc
+from ..core.keys import resource_key
+from ..core.when import as_utc
 from .fixscript import portal_link
 from .summary import ReportContext, Summary
 from .values import resource_label

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..errors import NoDataError
-from ..keys import odata_quote, resource_key
-from ..models import Status
-from ..names import same
+from ..core.errors import NoDataError
+from ..core.keys import odata_quote, resource_key
+from ..core.models import Status
+from ..core.names import same
 from .values import STATUSES
 
 #: What the table and HTML formats list when no ``--status`` is given: what someone must act on.

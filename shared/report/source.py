@@ -11,9 +11,9 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from .. import layout
-from ..keys import odata_quote, resource_key
-from ..store import TableStore
+from ..azure.store import TableStore
+from ..core import layout
+from ..core.keys import odata_quote, resource_key
 from .selection import RowFilter
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..exemptions import BrokenExemption, Exemption
-from ..models import Status
-from ..names import fold
-from ..schema import REPORT_COLUMNS
+from ..azure.exemptions import BrokenExemption, Exemption
+from ..core.models import Status
+from ..core.names import fold
+from ..core.schema import REPORT_COLUMNS
 from .selection import RowFilter, listed_statuses
 from .values import STATUSES, run_started, single_line, subscription_label
 

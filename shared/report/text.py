@@ -3,7 +3,7 @@
 Each writer takes an *iterable* of rows and a text stream and makes one pass: CSV and JSON are
 written row by row; the table, whose summary comes before its list, spools the list while it
 counts (:mod:`.spool`). The terminal formats print every value from the estate through
-:func:`~shared.terminal.terminal_row`; CSV and JSON keep exact values (CSV defuses formulas).
+:func:`~shared.core.terminal.terminal_row`; CSV and JSON keep exact values (CSV defuses formulas).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC
 from typing import IO, Any
 
-from ..schema import REPORT_COLUMNS
-from ..terminal import columns, terminal_row, terminal_text
+from ..core.schema import REPORT_COLUMNS
+from ..core.terminal import columns, terminal_row, terminal_text
 from .diff import DIFF_COLUMNS, Change
 from .spool import LIST_ORDER, ListSpool, copy, new_spool
 from .summary import ReportContext, Summary

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..exemptions import BrokenExemption, Exemption
-from ..models import Status
-from ..when import as_utc
+from ..azure.exemptions import BrokenExemption, Exemption
+from ..core.models import Status
+from ..core.when import as_utc
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 

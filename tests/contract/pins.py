@@ -17,8 +17,8 @@ Changing a pin (a security fix, an SDK upgrade):
    ``tested-pins.txt``.
 4. ``make test``, and commit ``requirements.txt`` with ``tested-pins.txt``.
 
-If the contract test fails, a shortcut in ``shared/fastpaths.py`` no longer matches the SDK: fix
-it (or its self-check in ``shared/fastpaths_check.py``) before the pin moves.
+If the contract test fails, a shortcut in ``shared/azure/fastpaths.py`` no longer matches the SDK: fix
+it (or its self-check in ``shared/azure/fastpaths_check.py``) before the pin moves.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The SDK shortcuts (``shared/fastpaths.py``) store and read exactly what the public API does.
+"""The SDK shortcuts (``shared/azure/fastpaths.py``) store and read exactly what the public API does.
 
 Every test runs the same work twice, once on the fast paths and once forced onto their public
 fallbacks (``shortcuts.use_public_api``), against Azurite and the ARM emulator, and compares the
@@ -19,12 +19,12 @@ import pytest
 from azure.data.tables import EntityProperty, TableClient, TableServiceClient
 from azure.identity import ManagedIdentityCredential
 
-from shared import fastpaths, shortcuts
-from shared.config import load_settings
-from shared.inventory import ArmInventory, found_key
-from shared.paging import _raw, guarded_pages
-from shared.sites import site_record
-from shared.store import TableStore
+from shared.azure import fastpaths, shortcuts
+from shared.azure.inventory import ArmInventory, found_key
+from shared.azure.paging import _raw, guarded_pages
+from shared.azure.sites import site_record
+from shared.azure.store import TableStore
+from shared.core.config import load_settings
 from tests.emulators.azurite import Azurite
 from tests.emulators.tenant import generate_tenant
 
@@ -295,7 +295,7 @@ def test_conditional_batches_and_etag_reads_are_the_same_on_both_paths(
     """The state's writes are fenced by each row's ETag: created only while absent, replaced only
     while unchanged, the transaction rolled back whole when one condition fails. Both paths agree on
     what is stored, on the ETags they return (those a read then shows) and on the conflicts."""
-    from shared.errors import WriteConflict
+    from shared.core.errors import WriteConflict
 
     spy = Spy(monkeypatch)
     outcome: dict[str, Any] = {}

@@ -9,7 +9,7 @@ auth, odd ids and partial failures. One ``ThreadingHTTPServer`` on 127.0.0.1 ser
 * ``GET /subscriptions`` and the ``Microsoft.Web/sites`` list/get routes, built from a
   :class:`~tests.emulators.tenant.Tenant`, with ARM-style paging, errors and throttling;
 * ``POST /providers/Microsoft.ResourceGraph/resources`` for exactly the product's sites query
-  (``shared.resourcegraph.SITES_QUERY``), paged with ``$skipToken``, with Resource Graph's own
+  (``shared.azure.resourcegraph.SITES_QUERY``), paged with ``$skipToken``, with Resource Graph's own
   per-principal quota (15 queries per 5 s window; quota headers on every answer);
 * fault injection (:mod:`tests.emulators.faults`) on any route, including the token endpoint.
 

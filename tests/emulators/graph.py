@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shared.changes import CHANGES_QUERY
+from shared.azure.changefeed import CHANGES_QUERY
 
 Answer = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 

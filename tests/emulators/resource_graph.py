@@ -1,5 +1,5 @@
 """Resource Graph: ``POST /providers/Microsoft.ResourceGraph/resources`` for exactly the product's
-sites query (``shared.resourcegraph.SITES_QUERY``) and its change query (``resourcechanges``), paged
+sites query (``shared.azure.resourcegraph.SITES_QUERY``) and its change query (``resourcechanges``), paged
 with ``$skipToken``, with Resource Graph's own per-principal quota (15 queries per 5 s window; quota
 headers on every answer).
 """
@@ -83,8 +83,8 @@ class ResourceGraphService:
 
     def _resource_graph(self, h: _Handler, method: str, query: dict[str, str], body: bytes) -> _Response:
         """``POST /providers/Microsoft.ResourceGraph/resources``: the product's sites query only."""
-        from shared.changes import CHANGES_QUERY
-        from shared.resourcegraph import SITES_QUERY  # the queries the product sends
+        from shared.azure.changefeed import CHANGES_QUERY
+        from shared.azure.resourcegraph import SITES_QUERY  # the queries the product sends
 
         def bad(code: str, message: str, status: int = 400) -> _Response:
             return _Response(status, arm_error(code, message))
@@ -141,8 +141,8 @@ class ResourceGraphService:
                 arm_error(
                     "BadRequest",
                     "Please provide below info when asking for support: timestamp, correlationId. "
-                    "Details: the emulator answers only shared.resourcegraph.SITES_QUERY and "
-                    "shared.changes.CHANGES_QUERY, verbatim.",
+                    "Details: the emulator answers only shared.azure.resourcegraph.SITES_QUERY and "
+                    "shared.azure.changefeed.CHANGES_QUERY, verbatim.",
                 ),
                 quota_headers,
             )

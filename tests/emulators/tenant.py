@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
-# ARM compares names with .NET's OrdinalIgnoreCase; shared.names.fold is that rule, pinned by
+# ARM compares names with .NET's OrdinalIgnoreCase; shared.core.names.fold is that rule, pinned by
 # tests/unit/test_names.py against Java's UnicodeData simple case mapping and .NET's exceptions.
-from shared.names import fold as arm_fold
+from shared.core.names import fold as arm_fold
 
 __all__ = [
     "ACTIVE_STATES",

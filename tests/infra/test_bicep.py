@@ -26,7 +26,7 @@ README = REPO / "README.md"
 LOG_ANALYTICS_READER = "73c42c96-874c-492b-b04d-ab87d138a893"
 
 # The app settings the audit code reads (its contract), and the ones that must never be deployed.
-CONFIG = REPO / "shared" / "config.py"
+CONFIG = REPO / "shared" / "core" / "config.py"
 LOCAL_ONLY_SETTINGS_ = {"AUDIT_TABLE_CONNECTION_STRING"}
 CONTRACT_SETTINGS = set(re.findall(r"\"(AUDIT_[A-Z_]+)\"", CONFIG.read_text())) - LOCAL_ONLY_SETTINGS_
 #: The regions that offer Flex Consumption, as the Azure-Samples Flex Consumption azd templates list them
@@ -320,8 +320,8 @@ def test_user_assigned_identity_is_the_default_and_its_roles_precede_the_app(bic
 
 
 def _int_ranges() -> dict[str, tuple[int, int, int]]:
-    """``{setting: (default, min, max)}`` of every ``_int(env, "AUDIT_X", default, lo, hi)`` in shared/config.py."""
-    from shared.config import DEFAULTS
+    """``{setting: (default, min, max)}`` of every ``_int(env, "AUDIT_X", default, lo, hi)`` in shared/core/config.py."""
+    from shared.core.config import DEFAULTS
 
     ranges = {}
     for setting, default, lo, hi in re.findall(
@@ -352,7 +352,7 @@ def test_app_settings_cover_the_contract(bicep_trees: dict[str, Any]) -> None:
     assert set(settings) == CONTRACT_SETTINGS, f"settings the code reads that no parameter sets: {sorted(CONTRACT_SETTINGS - set(settings))}"
     assert len(CONTRACT_SETTINGS) >= 19
     # Every AUDIT_* name the template sets is one the code reads (no typo goes unnoticed).
-    code = (REPO / "shared" / "config.py").read_text()
+    code = (REPO / "shared" / "core" / "config.py").read_text()
     read_by_code = set(re.findall(r"\"(AUDIT_[A-Z_]+)\"", code))
     assert set(settings) <= read_by_code, f"settings the code never reads: {sorted(set(settings) - read_by_code)}"
     params = bicep_trees[MAIN]["parameters"]
@@ -792,7 +792,7 @@ def test_azure_yaml_runs_the_postprovision_hook() -> None:
 def test_the_deploy_guide_describes_the_blind_run_as_the_code_makes_it() -> None:
     """Runs before the tenant role exists are described with the outcome and exit code they really get."""
     from shared.commands.common import ExitCode
-    from shared.ledger import BLIND
+    from shared.run.ledger import BLIND
 
     text = DEPLOY_DOC.read_text()
     section = text[text.index("## A run that read nothing") : text.index("## Supply chain")]

@@ -1,5 +1,5 @@
 """The KQL in infra/: it parses cleanly with Microsoft's Kusto language service, and it matches
-exactly the events the code emits (prefixes from shared/events.py, JSON keys of the payloads).
+exactly the events the code emits (prefixes from shared/core/events.py, JSON keys of the payloads).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from shared import events
-from shared.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVENT
+from shared.core import events
+from shared.core.events import EVENT_LOGGER_NAME, NEW_FAILURE_EVENT, RUN_SUMMARY_EVENT
 from tests.infra.bicep_tree import deployed
 from tests.infra.conftest import INFRA, KQL_FILES, rel, run_kql_check
 
@@ -86,7 +86,7 @@ def workbook_queries() -> dict[str, str]:
 
 
 def emitted(caplog: pytest.LogCaptureFixture, emit: Any, payload: dict[str, Any], **kwargs: Any) -> logging.LogRecord:
-    """Call a real emitter from shared.events and return the record it logged."""
+    """Call a real emitter from shared.core.events and return the record it logged."""
     caplog.clear()
     with caplog.at_level(logging.INFO, logger=EVENT_LOGGER_NAME):
         emit(payload, **kwargs)
@@ -125,7 +125,7 @@ def test_the_checker_is_schema_aware_and_fails_on_errors() -> None:
     assert any("Mesage" in d["message"] for d in by_name["column typo"])
 
 
-# -- the contract with shared/events.py ------------------------------------------------------
+# -- the contract with shared/core/events.py ------------------------------------------------------
 
 
 def test_each_rule_matches_exactly_its_event_prefix(alert_queries: dict[str, str]) -> None:
@@ -388,6 +388,6 @@ def test_workbook_queries_use_the_event_contract(workbook_queries: dict[str, str
 
 def test_the_sample_run_summary_is_the_engines() -> None:
     """The payloads these tests feed the queries have exactly the fields the engine logs."""
-    from shared.ledger import RunSummary
+    from shared.run.ledger import RunSummary
 
     assert set(run_summary_payload()) == set(RunSummary("r", datetime.now(UTC)).event())

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from shared.azure.store import TableStore
 from shared.cli import main
-from shared.store import TableStore
 from tests.emulators.faults import FaultRule, Status
 from tests.emulators.tenant import Site, Tenant
 from tests.harness import AuditHarness

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from shared.keys import resource_key
+from shared.core.keys import resource_key
 from tests.emulators.faults import FaultRule, Status
 from tests.emulators.tenant import KEYWORD_RESOURCES, Tenant, generate_tenant
 from tests.harness import AuditHarness

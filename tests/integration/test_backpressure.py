@@ -1,5 +1,5 @@
 """Memory bounded by construction, end to end: the timer function against the emulators with the
-run's memory cap (``shared.pipeline.MAX_HELD_RESOURCES``) shrunk to a few resources, so that every
+run's memory cap (``shared.run.pipeline.MAX_HELD_RESOURCES``) shrunk to a few resources, so that every
 listing waits at it, again and again.
 
 What must hold whatever waits: every resource gets its row; each subscription's result rows are
@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
-from shared import layout, pipeline
-from shared import resourcegraph as rg
-from shared.errors import AuditFailed
-from shared.store import TableStore
+from shared.azure import resourcegraph as rg
+from shared.azure.store import TableStore
+from shared.core import layout
+from shared.core.errors import AuditFailed
+from shared.run import pipeline
 from tests.emulators.faults import FaultRule, Latency
 from tests.emulators.proxy import FaultProxy
 from tests.emulators.tenant import Site, Tenant

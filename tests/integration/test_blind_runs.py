@@ -17,7 +17,7 @@ import pytest
 
 from shared.cli import main
 from shared.commands.common import ExitCode
-from shared.roles import AUDIT_READER_ROLE
+from shared.core.roles import AUDIT_READER_ROLE
 from tests.emulators.access import restore_access, revoke_access
 from tests.emulators.tenant import Tenant, generate_tenant
 from tests.harness import AuditHarness

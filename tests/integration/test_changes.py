@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.changes import CHANGES_QUERY
+from shared.azure.changefeed import CHANGES_QUERY
 from tests.emulators.faults import FaultRule, Latency, Status
 from tests.emulators.tenant import Site, Tenant
 from tests.harness import AuditHarness
@@ -247,7 +247,7 @@ def test_the_poll_never_competes_with_the_nightly_run(make_arm, harness_factory,
 
 
 def test_the_nightly_run_waits_for_a_poll_instead_of_skipping(make_arm, harness_factory, monkeypatch) -> None:
-    from shared import ledger
+    from shared.run import ledger
 
     monkeypatch.setattr(ledger, "LEASE_WAIT_SECONDS", 0.2)
     tenant, sites = build(Clock(NIGHT))

@@ -193,7 +193,7 @@ def test_heartbeat_keeps_the_lease_through_a_slow_run(make_arm, harness_factory,
     import threading
     import time
 
-    from shared import config
+    from shared.core import config
 
     monkeypatch.setattr(config, "LEASE_FLOOR_SECONDS", 1)
     tenant, sites = _slow_tenant()
@@ -227,7 +227,7 @@ def test_a_run_that_loses_its_lease_stops_writing(make_arm, harness_factory, azu
     import threading
     import time
 
-    from shared import config
+    from shared.core import config
 
     monkeypatch.setattr(config, "LEASE_FLOOR_SECONDS", 1)
     tenant, sites = _slow_tenant()

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient, UpdateMode
 
-from shared.keys import encode_key, resource_key
-from shared.names import fold
-from shared.store import TableStore
+from shared.azure.store import TableStore
+from shared.core.keys import encode_key, resource_key
+from shared.core.names import fold
 from tests.emulators.tenant import ResourceChange, Tenant
 from tests.harness import AuditHarness
 
@@ -169,8 +169,8 @@ def test_seq08_a_group_upper_cased_by_one_route_is_one_group(make_arm, harness_f
 def test_seq08_a_group_spelled_with_the_kelvin_sign_is_another_group(make_arm, harness_factory) -> None:
     """``rg-Kiosk`` with U+212A KELVIN SIGN is not ``rg-kiosk`` to ARM: it neither shares its keys
     nor inherits its exemption, although ``lower()`` makes the two one name."""
-    from shared.exemptions import new_exemption
-    from shared.schema import exemption_row
+    from shared.azure.exemptions import new_exemption
+    from shared.core.schema import exemption_row
 
     tenant = Tenant()
     sub = tenant.add_subscription(SUB, display_name="prod")
@@ -276,7 +276,7 @@ def test_seq02_a_resumed_run_after_a_change_run_keeps_its_copies_in_write_order(
     re-reads, one created since the night); the nightly run, resumed afterwards under its first
     attempt's (earlier) RunId, writes them again in the shard, and its tidy delete of the older
     copies fails. The next night must read the copies the resumed run wrote: no second alert."""
-    from shared import layout
+    from shared.core import layout
 
     monkeypatch.setattr(layout, "PARTITION_ROWS", 10)  # 12 resources: a shard of its own
     clock = Clock(NIGHT)
@@ -411,7 +411,8 @@ def test_seq04_an_alert_mark_is_fenced_by_the_write_not_only_checked_before_it(m
 def test_seq03_a_poll_longer_than_the_lease_does_not_cost_the_night(make_arm, harness_factory, monkeypatch) -> None:
     import threading
 
-    from shared import config, ledger
+    from shared.core import config
+    from shared.run import ledger
     from tests.emulators.faults import FaultRule, Latency
 
     monkeypatch.setattr(config, "LEASE_FLOOR_SECONDS", 1)
@@ -443,7 +444,7 @@ def test_seq03_a_poll_longer_than_the_lease_does_not_cost_the_night(make_arm, ha
 def test_a_night_a_poll_kept_from_running_is_a_run_record_and_an_alert(make_arm, harness_factory, monkeypatch) -> None:
     import threading
 
-    from shared import ledger
+    from shared.run import ledger
     from tests.emulators.faults import FaultRule, Latency
 
     monkeypatch.setattr(ledger, "LEASE_WAIT_SECONDS", 0.2)
@@ -582,7 +583,7 @@ def test_seq07_a_poll_get_that_fails_transiently_is_read_again_by_the_next_poll(
 
 
 def test_a_poll_get_that_keeps_failing_becomes_an_error_row_after_some_polls(make_arm, harness_factory) -> None:
-    from shared.changes import MAX_ATTEMPTS
+    from shared.azure.reads import MAX_ATTEMPTS
     from tests.emulators.faults import FaultRule, Status
 
     clock = Clock(NIGHT)
@@ -611,7 +612,7 @@ def test_a_poll_get_that_keeps_failing_becomes_an_error_row_after_some_polls(mak
 def test_seq09_a_poll_between_a_failed_baseline_and_its_resume_pages_nothing(
     make_arm, harness_factory, monkeypatch
 ) -> None:
-    from shared import layout
+    from shared.core import layout
 
     other_sub = "b1b2c3d4-0000-4000-8000-000000000020"  # another state bucket than SUB's
     clock = Clock(NIGHT)

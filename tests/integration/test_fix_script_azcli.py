@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from shared.fixcommand import PATCH_API_VERSION
+from shared.core.fixcommand import PATCH_API_VERSION
 from tests.azcli import AzCli
 from tests.emulators.arm import site_json
 from tests.emulators.tenant import Site

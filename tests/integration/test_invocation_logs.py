@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from shared import layout
+from shared.core import layout
 from tests.emulators.faults import FaultRule, Status
 from tests.emulators.tenant import generate_tenant
 from tests.harness import AuditHarness

@@ -3,7 +3,7 @@ shrunk to 20 rows so that a few dozen sites exercise packed results partitions, 
 re-sharding, the move from the older one-partition-per-subscription layout, and a crash between
 state batches.
 
-``shared.layout.PARTITION_ROWS`` is read at call time everywhere (``layout.state_shards`` reads the
+``shared.core.layout.PARTITION_ROWS`` is read at call time everywhere (``layout.state_shards`` reads the
 module global; ``PackedWriter`` reads it when an ``AuditRun`` is built, i.e. during the run), so
 patching the module attribute is enough.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from shared import layout
-from shared.store import TableStore
+from shared.azure.store import TableStore
+from shared.core import layout
 from tests.emulators.tenant import Site, Subscription, Tenant
 from tests.harness import AuditHarness
 
@@ -131,7 +131,7 @@ def test_waiting_subscriptions_past_the_memory_cap_send_partial_batches_early(
     # fill; past MAX_HELD_RESOURCES the partial batches go out early. With a cap of 10 resources,
     # 20 subscriptions of 4 force early flushes: more (partial) transactions, the same rows, state
     # and alerts as with the default cap.
-    from shared import pipeline as audit
+    from shared.run import pipeline as audit
 
     def run_twice(cap: int, firsts: str) -> tuple[dict[str, Any], set[str]]:
         monkeypatch.setattr(audit, "MAX_HELD_RESOURCES", cap)

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import audit, changes
-from shared.errors import AuditFailed
-from shared.exemptions import load_exemptions
+from shared.azure.exemptions import load_exemptions
+from shared.core.errors import AuditFailed
+from shared.run import audit, changes
 from tests.emulators.tenant import Tenant
 from tests.harness import AuditHarness
 

@@ -22,10 +22,10 @@ import pytest
 from azure.core.rest import HttpRequest as RestHttpRequest
 from azure.identity import ManagedIdentityCredential
 
-from shared.arm_errors import ForeignLinkError
-from shared.config import load_settings
-from shared.inventory import ArmInventory
-from shared.resourcegraph import ResourceGraphInventory
+from shared.azure.arm_errors import ForeignLinkError
+from shared.azure.inventory import ArmInventory
+from shared.azure.resourcegraph import ResourceGraphInventory
+from shared.core.config import load_settings
 from tests.emulators.arm import ArmEmulator
 from tests.emulators.faults import FaultRule, Status
 from tests.emulators.recorder import RecordingTlsServer

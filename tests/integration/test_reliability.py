@@ -293,7 +293,7 @@ def test_bad_inputs(make_arm, harness_factory) -> None:
 
 
 def test_malformed_setting_is_a_clear_startup_error(make_arm, harness_factory) -> None:
-    from shared.config import ConfigError
+    from shared.core.config import ConfigError
 
     h = harness_factory(make_arm(small_tenant()))
     for name, value in [("AUDIT_ARM_ENDPOINT", "not a url"), ("AUDIT_RESULTS_TABLE", "bad_name"),

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient
 
-from shared import layout, report
-from shared.keys import resource_key
+from shared import report
+from shared.core import layout
+from shared.core.keys import resource_key
 from shared.report import ReportSource
 from tests.emulators.azurite import ACCOUNT_KEY
 from tests.reportbed import SUB_A, SUB_B, AuditBed

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from shared import report
-from shared.keys import resource_key
+from shared.core.keys import resource_key
 from shared.report import ocsf
 from shared.report.fixscript import az_command, comment, portal_link
 from tests.reportbed import SUB_A, SUB_B, AuditBed

@@ -15,11 +15,11 @@ import pytest
 import requests
 from azure.identity import ManagedIdentityCredential
 
-import shared.resourcegraph as rg
-from shared.config import load_settings
-from shared.evaluate import evaluate
-from shared.inventory import ArmInventory
-from shared.models import SiteRecord
+import shared.azure.resourcegraph as rg
+from shared.azure.inventory import ArmInventory
+from shared.core.config import load_settings
+from shared.core.evaluate import evaluate
+from shared.core.models import SiteRecord
 from tests.emulators.arm import ArmEmulator, ResourceGraphQuota
 from tests.emulators.tenant import KEYWORD_RESOURCES, Tenant, generate_tenant
 from tests.harness import AuditHarness

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shared.store import TableStore
+from shared.azure.store import TableStore
 from tests.emulators.faults import FaultRule, Latency
 from tests.emulators.tenant import Tenant
 from tests.harness import AuditHarness

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from azure.data.tables import TableServiceClient
 
-from shared.config import load_settings
-from shared.errors import StoreError
-from shared.store import TableStore, odata_entity
+from shared.azure.store import TableStore, odata_entity
+from shared.core.config import load_settings
+from shared.core.errors import StoreError
 from tests.emulators.azurite import Azurite
 
 
@@ -135,7 +135,7 @@ def test_a_transaction_that_fails_for_any_reason_costs_only_the_rows_it_cannot_h
     """A lone surrogate (no UTF-8 encoder takes it) fails the hand-built ``$batch`` body on this side;
     a value the SDK cannot send, or one the service refuses, fails it too. Each time the
     transaction is split: the neighbours are stored, a row that cannot be stored becomes its ERROR row."""
-    from shared.schema import refused_result_row
+    from shared.core.schema import refused_result_row
 
     store.fallbacks[store.results.table_name] = refused_result_row
 
@@ -166,7 +166,7 @@ def test_a_transaction_that_fails_for_any_reason_costs_only_the_rows_it_cannot_h
 
 
 def test_truncate_never_fails_on_a_lone_surrogate() -> None:
-    from shared.store import MAX_STRING_UNITS, truncate, utf16_units
+    from shared.azure.store import MAX_STRING_UNITS, truncate, utf16_units
 
     for value in ("\ud800" * 40_000, "a" + "\udfff" * 40_000, "\ud83d" + "y" * 40_000):
         cut = truncate(value)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from azure.core.exceptions import AzureError
 
-import shared.resourcegraph as rg
-from shared.arm_errors import PagingLoopError
+import shared.azure.resourcegraph as rg
+from shared.azure.arm_errors import PagingLoopError
 from tests.emulators.arm import ArmEmulator
 from tests.emulators.graph import repeated_skip_token, truncated_after
 from tests.emulators.tenant import Site, Tenant

@@ -16,14 +16,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared.arm_ids import SiteId, parse_site, parse_site_id, subscription_of
-from shared.errors import ArmIdError
-from shared.evaluate import error_finding, evaluate
-from shared.keys import MAX_KEY_CHARS, resource_key
-from shared.models import InventoryError, SiteRecord
-from shared.names import fold
-from shared.schema import result_row
-from shared.sites import site_record
+from shared.azure.sites import site_record
+from shared.core.arm_ids import SiteId, parse_site, parse_site_id, subscription_of
+from shared.core.errors import ArmIdError
+from shared.core.evaluate import error_finding, evaluate
+from shared.core.keys import MAX_KEY_CHARS, resource_key
+from shared.core.models import InventoryError, SiteRecord
+from shared.core.names import fold
+from shared.core.schema import result_row
 
 #: Deterministic and quick enough for every CI run: a fixed set of examples, no timing deadline.
 PROPERTY = settings(
@@ -88,7 +88,7 @@ def arm_item(rid: str, names: SiteId, type_casing: str | None) -> dict[str, Any]
 
 
 def decode_key(key: str) -> str:
-    """Invert :func:`shared.keys.encode_key` (``/`` became ``|``; other escapes are UTF-8 ``%XX``)."""
+    """Invert :func:`shared.core.keys.encode_key` (``/`` became ``|``; other escapes are UTF-8 ``%XX``)."""
     return unquote(key.replace("|", "/"))
 
 

@@ -1,4 +1,4 @@
-"""``shared.budget.HeldBudget``: the hard cap on resources held in memory, with back-pressure.
+"""``shared.run.budget.HeldBudget``: the hard cap on resources held in memory, with back-pressure.
 
 Pure: threads stand in for subscriptions being listed (producers) and for the writers that let a
 subscription go only once its partial batches are sent (a flush).
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from shared.budget import HeldBudget
-from shared.errors import AuditFailed
+from shared.core.errors import AuditFailed
+from shared.run.budget import HeldBudget
 
 
 def run_threads(*targets, timeout: float = 10.0) -> list[BaseException]:  # type: ignore[no-untyped-def]

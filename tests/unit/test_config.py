@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import InventorySource, load_settings
-from shared.errors import ConfigError
+from shared.core.config import InventorySource, load_settings
+from shared.core.errors import ConfigError
 
 URI = {"AUDIT_TABLE_SERVICE_URI": "https://acct.table.core.windows.net/"}
 
@@ -59,7 +59,7 @@ def test_an_unset_setting_takes_the_settings_default() -> None:
     """One source of defaults: what load_settings gives for an empty environment is the dataclass's."""
     from dataclasses import fields
 
-    from shared.config import DEFAULTS
+    from shared.core.config import DEFAULTS
 
     loaded = load_settings(URI)
     differ = {f.name for f in fields(loaded) if getattr(loaded, f.name) != getattr(DEFAULTS, f.name)}
@@ -70,9 +70,9 @@ def test_one_subscription_id_rule_for_settings_options_and_scopes() -> None:
     """AUDIT_SUBSCRIPTIONS, --subscription and an exemption's scope accept and refuse the same ids."""
     import argparse
 
+    from shared.azure.exemptions import validate_scope
     from shared.commands.common import UnknownSubscription, resolve_subscription, subscription_arg
-    from shared.errors import ExemptionError
-    from shared.exemptions import validate_scope
+    from shared.core.errors import ExemptionError
 
     good = " 1A2B3C4D-0000-4000-8000-00000000000F "
     assert load_settings({**URI, "AUDIT_SUBSCRIPTIONS": good}).subscriptions == (good.strip().lower(),)

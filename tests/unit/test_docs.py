@@ -127,7 +127,7 @@ def test_module_table_names_every_module_and_only_existing_ones() -> None:
 def test_readme_rules_table_has_every_rule_of_the_evaluation() -> None:
     """One table with every rule: each mode the evaluation knows, both holes in Required, the
     exclusion-path warning, exemptions and errors, each with its status."""
-    from shared.models import CertMode, Status
+    from shared.core.models import CertMode, Status
 
     text = README.read_text(encoding="utf-8")
     section = re.search(r"^## How it decides\n(.*?)(?=^## )", text, re.M | re.S)

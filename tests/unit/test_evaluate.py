@@ -8,9 +8,9 @@ import shlex
 
 import pytest
 
-from shared.evaluate import effective_mode, error_finding, evaluate, split_exclusion_paths
-from shared.fixcommand import parse_fix_command
-from shared.models import InventoryError, SiteRecord, Status
+from shared.core.evaluate import effective_mode, error_finding, evaluate, split_exclusion_paths
+from shared.core.fixcommand import parse_fix_command
+from shared.core.models import InventoryError, SiteRecord, Status
 
 SITE_ID = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-a/providers/Microsoft.Web/sites/app1"
 

@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ExemptionError
-from shared.evaluate import evaluate
-from shared.exemptions import (
+from shared.azure.exemptions import (
     BrokenExemption,
     Exemption,
     apply_exemption,
@@ -24,10 +22,12 @@ from shared.exemptions import (
     read_exemption,
     validate_scope,
 )
-from shared.ledger import RunSummary
-from shared.models import SiteRecord, Status
-from shared.plan import plan_subscription
-from shared.schema import result_row
+from shared.core.errors import ExemptionError
+from shared.core.evaluate import evaluate
+from shared.core.models import SiteRecord, Status
+from shared.core.plan import plan_subscription
+from shared.core.schema import result_row
+from shared.run.ledger import RunSummary
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SUB = "11111111-2222-3333-4444-555555555555"

@@ -1,4 +1,4 @@
-"""The SDK shortcuts' self-checks and fallbacks (``shared/shortcuts.py``, ``fastpaths.py``, ``armpager.py``), as pure unit tests.
+"""The SDK shortcuts' self-checks and fallbacks (``shared/azure/shortcuts.py``, ``fastpaths.py``, ``armpager.py``), as pure unit tests.
 
 The checks run on the installed SDK as they do in production; an SDK whose internals changed is
 simulated by replacing the class a check builds (a pure unit test's stand-in). What each path
@@ -16,7 +16,7 @@ import pytest
 from azure.core.paging import ItemPaged
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
-from shared import armpager, fastpaths, fastpaths_check, shortcuts
+from shared.azure import armpager, fastpaths, fastpaths_check, shortcuts
 
 SHORTCUTS = (fastpaths.TABLE_REQUEST, fastpaths.BATCH_BODY, armpager.PAGER_ARGS)
 
@@ -28,7 +28,7 @@ def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_installed_sdks_pass_every_self_check(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="shared.shortcuts"):
+    with caplog.at_level(logging.WARNING, logger="shared.azure.shortcuts"):
         assert shortcuts.self_check() == dict.fromkeys(SHORTCUTS)
     assert not caplog.records
     assert shortcuts.usable(*SHORTCUTS)
@@ -53,7 +53,7 @@ def test_a_pager_without_args_falls_back_to_the_sdk_pager_with_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(armpager, "ItemPaged", _Reshaped)
-    with caplog.at_level(logging.WARNING, logger="shared.shortcuts"):
+    with caplog.at_level(logging.WARNING, logger="shared.azure.shortcuts"):
         problems = shortcuts.self_check()
         shortcuts.self_check()
         pager = _Reshaped(lambda token=None: token, lambda response: (None, iter([1])))
@@ -68,7 +68,7 @@ def test_a_pager_without_args_falls_back_to_the_sdk_pager_with_one_warning(
 
 
 def test_a_pager_shaped_otherwise_is_used_unchanged_and_named_once(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="shared.shortcuts"):
+    with caplog.at_level(logging.WARNING, logger="shared.azure.shortcuts"):
         assert armpager.json_pager(iter([1]), lambda response: (None, iter(()))) is None
         assert armpager.json_pager(iter([2]), lambda response: (None, iter(()))) is None
     assert len(caplog.records) == 1 and "a list_iterator pager has no _args" in caplog.records[0].getMessage()
@@ -123,7 +123,7 @@ def test_a_table_client_without_send_request_takes_the_public_api(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(fastpaths_check, "TableClient", _OldTableClient)
-    with caplog.at_level(logging.WARNING, logger="shared.shortcuts"):
+    with caplog.at_level(logging.WARNING, logger="shared.azure.shortcuts"):
         assert shortcuts.self_check()[fastpaths.TABLE_REQUEST] == "TableClient has no _client.send_request"
     assert "TableClient._client.send_request" in caplog.text and "query_entities and submit_transaction" in caplog.text
     table: Any = _FakeTable()

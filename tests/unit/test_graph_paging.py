@@ -8,9 +8,9 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.transport import HttpResponse
 
-from shared.arm_errors import PagingLoopError, TruncatedAnswerError
-from shared.resourcegraph import next_skip_token
-from shared.sites import confirms_gone
+from shared.azure.arm_errors import PagingLoopError, TruncatedAnswerError
+from shared.azure.resourcegraph import next_skip_token
+from shared.azure.sites import confirms_gone
 
 
 def test_next_skip_token_follows_each_token_once() -> None:

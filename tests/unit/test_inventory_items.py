@@ -1,6 +1,6 @@
 """Every ARM list maps its items alike: site or slot by ``type``, an unusable item is an ERROR of its own.
 
-Pure unit tests of the ARM inventory's list walk (``shared.inventory._scan``) over stand-in SDK
+Pure unit tests of the ARM inventory's list walk (``shared.azure.inventory._scan``) over stand-in SDK
 pagers that serve ARM's JSON items; the emulated end-to-end runs are in
 ``tests/integration/test_audit_integration.py``.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from shared.inventory import _scan
-from shared.models import InventoryError, SiteRecord
+from shared.azure.inventory import _scan
+from shared.core.models import InventoryError, SiteRecord
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from shared.keys import MAX_KEY_CHARS, encode_key, odata_quote, resource_key
+from shared.core.keys import MAX_KEY_CHARS, encode_key, odata_quote, resource_key
 
 FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 

@@ -1,4 +1,4 @@
-"""``shared.layout``: where result and state rows live (pure functions, no storage)."""
+"""``shared.core.layout``: where result and state rows live (pure functions, no storage)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from shared import layout
-from shared.keys import resource_key
+from shared.core import layout
+from shared.core.keys import resource_key
 
 SUB = "0a1b2c3d-1111-4111-8111-111111111111"
 # Shares every character but the last with SUB: a prefix test must not confuse the two.
@@ -196,7 +196,7 @@ def test_partition_batches_are_single_partition_full_first_and_streamed() -> Non
 
 
 def test_narrowed_state_filters_select_only_the_given_keys_and_ranges() -> None:
-    from shared.layout import KEYS_PER_FILTER, narrowed_state_filters, state_filters
+    from shared.core.layout import KEYS_PER_FILTER, narrowed_state_filters, state_filters
 
     sub = "00000000-0000-0000-0000-00000000000a"
     keys = [f"|subscriptions|{sub}|k{i:03d}" for i in range(KEYS_PER_FILTER + 1)]

@@ -13,9 +13,9 @@ from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.transport import HttpRequest
 from azure.core.rest import HttpRequest as RestHttpRequest
 
-from shared.arm_errors import ForeignLinkError
-from shared.links import PinnedEndpointPolicy, check_next_link, origin, same_origin, shown
-from shared.paging import _raw_page
+from shared.azure.arm_errors import ForeignLinkError
+from shared.azure.links import PinnedEndpointPolicy, check_next_link, origin, same_origin, shown
+from shared.azure.paging import _raw_page
 
 ARM = "https://management.azure.com"
 
@@ -97,7 +97,7 @@ def test_the_message_names_both_origins_briefly_and_printably() -> None:
     assert isinstance(caught.value, AzureError)  # so the existing handling makes it an ERROR row
     long = shown("https://" + "a" * 500 + "\x1b[31m/x")
     assert len(long) <= 120 and "\x1b" not in long
-    assert shown("https://evil\x1b[2J.example/x") == "https://evil\ufffd[2J.example"  # shared.terminal
+    assert shown("https://evil\x1b[2J.example/x") == "https://evil\ufffd[2J.example"  # shared.core.terminal
 
 
 # -- the raw pager: the page's items are kept, its foreign link is never returned ---------------------
@@ -166,7 +166,7 @@ def test_policy_refuses_every_redirect_answer() -> None:
 
     from azure.core.pipeline import PipelineResponse
 
-    from shared.arm_errors import RedirectRefusedError
+    from shared.azure.arm_errors import RedirectRefusedError
 
     def _Answer(status: int, location: str) -> Any:  # what the policy reads of an HTTP response
         return SimpleNamespace(status_code=status, headers={"Location": location})
@@ -186,9 +186,9 @@ def test_every_arm_and_resource_graph_client_follows_no_redirect() -> None:
     from azure.core.credentials import AccessToken
     from azure.core.pipeline.policies import RedirectPolicy
 
-    from shared.config import load_settings
-    from shared.inventory import ArmInventory
-    from shared.resourcegraph import graph_client
+    from shared.azure.inventory import ArmInventory
+    from shared.azure.resourcegraph import graph_client
+    from shared.core.config import load_settings
 
     class _Credential:
         def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:

@@ -7,7 +7,7 @@ import platform
 import subprocess
 import sys
 
-from shared.memory import limit_malloc_arenas
+from shared.run.memory import limit_malloc_arenas
 
 
 def test_applied_on_glibc() -> None:
@@ -17,7 +17,7 @@ def test_applied_on_glibc() -> None:
 
 def test_the_function_app_applies_it_at_import() -> None:
     code = (
-        "import shared.memory as m; calls = []; real = m.limit_malloc_arenas\n"
+        "import shared.run.memory as m; calls = []; real = m.limit_malloc_arenas\n"
         "m.limit_malloc_arenas = lambda *a: calls.append(a) or real(*a)\n"
         "import function_app; print(len(calls))"
     )

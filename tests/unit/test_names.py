@@ -1,8 +1,8 @@
-"""The one comparison rule for names and ids (``shared/names.py``): ARM's, .NET's ``OrdinalIgnoreCase``.
+"""The one comparison rule for names and ids (``shared/core/names.py``): ARM's, .NET's ``OrdinalIgnoreCase``.
 
 Property tests on the pairs where Python's ``lower()``, ``casefold()`` and ``upper()`` disagree with
 ARM (``µ``/``Μ``, ``K``/U+212A, ``ß``/``SS``, ``ı``/``I``, final ``ς``), checked against the rule's
-definition (:func:`shared.names.ordinal_upper`, each character to its simple uppercase), and that
+definition (:func:`shared.core.names.ordinal_upper`, each character to its simple uppercase), and that
 definition against an independent source of Unicode's simple case mapping: Java's
 ``Character.toUpperCase(int)`` (UnicodeData.txt), when a JDK is installed.
 """
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from shared.keys import legacy_key, lookup_keys, resource_key
-from shared.names import CASED_PLANES_END, ODD_UPPERCASE, fold, ordinal_upper, same, spellings, starts_with
+from shared.core.keys import legacy_key, lookup_keys, resource_key
+from shared.core.names import CASED_PLANES_END, ODD_UPPERCASE, fold, ordinal_upper, same, spellings, starts_with
 
 PROPERTY = settings(max_examples=400, deadline=None, derandomize=True, database=None)
 

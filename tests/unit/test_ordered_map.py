@@ -1,11 +1,11 @@
-"""``shared.threads.ordered_map``: results in order, with at most ``ahead`` calls not yet taken."""
+"""``shared.azure.threads.ordered_map``: results in order, with at most ``ahead`` calls not yet taken."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from shared.threads import executor, ordered_map
+from shared.azure.threads import executor, ordered_map
 
 
 def test_results_come_in_order_and_a_slow_consumer_holds_at_most_ahead_of_them() -> None:

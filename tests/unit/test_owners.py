@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import DEFAULT_OWNER_TAGS, load_settings
-from shared.errors import ConfigError
-from shared.models import InventoryError, SiteRecord
-from shared.owners import OwnerResolver, owner_from_tags, resolve_owners, with_owners
+from shared.core.config import DEFAULT_OWNER_TAGS, load_settings
+from shared.core.errors import ConfigError
+from shared.core.models import InventoryError, SiteRecord
+from shared.core.owners import OwnerResolver, owner_from_tags, resolve_owners, with_owners
 from tests.reportbed import SUB_A
 
 URI = {"AUDIT_TABLE_SERVICE_URI": "https://acct.table.core.windows.net"}

@@ -1,6 +1,6 @@
 """Runtime pins: exact, complete, installed, and the ones the SDK contract test last passed with.
 
-``shared/fastpaths.py`` relies on azure-core and azure-data-tables internals that
+``shared/azure/fastpaths.py`` relies on azure-core and azure-data-tables internals that
 ``tests/contract`` proves per version; these tests make a pin impossible to change without that
 proof (the procedure is in ``tests/contract/pins.py``).
 """

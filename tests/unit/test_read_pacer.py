@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from shared.paging import ReadPacer
+from shared.azure.paging import ReadPacer
 
 
 class FakeClock:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.evaluate import error_finding, evaluate
-from shared.models import InventoryError, SiteRecord
+from shared.core.evaluate import error_finding, evaluate
+from shared.core.models import InventoryError, SiteRecord
+from shared.core.roles import AUDIT_READER_ROLE
 from shared.report import ReportContext, write_script
-from shared.roles import AUDIT_READER_ROLE
 
 ROOT = Path(__file__).resolve().parents[2]
 SUB = "11111111-2222-3333-4444-555555555555"

@@ -20,14 +20,15 @@ from typing import Any
 
 import pytest
 
-from shared import layout, report
+from shared import report
+from shared.azure.exemptions import new_exemption
 from shared.commands.report import parse_since
-from shared.errors import NoDataError
-from shared.exemptions import new_exemption
-from shared.keys import resource_key
+from shared.core import layout
+from shared.core.errors import NoDataError
+from shared.core.keys import resource_key
+from shared.core.schema import REPORT_COLUMNS
 from shared.report import ReportSource, find_run, latest_finished, runs_since, trend_runs
 from shared.report.fixscript import portal_link
-from shared.schema import REPORT_COLUMNS
 
 NOW = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 SUB = "11111111-2222-3333-4444-555555555555"

@@ -89,8 +89,8 @@ def test_worst_case_run_fits_the_functions_timeout() -> None:
     subscriptions in flight (allowed 10 minutes here) stays inside host.json's functionTimeout."""
     import json
 
-    from shared.config import load_settings
-    from shared.http import worst_case_call_seconds
+    from shared.azure.http import worst_case_call_seconds
+    from shared.core.config import load_settings
 
     settings = load_settings({"AUDIT_TABLE_SERVICE_URI": "https://a.table.core.windows.net"})
     call = worst_case_call_seconds(settings.retry_total, settings.http_timeout)

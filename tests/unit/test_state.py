@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from shared.evaluate import evaluate
-from shared.models import SiteRecord, Status
-from shared.schema import gone_row, state_row
-from shared.state import transition
+from shared.core.evaluate import evaluate
+from shared.core.models import SiteRecord, Status
+from shared.core.schema import gone_row, state_row
+from shared.core.state import transition
 
 REC = SiteRecord(
     resource_id="/subscriptions/S/resourceGroups/rg/providers/Microsoft.Web/sites/a",
@@ -112,7 +112,7 @@ def test_retry_of_the_run_that_sent_the_alert_owes_nothing() -> None:
 
 
 def test_observed_shows_the_stored_state_and_flags_nothing() -> None:
-    from shared.state import observed
+    from shared.core.state import observed
 
     _, s1 = advance(PASSING, None, "r1", "t1")
     seen = observed(FAILING, s1, "r2")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from shared import report
-from shared.terminal import REPLACEMENT, terminal_row, terminal_text
+from shared.core.terminal import REPLACEMENT, terminal_row, terminal_text
 
 #: Everything that must never be printed on a terminal (the renderer's own "\n" is checked apart).
 FORBIDDEN = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from shared.models import InventoryError, SiteRecord, valid_text
-from shared.sites import site_record
+from shared.azure.sites import site_record
+from shared.core.models import InventoryError, SiteRecord, valid_text
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
 SITE = f"/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Web/sites/shop"

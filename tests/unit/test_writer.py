@@ -1,4 +1,4 @@
-"""``shared.writer.PackedWriter``: packing rows of many owners into shared transactions, and the
+"""``shared.run.writer.PackedWriter``: packing rows of many owners into shared transactions, and the
 exactly-once durability signal the audit's ordering (results → state → events) is built on.
 
 Pure: ``send`` is a fake that records every batch (and can be told to fail).
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.writer import PackedWriter
+from shared.run.writer import PackedWriter
 
 Row = dict[str, Any]
 

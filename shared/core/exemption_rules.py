@@ -52,7 +52,7 @@ class Exemption:
 
     def covers(self, resource_id: str) -> bool:
         """Prefix match on a path boundary (``/sites/app`` never covers ``/sites/app2``), names compared
-        as ARM compares them (:mod:`shared.names`: a group spelled with U+212A is not ``...k...``)."""
+        as ARM compares them (:mod:`shared.core.names`: a group spelled with U+212A is not ``...k...``)."""
         scope = self.scope.rstrip("/")
         rid = resource_id.rstrip("/")
         return fold(rid) == fold(scope) or starts_with(rid, scope + "/")

@@ -19,7 +19,7 @@ A redirect (3xx) is the same hazard by another road: azure-core's redirect polic
 the per-call policies, so a request it re-sends to the ``Location`` never passes the pin, and its
 answer (an empty list, say) would be trusted as ARM's. So the ARM and Resource Graph clients are
 built with redirects off (:func:`pinned_client_kwargs`), and the pin turns the 3xx answer into a
-:class:`~shared.errors.RedirectRefusedError`: the scope being read gets its ERROR row.
+:class:`~shared.core.errors.RedirectRefusedError`: the scope being read gets its ERROR row.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any, NamedTuple
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
+from ..core.terminal import terminal_text
 from .arm_errors import ForeignLinkError, RedirectRefusedError
-from .terminal import terminal_text
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
 _AUTHORITY = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")

@@ -36,8 +36,9 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.rest import HttpRequest
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransactionError, UpdateMode
 
-from . import fastpaths_check, schema
-from .errors import WriteConflict
+from ..core import schema
+from ..core.errors import WriteConflict
+from . import fastpaths_check
 from .shortcuts import register, usable
 
 log = logging.getLogger(__name__)

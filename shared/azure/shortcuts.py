@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .errors import one_line
+from ..core.errors import one_line
 
 log = logging.getLogger(__name__)
 

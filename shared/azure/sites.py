@@ -2,7 +2,7 @@
 or to an ERROR for that item alone; and a short, secret-free description of an SDK error.
 
 This is where ARM's JSON becomes a record, so every string taken from it is made valid text here
-(:func:`~shared.models.valid_text`: a lone UTF-16 surrogate becomes U+FFFD)."""
+(:func:`~shared.core.models.valid_text`: a lone UTF-16 surrogate becomes U+FFFD)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError
 
-from .arm_ids import parse_site, subscription_of
-from .errors import ArmIdError, one_line
-from .models import InventoryError, SiteRecord, valid_text
-from .names import same
+from ..core.arm_ids import parse_site, subscription_of
+from ..core.errors import ArmIdError, one_line
+from ..core.models import InventoryError, SiteRecord, valid_text
+from ..core.names import same
 
 #: The one answer that proves a resource is gone: a 404 whose ARM error code is this. Any other 404
 #: (``SubscriptionNotFound``, ``ResourceGroupNotFound``, ``ParentResourceNotFound``, or none at all,
@@ -58,7 +58,7 @@ def _opt_bool(value: Any) -> bool | None:
 
 
 def _text(value: Any) -> str:
-    """A JSON value as valid text (:func:`~shared.models.valid_text`: no lone surrogate survives)."""
+    """A JSON value as valid text (:func:`~shared.core.models.valid_text`: no lone surrogate survives)."""
     text = value if isinstance(value, str) else str(value)
     return text if text.isascii() else valid_text(text)
 
@@ -87,7 +87,7 @@ def _unusable(raw: Mapping[str, Any], subscription_id: str, problem: ArmIdError)
 def site_record(raw: Mapping[str, Any], subscription_id: str = "") -> SiteRecord | InventoryError:
     """Map one ARM site/slot JSON object to a record, or to an ERROR for that item alone.
 
-    Names come from the id by position (:func:`~shared.arm_ids.parse_site`), and site or slot
+    Names come from the id by position (:func:`~shared.core.arm_ids.parse_site`), and site or slot
     from the item's ``type`` or that positional suffix; ``subscription_id`` is the subscription
     being listed, which owns the ERROR of an item whose id does not parse.
     """

@@ -31,15 +31,11 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from . import fastpaths
-from .clock import ServiceTime
-from .config import Settings
-from .errors import LeaseLost, RunInProgressError, StoreError, WriteConflict
-from .fastpaths import ETAG
-from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
-from .http import client_kwargs, table_transport
-from .keys import legacy_key, odata_quote, resource_key
-from .layout import (
+from ..core.clock import ServiceTime
+from ..core.config import Settings
+from ..core.errors import LeaseLost, RunInProgressError, StoreError, WriteConflict
+from ..core.keys import legacy_key, odata_quote, resource_key
+from ..core.layout import (
     SUBSCRIPTION_KEY_PREFIX,
     in_subscription,
     partition_batches,
@@ -47,9 +43,9 @@ from .layout import (
     state_filters,
     subscription_row_range,
 )
-from .models import valid_text
-from .names import fold
-from .schema import (
+from ..core.models import valid_text
+from ..core.names import fold
+from ..core.schema import (
     BASELINE_ROW,
     RUNS_PARTITION,
     STATE_MODEL_FIELDS,
@@ -57,7 +53,11 @@ from .schema import (
     WATERMARK_PARTITION,
     StateCopy,
 )
-from .when import as_utc
+from ..core.when import as_utc
+from . import fastpaths
+from .fastpaths import ETAG
+from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
+from .http import client_kwargs, table_transport
 
 log = logging.getLogger(__name__)
 
@@ -244,14 +244,14 @@ class TableStore:
         """≤100 state rows of one partition as one conditional transaction; returns (transactions,
         the new ETag of each row by ``(PartitionKey, RowKey)``).
 
-        Each row carries the ETag it must still have as :data:`~shared.fastpaths.ETAG` (``None``: it
+        Each row carries the ETag it must still have as :data:`~shared.azure.fastpaths.ETAG` (``None``: it
         must not exist yet): the row this run read, or the one it wrote itself. A row someone else
         wrote since fails the whole transaction, so no run overwrites or re-marks a row behind
         another's back, whatever its lease says: this is the fence that holds *with* the write.
         A condition that fails because this very transaction was applied and its answer lost (a
         retry) is recognised by reading the rows back; any other is another writer, and then this
         run has lost its fence: :attr:`fence_lost` is told (the lease stops every later write) and
-        :class:`~shared.errors.LeaseLost` raised.
+        :class:`~shared.core.errors.LeaseLost` raised.
         """
         self.guard()
         etags = [entity.get(ETAG) for entity in entities]
@@ -389,7 +389,7 @@ class TableStore:
         """A subscription's last-known state by resource key, wherever an earlier run's layout put it,
         and the extra copies as ``(PartitionKey, RowKey, key, ETag)`` (a row moved to another
         partition whose old copy remains, or a row an older version keyed by ``lower()``). Every
-        row carries its ETag (:data:`~shared.fastpaths.ETAG`): the state is written back only while
+        row carries its ETag (:data:`~shared.azure.fastpaths.ETAG`): the state is written back only while
         it is still the row that was read (:meth:`write_state`).
 
         Rows of resources in ``present`` (listed tonight), and rows already gone, keep only what
@@ -399,9 +399,9 @@ class TableStore:
         resource, and the SDK's entity conversion would double its memory and CPU.
         When a resource has two copies (a crash between moving it and deleting the old one), the
         one written later wins: by the writers' lease ``Fence``, i.e. in write order. ``filters`` narrows the read (see
-        :func:`~shared.layout.narrowed_state_filters`); by default it is the whole subscription's.
+        :func:`~shared.core.layout.narrowed_state_filters`); by default it is the whole subscription's.
         A row stored under the key an older version made with ``lower()`` (an id with non-ASCII
-        letters, see :mod:`shared.names`) is found by its ``ResourceId`` and adopted: it counts as a
+        letters, see :mod:`shared.core.names`) is found by its ``ResourceId`` and adopted: it counts as a
         copy of the resource's key (its own ``RowKey`` stays in the row, so it is moved and deleted
         like any other copy), with its status, streak and owed alert.
         """

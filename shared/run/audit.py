@@ -16,21 +16,21 @@ from datetime import datetime
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 
-from .clock import Clock, host_clock
-from .config import Settings
-from .errors import AuditFailed, one_line
-from .exemptions import load_exemptions
-from .identity import build_credential
-from .inventory import ArmInventory
+from ..azure.exemptions import load_exemptions
+from ..azure.identity import build_credential
+from ..azure.inventory import ArmInventory
+from ..azure.store import TableStore
+from ..azure.threads import NO_CONTEXT, ThreadInit, executor
+from ..core.clock import Clock, host_clock
+from ..core.config import Settings
+from ..core.errors import AuditFailed, one_line
+from ..core.models import InventoryError
+from ..core.names import fold
+from ..core.plan import SubscriptionResult, tally
+from ..core.roles import AUDIT_READER_ROLE
+from ..core.schema import refused_result_row
 from .ledger import RunLedger, RunSummary, vanished_subscriptions
-from .models import InventoryError
-from .names import fold
 from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline
-from .plan import SubscriptionResult, tally
-from .roles import AUDIT_READER_ROLE
-from .schema import refused_result_row
-from .store import TableStore
-from .threads import NO_CONTEXT, ThreadInit, executor
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def nothing_read(results: list[SubscriptionResult]) -> InventoryError:
 def build_inventory(settings: Settings, credential: TokenCredential, thread_init: ThreadInit = NO_CONTEXT) -> Inventory:
     """The configured inventory source; its threads run ``thread_init`` first."""
     if settings.inventory_source.value == "resourcegraph":
-        from .resourcegraph import ResourceGraphInventory
+        from ..azure.resourcegraph import ResourceGraphInventory
 
         return ResourceGraphInventory(credential, settings, thread_init)
     return ArmInventory(credential, settings, thread_init)

@@ -1,4 +1,4 @@
-"""The self-checks behind :mod:`shared.fastpaths`: one per shortcut, run once per process, local.
+"""The self-checks behind :mod:`shared.azure.fastpaths`: one per shortcut, run once per process, local.
 
 Each is handed the module whose functions it drives (``fastpaths``), so the checks import nothing of
 it: the two modules do not import each other.

@@ -89,7 +89,7 @@ def fix_properties(record: SiteRecord, mode: str, paths: tuple[str, ...]) -> dic
 def remediation_for(record: SiteRecord, mode: str, paths: tuple[str, ...]) -> str:
     """A concrete fix: where to click in the portal, then the ``az`` command that does it all at once.
 
-    The command (:mod:`shared.fixcommand`: the right ``az`` command for the site's ``kind``, every
+    The command (:mod:`shared.core.fixcommand`: the right ``az`` command for the site's ``kind``, every
     option written ``--option=value``) sets everything the verdict depends on, so one command turns a
     FAIL into a PASS, or a WARN when other exclusion paths remain to be reviewed. The text before the
     command is ours only: no value from the estate precedes it (the fix script finds the command by

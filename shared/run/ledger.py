@@ -15,21 +15,21 @@ from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError
 
-from . import events
-from .clock import Clock
-from .config import Settings
-from .errors import AuditFailed, LeaseLost, RunInProgressError, one_line
-from .http import worst_case_call_seconds
+from ..azure.http import worst_case_call_seconds
+from ..azure.store import TableStore
+from ..azure.threads import NO_CONTEXT, ThreadInit
+from ..core import events
+from ..core.clock import Clock
+from ..core.config import Settings
+from ..core.errors import AuditFailed, LeaseLost, RunInProgressError, one_line
+from ..core.names import fold
+from ..core.schema import RUNS_PARTITION, run_row, running_row, subscription_row
+from ..core.summary import BLIND as BLIND
+from ..core.summary import RunSummary as RunSummary
+from ..core.summary import new_run_id as new_run_id
+from ..core.summary import run_id_prefix as run_id_prefix
+from ..core.when import as_utc
 from .lease import LeaseKeeper
-from .names import fold
-from .schema import RUNS_PARTITION, run_row, running_row, subscription_row
-from .store import TableStore
-from .summary import BLIND as BLIND
-from .summary import RunSummary as RunSummary
-from .summary import new_run_id as new_run_id
-from .summary import run_id_prefix as run_id_prefix
-from .threads import NO_CONTEXT, ThreadInit
-from .when import as_utc
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Two runs must never write the same run's rows or send the same alerts. The lease entity in the
 runs table (ETag-guarded, see :meth:`TableStore.acquire_lease`) names the run that may write.
 Its expiry is written and judged in the table service's time (the ``Date`` of its answers, see
-:class:`~shared.clock.ServiceTime`), so hosts whose clocks disagree agree on when it expires.
+:class:`~shared.core.clock.ServiceTime`), so hosts whose clocks disagree agree on when it expires.
 It is renewed on a timer of its own, every third of its length, whatever the fan-out is doing: a
 slow ARM page or a long state read does not let it lapse. A run writes only while it *knows* it
 still holds the lease: its last renewal, timed on this host's monotonic clock from the moment it
@@ -24,10 +24,10 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from .clock import Clock, ServiceTime
-from .errors import LeaseLost, RunInProgressError
-from .store import TableStore, fence_of
-from .threads import NO_CONTEXT, ThreadInit, thread
+from ..azure.store import TableStore, fence_of
+from ..azure.threads import NO_CONTEXT, ThreadInit, thread
+from ..core.clock import Clock, ServiceTime
+from ..core.errors import LeaseLost, RunInProgressError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ keeps up with the listing; with it, a producer (a subscription being listed) *wa
   subscriptions waiting for their shared partitions complete and release what they hold. It does
   so at most once per ``flush_every`` seconds in which nothing was released; while some listing
   still runs, its rows fill the batches and nothing is sent half-empty.
-* It gives up (raises :class:`~shared.errors.AuditFailed`) when ``failed`` reports an error (a
+* It gives up (raises :class:`~shared.core.errors.AuditFailed`) when ``failed`` reports an error (a
   step or a write failed: what it holds may never be released) or when every listing waited and
   nothing was released for ``stall_seconds``: a run never hangs in a wait.
 """
@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .errors import AuditFailed
+from ..core.errors import AuditFailed
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,16 @@ from azure.core.exceptions import AzureError
 from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
+from ..core.config import Settings
+from ..core.keys import resource_key
+from ..core.models import GoneRecord, InventoryError, SiteRecord
+from ..core.names import fold
+from ..core.owners import OwnerResolver
 from .arm_errors import PagingLoopError, TruncatedAnswerError
-from .config import Settings
 from .http import client_kwargs
 from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
-from .keys import resource_key
 from .links import pinned_client_kwargs
-from .models import GoneRecord, InventoryError, SiteRecord
-from .names import fold
-from .owners import OwnerResolver
+from .reads import ChangedResources
 from .sites import describe_error, site_record
 from .threads import NO_CONTEXT, ThreadInit, thread
 
@@ -130,7 +131,7 @@ def query_page(
 
 
 class ResourceGraphInventory:
-    """Same interface as :class:`~shared.inventory.ArmInventory`, fed by one paged query.
+    """Same interface as :class:`~shared.azure.inventory.ArmInventory`, fed by one paged query.
 
     The query's rows come ordered by subscription, and :meth:`subscriptions` lists subscriptions in
     that order. A background loader reads the pages and hands each subscription's records over as
@@ -199,8 +200,6 @@ class ResourceGraphInventory:
     ) -> Iterator[SiteRecord | InventoryError | GoneRecord]:
         """Resources Resource Graph answered for otherwise than a fresher GET stored (its index may
         lag behind a change the poll read): ARM's answer, one GET each."""
-        from .changes import ChangedResources  # the poll's GETs (changes imports this module)
-
         reads = ChangedResources(self._arm, {subscription_id: list(resource_ids)}, self._settings, self._thread_init)
         yield from reads.scan(subscription_id)
 
@@ -216,8 +215,6 @@ class ResourceGraphInventory:
         more than that, the subscription's ARM list answers for all of them at once. A resource ARM
         still has is audited from ARM's answer."""
         if len(resource_ids) <= CONFIRM_BY_GET:
-            from .changes import ChangedResources  # the poll's GETs (changes imports this module)
-
             reads = ChangedResources(
                 self._arm, {subscription_id: list(resource_ids)}, self._settings, self._thread_init
             )

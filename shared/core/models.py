@@ -75,7 +75,7 @@ class SiteRecord:
 
     @property
     def key(self) -> str:
-        """Identity as ARM compares ids (:func:`~shared.names.fold`): ARM returns one id in many casings."""
+        """Identity as ARM compares ids (:func:`~shared.core.names.fold`): ARM returns one id in many casings."""
         return fold(self.resource_id)
 
 

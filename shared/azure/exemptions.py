@@ -6,9 +6,9 @@ date. It lives in the ``ClientCertAuditExemptions`` table, which only the securi
 never in resource tags that app owners set themselves: a tag can at most *request* one (see
 :func:`exemption_request`), and the report lists such requests for approval.
 
-This module is their table: thin storage functions that take the :class:`~shared.store.TableStore`.
+This module is their table: thin storage functions that take the :class:`~shared.azure.store.TableStore`.
 The rules (matching, validation, entity mapping) are pure and live in ``exemption_rules.py``; they
-are re-exported here, so ``from shared.exemptions import new_exemption`` keeps working.
+are re-exported here, so ``from shared.azure.exemptions import new_exemption`` keeps working.
 """
 
 from __future__ import annotations
@@ -23,22 +23,22 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from .exemption_rules import EXPIRING_SOON_DAYS as EXPIRING_SOON_DAYS
-from .exemption_rules import MAX_EXEMPTION_DAYS as MAX_EXEMPTION_DAYS
-from .exemption_rules import BrokenExemption as BrokenExemption
-from .exemption_rules import Exemption as Exemption
-from .exemption_rules import apply_exemption as apply_exemption
-from .exemption_rules import exemption_from_entity as exemption_from_entity
-from .exemption_rules import exemption_request as exemption_request
-from .exemption_rules import expiring_soon as expiring_soon
-from .exemption_rules import in_force as in_force
-from .exemption_rules import new_exemption as new_exemption
-from .exemption_rules import parse_expiry as parse_expiry
-from .exemption_rules import read_exemption as read_exemption
-from .exemption_rules import validate_scope as validate_scope
-from .keys import lookup_keys, odata_quote, resource_key
-from .names import fold
-from .schema import EXEMPTIONS_PARTITION, exemption_row
+from ..core.exemption_rules import EXPIRING_SOON_DAYS as EXPIRING_SOON_DAYS
+from ..core.exemption_rules import MAX_EXEMPTION_DAYS as MAX_EXEMPTION_DAYS
+from ..core.exemption_rules import BrokenExemption as BrokenExemption
+from ..core.exemption_rules import Exemption as Exemption
+from ..core.exemption_rules import apply_exemption as apply_exemption
+from ..core.exemption_rules import exemption_from_entity as exemption_from_entity
+from ..core.exemption_rules import exemption_request as exemption_request
+from ..core.exemption_rules import expiring_soon as expiring_soon
+from ..core.exemption_rules import in_force as in_force
+from ..core.exemption_rules import new_exemption as new_exemption
+from ..core.exemption_rules import parse_expiry as parse_expiry
+from ..core.exemption_rules import read_exemption as read_exemption
+from ..core.exemption_rules import validate_scope as validate_scope
+from ..core.keys import lookup_keys, odata_quote, resource_key
+from ..core.names import fold
+from ..core.schema import EXEMPTIONS_PARTITION, exemption_row
 
 if TYPE_CHECKING:
     from .store import TableStore
@@ -124,7 +124,7 @@ def add_exemption(store: TableStore, exemption: Exemption) -> Exemption | Broken
 
 def _legacy_keys(scope: str) -> list[str]:
     """Other RowKeys an exemption of ``scope`` may be stored under (an older version keyed scopes
-    with non-ASCII letters by ``lower()``; see :mod:`shared.names`)."""
+    with non-ASCII letters by ``lower()``; see :mod:`shared.core.names`)."""
     scope = scope.strip().rstrip("/")
     return sorted(lookup_keys(scope) - {resource_key(scope)})
 

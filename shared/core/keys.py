@@ -2,7 +2,7 @@
 
 Table keys forbid ``/ \\ # ?`` and control characters; ARM ids are full of ``/`` and resource
 groups may hold unicode, ``.``, ``(`` and ``)``. Keys are built from the id *folded as ARM compares
-names* (:func:`shared.names.fold`: ASCII letters lower-cased, any other letter to its simple
+names* (:func:`shared.core.names.fold`: ASCII letters lower-cased, any other letter to its simple
 uppercase), so the same resource keeps the same key whatever casing an API returned it in, and two
 resources ARM keeps apart never share one. An ASCII id's key is its lower-cased id, as it always was;
 an id with other letters was keyed by ``lower()`` before, and :func:`lookup_keys` still finds it.

@@ -100,7 +100,7 @@ def _raw_page(pipeline_response: Any, pacer: ReadPacer | None = None) -> tuple[s
     """``extract_data`` that keeps ARM's JSON: the next link and the page's ``value`` items as dicts.
 
     A ``nextLink`` to another origin than the request that fetched the page (so than the endpoint)
-    is not returned: the page's items end with a :class:`~shared.links.ForeignLinkError` instead.
+    is not returned: the page's items end with a :class:`~shared.azure.links.ForeignLinkError` instead.
     """
     if pacer is not None:
         pacer.observe(pipeline_response)
@@ -126,7 +126,7 @@ def _raw_page(pipeline_response: Any, pacer: ReadPacer | None = None) -> tuple[s
 def raw_json_pages(pager: Any, pacer: ReadPacer | None = None) -> Any:
     """The SDK operation's pager, yielding ARM's JSON items (:func:`_raw_page`) instead of
     deserialized models: the operation's own ``get_next`` with our ``extract_data``
-    (:func:`shared.armpager.json_pager` says why and how). When that shortcut is unavailable,
+    (:func:`shared.azure.armpager.json_pager` says why and how). When that shortcut is unavailable,
     the SDK's pager is used unchanged (models, read through :func:`_raw`)."""
     rebuilt = armpager.json_pager(pager, functools.partial(_raw_page, pacer=pacer))
     return pager if rebuilt is None else rebuilt
@@ -138,7 +138,7 @@ def guarded_pages(pager: Any, what: str, pacer: ReadPacer | None = None) -> Iter
 
     A ``nextLink`` to another origin ends the iteration with a ``ForeignLinkError``: the raw pager
     refuses it in :func:`_raw_page`, and the SDK's model pager (if used) is stopped by the client's
-    :class:`~shared.links.PinnedEndpointPolicy` before the request leaves."""
+    :class:`~shared.azure.links.PinnedEndpointPolicy` before the request leaves."""
     pages = raw_json_pages(pager, pacer).by_page()
     seen: set[str] = set()
     for page in pages:

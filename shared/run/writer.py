@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import layout
-from .layout import BATCH_SIZE
+from ..core import layout
+from ..core.layout import BATCH_SIZE
 
 log = logging.getLogger(__name__)
 

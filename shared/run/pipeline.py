@@ -22,22 +22,30 @@ from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
 
-from . import events
+from ..azure.exemptions import Exemption
+from ..azure.store import TableStore
+from ..azure.threads import NO_CONTEXT, ThreadInit, executor
+from ..core import events
+from ..core.config import Settings
+from ..core.errors import AuditFailed, one_line
+from ..core.evaluate import error_finding
+from ..core.keys import lookup_keys, resource_key
+from ..core.layout import narrowed_state_filters, partition_batches, results_partition, state_shards
+from ..core.models import Finding, GoneRecord, InventoryError, SiteRecord, Status
+from ..core.names import fold, same
+from ..core.plan import (
+    Findings,
+    Listed,
+    SubscriptionPlan,
+    SubscriptionResult,
+    new_failure_event,
+    plan_subscription,
+    targeted,
+)
+from ..core.schema import ETAG, SOURCE_GET, SOURCE_LIST, StateCopy
+from ..core.summary import RunSummary
+from ..core.when import as_utc
 from .budget import HeldBudget, Hold
-from .config import Settings
-from .errors import AuditFailed, one_line
-from .evaluate import error_finding
-from .exemptions import Exemption
-from .keys import lookup_keys, resource_key
-from .layout import narrowed_state_filters, partition_batches, results_partition, state_shards
-from .models import Finding, GoneRecord, InventoryError, SiteRecord, Status
-from .names import fold, same
-from .plan import Findings, Listed, SubscriptionPlan, SubscriptionResult, new_failure_event, plan_subscription, targeted
-from .schema import ETAG, SOURCE_GET, SOURCE_LIST, StateCopy
-from .store import TableStore
-from .summary import RunSummary
-from .threads import NO_CONTEXT, ThreadInit, executor
-from .when import as_utc
 from .writer import PackedWriter
 
 log = logging.getLogger(__name__)
@@ -328,7 +336,7 @@ class SubscriptionPipeline:
     ) -> None:
         """One item an inventory found: its compact record (first sighting wins), taken from the run's
         memory budget as it comes (waiting at the cap), an ERROR finding, or a confirmed deletion. A
-        record's finding is computed when its rows are rendered (:class:`~shared.plan.Findings`)."""
+        record's finding is computed when its rows are rendered (:class:`~shared.core.plan.Findings`)."""
         if isinstance(item, GoneRecord):
             deleted.add(resource_key(item.resource_id))
             gone_ids.append(item.resource_id)

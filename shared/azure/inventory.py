@@ -5,7 +5,7 @@ production sites come from the subscription-wide list, slots from one
 ``list_by_resource_group(rg, include_slots=True)`` per resource group that holds sites, and
 ``list_slots`` only where that group list fails for a reason other than access. Paging,
 retries and ``Retry-After`` are azure-core's; we only guard against a ``nextLink`` loop, and
-against a ``nextLink`` off the ARM endpoint (refused, see :mod:`shared.links`).
+against a ``nextLink`` off the ARM endpoint (refused, see :mod:`shared.azure.links`).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
+from ..core.config import Settings
+from ..core.models import InventoryError, SiteRecord, valid_text
+from ..core.names import fold
+from ..core.owners import resolve_owners
 from .arm_errors import ForeignLinkError, RedirectRefusedError
-from .config import Settings
 from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs, pooled_session
 from .links import pinned_client_kwargs
-from .models import InventoryError, SiteRecord, valid_text
-from .names import fold
-from .owners import resolve_owners
 from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
 from .sites import confirms_gone, describe_error, site_record
 from .threads import NO_CONTEXT, HandOff, ThreadInit, executor
