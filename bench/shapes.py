@@ -40,6 +40,7 @@ from tests.emulators.tenant import (
     _cumulative,
     _prefix,
     generate_tenant,
+    profile_settings,
 )
 
 #: Every named shape: the two spreads of ``generate_tenant`` and the independent run's tenant.
@@ -64,6 +65,7 @@ SLOTS_PER_PARENT = ((1, 55), (2, 30), (3, 10), (4, 3), (5, 2))
 #: Awkward group-name stems (valid ARM names: unicode letters and digits, ``_ - . ( )``); a suffix
 #: keeps them unique within a subscription.
 _AWKWARD_STEMS = ("rg-café-ü", "RG.Prod.v2", "rg(legacy)", "rg_under_score", "Rg-MixedCase-(eu)", "リソース-グループ")
+_LOCATIONS = ("East US", "West Europe", "North Europe", "Australia East", "UK South")
 _WORDS = ("billing", "portal", "ingest", "crm", "search", "payments", "hr", "data", "edge", "iot", "ml")
 _ENVS = ("prod", "dev", "test", "uat", "shared")
 _SLOT_NAMES = ("staging", "qa", "dev", "blue", "green")
@@ -118,20 +120,7 @@ def zipf_tenant(seed: int, *, subscriptions: int = 1000, sites: int = 100_000, s
     created: list[Site] = []
 
     def settings_for(index: int, kind: str | None) -> dict[str, Any]:
-        if index < len(PROFILES):
-            enabled, mode, paths, _ = PROFILES[index]
-        else:
-            enabled, mode, paths, _ = rng.choices(PROFILES, cum_weights=profile_cum)[0]
-        return {
-            "kind": kind,
-            "client_cert_enabled": enabled,
-            "client_cert_mode": mode,
-            "exclusion_paths": paths,
-            "https_only": rng.random() < 0.7,
-            "public_network_access": rng.choice(("Enabled", "Enabled", "Disabled", None)),
-            "location": rng.choice(("East US", "West Europe", "North Europe", "Australia East", "UK South")),
-            "state": "Running" if rng.random() < 0.92 else "Stopped",
-        }
+        return profile_settings(rng, index, kind, profile_cum, _LOCATIONS)
 
     def group_names(sub_index: int, count: int) -> list[str]:
         names = []

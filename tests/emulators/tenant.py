@@ -16,7 +16,7 @@ import random
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -717,6 +717,27 @@ def _prefix(kind: str | None) -> str:
     return _KIND_PREFIX.get(kind.split(",")[0], "site")
 
 
+def profile_settings(
+    rng: random.Random, index: int, kind: str | None, profile_cum: list[float], locations: Sequence[str] = _LOCATIONS
+) -> dict[str, Any]:
+    """A site's settings: the ``index``-th client-certificate profile while they last (so even a tiny
+    tenant covers every branch of the oracle), then one drawn by weight; the rest drawn from ``rng``."""
+    if index < len(PROFILES):
+        enabled, mode, paths, _ = PROFILES[index]
+    else:
+        enabled, mode, paths, _ = rng.choices(PROFILES, cum_weights=profile_cum)[0]
+    return {
+        "kind": kind,
+        "client_cert_enabled": enabled,
+        "client_cert_mode": mode,
+        "exclusion_paths": paths,
+        "https_only": rng.random() < 0.7,
+        "public_network_access": rng.choice(("Enabled", "Enabled", "Disabled", None)),
+        "location": rng.choice(locations),
+        "state": "Running" if rng.random() < 0.92 else "Stopped",
+    }
+
+
 def generate_tenant(
     seed: int,
     subscriptions: int = 5,
@@ -764,19 +785,8 @@ def generate_tenant(
         return tenant.add_subscription(sub_id, name, state)
 
     def settings_for(index: int, kind: str | None) -> dict[str, Any]:
-        if index < len(PROFILES):
-            enabled, mode, paths, _ = PROFILES[index]
-        else:
-            enabled, mode, paths, _ = rng.choices(PROFILES, cum_weights=profile_cum)[0]
         return {
-            "kind": kind,
-            "client_cert_enabled": enabled,
-            "client_cert_mode": mode,
-            "exclusion_paths": paths,
-            "https_only": rng.random() < 0.7,
-            "public_network_access": rng.choice(("Enabled", "Enabled", "Disabled", None)),
-            "location": rng.choice(_LOCATIONS),
-            "state": "Running" if rng.random() < 0.92 else "Stopped",
+            **profile_settings(rng, index, kind, profile_cum),
             "omit_properties": omit_properties_share > 0 and rng.random() < omit_properties_share,
         }
 
