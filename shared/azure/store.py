@@ -14,11 +14,9 @@ Writes are upserts with stable keys, so repeating any step after a crash is harm
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
-from datetime import timedelta
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 from azure.core import MatchConditions
@@ -31,108 +29,38 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from ..core.clock import ServiceTime
 from ..core.config import Settings
-from ..core.errors import LeaseLost, RunInProgressError, StoreError, WriteConflict
-from ..core.keys import legacy_key, odata_quote, resource_key
+from ..core.errors import LeaseLost, StoreError, WriteConflict
+from ..core.keys import legacy_key, resource_key
 from ..core.layout import (
-    SUBSCRIPTION_KEY_PREFIX,
-    in_subscription,
     partition_batches,
-    run_range,
     state_filters,
-    subscription_row_range,
 )
 from ..core.models import valid_text
-from ..core.names import fold
 from ..core.schema import (
-    BASELINE_ROW,
-    RUNS_PARTITION,
     STATE_MODEL_FIELDS,
-    SUBSCRIPTIONS_PARTITION,
-    WATERMARK_PARTITION,
     StateCopy,
 )
-from ..core.when import as_utc
 from . import fastpaths
 from .fastpaths import ETAG
 from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
 from .http import client_kwargs, table_transport
+from .runs_table import LEASE_PARTITION as LEASE_PARTITION
+from .runs_table import LEASE_ROW as LEASE_ROW
+from .runs_table import RunsTable
+from .runs_table import fence_of as fence_of
+from .tables import ENTITY_BUDGET_BYTES as ENTITY_BUDGET_BYTES
+from .tables import MAX_ENTITY_BYTES as MAX_ENTITY_BYTES
+from .tables import MAX_STRING_UNITS as MAX_STRING_UNITS
+from .tables import Fallback, _no_fence, _no_guard
+from .tables import clean_entity as clean_entity
+from .tables import truncate as truncate
+from .tables import utf16_units as utf16_units
 
 log = logging.getLogger(__name__)
 
-# Table Storage's limits: a string property holds at most 64 KiB as UTF-16 (32,768 code units; a
-# character outside the BMP takes two), one entity at most 1 MiB. Leave room for names and keys.
-MAX_STRING_UNITS = 32_000
-MAX_ENTITY_BYTES = 1024 * 1024
-ENTITY_BUDGET_BYTES = MAX_ENTITY_BYTES - 64 * 1024
-LEASE_PARTITION = "lease"
-LEASE_ROW = "audit"
 
-
-def _no_guard() -> None:
-    """Writes outside a run (the CLI's exemptions, tests) need no lease."""
-
-
-def _no_fence(why: str) -> None:
-    """Outside a run there is no lease to stop."""
-
-
-def utf16_units(value: str) -> int:
-    """Length as Table Storage counts it: UTF-16 code units (two for a character outside the BMP)."""
-    if value.isascii():
-        return len(value)
-    return len(value) + sum(1 for ch in value if ord(ch) > 0xFFFF)
-
-
-def truncate(value: str, limit: int = MAX_STRING_UNITS) -> str:
-    """Cut an over-long string visibly (by UTF-16 code units, never inside a surrogate pair), so
-    the row is written and the cut is obvious."""
-    if len(value) * 2 <= limit or utf16_units(value) <= limit:
-        return value
-    marker_room = 48
-    # surrogatepass: a lone surrogate (which no codec takes as text) is cut like any other unit, and a
-    # pair cut in half loses its dangling high half; the value is stored or refused as it is.
-    kept = value.encode("utf-16-le", "surrogatepass")[: (limit - marker_room) * 2].decode("utf-16-le", "surrogatepass")
-    if kept and "\ud800" <= kept[-1] <= "\udbff":
-        kept = kept[:-1]
-    return f"{kept}…[truncated {len(value) - len(kept)} chars]"
-
-
-def _entity_bytes(entity: Mapping[str, Any]) -> int:
-    """An upper estimate of an entity's size as Table Storage measures it."""
-    size = 0
-    for key, value in entity.items():
-        size += 2 * len(key) + 8
-        if isinstance(value, str):
-            size += 2 * utf16_units(value)
-        elif isinstance(value, bytes):
-            size += len(value)
-    return size
-
-
-def clean_entity(entity: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop ``None`` (Tables has no null) and cut strings that would be rejected: each property to
-    64 KiB of UTF-16, then the longest ones until the entity fits in 1 MiB."""
-    out: dict[str, Any] = {}
-    for key, value in entity.items():
-        if value is None:
-            continue
-        out[key] = truncate(value) if isinstance(value, str) else value
-    while _entity_bytes(out) > ENTITY_BUDGET_BYTES:
-        longest = max(
-            (k for k, v in out.items() if isinstance(v, str) and k not in ("PartitionKey", "RowKey")),
-            key=lambda k: utf16_units(out[k]),
-        )
-        out[longest] = truncate(out[longest], max(1_000, utf16_units(out[longest]) // 2))
-    return out
-
-
-#: What to store instead of a row the service refuses: ``(row, refusal) -> replacement`` or ``None``.
-Fallback = Callable[[dict[str, Any], str], dict[str, Any] | None]
-
-
-class TableStore:
+class TableStore(RunsTable):
     """Thin wrapper over the four tables; every method is safe to repeat."""
 
     def __init__(self, settings: Settings, credential: TokenCredential | None) -> None:
@@ -311,78 +239,6 @@ class TableStore:
                     log.info("State row %s/%s changed or went since it was read: not deleted", pk, rk)
         return deleted, sent
 
-    def delete_keys(self, table: TableClient, keys: Iterable[tuple[str, str]]) -> tuple[int, int]:
-        """Delete rows by key, batched per partition; returns (rows deleted, transactions)."""
-        deleted = sent = 0
-        for batch in partition_batches(keys, lambda key: key[0]):
-            self.guard()
-            table.submit_transaction([("delete", {"PartitionKey": pk, "RowKey": rk}) for pk, rk in batch])
-            deleted, sent = deleted + len(batch), sent + 1
-        return deleted, sent
-
-    # -- reads ----------------------------------------------------------------------------
-    def partition(self, table: TableClient, partition_key: str, select: list[str] | None = None) -> Iterator[Any]:
-        return iter(table.query_entities(f"PartitionKey eq {odata_quote(partition_key)}", select=select))
-
-    def get(self, table: TableClient, partition_key: str, row_key: str) -> Any | None:
-        try:
-            return table.get_entity(partition_key, row_key)
-        except ResourceNotFoundError:
-            return None
-
-    def has_any(self, table: TableClient) -> bool:
-        return next(iter(table.list_entities(results_per_page=1, select=["PartitionKey"])), None) is not None
-
-    def write_if_unchanged(self, table: TableClient, entity: Mapping[str, Any], read: Any | None) -> bool:
-        """Write ``entity`` only while the row is the one ``read`` (``None``: while there is none);
-        ``False`` when another writer changed it meanwhile."""
-        self.guard()
-        row = clean_entity(entity)
-        try:
-            if read is None:
-                table.create_entity(row)
-            else:
-                table.update_entity(
-                    row,
-                    mode=UpdateMode.REPLACE,
-                    etag=read.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-        except (ResourceExistsError, ResourceModifiedError):
-            return False
-        except HttpResponseError as exc:
-            if exc.status_code in (409, 412):
-                return False
-            raise
-        return True
-
-    def baseline(self) -> Any | None:
-        """The baseline marker (``RunId``, ``StartedAt``): written when a nightly run first advanced
-        the state and ended (complete or partial). Until then nothing may page: the next nightly run
-        is a baseline too, and the change poll leaves every change to it. A table an older version
-        wrote has no marker: a nightly run record that advanced the state stands for it (and the
-        marker is written from it, once)."""
-        marker = self.get(self.runs, WATERMARK_PARTITION, BASELINE_ROW)
-        if marker is not None or not self.has_any(self.latest):
-            return marker
-        done = [r for r in self.runs_list() if r.get("Kind", "nightly") == "nightly" and r.get("StateAdvanced")]
-        if not done:
-            return None
-        self.mark_baseline(str(done[0]["RunId"]), done[0].get("StartedAt"))
-        return self.get(self.runs, WATERMARK_PARTITION, BASELINE_ROW)
-
-    def mark_baseline(self, run_id: str, started_at: Any) -> None:
-        """Write the baseline marker, unless there is one."""
-        marker = {"PartitionKey": WATERMARK_PARTITION, "RowKey": BASELINE_ROW, "RunId": run_id, "StartedAt": started_at}
-        with contextlib.suppress(ResourceExistsError):
-            self.guard()
-            self.runs.create_entity(marker)
-
-    def runs_list(self) -> list[Any]:
-        """All run records, oldest first (one per night: small)."""
-        rows = list(self.partition(self.runs, RUNS_PARTITION))
-        return sorted(rows, key=lambda e: str(e["RowKey"]))
-
     def subscription_state(
         self, subscription_id: str, present: Container[str] = (), filters: Iterable[str] | None = None
     ) -> tuple[dict[str, dict[str, Any]], list[StateCopy]]:
@@ -422,141 +278,9 @@ class TableStore:
                 extra.append((str(drop["PartitionKey"]), str(drop["RowKey"]), key, str(drop.get(ETAG) or "")))
         return state, extra
 
-    def known_subscriptions(self) -> dict[str, dict[str, Any]]:
-        """Subscriptions an earlier run read, by lower-cased id (one small row each)."""
-        return {str(r["RowKey"]): dict(r) for r in self.partition(self.runs, SUBSCRIPTIONS_PARTITION)}
-
-    def forget_subscription(self, subscription_id: str) -> bool:
-        """Stop reporting a vanished subscription (the security team retired it); True if it was known."""
-        key = fold(subscription_id.strip())
-        if self.get(self.runs, SUBSCRIPTIONS_PARTITION, key) is None:
-            return False
-        self.runs.delete_entity(SUBSCRIPTIONS_PARTITION, key)
-        return True
-
-    def delete_run_results(self, run_id: str, *, outside_subscriptions: bool = False) -> int:
-        """Delete every result row of one run, or only those of no subscription (the tenant's)."""
-        low, high = run_range(run_id)
-        flt = f"PartitionKey ge {odata_quote(low)} and PartitionKey lt {odata_quote(high)}"
-        if outside_subscriptions:
-            prefix = SUBSCRIPTION_KEY_PREFIX
-            flt += f" and (RowKey lt {odata_quote(prefix)} or RowKey ge {odata_quote(prefix[:-1] + '}')})"
-        return self._delete_results(flt)
-
-    def run_rows(self, run_id: str, subscription_id: str) -> list[Any]:
-        """One subscription's result rows in one run: what a resumed run's earlier attempt stored."""
-        low, high = run_range(run_id)
-        first, last = subscription_row_range(subscription_id)
-        flt = (
-            f"PartitionKey ge {odata_quote(low)} and PartitionKey lt {odata_quote(high)} "
-            f"and RowKey ge {odata_quote(first)} and RowKey lt {odata_quote(last)}"
-        )
-        rows = self.results.query_entities(flt)
-        return [dict(r) for r in rows if in_subscription(str(r["RowKey"]), subscription_id)]
-
-    def delete_results_before(self, cutoff_run_prefix: str) -> int:
-        """Delete result rows whose PartitionKey (RunId first) sorts before the cutoff."""
-        return self._delete_results(f"PartitionKey lt {odata_quote(cutoff_run_prefix)}")
-
-    def _delete_results(self, flt: str) -> int:
-        rows = self.results.query_entities(flt, select=["PartitionKey", "RowKey"])
-        deleted, _ = self.delete_keys(self.results, ((str(r["PartitionKey"]), str(r["RowKey"])) for r in rows))
-        return deleted
-
-    # -- lease ----------------------------------------------------------------------------
-    def read_lease(self, service: ServiceTime) -> Any | None:
-        """The lease entity (``None`` before the first run), recording the ``Date`` of the answer in
-        ``service``: the lease is judged by the table service's clock, never a host's."""
-        sent = service.clock.monotonic()
-        dates: list[str | None] = []
-
-        def date_of(response: Any) -> None:
-            dates.append(response.http_response.headers.get("Date"))
-
-        try:
-            entity = self.runs.get_entity(LEASE_PARTITION, LEASE_ROW, raw_response_hook=date_of)
-        except ResourceNotFoundError:
-            entity = None
-        service.observe(dates[-1] if dates else None, sent)
-        return entity
-
-    def acquire_lease(self, owner: str, seconds: int, kind: str, service: ServiceTime) -> Any:
-        """Take the run lease, or raise :class:`RunInProgressError` while another holds it.
-
-        Whether the holder's lease has expired is judged by the table service's clock (the
-        ``Date`` of the read), against an expiry the holder also wrote in the service's time: a
-        host whose clock runs ahead cannot take a lease early. Optimistic concurrency (ETag)
-        makes two racing runs see exactly one winner, and every acquisition increments ``Fence``,
-        the number each state row this run writes carries (the later writer's copy wins, see
-        :meth:`subscription_state`). The lease entity also remembers the run it protects, so a
-        run that died can be resumed.
-        """
-        current = self.read_lease(service)
-        now = service.now()
-        entity = dict(current) if current else {"PartitionKey": LEASE_PARTITION, "RowKey": LEASE_ROW}
-        if current:
-            expires = as_utc(current.get("ExpiresAt"))
-            if current.get("Owner") and current.get("Owner") != owner and expires and expires > now:
-                holder = str(current.get("HolderKind") or "nightly")
-                raise RunInProgressError(
-                    f"a {holder} run ({current.get('RunId') or current.get('Owner')}) holds the audit lease until "
-                    f"{expires.isoformat()}; not starting a second, overlapping run",
-                    holder,
-                )
-        fence = fence_of(current) + 1
-        entity.update(Owner=owner, ExpiresAt=now + timedelta(seconds=seconds), HolderKind=kind, Fence=fence)
-        try:
-            if current:
-                self.runs.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=current.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            else:
-                self.runs.create_entity(entity)
-        except (ResourceModifiedError, ResourceExistsError) as exc:
-            raise RunInProgressError("another run took the audit lease at the same moment") from exc
-        except HttpResponseError as exc:
-            if exc.status_code in (409, 412):
-                raise RunInProgressError("another run took the audit lease at the same moment") from exc
-            raise
-        return self.read_lease(service) or entity
-
-    def update_lease(self, lease: Any, service: ServiceTime, **changes: Any) -> Any:
-        """Renew or annotate the lease; raises :class:`RunInProgressError` if it was lost."""
-        entity = {k: v for k, v in lease.items()}
-        entity.update(changes)
-        try:
-            self.runs.update_entity(
-                entity,
-                mode=UpdateMode.REPLACE,
-                etag=lease.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise RunInProgressError("the audit lease was taken over by another run") from exc
-        except HttpResponseError as exc:
-            if exc.status_code in (404, 409, 412):
-                raise RunInProgressError("the audit lease was taken over by another run") from exc
-            raise
-        fresh = self.read_lease(service)
-        if fresh is None:
-            raise RunInProgressError("the audit lease disappeared")
-        return fresh
-
 
 #: What tells a row this run wrote from one another run wrote (see :meth:`TableStore.write_state`).
 _OWN_WRITE_FIELDS = ("Fence", "LastRunId", "Status", "AlertPending", "AlertSentAt", "Gone")
-
-
-def fence_of(row: Mapping[str, Any] | None) -> int:
-    """The ``Fence`` a lease or state row carries (0 when it has none: written by an older version)."""
-    value = row.get("Fence") if row else None
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
 
 
 #: State fields whose values repeat across a subscription's rows (the partition, a status, the run
