@@ -211,33 +211,9 @@ def plan_subscription(
     confirmed deleted, retired even when the listing was partial (a change poll's targeted read).
     ``in_place`` (a change poll, which sees a few resources, not the subscription's size) writes
     each row where it already is; only a new resource takes the layout of what was read."""
-    now_iso = audited_at.isoformat()
     kept = {k: v for k, v in (kept or {}).items() if k in findings}
-    counts: Counter[str] = Counter()
-    changes: dict[str, Transition] = {}
-    shared: dict[Transition, Transition] = {}  # most resources share one of a few transitions: kept once
-    for key, finding in findings.items():
-        counts[str(kept[key].get("Status")) if key in kept else finding.status.value] += 1
-        if finding.status is Status.ERROR:
-            continue
-        change = (
-            transition(finding, prior.get(key), summary.run_id, now_iso, baseline=summary.baseline)
-            if read
-            else observed(finding, prior.get(key), summary.run_id)
-        )
-        changes[key] = shared.setdefault(change, change)
-    size = len(changes)
-    # A few distinct partitions for up to tens of thousands of keys: one string object each.
-    partitions = (
-        {
-            key: str(prior[key]["PartitionKey"])
-            if in_place and key in prior
-            else sys.intern(state_partition(subscription_id, size, key))
-            for key in changes
-        }
-        if read
-        else {}
-    )
+    counts, changes = _transitions(findings, prior, kept, summary, audited_at.isoformat(), read=read)
+    partitions = _partitions(subscription_id, changes, prior, in_place=in_place) if read else {}
     gone = _gone(findings, prior, read=read, partial=partial, retire=retire)
     partitions.update((k, str(prior[k]["PartitionKey"])) for k in gone)
     return SubscriptionPlan(
@@ -260,6 +236,49 @@ def plan_subscription(
         reread=reread,
         counts=counts,
     )
+
+
+def _transitions(
+    findings: Mapping[str, Finding],
+    prior: Mapping[str, Any],
+    kept: Mapping[str, Mapping[str, Any]],
+    summary: RunSummary,
+    now_iso: str,
+    *,
+    read: bool,
+) -> tuple[Counter[str], dict[str, Transition]]:
+    """Each resource's counted status and state transition. A kept row (a resume's earlier
+    decision) counts as it was stored; an ERROR finding moves no state. Most resources share one
+    of a few transitions, so equal ones are kept once."""
+    counts: Counter[str] = Counter()
+    changes: dict[str, Transition] = {}
+    shared: dict[Transition, Transition] = {}
+    for key, finding in findings.items():
+        counts[str(kept[key].get("Status")) if key in kept else finding.status.value] += 1
+        if finding.status is Status.ERROR:
+            continue
+        change = (
+            transition(finding, prior.get(key), summary.run_id, now_iso, baseline=summary.baseline)
+            if read
+            else observed(finding, prior.get(key), summary.run_id)
+        )
+        changes[key] = shared.setdefault(change, change)
+    return counts, changes
+
+
+def _partitions(
+    subscription_id: str, changes: Mapping[str, Transition], prior: Mapping[str, Any], *, in_place: bool
+) -> dict[str, str]:
+    """Where each changed resource's state row goes: laid out by the size of what was read, or,
+    for a change poll (``in_place``), where the row already is. A few distinct partitions serve
+    tens of thousands of keys, so each is one interned string."""
+    size = len(changes)
+    return {
+        key: str(prior[key]["PartitionKey"])
+        if in_place and key in prior
+        else sys.intern(state_partition(subscription_id, size, key))
+        for key in changes
+    }
 
 
 def _gone(
