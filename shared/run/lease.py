@@ -100,6 +100,12 @@ class LeaseKeeper:
             return
         except AzureError as exc:  # transient: the next beat tries again; check() decides when it is too late
             log.warning("Could not renew the audit lease (retrying): %s", type(exc).__name__)
+        except Exception:
+            # A renewal still in flight when the run ended (its retries outlasted stop()'s join)
+            # meets a store the run has closed since: the run is over, so is the heartbeat.
+            if self._stop.is_set():
+                return
+            raise
 
     def update(self, **changes: Any) -> Any:
         """Write ``changes`` to the lease entity (ETag-guarded); raises :class:`LeaseLost` when
