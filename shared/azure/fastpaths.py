@@ -240,6 +240,23 @@ def send_upsert_batch(table: TableClient, entities: list[dict[str, Any]], bodies
     Raises :class:`TableTransactionError` when the service rejects the transaction (it is then
     rolled back whole) and :class:`HttpResponseError` when the request itself fails.
     """
+    # Every operation is an upsert (insert-or-replace), so the whole transaction is idempotent: a
+    # connection dropped before the answer (a kept-alive connection the service closed) is sent
+    # again. azure-core retries no POST after a read error by default.
+    response = _send_batch(table, entities, bodies)
+    statuses = _PART_STATUS.findall(response.text())
+    if len(statuses) != len(entities) or any(not code.startswith("2") for code in statuses):
+        failed = next((code for code in statuses if not code.startswith("2")), "missing parts")
+        raise TableTransactionError(message=f"transaction rejected: {failed}", response=response)
+
+
+def _send_batch(
+    table: TableClient, entities: list[dict[str, Any]], bodies: list[str], etags: list[str | None] | None = None
+) -> Any:
+    """Send one ``$batch`` (see :func:`batch_body`) through the generated client's pipeline,
+    exactly as the SDK's own ``$batch`` (streamed: azure-core cannot decode multipart/mixed), and
+    read the answer whole. Raises :class:`HttpResponseError` unless the service accepted it (202);
+    the parts' own statuses are the caller's to judge."""
     base = _account_url(table)
     batch_id, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
     request = HttpRequest(
@@ -252,21 +269,13 @@ def send_upsert_batch(table: TableClient, entities: list[dict[str, Any]], bodies
             "Content-Type": f"multipart/mixed; boundary={batch_id}",
             "Accept": "application/json",
         },
-        content=batch_body(f"{base}/{table.table_name}", batch_id, changeset, entities, bodies),
+        content=batch_body(f"{base}/{table.table_name}", batch_id, changeset, entities, bodies, etags),
     )
-    # The generated client's pipeline, exactly as the SDK's own $batch (streamed: azure-core cannot
-    # decode multipart/mixed), then read whole.
-    # Every operation is an upsert (insert-or-replace), so the whole transaction is idempotent: a
-    # connection dropped before the answer (a kept-alive connection the service closed) is sent
-    # again. azure-core retries no POST after a read error by default.
     response = table._client.send_request(request, stream=True, retry_on_methods=_IDEMPOTENT_BATCH)
     response.read()
     if response.status_code != 202:
         raise HttpResponseError(message=f"$batch answered HTTP {response.status_code}", response=response)
-    statuses = _PART_STATUS.findall(response.text())
-    if len(statuses) != len(entities) or any(not code.startswith("2") for code in statuses):
-        failed = next((code for code in statuses if not code.startswith("2")), "missing parts")
-        raise TableTransactionError(message=f"transaction rejected: {failed}", response=response)
+    return response
 
 
 # -- writes: one transaction of conditional operations (the state: fenced by each row's ETag) ------------
@@ -310,24 +319,7 @@ def send_conditional_batch(
     ``PUT`` with ``If-Match`` for a replacement, ``POST`` for a creation; the ETags from the parts.
     A retry after an answer that was lost finds its own write there and fails its condition: the
     caller tells its own write from another writer's (``store.write_state``)."""
-    base = _account_url(table)
-    batch_id, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
-    request = HttpRequest(
-        "POST",
-        f"{base}/$batch",
-        headers={
-            "x-ms-version": table.api_version,
-            "DataServiceVersion": "3.0",
-            "MaxDataServiceVersion": "3.0;NetFx",
-            "Content-Type": f"multipart/mixed; boundary={batch_id}",
-            "Accept": "application/json",
-        },
-        content=batch_body(f"{base}/{table.table_name}", batch_id, changeset, entities, bodies, etags),
-    )
-    response = table._client.send_request(request, stream=True, retry_on_methods=_IDEMPOTENT_BATCH)
-    response.read()
-    if response.status_code != 202:
-        raise HttpResponseError(message=f"$batch answered HTTP {response.status_code}", response=response)
+    response = _send_batch(table, entities, bodies, etags)
     parts = batch_parts(response.text())
     failed = next((code for code, _ in parts if not code.startswith("2")), None)
     if failed in _CONFLICT_CODES:
