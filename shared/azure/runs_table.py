@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -107,8 +107,9 @@ class RunsTable(Tables):
             flt += f" and (RowKey lt {odata_quote(prefix)} or RowKey ge {odata_quote(prefix[:-1] + '}')})"
         return self._delete_results(flt)
 
-    def run_rows(self, run_id: str, subscription_id: str) -> list[Any]:
-        """One subscription's result rows in one run: what a resumed run's earlier attempt stored."""
+    def run_rows(self, run_id: str, subscription_id: str) -> Iterator[dict[str, Any]]:
+        """One subscription's result rows in one run: what a resumed run's earlier attempt stored
+        (read page by page, as they come)."""
         low, high = run_range(run_id)
         first, last = subscription_row_range(subscription_id)
         flt = (
@@ -116,7 +117,7 @@ class RunsTable(Tables):
             f"and RowKey ge {odata_quote(first)} and RowKey lt {odata_quote(last)}"
         )
         rows = self.results.query_entities(flt)
-        return [dict(r) for r in rows if in_subscription(str(r["RowKey"]), subscription_id)]
+        return (dict(r) for r in rows if in_subscription(str(r["RowKey"]), subscription_id))
 
     def delete_results_before(self, cutoff_run_prefix: str) -> int:
         """Delete result rows whose PartitionKey (RunId first) sorts before the cutoff."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Any
 
 from azure.core import MatchConditions
@@ -261,22 +261,36 @@ class TableStore(RunsTable):
         copy of the resource's key (its own ``RowKey`` stays in the row, so it is moved and deleted
         like any other copy), with its status, streak and owed alert.
         """
-        state: dict[str, dict[str, Any]] = {}
-        extra: list[StateCopy] = []
+        return merge_state(self.state_pairs(subscription_id, filters), present)
+
+    def state_pairs(self, subscription_id: str, filters: Iterable[str] | None = None) -> Iterator[tuple[str, Any]]:
+        """A subscription's state rows as they come, each with the key of the resource it belongs to
+        (every copy of one, see :meth:`subscription_state`), read page by page: a caller that
+        keeps them elsewhere (``run/spill.py``) never holds them all."""
         for flt in state_filters(subscription_id) if filters is None else filters:
             for raw in fastpaths.query_json(self.latest, flt, etags=True):
-                key = _current_key(raw)
                 raw.pop("Timestamp", None)  # a system property: never written back
-                # A gone resource's row is rewritten from its last row; the others need the model's fields.
-                row = _state_model_row(raw, key) if key in present or raw.get("Gone") else raw
-                other = state.get(key)
-                if other is None:
-                    state[key] = row
-                    continue
-                keep, drop = (row, other) if _written_later(row, other) else (other, row)
-                state[key] = keep
-                extra.append((str(drop["PartitionKey"]), str(drop["RowKey"]), key, str(drop.get(ETAG) or "")))
-        return state, extra
+                yield _current_key(raw), raw
+
+
+def merge_state(
+    pairs: Iterable[tuple[str, Any]], present: Container[str] = ()
+) -> tuple[dict[str, dict[str, Any]], list[StateCopy]]:
+    """State rows by key, one per resource (the one written later wins), and the other copies; see
+    :meth:`TableStore.subscription_state`."""
+    state: dict[str, dict[str, Any]] = {}
+    extra: list[StateCopy] = []
+    for key, raw in pairs:
+        # A gone resource's row is rewritten from its last row; the others need the model's fields.
+        row = _state_model_row(raw, key) if key in present or raw.get("Gone") else raw
+        other = state.get(key)
+        if other is None:
+            state[key] = row
+            continue
+        keep, drop = (row, other) if _written_later(row, other) else (other, row)
+        state[key] = keep
+        extra.append((str(drop["PartitionKey"]), str(drop["RowKey"]), key, str(drop.get(ETAG) or "")))
+    return state, extra
 
 
 #: What tells a row this run wrote from one another run wrote (see :meth:`TableStore.write_state`).

@@ -101,6 +101,8 @@ class SubscriptionPlan:
     source: str = SOURCE_LIST  # how the findings were read (each state row's ObservedBy) ...
     reread: frozenset[str] = frozenset()  # ... but these keys, read again by GET
     counts: Counter[str] = field(default_factory=Counter)  # findings by status (a kept row's own)
+    #: The size of the whole subscription the state layout is chosen for (a slice's plan is part of it).
+    layout_size: int = 0
 
     @property
     def now_iso(self) -> str:
@@ -205,15 +207,16 @@ def plan_subscription(
     kept: Mapping[str, Mapping[str, Any]] | None = None,
     source: str = SOURCE_LIST,
     reread: frozenset[str] = frozenset(),
+    layout_size: int | None = None,
 ) -> SubscriptionPlan:
-    """Decide, as data, what tonight means for one subscription. A subscription not read fully
-    enough shows its stored state (``observed``) and changes nothing. ``retire`` names resources
-    confirmed deleted, retired even when the listing was partial (a change poll's targeted read).
-    ``in_place`` (a change poll, which sees a few resources, not the subscription's size) writes
-    each row where it already is; only a new resource takes the layout of what was read."""
+    """Decide, as data, what tonight means for one subscription (or a slice of it, of a subscription
+    of ``layout_size``, ``run/slices.py``). One not read fully enough shows its stored state
+    (``observed``) and changes nothing. ``retire`` names resources confirmed deleted, retired even
+    when the listing was partial; ``in_place`` (a change poll) writes each row where it already is."""
     kept = {k: v for k, v in (kept or {}).items() if k in findings}
     counts, changes = _transitions(findings, prior, kept, summary, audited_at.isoformat(), read=read)
-    partitions = _partitions(subscription_id, changes, prior, in_place=in_place) if read else {}
+    size = len(changes) if layout_size is None else layout_size
+    partitions = _partitions(subscription_id, size, changes, prior, in_place=in_place) if read else {}
     gone = _gone(findings, prior, read=read, partial=partial, retire=retire)
     partitions.update((k, str(prior[k]["PartitionKey"])) for k in gone)
     return SubscriptionPlan(
@@ -235,6 +238,7 @@ def plan_subscription(
         source=source,
         reread=reread,
         counts=counts,
+        layout_size=size,
     )
 
 
@@ -267,12 +271,11 @@ def _transitions(
 
 
 def _partitions(
-    subscription_id: str, changes: Mapping[str, Transition], prior: Mapping[str, Any], *, in_place: bool
+    subscription_id: str, size: int, changes: Mapping[str, Transition], prior: Mapping[str, Any], *, in_place: bool
 ) -> dict[str, str]:
     """Where each changed resource's state row goes: laid out by the size of what was read, or,
     for a change poll (``in_place``), where the row already is. A few distinct partitions serve
     tens of thousands of keys, so each is one interned string."""
-    size = len(changes)
     return {
         key: str(prior[key]["PartitionKey"])
         if in_place and key in prior

@@ -12,7 +12,8 @@ keeps up with the listing; with it, a producer (a subscription being listed) *wa
   first. The senior never waits, so one subscription larger than the whole cap still completes,
   alone past the cap; and a subscription that holds nothing yet (waiting for its listing to
   start, as Resource Graph's subscriptions do for the one being read) is never what another one
-  waits for. The run holds at most ``cap`` plus its largest subscription.
+  waits for. A subscription holds at most a slice in memory (``run/spill.py``: past it, what it
+  listed goes to disk and is given back), so the run holds at most ``cap`` plus about a slice.
 * When every subscription that holds something and is still being listed waits (no listing can
   fill a batch any more), a waiting one calls ``stalled``: the pipeline sends its writers' partial
   batches and waits for the steps that follow (rows, then state, then alerts), which lets the
@@ -130,6 +131,16 @@ class HeldBudget:
                 continue
             self._cond.wait(self._flush_every)
 
+    def _give_back(self, hold: Hold, count: int) -> None:
+        with self._cond:
+            count = min(count, hold.count)
+            if count <= 0:
+                return
+            hold.count -= count
+            self._held -= count
+            self._released_at = self._clock()
+            self._cond.notify_all()
+
     def _release(self, hold: Hold) -> None:
         with self._cond:
             if self._live.pop(hold.number, None) is None:
@@ -160,6 +171,10 @@ class Hold:
         """Hold ``count`` more resources; waits while the run is at its cap (see the module docstring)."""
         if count > 0:
             self.budget._take(self, count)
+
+    def give_back(self, count: int) -> None:
+        """Let go of ``count`` of what it holds (moved to disk, ``run/spill.py``); it keeps its place."""
+        self.budget._give_back(self, count)
 
     def release(self) -> None:
         """Let go of everything held (idempotent)."""

@@ -14,20 +14,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from ..azure.store import TableStore
 from ..azure.threads import NO_CONTEXT, ThreadInit
 from ..core.config import Settings
-from ..core.errors import one_line
 from ..core.evaluate import error_finding
-from ..core.keys import lookup_keys, resource_key
+from ..core.keys import lookup_keys
 from ..core.layout import narrowed_state_filters
-from ..core.models import Finding, GoneRecord, InventoryError, SiteRecord, Status
-from ..core.names import fold, same
+from ..core.models import InventoryError, SiteRecord
+from ..core.names import fold
 from ..core.plan import (
     Findings,
     Listed,
@@ -36,9 +35,12 @@ from ..core.plan import (
     plan_subscription,
     targeted,
 )
-from ..core.schema import SOURCE_GET, SOURCE_LIST, StateCopy, finding_from_row
-from ..core.when import as_utc
+from ..core.schema import SOURCE_GET, SOURCE_LIST, StateCopy
 from .budget import Hold
+from .listing import Inventory as Inventory
+from .listing import Listing, reread_fresher
+from .slices import Extras, Gathered, Slice, Survey, earlier_attempt, kept_rows, replay
+from .spill import SpillDir
 from .steps import ATTEMPT_PARTITIONS as ATTEMPT_PARTITIONS
 from .steps import Checkpoint as Checkpoint
 from .steps import RunContext as RunContext
@@ -51,28 +53,12 @@ log = logging.getLogger(__name__)
 #: past it, a subscription being listed waits (``budget.py``; the one that started holding first
 #: never does, so the run holds at most this plus its largest subscription). About 1 KB each.
 MAX_HELD_RESOURCES = 20_000
+#: Resources one subscription holds in memory while it is listed and compared with its state: past
+#: it, its listing and state rows go to disk and it is compared and planned in slices of about half
+#: this many (``slices.py``), so that no subscription, however large, holds much more at once.
+SLICE_RESOURCES = 5_000
 #: RowKey of the tenant's ERROR row (its ResourceId is ``/``, the tenant root scope).
 TENANT_ROW_KEY = "~tenant"
-
-
-class Inventory(Protocol):
-    """What the engine needs from an inventory source (ARM or Resource Graph)."""
-
-    def subscriptions(self) -> list[Any]: ...
-
-    def confirm_empty(self, subscription_id: str) -> InventoryError | None: ...
-
-    def confirm_missing(
-        self, subscription_id: str, resource_ids: Sequence[str]
-    ) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
-
-    def reread(
-        self, subscription_id: str, resource_ids: Sequence[str]
-    ) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
-
-    def scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError | GoneRecord]: ...
-
-    def close(self) -> None: ...
 
 
 # -- the pipeline (I/O) ----------------------------------------------------------------------------
@@ -104,70 +90,140 @@ class SubscriptionPipeline:
             settings, store, run, checkpoint=checkpoint, thread_init=thread_init, held=MAX_HELD_RESOURCES
         )
         self.budget = self.steps.budget
+        self.listing = Listing(settings, store, inventory, run, monotonic=monotonic)
         self._lock = threading.Lock()
         #: Folded ids of changed resources a change run left to an unfinished nightly run's resume.
         self.deferred: set[str] = set()
 
     # -- one subscription -----------------------------------------------------------------------
     def audit(self, subscription_id: str) -> SubscriptionResult:
-        """Inventory one subscription (compact records, within the run's memory cap), compare it with
-        its prior state, plan it, and queue its result rows; its state and alerts follow as their own
-        tasks when the writers report the previous step durable."""
+        """Inventory one subscription (compact records, within the run's memory cap, on disk past a
+        slice), compare it with its prior state slice by slice (``slices.py``), plan each slice, and
+        queue its result rows; its state and alerts follow as their own tasks when the writers
+        report the previous step durable."""
         result = SubscriptionResult(subscription_id)
         audited_at = self.now()
         hold = self.budget.admit(subscription_id)
+        where = SpillDir()
         try:
-            plan = self._plan(subscription_id, result, audited_at, hold)
+            if self.run.targeted:
+                self._audit_targeted(subscription_id, result, audited_at, hold)
+            else:
+                self._audit_listed(subscription_id, result, audited_at, hold, where)
         except BaseException:
             hold.release()
             raise
-        hold.listed()
-        result.counts, result.rows = plan.counts, len(plan.findings)
-        tracked = _Tracked(plan, hold)
-        if not result.read:  # unreadable: its last-known state stays exactly as it was
-            self.steps.rows(subscription_id, plan.result_rows(), tracked, advance=False)
-            return result
-        self.steps.rows(subscription_id, plan.result_rows(), tracked, advance=True)
-        result.new_failures, result.retired = plan.new_failures, len(plan.gone)
+        finally:
+            where.close()
         return result
 
-    def _plan(
+    def _audit_targeted(
         self, subscription_id: str, result: SubscriptionResult, audited_at: datetime, hold: Hold
-    ) -> SubscriptionPlan:
+    ) -> None:
+        """A change run: only what it re-read, and only that state (few: never sliced)."""
         deleted: set[str] = set()
         gone_ids: list[str] = []
         listed: Listed = {}
-        for item in self._scan(subscription_id):
-            self._take(item, subscription_id, result, listed, deleted, gone_ids, hold)
-        findings = Findings(listed, self.run.exemptions, audited_at)
-        # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
-        # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
-        kept: dict[str, Any] = {}
-        reread: set[str] = set()
-        if self.run.targeted:  # only the state of what was re-read
-            prior, extra, deleted = self._targeted_state(subscription_id, listed, deleted, gone_ids)
-        else:
-            prior, extra = self.store.subscription_state(subscription_id, listed)
-            if self.run.summary.resumed:
-                kept = earlier_attempt(self.store, self.run, subscription_id, prior, listed)
-        # Rows of resources not listed tonight are kept whole (to be retired): held like records.
+        for item in self.listing.scan(subscription_id):
+            self.listing.take(item, subscription_id, result, listed, deleted, gone_ids, hold)
+        prior, extra, deleted = self._targeted_state(subscription_id, listed, deleted, gone_ids)
         hold.take(sum(1 for key, state in prior.items() if key not in listed and not state.get("Gone")))
-        silent = self._unconfirmed_silence(subscription_id, listed, prior) if result.read else None
-        if silent is not None:  # nothing listed, yet resources were known: nothing is retired
-            self._warn(silent)
-            hold.take()
-            listed[resource_key(silent.scope_id)] = error_finding(silent)
-            result.read, result.partial = False, True
-        elif result.read and not self.run.targeted:  # some were not listed: confirmed before they are retired
-            missing = [str(s.get("ResourceId") or k) for k, s in prior.items() if k not in listed and not s.get("Gone")]
-            for item in self.inventory.confirm_missing(subscription_id, missing) if missing else ():
-                self._take(item, subscription_id, result, listed, deleted, gone_ids, hold)
-            reread = reread_fresher(self.inventory, self.run, subscription_id, listed, findings, prior, hold)
+        part = Slice(listed, prior, extra, [])
+        self._queue(subscription_id, result, hold, self._plan(subscription_id, result, audited_at, part, deleted, hold))
+
+    def _audit_listed(
+        self, subscription_id: str, result: SubscriptionResult, audited_at: datetime, hold: Hold, where: SpillDir
+    ) -> None:
+        """A nightly run's subscription: gathered, surveyed, then planned slice by slice."""
+        gathered = self.listing.gather(subscription_id, result, hold, where, SLICE_RESOURCES)
+        count = gathered.slices()
+        if count == 1:  # it stayed in memory: planned whole, held by the listing's hold
+            part = gathered.whole()
+            survey = self._survey(subscription_id, gathered, part)
+            hold.take(len(part.unlisted_live()))  # rows of resources not listed are kept whole (to be retired)
+            extras = self.listing.decide(subscription_id, result, gathered, survey, 1)
+            self._take_extras(part, extras[0], hold)
+            plan = self._plan(subscription_id, result, audited_at, part, gathered.deleted, hold)
+            self._queue(subscription_id, result, hold, plan)
+            return
+        gathered.cut(count)
+        hold.give_back(hold.count)  # everything is on disk now
+        survey = Survey()
+        for index in range(count):  # the first pass: what concerns the whole subscription
+            part = gathered.load(index)
+            hold.take(part.weight())
+            self._survey(subscription_id, gathered, part, survey)
+            hold.give_back(hold.count)
+        extras = self.listing.decide(subscription_id, result, gathered, survey, count)
+        hold.release()
+        for index in range(count):
+            self._plan_slice(subscription_id, result, audited_at, gathered, survey, extras[index], index, count)
+
+    def _plan_slice(
+        self,
+        subscription_id: str,
+        result: SubscriptionResult,
+        audited_at: datetime,
+        gathered: Gathered,
+        survey: Survey,
+        extras: Extras,
+        index: int,
+        count: int,
+    ) -> None:
+        """One slice of a subscription cut into ``count``: loaded, held (waiting at the cap), planned
+        with the whole subscription's flags and layout, and queued under an owner of its own."""
+        part = gathered.load(index)
+        hold = self.budget.admit(subscription_id)
+        try:
+            hold.take(part.weight())
+            if self.run.summary.resumed:
+                part.kept, _ = kept_rows(self.run.summary.run_id, part.prior, part.listed, part.earlier)
+                if gathered.records:
+                    replay(part.listed, part.kept)
+            self._take_extras(part, extras, hold)
+            size = survey.size + sum(1 for _, extra in extras if isinstance(extra, SiteRecord))
+            plan = self._plan(subscription_id, result, audited_at, part, gathered.deleted, hold, layout_size=size)
+        except BaseException:
+            hold.release()
+            raise
+        owner = f"{subscription_id} (slice {index + 1} of {count})"
+        self._queue(owner, result, hold, plan, last=index == count - 1)
+
+    def _survey(self, subscription_id: str, gathered: Gathered, part: Slice, survey: Survey | None = None) -> Survey:
+        """A slice's part of the whole subscription's decisions; on a resume, the earlier attempt's
+        rows it does not keep are deleted here (once), and its kept decisions replayed."""
+        survey = Survey() if survey is None else survey
+        if self.run.summary.resumed:
+            part.kept = earlier_attempt(self.store, self.run, part, replayed=gathered.records)
+        survey.add(part)
+        return survey
+
+    def _take_extras(self, part: Slice, extras: Extras, hold: Hold) -> None:
+        """Add a slice's answers of the inventory (:meth:`_decide`): first sighting wins, as listing."""
+        for key, value in extras:
+            if key not in part.listed:
+                hold.take()
+                part.listed[key] = value
+
+    def _plan(
+        self,
+        subscription_id: str,
+        result: SubscriptionResult,
+        audited_at: datetime,
+        part: Slice,
+        deleted: set[str],
+        hold: Hold,
+        layout_size: int | None = None,
+    ) -> SubscriptionPlan:
+        findings = Findings(part.listed, self.run.exemptions, audited_at)
+        reread: set[str] = set()
+        if result.read and not self.run.targeted:
+            reread = reread_fresher(self.inventory, self.run, subscription_id, part.listed, findings, part.prior, hold)
         return plan_subscription(
             subscription_id,
             findings,
-            prior,
-            extra,
+            part.prior,
+            part.extra,
             summary=self.run.summary,
             audited_at=audited_at,
             read=result.read,
@@ -176,10 +232,24 @@ class SubscriptionPipeline:
             request_tag=self.settings.exemption_request_tag,
             retire=deleted,
             in_place=self.run.targeted,
-            kept=kept,
+            kept=part.kept,
             source=SOURCE_GET if self.run.targeted else getattr(self.inventory, "source", SOURCE_LIST),
             reread=frozenset(reread),
+            layout_size=layout_size,
         )
+
+    def _queue(
+        self, owner: str, result: SubscriptionResult, hold: Hold, plan: SubscriptionPlan, *, last: bool = True
+    ) -> None:
+        """Queue a planned subscription (or slice)'s result rows; its state follows if it was read."""
+        hold.listed()
+        result.counts.update(plan.counts)
+        result.rows += len(plan.findings)
+        tracked = _Tracked(plan, hold, owner=owner, last=last)
+        self.steps.rows(owner, plan.result_rows(), tracked, advance=result.read)
+        if result.read:  # unreadable: its last-known state stays exactly as it was
+            result.new_failures += plan.new_failures
+            result.retired += len(plan.gone)
 
     def scope_error(self, owner: str, error: InventoryError) -> SubscriptionResult:
         """The ERROR row of a scope above the subscriptions (the tenant: nothing could be read), written
@@ -225,75 +295,6 @@ class SubscriptionPipeline:
                 listed[key] = replace(item, owner=str(state["Owner"]))
         return targeted(prior, extra, listed, deleted)
 
-    def _take(
-        self,
-        item: SiteRecord | InventoryError | GoneRecord,
-        subscription_id: str,
-        result: SubscriptionResult,
-        listed: Listed,
-        deleted: set[str],
-        gone_ids: list[str],
-        hold: Hold,
-    ) -> None:
-        """One item an inventory found: its compact record (first sighting wins), taken from the run's
-        memory budget as it comes (waiting at the cap), an ERROR finding, or a confirmed deletion. A
-        record's finding is computed when its rows are rendered (:class:`~shared.core.plan.Findings`)."""
-        if isinstance(item, GoneRecord):
-            deleted.add(resource_key(item.resource_id))
-            gone_ids.append(item.resource_id)
-            return
-        value: SiteRecord | Finding
-        if isinstance(item, InventoryError):
-            value = error_finding(item)
-            result.partial = True
-            if same(item.scope_id, f"/subscriptions/{subscription_id}"):
-                result.read = False
-            self._warn(item)
-        else:
-            value = item
-        key = resource_key(value.resource_id)
-        if key not in listed:
-            hold.take()
-            listed[key] = value
-
-    def _warn(self, error: InventoryError) -> None:
-        log.warning("Run %s: cannot read %s: %s", self.run.summary.run_id, error.scope_id, error.message)
-
-    def _unconfirmed_silence(
-        self, subscription_id: str, listed: Listed, prior: Mapping[str, Any]
-    ) -> InventoryError | None:
-        """A subscription that listed nothing tonight while its state holds live resources is asked
-        once more (the inventory decides how) before those resources are retired as gone."""
-        if self.run.targeted:
-            return None
-        # a record is never an ERROR; a resumed run's replayed decision is one only where a record was listed
-        if any(isinstance(item, SiteRecord) or item.status is not Status.ERROR for item in listed.values()):
-            return None
-        if not any(not state.get("Gone") for state in prior.values()):
-            return None
-        return self.inventory.confirm_empty(subscription_id)
-
-    def _scan(self, subscription_id: str) -> Iterable[SiteRecord | InventoryError | GoneRecord]:
-        """The inventory of one subscription; an unexpected failure, the run's deadline or a
-        subscription that vanished from the list becomes an ERROR row for it: a gap is visible."""
-        scope = f"/subscriptions/{subscription_id}"
-        vanished = self.run.vanished.get(subscription_id)
-        if vanished is not None:
-            yield InventoryError(scope, subscription_id, vanished_message(self.settings, subscription_id, vanished))
-            return
-        note = f"the run reached its deadline (AUDIT_RUN_DEADLINE_MINUTES={self.settings.run_deadline_minutes})"
-        if self.monotonic() > self.run.deadline:
-            yield InventoryError(scope, subscription_id, f"not audited: {note}")
-            return
-        try:
-            for item in self.inventory.scan(subscription_id):
-                yield item
-                if self.monotonic() > self.run.deadline:
-                    yield InventoryError(scope, subscription_id, f"listing incomplete: {note}")
-                    return
-        except Exception as exc:  # noqa: BLE001 - one broken subscription never stops the run
-            yield InventoryError(scope, subscription_id, one_line(exc))
-
     # -- the end of the run: the steps' ----------------------------------------------------------
     def check(self) -> None:
         self.steps.check()
@@ -311,82 +312,3 @@ class SubscriptionPipeline:
     @property
     def partitions(self) -> int:
         return self.steps.partitions
-
-
-def reread_fresher(
-    inventory: Inventory,
-    run: RunContext,
-    subscription_id: str,
-    listed: Listed,
-    findings: Findings,
-    prior: Mapping[str, Any],
-    hold: Hold,
-) -> set[str]:
-    """A listing that may lag (Resource Graph's index) must not override a fresher read: where it
-    disagrees with a state a GET stored (a change poll's), the resource is read again by GET and
-    audited from that answer. Returns the keys so read; ARM's own lists are fresh (nothing asked)."""
-    disagree = [
-        finding.resource_id
-        for key, finding in findings.items()
-        if finding.status is not Status.ERROR
-        and prior.get(key, {}).get("ObservedBy") == SOURCE_GET
-        and prior[key].get("Status") != finding.status.value
-        and not prior[key].get("Gone")
-    ]
-    fresh: set[str] = set()
-    for item in inventory.reread(subscription_id, disagree) if disagree else ():
-        key = resource_key(item.resource_id if not isinstance(item, InventoryError) else item.scope_id)
-        if isinstance(item, SiteRecord):
-            if key not in listed:
-                hold.take()
-            listed[key] = item  # audited from this answer (its finding is computed from it)
-            fresh.add(key)
-        elif isinstance(item, GoneRecord):
-            listed.pop(key, None)  # listed by a stale index, deleted meanwhile: retired below
-        else:  # ARM could not answer: the listing stands
-            log.info("Could not read %s again to check Resource Graph's answer: %s", item.scope_id, item.message)
-    if disagree:
-        log.info(
-            "Run %s: %d resources of %s read again: Resource Graph disagreed with a fresher read",
-            run.summary.run_id,
-            len(disagree),
-            subscription_id,
-        )
-    return fresh
-
-
-def earlier_attempt(
-    store: TableStore, run: RunContext, subscription_id: str, prior: Mapping[str, Any], findings: Listed
-) -> dict[str, Any]:
-    """A resumed run keeps the rows its earlier attempt stored for the resources whose state that
-    attempt advanced (their decisions stand: an alert may already name this run, sent by it or
-    owed) and deletes the others, which it writes again; returns the kept rows by key. Those
-    decisions stand as that attempt saw each resource: they are replayed from the kept rows into
-    ``findings`` (what the run reads now of those resources is not used). A kept resource that
-    is no longer listed keeps its row only if an alert names this run for it."""
-    run_id = run.summary.run_id
-    earlier = store.run_rows(run_id, subscription_id)
-    committed = {
-        key
-        for key, state in prior.items()
-        if state.get("LastRunId") == run_id and (key in findings or state.get("AlertRunId") == run_id)
-    }
-    kept = {str(row["RowKey"]): row for row in earlier if str(row["RowKey"]) in committed}
-    stale = [(str(row["PartitionKey"]), str(row["RowKey"])) for row in earlier if str(row["RowKey"]) not in kept]
-    if stale:
-        store.delete_keys(store.results, stale)
-    if any(isinstance(item, SiteRecord) for item in findings.values()):  # else: silence, checked as such
-        findings.update((key, finding_from_row(row)) for key, row in kept.items())
-    return kept
-
-
-def vanished_message(settings: Settings, subscription_id: str, row: Mapping[str, Any]) -> str:
-    last = as_utc(row.get("LastAuditedAt"))
-    return (
-        "no longer visible to the auditor: the subscription list does not show it (disabled, moved out "
-        "of the management group, or access removed); last audited "
-        f"{last.isoformat() if last else 'before'} in run {row.get('LastRunId', '')}. Its last-known "
-        "state is kept. It is reported until it is visible again, it was last audited over "
-        f"AUDIT_RETENTION_DAYS ({settings.retention_days}) ago, or it is retired with "
-        f"'clientcert-audit subscriptions retire {subscription_id}'."
-    )

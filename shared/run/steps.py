@@ -50,6 +50,16 @@ class _Tracked:
 
     plan: SubscriptionPlan
     hold: Hold | None = None  # None: a scope's ERROR row, held by no subscription
+    #: Whose rows these are for the writers (each adds an owner once): the subscription, or one
+    #: slice of it (``run/spill.py``).
+    owner: str = ""
+    #: The subscription's last slice (or the whole of it): its own shards' partial batches are sent
+    #: once its state rows are queued (an earlier slice leaves them to fill with the next ones).
+    last: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.owner or self.plan.subscription_id
 
 
 @dataclass(frozen=True)
@@ -137,9 +147,9 @@ class Steps:
         """The subscription's result rows are stored: advance its last-known state."""
         plan = tracked.plan
         self.checkpoint("rows_written", plan.subscription_id)
-        own = state_shards(len(plan.changes)) > 0
-        done = self._then(plan.subscription_id, self._alert, tracked)
-        self._state.add(plan.subscription_id, plan.state_rows(), done, flush_own=own)
+        own = tracked.last and state_shards(plan.layout_size) > 0
+        done = self._then(tracked.name, self._alert, tracked)
+        self._state.add(tracked.name, plan.state_rows(), done, flush_own=own)
 
     def _alert(self, tracked: _Tracked) -> None:
         """The subscription's state is stored: send its owed alerts, then tidy moved rows.

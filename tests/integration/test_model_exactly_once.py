@@ -660,6 +660,22 @@ def test_model_every_failure_episode_is_alerted_exactly_once(world: World) -> No
     print("\n".join(f"{count:8.1f}  {what}" for what, count in sorted(TIMES.items())))
 
 
+def test_model_every_failure_episode_is_alerted_exactly_once_when_subscriptions_are_sliced(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same machine with a slice of two resources: the subscription (four) is listed to disk and
+    compared with its state in four slices (``shared/run/slices.py``), each queued, stored, alerted
+    and resumed on its own. Fewer examples (the same derandomized ones first): the slices add a
+    path, not new interleavings of the ledger."""
+    from shared.run import pipeline
+
+    monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 2)
+    ExactlyOnce.world = world
+    profile = PROFILES[os.environ.get("AUDIT_MODEL_PROFILE", "ci")]
+    examples = int(os.environ.get("AUDIT_MODEL_EXAMPLES") or (5 if profile is PROFILES["ci"] else profile.max_examples))
+    run_state_machine_as_test(ExactlyOnce, settings=settings(profile, max_examples=examples))
+
+
 # -- every counterexample the model found, kept ------------------------------------------------------------
 def replay(world: World, baseline: dict[str, Any], steps: list[dict[str, Any]]) -> None:
     """Run one sequence of the machine's rules, checking the invariant after each (as Hypothesis does)."""

@@ -1,0 +1,152 @@
+"""One subscription, gathered and cut into slices: what the pipeline compares with its state.
+
+:class:`Gathered` is what a subscription's listing found (its records, kept in memory up to a slice,
+on disk past it, ``spill.py``), its state rows and a resumed run's earlier rows, streamed the same
+way. :meth:`Gathered.slices` says into how many slices it is cut (1: it stayed in memory and is
+planned whole, as a small subscription always was); :meth:`Gathered.load` reads one slice back,
+compared as data: its records by key, its state by key (every copy of a row met in the same slice,
+since every stream is cut by the same hash of the key), the earlier rows of its keys.
+
+The decisions that concern the whole subscription (is it silent, which resources it no longer
+lists, and asking the inventory about those once) are taken from a first pass over the slices
+(:class:`Survey`), before any slice is planned: a slice is planned exactly as the whole
+subscription would have been, with the same flags.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..azure.store import TableStore, merge_state
+from ..core.models import Finding, SiteRecord, Status
+from ..core.plan import Listed
+from ..core.schema import StateCopy, finding_from_row
+from .spill import Spill, SpillDir
+from .steps import RunContext
+
+#: A slice's answers of the inventory (confirmed records, ERROR findings) by key.
+Extras = list[tuple[str, SiteRecord | Finding]]
+
+
+@dataclass
+class Slice:
+    """A subscription's slice (or the whole of it), in memory: records, state, earlier rows."""
+
+    listed: Listed
+    prior: dict[str, Any]
+    extra: list[StateCopy]
+    earlier: list[dict[str, Any]]
+    kept: dict[str, Any] = field(default_factory=dict)
+
+    def unlisted_live(self) -> list[str]:
+        """Keys of resources its state holds live that its records do not show."""
+        return [k for k, state in self.prior.items() if k not in self.listed and not state.get("Gone")]
+
+    def weight(self) -> int:
+        """The resources it holds: its records and the state rows of resources not listed."""
+        return len(self.listed) + len(self.unlisted_live())
+
+
+@dataclass
+class Survey:
+    """What a first pass over a subscription's slices decides for all of them."""
+
+    missing: list[str] = field(default_factory=list)  # ids its state holds live and no slice lists
+    live: bool = False  # its state holds a resource that is not gone
+    size: int = 0  # resources audited (the state layout's size)
+
+    def add(self, part: Slice) -> None:
+        self.live = self.live or any(not state.get("Gone") for state in part.prior.values())
+        self.missing += [str(part.prior[k].get("ResourceId") or k) for k in part.unlisted_live()]
+        self.size += sum(1 for v in part.listed.values() if isinstance(v, SiteRecord) or v.status is not Status.ERROR)
+
+
+class Gathered:
+    """A subscription's listing, state rows and earlier rows, each a :class:`~.spill.Spill`."""
+
+    def __init__(self, directory: SpillDir, limit: int) -> None:
+        self.limit = limit
+        self.listed: Spill[Any] = Spill(directory, limit)
+        self.prior: Spill[dict[str, Any]] = Spill(directory, limit)
+        self.earlier: Spill[dict[str, Any]] = Spill(directory, limit)
+        self.rest: Listed = {}  # the records listed since the last spill (first sighting wins)
+        self.deleted: set[str] = set()  # keys of resources the inventory confirmed deleted
+        self.gone_ids: list[str] = []
+        self.records = False  # it listed a record (not only ERRORs)
+        self._parts: tuple[list[Spill[Any]], list[Spill[dict[str, Any]]], list[Spill[dict[str, Any]]]] | None = None
+
+    def spill_listed(self) -> int:
+        """Move the records in memory to disk; returns how many."""
+        moved = len(self.rest)
+        self.listed.extend(self.rest.items())
+        self.listed.spill()
+        self.rest = {}
+        return moved
+
+    def slices(self) -> int:
+        """How many slices: 1 while everything stayed in memory; else enough for about half of
+        ``limit`` resources each, so that the hash's spread keeps every slice under ``limit`` (a
+        resource counts once, listed or not: a slice holds the union of its records and state)."""
+        if not (self.listed.spilled or self.prior.spilled or self.earlier.spilled):
+            return 1
+        largest = max(self.listed.count + len(self.rest), self.prior.count)
+        return max(2, math.ceil(2 * largest / self.limit))
+
+    def whole(self) -> Slice:
+        """The subscription as one slice (it stayed in memory)."""
+        prior, extra = merge_state(self.prior, present=self.rest)
+        return Slice(self.rest, prior, extra, [row for _, row in self.earlier])
+
+    def cut(self, slices: int) -> None:
+        """Cut every stream into ``slices`` by the hash of the key (records in memory go to disk)."""
+        self.spill_listed()
+        self._parts = (self.listed.split(slices), self.prior.split(slices), self.earlier.split(slices))
+
+    def load(self, index: int) -> Slice:
+        """Slice ``index`` of a cut subscription, read back from disk."""
+        assert self._parts is not None, "cut() first"
+        listed_part, prior_part, earlier_part = (self._parts[0][index], self._parts[1][index], self._parts[2][index])
+        listed: Listed = {}
+        for key, value in listed_part:
+            listed.setdefault(key, value)  # first sighting wins, as when listing
+        prior, extra = merge_state(prior_part, present=listed)
+        return Slice(listed, prior, extra, [row for _, row in earlier_part])
+
+
+def kept_rows(
+    run_id: str, prior: Mapping[str, Any], findings: Listed, earlier: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """A resumed run's earlier rows it keeps (of resources whose state that attempt advanced, see
+    :func:`earlier_attempt`) by key, and the ``(PartitionKey, RowKey)`` of the others."""
+    committed = {
+        key
+        for key, state in prior.items()
+        if state.get("LastRunId") == run_id and (key in findings or state.get("AlertRunId") == run_id)
+    }
+    kept = {str(row["RowKey"]): row for row in earlier if str(row["RowKey"]) in committed}
+    stale = [(str(row["PartitionKey"]), str(row["RowKey"])) for row in earlier if str(row["RowKey"]) not in kept]
+    return kept, stale
+
+
+def replay(findings: Listed, kept: Mapping[str, Any]) -> None:
+    """The kept rows' decisions stand: their findings are replayed from them."""
+    findings.update((key, finding_from_row(row)) for key, row in kept.items())
+
+
+def earlier_attempt(store: TableStore, run: RunContext, part: Slice, *, replayed: bool) -> dict[str, Any]:
+    """A resumed run keeps the rows its earlier attempt stored for the resources whose state that
+    attempt advanced (their decisions stand: an alert may already name this run, sent by it or
+    owed) and deletes the others, which it writes again; returns the kept rows by key. Those
+    decisions stand as that attempt saw each resource: they are replayed from the kept rows into
+    the slice's records (what the run reads now of those resources is not used) when the
+    subscription listed a record (``replayed``; else it is silence, checked as such). A kept
+    resource that is no longer listed keeps its row only if an alert names this run for it."""
+    kept, stale = kept_rows(run.summary.run_id, part.prior, part.listed, part.earlier)
+    if stale:
+        store.delete_keys(store.results, stale)
+    if replayed:
+        replay(part.listed, kept)
+    return kept

@@ -1,0 +1,126 @@
+"""What one subscription lists and what its state holds, in memory up to a slice, on disk past it.
+
+A subscription is compared with its prior state by key. Holding both whole makes memory grow with
+the tenant's largest subscription (72,504 resources in the bench's 260k tenant): the one term a
+cap on the *run* cannot bound. So each stream of a subscription (its listing, its state rows, a
+resumed run's earlier rows) is a :class:`Spill`: kept in memory up to ``limit`` items, written to
+a temporary file past it. A subscription whose streams all stayed in memory is planned whole, as
+before; one that spilled is cut into ``slices`` by a hash of the key (:func:`slice_of`), every
+stream by the same hash, so a slice holds *every* item of its keys from every stream: the listing,
+the state rows (every copy of one), the earlier rows. Each slice is then compared and planned on its
+own, in memory, and no slice holds much more than ``limit`` resources.
+
+A hash, not a key range: a key range would need the listing sorted the way Table Storage sorts
+``RowKey`` (the service's order, not Python's, for keys with non-ASCII letters), and a row an older
+version stored under another key (``lower()``) would fall in another range than its resource.
+The files are pickles of our own records and rows, written and read by this process only, in a
+private temporary directory removed when the subscription is done.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def slice_of(key: str, slices: int) -> int:
+    """The slice a key belongs to (stable across processes, unlike :func:`hash`)."""
+    if slices <= 1:
+        return 0
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % slices
+
+
+class SpillDir:
+    """A private temporary directory for one subscription's spilled streams, removed on close."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+        self._files = 0
+
+    def new_file(self) -> Path:
+        """The path of a new, empty file in the directory (``mkdtemp``: readable by this user only)."""
+        if self._path is None:
+            self._path = Path(tempfile.mkdtemp(prefix="clientcert-audit-"))
+        self._files += 1
+        path = self._path / f"{self._files}.pickle"
+        path.write_bytes(b"")
+        return path
+
+    def close(self) -> None:
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+            self._path = None
+
+
+class Spill(Generic[T]):
+    """``(key, item)`` pairs in arrival order: in memory up to ``limit`` of them, then on disk."""
+
+    def __init__(self, directory: SpillDir, limit: int) -> None:
+        self._dir = directory
+        self._limit = limit
+        self._memory: list[tuple[str, T]] = []
+        self._path: Path | None = None
+        self.count = 0
+
+    @property
+    def spilled(self) -> bool:
+        return self._path is not None
+
+    def add(self, key: str, item: T) -> int:
+        """Add one pair; returns how many pairs left memory for the disk by this call (0 mostly)."""
+        self._memory.append((key, item))
+        self.count += 1
+        if len(self._memory) < self._limit:
+            return 0
+        return self.spill()
+
+    def extend(self, pairs: Iterable[tuple[str, T]]) -> None:
+        for key, item in pairs:
+            self.add(key, item)
+
+    def spill(self) -> int:
+        """Write what memory holds to the file; returns how many pairs it was."""
+        if self._path is None:
+            self._path = self._dir.new_file()
+        moved = len(self._memory)
+        with self._path.open("ab") as file:  # no file stays open between writes
+            for pair in self._memory:  # one pickle each, read back one by one (each with its own memo)
+                pickle.dump(pair, file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._memory = []
+        return moved
+
+    def __iter__(self) -> Iterator[tuple[str, T]]:
+        """The pairs in arrival order (the file's first, then memory's); can be read more than once."""
+        if self._path is not None:
+            with self._path.open("rb") as reader:
+                while True:
+                    try:
+                        # Our own records and rows, written by this process to its private directory above.
+                        yield pickle.load(reader)  # noqa: S301
+                    except EOFError:
+                        break
+        yield from self._memory
+
+    def split(self, slices: int) -> list[Spill[T]]:
+        """The pairs cut into ``slices`` streams by :func:`slice_of` their key (each on disk)."""
+        parts: list[Spill[T]] = [Spill(self._dir, _PART_BUFFER) for _ in range(slices)]
+        for key, item in self:
+            parts[slice_of(key, slices)].add(key, item)
+        for part in parts:
+            part.spill()
+        return parts
+
+
+#: Pairs each slice's stream buffers while a stream is cut into slices (slices × this in memory).
+_PART_BUFFER = 64
+
+
+def spilled_any(*streams: Spill[Any]) -> bool:
+    return any(stream.spilled for stream in streams)

@@ -1,0 +1,187 @@
+"""A subscription compared with its state slice by slice decides exactly what it decides whole.
+
+``shared/run/slices.py`` cuts a subscription larger than ``SLICE_RESOURCES`` into slices by a hash of
+the key and plans each on its own. These tests run the same nights twice against the emulators, once
+with every subscription whole (the default slice, far above these tenants) and once with a slice of
+a few resources (every subscription but the smallest cut into many slices), and require the same
+result rows, the same last-known state, the same NewFailure events and the same run records. The
+nights cover what a slice could get wrong alone: new failures and fixes, resources deleted (one
+by one and a whole group), new ones, a subscription emptied; with Resource Graph, a group its
+answer trims (confirmed through ARM, once for the whole subscription) and a subscription it is
+silent about (confirmed empty or not, once). A second test checks what the run held against the
+bound: the cap plus about a slice, whatever the largest subscription.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.core import layout
+from shared.run import pipeline
+from tests.emulators.graph import hide_group
+from tests.emulators.tenant import Site, Tenant
+from tests.harness import AuditHarness
+
+REQ = {"client_cert_enabled": True, "client_cert_mode": "Required"}
+NIGHT1 = datetime(2026, 4, 1, 2, 0, tzinfo=UTC)
+BIG, MEDIUM, SMALL = (f"{c * 8}-0000-4000-8000-{n:012d}" for c, n in (("b", 1), ("c", 2), ("d", 3)))
+#: Properties that differ between two deployments for reasons other than the decisions.
+VOLATILE = {"Timestamp", "etag", "odata.etag", "Fence", "PartitionKey"}  # and every *RunId*
+
+
+def build() -> tuple[Tenant, dict[str, list[Site]]]:
+    tenant = Tenant()
+    made: dict[str, list[Site]] = {}
+    for sub_id, groups, per_group in ((BIG, 3, 12), (MEDIUM, 2, 6), (SMALL, 1, 2)):
+        sub = tenant.add_subscription(sub_id)
+        sites = made.setdefault(sub_id, [])
+        for g in range(groups):
+            for i in range(per_group):
+                site = sub.add_site(f"rg-{g}", f"app-{g}-{i}", **REQ)
+                sites.append(site)
+                if i % 4 == 1:
+                    sites.append(site.add_slot("stage", **REQ))
+    return tenant, made
+
+
+def night2(tenant: Tenant, made: dict[str, list[Site]]) -> None:
+    """Failures (one in three), a fix, deletions one by one and of a whole group, new sites."""
+    for site in made[BIG][::3] + made[MEDIUM][::3]:
+        site.update(client_cert_mode="Optional")
+    made[BIG][3].update(client_cert_enabled=False)
+    big = tenant.get_subscription(BIG)
+    assert big is not None
+    for site in [s for s in made[BIG] if s.resource_group == "rg-2" and not s.is_slot]:
+        big.remove_site(site)
+    big.remove_site(made[BIG][4])
+    for i in range(5):
+        big.add_site("rg-new", f"new-{i}", client_cert_mode="Optional", client_cert_enabled=True)
+
+
+def night3_arm(tenant: Tenant, made: dict[str, list[Site]]) -> None:
+    """A fix of an old failure, a new failure, a subscription emptied."""
+    made[BIG][0].update(client_cert_mode="Required")
+    made[BIG][1].update(client_cert_mode="OptionalInteractiveUser")
+    medium = tenant.get_subscription(MEDIUM)
+    assert medium is not None
+    for site in [s for s in made[MEDIUM] if not s.is_slot]:
+        medium.remove_site(site)
+
+
+def normal(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {key: {k: v for k, v in row.items() if k not in VOLATILE and "RunId" not in k} for key, row in rows.items()}
+
+
+def snapshot(h: AuditHarness) -> dict[str, Any]:
+    run = h.runs()[-1]
+    events = sorted((e["ResourceId"].lower(), e.get("FirstFailedAt"), e.get("Status")) for e in h.new_failure_events())
+    return {
+        "outcome": run["Outcome"],
+        "counts": {k: v for k, v in run.items() if k.startswith("Count") or k in {"NewFailures", "Resources"}},
+        "rows": normal(h.rows_by_id()),
+        "state": normal(h.state()),
+        "events": events,
+    }
+
+
+def nights(
+    make_arm: Any, harness_factory: Any, source: str, last: Callable[[Any, Tenant, dict[str, list[Site]]], None]
+) -> list[dict[str, Any]]:
+    tenant, made = build()
+    arm = make_arm(tenant)
+    h: AuditHarness = harness_factory(arm)
+    seen = []
+    for n, change in enumerate((None, night2, last)):
+        if change is night2:
+            night2(tenant, made)
+        elif change is not None:
+            change(arm, tenant, made)
+        h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
+        h.clear_events()
+        h.run_at(NIGHT1 + timedelta(days=n))
+        seen.append(snapshot(h))
+    return seen
+
+
+def last_arm(arm: Any, tenant: Tenant, made: dict[str, list[Site]]) -> None:
+    night3_arm(tenant, made)
+
+
+def last_graph(arm: Any, tenant: Tenant, made: dict[str, list[Site]]) -> None:
+    """Resource Graph trims a group of the big subscription (ARM still has it) and is silent about the
+    small one (ARM lists sites there: an ERROR, nothing retired); a new failure in the trimmed group."""
+    made[BIG][0].update(client_cert_mode="Optional")
+    arm.resource_graph_hides = hide_group(BIG, "rg-0")
+    arm.resource_graph_hidden.add(SMALL.lower())
+
+
+@pytest.mark.parametrize(("source", "last"), [("arm", last_arm), ("resourcegraph", last_graph)])
+def test_sliced_subscriptions_decide_exactly_what_whole_ones_do(
+    make_arm, harness_factory, monkeypatch, source, last
+) -> None:
+    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)  # the big subscription gets shards of its own
+    whole = nights(make_arm, harness_factory, source, last)
+    monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 4)
+    sliced = nights(make_arm, harness_factory, source, last)
+    for n, (w, s) in enumerate(zip(whole, sliced, strict=True), start=1):
+        assert w["outcome"] == ("partial" if (source, n) == ("resourcegraph", 3) else "complete"), (n, w["outcome"])
+        assert s["rows"] == w["rows"], f"night {n}: rows differ"
+        assert s["state"] == w["state"], f"night {n}: state differs: {differences(w['state'], s['state'])}"
+        assert s["events"] == w["events"], f"night {n}: events differ"
+        assert s == w, f"night {n}"
+    assert whole[1]["events"], "night 2 has new failures"
+    assert any(r.get("Gone") for r in whole[2]["state"].values()), "night 3 retired resources"
+    if source == "resourcegraph":
+        errors = [k for k, r in whole[2]["rows"].items() if r["Status"] == "ERROR"]
+        assert errors == [f"/subscriptions/{SMALL}"], errors
+
+
+def differences(whole: dict[str, dict[str, Any]], sliced: dict[str, dict[str, Any]]) -> list[Any]:
+    """The first few differing properties, by resource (``pytest`` elides nested dicts)."""
+    out: list[Any] = [("only whole", k) for k in whole.keys() - sliced.keys()]
+    out += [("only sliced", k) for k in sliced.keys() - whole.keys()]
+    for key in whole.keys() & sliced.keys():
+        w, s = whole[key], sliced[key]
+        out += [(key.rsplit("/", 3)[-1], p, w.get(p), s.get(p)) for p in w.keys() | s.keys() if w.get(p) != s.get(p)]
+    return out[:8]
+
+
+def held(caplog: pytest.LogCaptureFixture) -> int:
+    pattern = re.compile(r"at most (\d+) resources held in memory at once")
+    found = [int(m.group(1)) for r in caplog.records if (m := pattern.search(r.getMessage()))]
+    assert found, "the run did not report what it held"
+    return found[-1]
+
+
+@pytest.mark.parametrize("source", ["arm", "resourcegraph"])
+def test_what_a_run_holds_is_bounded_by_the_cap_and_a_slice_not_by_its_largest_subscription(
+    make_arm, harness_factory, monkeypatch, caplog, source
+) -> None:
+    """A subscription of 90 resources against a cap of 10 and a slice of 8: whole, the run held the
+    subscription (at least 90 at once); sliced, at most the cap and a slice. Both nights."""
+    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)
+    tenant = Tenant()
+    sub = tenant.add_subscription(BIG)
+    for i in range(90):
+        sub.add_site(f"rg-{i % 4}", f"app-{i}", **REQ)
+    for n in range(6):
+        tenant.add_subscription(f"a{n:07x}-0000-4000-8000-000000000000").add_site("rg", f"small-{n}", **REQ)
+    h: AuditHarness = harness_factory(make_arm(tenant))
+    h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
+    monkeypatch.setattr(pipeline, "MAX_HELD_RESOURCES", 10)
+    h.run_at(NIGHT1)
+    assert held(caplog) >= 90, "whole, the large subscription is held at once"
+    monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 8)
+    for n in (1, 2):
+        caplog.clear()
+        h.run_at(NIGHT1 + timedelta(days=n))
+        assert h.runs()[-1]["Outcome"] == "complete"
+        assert {k: r["Status"] for k, r in h.rows_by_id().items()} == {
+            k: e.status for k, e in tenant.expected().items()
+        }
+        assert held(caplog) <= 10 + 8, f"night {n + 1}: held {held(caplog)}"
