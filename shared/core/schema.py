@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .keys import resource_key
 from .models import IDENTITY_FIELDS, Finding, Status
@@ -100,6 +100,28 @@ def result_row(
     }
 
 
+class RowIdentity(TypedDict):
+    """What names the resource of a result row (see :func:`row_identity`)."""
+
+    resource_id: str
+    subscription_id: str
+    resource_group: str
+    app_name: str
+    slot: str
+
+
+def row_identity(row: Mapping[str, Any]) -> RowIdentity:
+    """The resource a result row is about, as keyword arguments of a :class:`Finding` (or a report's
+    change): its id, subscription, group, app and slot, each ``""`` when absent."""
+    return RowIdentity(
+        resource_id=str(row.get("ResourceId") or ""),
+        subscription_id=str(row.get("SubscriptionId") or ""),
+        resource_group=str(row.get("ResourceGroup") or ""),
+        app_name=str(row.get("AppName") or ""),
+        slot=str(row.get("Slot") or ""),
+    )
+
+
 def finding_from_row(row: Mapping[str, Any]) -> Finding:
     """The finding a result row records (what :func:`result_row` wrote): a resumed run replays its
     earlier attempt's decision about a resource from it, as that attempt saw the resource."""
@@ -111,11 +133,7 @@ def finding_from_row(row: Mapping[str, Any]) -> Finding:
     paths = str(row.get("ExclusionPaths") or "")
     https_only = row.get("HttpsOnly")
     return Finding(
-        resource_id=str(row.get("ResourceId") or ""),
-        subscription_id=str(row.get("SubscriptionId") or ""),
-        resource_group=str(row.get("ResourceGroup") or ""),
-        app_name=str(row.get("AppName") or ""),
-        slot=str(row.get("Slot") or ""),
+        **row_identity(row),
         kind=str(row.get("Kind") or ""),
         state=str(row.get("State") or ""),
         location=str(row.get("Location") or ""),

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..core.keys import resource_key
 from ..core.names import fold
+from ..core.schema import row_identity
 from .selection import RowFilter
 
 #: Columns of a diff as CSV and of each ``changes`` item of its JSON (a contract for tooling).
@@ -62,22 +63,13 @@ class Change:
 _KEPT = ("ResourceId", "SubscriptionId", "ResourceGroup", "AppName", "Slot")
 
 
-def _row_identity(row: Mapping[str, Any]) -> tuple[str, str]:
+def _row_key(row: Mapping[str, Any]) -> tuple[str, str]:
     # The resource's key by today's rule (a row an older version wrote may carry another RowKey).
     return fold(str(row.get("SubscriptionId") or "")), resource_key(str(row.get("ResourceId") or row.get("RowKey")))
 
 
 def _change(before: str, after: str, row: Mapping[str, Any]) -> Change:
-    return Change(
-        before=before,
-        after=after,
-        resource_id=str(row.get("ResourceId") or ""),
-        subscription_id=str(row.get("SubscriptionId") or ""),
-        resource_group=str(row.get("ResourceGroup") or ""),
-        app_name=str(row.get("AppName") or ""),
-        slot=str(row.get("Slot") or ""),
-        reason=str(row.get("Reason") or ""),
-    )
+    return Change(before=before, after=after, **row_identity(row), reason=str(row.get("Reason") or ""))
 
 
 def diff_rows(older: Iterable[Mapping[str, Any]], newer: Iterable[Mapping[str, Any]]) -> Iterator[Change]:
@@ -87,9 +79,9 @@ def diff_rows(older: Iterable[Mapping[str, Any]], newer: Iterable[Mapping[str, A
     """
     before: dict[tuple[str, str], tuple[str, ...]] = {}  # a tuple per row: 100,000 of them stay small
     for row in older:
-        before[_row_identity(row)] = (str(row.get("Status") or ""), *(str(row.get(k) or "") for k in _KEPT))
+        before[_row_key(row)] = (str(row.get("Status") or ""), *(str(row.get(k) or "") for k in _KEPT))
     for row in newer:
-        previous = before.pop(_row_identity(row), None)
+        previous = before.pop(_row_key(row), None)
         status = str(row.get("Status") or "")
         if previous is None or previous[0] != status:
             yield _change(previous[0] if previous else "", status, row)

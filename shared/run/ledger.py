@@ -21,7 +21,7 @@ from ..azure.threads import NO_CONTEXT, ThreadInit
 from ..core import events
 from ..core.clock import Clock
 from ..core.config import Settings
-from ..core.errors import AuditFailed, LeaseLost, RunInProgressError, one_line
+from ..core.errors import AuditFailed, LeaseLost, RunInProgressError, StoreError, one_line
 from ..core.names import fold
 from ..core.schema import RUNS_PARTITION, run_row, running_row, subscription_row
 from ..core.summary import BLIND as BLIND
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: What a write to the store raises when it fails: the service's error, a row it refused (the
+#: single row of a run record is refused as a :class:`StoreError`), or the lease lost.
+STORE_FAILURES = (AzureError, StoreError, LeaseLost)
 #: A run that died is resumed (same RunId) by a run that starts within this time.
 RESUME_WINDOW = timedelta(hours=12)
 #: How often a nightly run that finds a change poll holding the lease tries again (seconds).
@@ -107,15 +110,20 @@ class RunLedger:
         :class:`AuditFailed` naming ``what`` (``audit run``, ``change run``) and the RunId."""
         summary = self.open(started)
         try:
-            out = body(summary)
-            summary.ended_at = self.now()
-            self.record(summary)
-        except BaseException as exc:
-            self.fail(summary, exc)
-            if isinstance(exc, Exception) and not isinstance(exc, AuditFailed):
-                raise AuditFailed(f"{what} {summary.run_id} failed: {summary.error}") from exc
-            raise
-        self.close(summary)
+            try:
+                out = body(summary)
+                summary.ended_at = self.now()
+                self.record(summary)
+            except BaseException as exc:
+                self.fail(summary, exc)
+                if isinstance(exc, Exception) and not isinstance(exc, AuditFailed):
+                    raise AuditFailed(f"{what} {summary.run_id} failed: {summary.error}") from exc
+                raise
+            self.close(summary)
+        finally:
+            # Whatever was raised, in the body, in fail() or in close(), BaseException included: the
+            # heartbeat ends with its run, before the caller closes the store it renews through.
+            self.lease.stop()
         return summary, out
 
     # -- opening ----------------------------------------------------------------------------------
@@ -175,7 +183,7 @@ class RunLedger:
         log.error("Audit run %s did not run: %s", lost.run_id, lost.error)
         try:
             self.record(lost)
-        except AzureError as error:
+        except STORE_FAILURES as error:
             log.error("Could not record the night that did not run: %s", one_line(error))
         events.emit_run_summary(lost.event(), failed=True)
 
@@ -267,7 +275,7 @@ class RunLedger:
         if self.kind == "nightly" and summary.subscriptions_read:  # a run that read nothing is no baseline
             try:
                 self.store.mark_baseline(summary.run_id, summary.started_at)
-            except (AzureError, LeaseLost) as exc:  # read from the run records until it is written
+            except STORE_FAILURES as exc:  # read from the run records until it is written
                 log.warning("Could not write the baseline marker: %s", one_line(exc))
         summary.deleted_old_rows = self._retention(summary)
         events.emit_run_summary(summary.event(), failed=summary.partial)
@@ -280,12 +288,14 @@ class RunLedger:
         summary.error = one_line(exc)
         summary.ended_at = self.now()
         log.error("Audit run %s failed: %s", summary.run_id, summary.error)
-        if self.lease.lost:
-            log.error("Run %s lost its lease: its record is left to the run that holds it now", summary.run_id)
-        else:
-            self.record(summary, best_effort=True)
-        events.emit_run_summary(summary.event(), failed=True)
-        self.lease.release(keep_run=True)
+        try:
+            if self.lease.lost:
+                log.error("Run %s lost its lease: its record is left to the run that holds it now", summary.run_id)
+            else:
+                self.record(summary, best_effort=True)
+            events.emit_run_summary(summary.event(), failed=True)
+        finally:
+            self.lease.release(keep_run=True)
 
     def record(self, summary: RunSummary, *, best_effort: bool = False) -> None:
         row = run_row(
@@ -303,7 +313,7 @@ class RunLedger:
         )
         try:
             self.store.upsert_many(self.store.runs, [row])
-        except (AzureError, LeaseLost):
+        except STORE_FAILURES:  # a store that is down refuses the record's single row: a StoreError
             if not best_effort:
                 raise
             log.exception("Could not record the failed run %s", summary.run_id)
@@ -313,7 +323,7 @@ class RunLedger:
         cutoff = summary.started_at - timedelta(days=self.settings.retention_days)
         try:
             deleted = self.store.delete_results_before(run_id_prefix(cutoff))
-        except (AzureError, LeaseLost) as exc:
+        except STORE_FAILURES as exc:
             log.warning("Retention clean-up failed (retried next run): %s", one_line(exc))
             return 0
         if deleted:

@@ -8,6 +8,7 @@ stage), end to end through the worker, the ARM emulator and Azurite.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from shared.azure.exemptions import load_exemptions
 from shared.core.errors import AuditFailed
 from shared.run import audit, changes
+from tests.emulators.faults import FaultRule, Status
 from tests.emulators.tenant import Tenant
 from tests.harness import AuditHarness
 
@@ -87,3 +89,41 @@ def test_a_failing_body_is_recorded_and_raised_alike_by_the_nightly_run_and_the_
     h.run_at(night2 + timedelta(hours=1), checkpoint=None)  # the lease was kept for a resume: the same run, finished
     resumed = [r for r in h.runs() if r.get("Kind") == "nightly"][-1]
     assert resumed["RunId"] == nightly["RunId"] and resumed["Outcome"] == "complete"
+
+
+class Killed(BaseException):
+    """A run killed where it stands (not an ``Exception``: nothing on the way may swallow it)."""
+
+
+def lease_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "lease" and t.is_alive()}
+
+
+@pytest.mark.parametrize("where", ["pipeline", "body"])
+def test_a_run_killed_as_its_store_goes_down_stops_its_heartbeat_and_still_says_it_failed(
+    make_arm, harness_factory, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The store refuses every write from the moment the run is killed (as a dying host's would): the
+    run's record cannot be written (a ``StoreError``), yet its failed RunSummary is logged, the caller
+    gets the run's own failure, and the lease heartbeat is stopped before the run's store is closed
+    (it used to run on and meet the closed transport minutes later: an unhandled thread exception)."""
+    tenant = Tenant()
+    tenant.add_subscription(SUB, display_name="prod").add_site("rg-a", "app", **REQ)
+    h: AuditHarness = harness_factory(make_arm(tenant))
+    h.run_at(NIGHT)
+    proxy = h.service_clock()
+    h.apply_env(AUDIT_RETRY_TOTAL="0")
+
+    def kill(stage: str, _sub: str = "") -> list[object]:
+        proxy.faults.add(FaultRule(Status(503), method="*"))
+        raise Killed(f"killed at {stage}")
+
+    if where == "body":
+        monkeypatch.setattr(audit, "load_exemptions", lambda store: kill("exemptions"))
+    expected = {"pipeline": AuditFailed, "body": Killed}[where]
+    before = lease_threads()
+    h.clear_events()
+    with pytest.raises(expected, match="killed at "):
+        h.run_at(NIGHT + timedelta(days=1), checkpoint=kill if where == "pipeline" else None)
+    assert lease_threads() <= before, "the heartbeat outlived its run"
+    assert [(s["Kind"], s["Outcome"]) for s in h.run_summaries()] == [("nightly", "failed")]
