@@ -87,7 +87,7 @@ param auditOwnerTags string = 'owner,team,contact'
 @description('Tag read as an exemption request listed for the security team, never as an exemption (AUDIT_EXEMPTION_REQUEST_TAG). Empty: off.')
 param auditExemptionRequestTag string = ''
 
-@description('Read timeout of one HTTP request in seconds (AUDIT_HTTP_TIMEOUT); one logical call is bounded by twice this.')
+@description('Timeout in seconds of each step of one HTTP request: the TLS handshake of a new connection, sending, the answer (AUDIT_HTTP_TIMEOUT); one logical call is bounded by twice this.')
 @minValue(1)
 @maxValue(600)
 param auditHttpTimeout int = 60

@@ -20,7 +20,6 @@ from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
-from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 from azure.mgmt.web import WebSiteManagementClient
 
@@ -29,7 +28,7 @@ from ..core.models import InventoryError, SiteRecord, valid_text
 from ..core.names import fold
 from ..core.owners import resolve_owners
 from .arm_errors import ForeignLinkError, RedirectRefusedError
-from .http import CONNECTION_TIMEOUT_SECONDS, client_kwargs, pooled_session
+from .http import client_kwargs, pooled_session
 from .links import pinned_client_kwargs
 from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
 from .sites import confirms_gone, describe_error, site_record
@@ -96,12 +95,8 @@ class ArmInventory:
             "base_url": self._settings.arm_endpoint,
             "credential_scopes": [self._settings.arm_scope],
             **pinned_client_kwargs(self._settings.arm_endpoint),
-            **client_kwargs(self._settings.retry_total, self._settings.http_timeout),
-            "transport": RequestsTransport(
-                session=self._session,
-                session_owner=False,
-                connection_timeout=CONNECTION_TIMEOUT_SECONDS,
-                read_timeout=self._settings.http_timeout,
+            **client_kwargs(
+                self._settings.retry_total, self._settings.http_timeout, self._session, session_owner=False
             ),
         }
 

@@ -27,7 +27,7 @@ from ..core.models import GoneRecord, InventoryError, SiteRecord
 from ..core.names import fold
 from ..core.owners import OwnerResolver
 from .arm_errors import PagingLoopError, TruncatedAnswerError
-from .http import client_kwargs
+from .http import client_kwargs, pooled_session
 from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
 from .links import pinned_client_kwargs
 from .reads import ChangedResources
@@ -77,6 +77,11 @@ ABANDON_SECONDS = 600.0
 TAKE = 100
 
 
+#: Connections a Resource Graph client keeps (its own pool, closed with it): requests' default; one
+#: loader thread queries, or the change poll's thread.
+GRAPH_CONNECTIONS = 10
+
+
 def graph_client(credential: TokenCredential, settings: Settings) -> ResourceGraphClient:
     """A Resource Graph client on the ARM endpoint, pinned to it, with the audit's bounded retries."""
     return ResourceGraphClient(
@@ -87,7 +92,9 @@ def graph_client(credential: TokenCredential, settings: Settings) -> ResourceGra
         # Pages come by $skipToken in the POST body (no link is followed); pinned all the same, and
         # a redirect is refused (a 307 would re-send the query, and its answer, elsewhere).
         **pinned_client_kwargs(settings.arm_endpoint, "Resource Graph"),
-        **client_kwargs(settings.retry_total, settings.http_timeout),
+        **client_kwargs(
+            settings.retry_total, settings.http_timeout, pooled_session(GRAPH_CONNECTIONS), session_owner=True
+        ),
     )
 
 

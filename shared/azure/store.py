@@ -44,7 +44,7 @@ from ..core.schema import (
 from . import fastpaths
 from .fastpaths import ETAG
 from .fastpaths import odata_entity as odata_entity  # re-exported: the fast $batch writer's serialiser
-from .http import client_kwargs, table_transport
+from .http import client_kwargs, pooled_session, table_connections
 from .runs_table import LEASE_PARTITION as LEASE_PARTITION
 from .runs_table import LEASE_ROW as LEASE_ROW
 from .runs_table import RunsTable
@@ -64,10 +64,9 @@ class TableStore(RunsTable):
     """Thin wrapper over the four tables; every method is safe to repeat."""
 
     def __init__(self, settings: Settings, credential: TokenCredential | None) -> None:
-        kwargs = {
-            **client_kwargs(settings.retry_total, settings.http_timeout),
-            "transport": table_transport(settings.concurrency, settings.http_timeout),
-        }
+        # The Tables clients' pool, sized by table_connections (the client owns the session).
+        session = pooled_session(table_connections(settings.concurrency))
+        kwargs = client_kwargs(settings.retry_total, settings.http_timeout, session, session_owner=True)
         if settings.table_connection_string:
             self.service = TableServiceClient.from_connection_string(settings.table_connection_string, **kwargs)
         else:

@@ -20,7 +20,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from shared.azure.store import TableStore
 from shared.core.keys import encode_key, resource_key
 from shared.core.names import fold
-from tests.emulators.tenant import ResourceChange, Tenant
+from tests.emulators.tenant import ResourceChange, Site, Tenant
 from tests.harness import AuditHarness
 
 SUB = "a1b2c3d4-0000-4000-8000-000000000019"
@@ -36,6 +36,28 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.at
+
+
+def app_broken_after_baseline(
+    make_arm: Any, harness_factory: Any, *others: str, **env: str
+) -> tuple[AuditHarness, Any, Site, Clock]:
+    """What most sequences start from: a tenant with one site ``app`` (and ``others`` beside it in
+    its group), its change log on a test :class:`Clock`, the baseline night (with ``env`` applied),
+    then the app broken (*Allow*) at 11:00, ``clock.at``. Returns ``(h, arm, app, clock)``."""
+    clock = Clock(NIGHT)
+    tenant = Tenant()
+    sub = tenant.add_subscription(SUB, display_name="prod")
+    app = sub.add_site("rg-a", "app", **REQ)
+    for name in others:
+        sub.add_site("rg-a", name, **REQ)
+    tenant.start_change_log(clock)
+    arm = make_arm(tenant)
+    h: AuditHarness = harness_factory(arm)
+    h.apply_env(**env)
+    h.run_at(NIGHT)  # the baseline
+    clock.at = NIGHT + timedelta(hours=9)
+    app.update(client_cert_mode="Optional")
+    return h, arm, app, clock
 
 
 def alerts(h: AuditHarness) -> Counter[str]:
@@ -116,17 +138,8 @@ def assert_rows_agree_with_alerts(h: AuditHarness) -> None:
 def test_seq01_two_casings_of_one_subscription_in_the_change_feed_are_one_subscription(
     make_arm, harness_factory
 ) -> None:
-    clock = Clock(NIGHT)
-    tenant = Tenant()
-    sub = tenant.add_subscription(SUB, display_name="prod")
-    app = sub.add_site("rg-a", "app", **REQ)
-    sub.add_site("rg-a", "quiet", **REQ)
-    changes = tenant.start_change_log(clock)
-    h: AuditHarness = harness_factory(make_arm(tenant))
-    h.run_at(NIGHT)  # the baseline
-
-    clock.at = NIGHT + timedelta(hours=9)
-    app.update(client_cert_mode="Optional")
+    h, arm, app, clock = app_broken_after_baseline(make_arm, harness_factory, "quiet")
+    changes = arm.tenant.changes
     # The same change, written again by another writer that spells the subscription in upper case.
     last = changes[-1]
     upper = last.target_id.replace(SUB, SUB.upper())
@@ -557,17 +570,7 @@ def test_seq10_a_resumed_run_keeps_the_streak_its_first_attempt_found(make_arm, 
 def test_seq07_a_poll_get_that_fails_transiently_is_read_again_by_the_next_poll(make_arm, harness_factory) -> None:
     from tests.emulators.faults import FaultRule, Status
 
-    clock = Clock(NIGHT)
-    tenant = Tenant()
-    sub = tenant.add_subscription(SUB, display_name="prod")
-    app = sub.add_site("rg-a", "app", **REQ)
-    tenant.start_change_log(clock)
-    arm = make_arm(tenant)
-    h: AuditHarness = harness_factory(arm)
-    h.apply_env(AUDIT_RETRY_TOTAL="0")
-    h.run_at(NIGHT)
-    clock.at = NIGHT + timedelta(hours=9)
-    app.update(client_cert_mode="Optional")
+    h, arm, app, clock = app_broken_after_baseline(make_arm, harness_factory, AUDIT_RETRY_TOTAL="0")
     h.clear_events()
     arm.faults.add(FaultRule(Status(503), path=r"/sites/app$", times=1))
     first = h.poll_at(clock.at + timedelta(minutes=2))
@@ -586,17 +589,7 @@ def test_a_poll_get_that_keeps_failing_becomes_an_error_row_after_some_polls(mak
     from shared.azure.reads import MAX_ATTEMPTS
     from tests.emulators.faults import FaultRule, Status
 
-    clock = Clock(NIGHT)
-    tenant = Tenant()
-    sub = tenant.add_subscription(SUB, display_name="prod")
-    app = sub.add_site("rg-a", "app", **REQ)
-    tenant.start_change_log(clock)
-    arm = make_arm(tenant)
-    h: AuditHarness = harness_factory(arm)
-    h.apply_env(AUDIT_RETRY_TOTAL="0")
-    h.run_at(NIGHT)
-    clock.at = NIGHT + timedelta(hours=9)
-    app.update(client_cert_mode="Optional")
+    h, arm, app, clock = app_broken_after_baseline(make_arm, harness_factory, AUDIT_RETRY_TOTAL="0")
     arm.faults.add(FaultRule(Status(500), path=r"/sites/app$"))
     results = [h.poll_at(clock.at + timedelta(minutes=2 + 10 * i)) for i in range(MAX_ATTEMPTS)]
     assert [r.left for r in results] == [1] * (MAX_ATTEMPTS - 1) + [0]
@@ -652,18 +645,9 @@ def test_seq09_a_poll_between_a_failed_baseline_and_its_resume_pages_nothing(
 
 # -- 6: a lagging Resource Graph index does not override a fresher GET -----------------------------------------
 def test_seq06_a_lagging_resource_graph_index_does_not_override_a_fresher_get(make_arm, harness_factory) -> None:
-    clock = Clock(NIGHT)
-    tenant = Tenant()
-    sub = tenant.add_subscription(SUB, display_name="prod")
-    app = sub.add_site("rg-a", "app", **REQ)
-    sub.add_site("rg-a", "other", **REQ)
-    tenant.start_change_log(clock)
-    arm = make_arm(tenant)
-    h: AuditHarness = harness_factory(arm)
-    h.apply_env(AUDIT_INVENTORY_SOURCE="resourcegraph")
-    h.run_at(NIGHT)
-    clock.at = NIGHT + timedelta(hours=9)
-    app.update(client_cert_mode="Optional")
+    h, arm, app, clock = app_broken_after_baseline(
+        make_arm, harness_factory, "other", AUDIT_INVENTORY_SOURCE="resourcegraph"
+    )
     h.poll_at(clock.at + timedelta(minutes=2))  # the poll pages once
     assert alerts(h) == Counter({fold(app.id): 1})
     arm.freeze_resource_graph()  # the index stops here: the app fails, as far as it knows
@@ -706,13 +690,7 @@ def test_the_watermark_is_kept_in_resource_graphs_clock_not_the_hosts(make_arm, 
 def test_the_watermark_is_written_before_the_poll_lets_the_lease_go(make_arm, harness_factory, monkeypatch) -> None:
     from shared.run.lease import LeaseKeeper
 
-    clock = Clock(NIGHT)
-    tenant = Tenant()
-    app = tenant.add_subscription(SUB, display_name="prod").add_site("rg-a", "app", **REQ)
-    tenant.start_change_log(clock)
-    arm = make_arm(tenant)
-    h: AuditHarness = harness_factory(arm)
-    h.run_at(NIGHT)
+    h, _, _, clock = app_broken_after_baseline(make_arm, harness_factory)
     seen_at_release: list[Any] = []
     release = LeaseKeeper.release
 
@@ -723,8 +701,6 @@ def test_the_watermark_is_written_before_the_poll_lets_the_lease_go(make_arm, ha
         release(self, keep_run=keep_run)
 
     monkeypatch.setattr(LeaseKeeper, "release", watching)
-    clock.at = NIGHT + timedelta(hours=9)
-    app.update(client_cert_mode="Optional")
     result = h.poll_at(clock.at + timedelta(minutes=2))
     assert result.resources == 1 and result.watermark is not None
     assert seen_at_release == [result.watermark], "the watermark was stored while the poll still held the lease"
