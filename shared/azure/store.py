@@ -272,16 +272,22 @@ class TableStore(RunsTable):
                 yield _current_key(raw), raw
 
 
+def slim_state_row(key: str, raw: dict[str, Any], present: Container[str]) -> dict[str, Any]:
+    """What a run keeps of a state row it read: the state model's fields of a resource listed tonight
+    (in ``present``) or already gone; the whole row of one not listed (it is retired from it)."""
+    # A gone resource's row is rewritten from its last row; the others need the model's fields.
+    return _state_model_row(raw, key) if key in present or raw.get("Gone") else raw
+
+
 def merge_state(
-    pairs: Iterable[tuple[str, Any]], present: Container[str] = ()
+    pairs: Iterable[tuple[str, Any]], present: Container[str] = (), *, slimmed: bool = False
 ) -> tuple[dict[str, dict[str, Any]], list[StateCopy]]:
     """State rows by key, one per resource (the one written later wins), and the other copies; see
-    :meth:`TableStore.subscription_state`."""
+    :meth:`TableStore.subscription_state`. ``slimmed``: the rows went through :func:`slim_state_row`."""
     state: dict[str, dict[str, Any]] = {}
     extra: list[StateCopy] = []
     for key, raw in pairs:
-        # A gone resource's row is rewritten from its last row; the others need the model's fields.
-        row = _state_model_row(raw, key) if key in present or raw.get("Gone") else raw
+        row = raw if slimmed else slim_state_row(key, raw, present)
         other = state.get(key)
         if other is None:
             state[key] = row

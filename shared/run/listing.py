@@ -82,10 +82,9 @@ class Listing:
                 hold.give_back(gathered.spill_listed())
         # Read even when the subscription was not fully read (a Table read, not ARM): its rows then show
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
-        gathered.prior.extend(self.store.state_pairs(subscription_id))
-        if self.run.summary.resumed:
-            rows = self.store.run_rows(self.run.summary.run_id, subscription_id)
-            gathered.earlier.extend((str(row["RowKey"]), row) for row in rows)
+        resumed = self.run.summary.resumed
+        earlier = self.store.run_rows(self.run.summary.run_id, subscription_id) if resumed else ()
+        gathered.read_state(self.store.state_pairs(subscription_id), earlier)
         return gathered
 
     def decide(

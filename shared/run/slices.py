@@ -16,11 +16,11 @@ subscription would have been, with the same flags.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..azure.store import TableStore, merge_state
+from ..azure.store import TableStore, merge_state, slim_state_row
 from ..core.models import Finding, SiteRecord, Status
 from ..core.plan import Listed
 from ..core.schema import StateCopy, finding_from_row
@@ -29,6 +29,10 @@ from .steps import RunContext
 
 #: A slice's answers of the inventory (confirmed records, ERROR findings) by key.
 Extras = list[tuple[str, SiteRecord | Finding]]
+
+
+#: Rows a stream keeps in memory before it writes them out, once a subscription's records went to disk.
+STREAM_BUFFER = 256
 
 
 @dataclass
@@ -95,10 +99,25 @@ class Gathered:
         largest = max(self.listed.count + len(self.rest), self.prior.count)
         return max(2, math.ceil(2 * largest / self.limit))
 
+    def read_state(self, pairs: Iterable[tuple[str, dict[str, Any]]], earlier: Iterable[dict[str, Any]]) -> None:
+        """Take the subscription's state rows and (on a resume) earlier rows, once it is listed. While
+        its records are in memory, each state row is slimmed as it comes (``slim_state_row``); once
+        they went to disk, so do the rows, a few at a time (which slice they belong to is decided by
+        their key, and their records are not at hand to slim them by)."""
+        present = None if self.listed.spilled else self.rest
+        if present is None:
+            self.prior.limit = self.earlier.limit = STREAM_BUFFER
+        for key, raw in pairs:
+            self.prior.add(key, raw if present is None else slim_state_row(key, raw, present))
+        self.earlier.extend((str(row["RowKey"]), row) for row in earlier)
+
     def whole(self) -> Slice:
-        """The subscription as one slice (it stayed in memory)."""
-        prior, extra = merge_state(self.prior, present=self.rest)
-        return Slice(self.rest, prior, extra, [row for _, row in self.earlier])
+        """The subscription as one slice (it stayed in memory); the streams let go of their rows."""
+        prior, extra = merge_state(self.prior, slimmed=True)
+        part = Slice(self.rest, prior, extra, [row for _, row in self.earlier])
+        self.prior.clear()
+        self.earlier.clear()
+        return part
 
     def cut(self, slices: int) -> None:
         """Cut every stream into ``slices`` by the hash of the key (records in memory go to disk)."""

@@ -64,7 +64,7 @@ class Spill(Generic[T]):
 
     def __init__(self, directory: SpillDir, limit: int) -> None:
         self._dir = directory
-        self._limit = limit
+        self.limit = limit
         self._memory: list[tuple[str, T]] = []
         self._path: Path | None = None
         self.count = 0
@@ -77,7 +77,7 @@ class Spill(Generic[T]):
         """Add one pair; returns how many pairs left memory for the disk by this call (0 mostly)."""
         self._memory.append((key, item))
         self.count += 1
-        if len(self._memory) < self._limit:
+        if len(self._memory) < self.limit:
             return 0
         return self.spill()
 
@@ -107,6 +107,10 @@ class Spill(Generic[T]):
                     except EOFError:
                         break
         yield from self._memory
+
+    def clear(self) -> None:
+        """Let go of the pairs in memory (those on disk stay readable)."""
+        self._memory = []
 
     def split(self, slices: int) -> list[Spill[T]]:
         """The pairs cut into ``slices`` streams by :func:`slice_of` their key (each on disk)."""
