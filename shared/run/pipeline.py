@@ -172,7 +172,7 @@ class SubscriptionPipeline:
     ) -> None:
         """One slice of a subscription cut into ``count``: loaded, held (waiting at the cap), planned
         with the whole subscription's flags and layout, and queued under an owner of its own."""
-        part = gathered.load(index)
+        part = gathered.load(index, last=True)
         hold = self.budget.admit(subscription_id)
         try:
             hold.take(part.weight())

@@ -124,15 +124,20 @@ class Gathered:
         self.spill_listed()
         self._parts = (self.listed.split(slices), self.prior.split(slices), self.earlier.split(slices))
 
-    def load(self, index: int) -> Slice:
-        """Slice ``index`` of a cut subscription, read back from disk."""
+    def load(self, index: int, *, last: bool = False) -> Slice:
+        """Slice ``index`` of a cut subscription, read back from disk (``last``: for the last time,
+        its files are removed)."""
         assert self._parts is not None, "cut() first"
         listed_part, prior_part, earlier_part = (self._parts[0][index], self._parts[1][index], self._parts[2][index])
         listed: Listed = {}
         for key, value in listed_part:
             listed.setdefault(key, value)  # first sighting wins, as when listing
         prior, extra = merge_state(prior_part, present=listed)
-        return Slice(listed, prior, extra, [row for _, row in earlier_part])
+        part = Slice(listed, prior, extra, [row for _, row in earlier_part])
+        if last:
+            for stream in (listed_part, prior_part, earlier_part):
+                stream.discard()
+        return part
 
 
 def kept_rows(

@@ -19,6 +19,7 @@ private temporary directory removed when the subscription is done.
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 import tempfile
@@ -37,8 +38,16 @@ def slice_of(key: str, slices: int) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % slices
 
 
+#: Where a process's spill directories are made: ``<prefix><pid>-<random>`` under the temp directory.
+PREFIX = "clientcert-audit-"
+
+
 class SpillDir:
-    """A private temporary directory for one subscription's spilled streams, removed on close."""
+    """A private temporary directory for one subscription's spilled streams, removed on close.
+
+    A process that is killed (the host's timeout, the OOM killer) cannot remove its directories: the
+    next one to make a directory removes those whose process is gone (:func:`sweep`), so a host's
+    disk does not fill up night after night."""
 
     def __init__(self) -> None:
         self._path: Path | None = None
@@ -47,7 +56,8 @@ class SpillDir:
     def new_file(self) -> Path:
         """The path of a new, empty file in the directory (``mkdtemp``: readable by this user only)."""
         if self._path is None:
-            self._path = Path(tempfile.mkdtemp(prefix="clientcert-audit-"))
+            sweep()
+            self._path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
         self._files += 1
         path = self._path / f"{self._files}.pickle"
         path.write_bytes(b"")
@@ -57,6 +67,28 @@ class SpillDir:
         if self._path is not None:
             shutil.rmtree(self._path, ignore_errors=True)
             self._path = None
+
+
+def sweep(root: Path | None = None) -> int:
+    """Remove the spill directories of processes that no longer run; returns how many."""
+    removed = 0
+    for path in (root or Path(tempfile.gettempdir())).glob(f"{PREFIX}*-*"):
+        pid = path.name[len(PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running, and not ours to clean
+        return True
+    return True
 
 
 class Spill(Generic[T]):
@@ -112,6 +144,13 @@ class Spill(Generic[T]):
         """Let go of the pairs in memory (those on disk stay readable)."""
         self._memory = []
 
+    def discard(self) -> None:
+        """Let go of every pair, on disk too (the stream is read for the last time)."""
+        self._memory = []
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None
+
     def split(self, slices: int) -> list[Spill[T]]:
         """The pairs cut into ``slices`` streams by :func:`slice_of` their key (each on disk)."""
         parts: list[Spill[T]] = [Spill(self._dir, _PART_BUFFER) for _ in range(slices)]
@@ -119,6 +158,7 @@ class Spill(Generic[T]):
             parts[slice_of(key, slices)].add(key, item)
         for part in parts:
             part.spill()
+        self.discard()  # the disk holds each pair once
         return parts
 
 

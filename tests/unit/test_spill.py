@@ -78,3 +78,38 @@ def test_slices_of_a_key_are_stable_and_one_slice_is_slice_zero() -> None:
     assert slice_of("|subscriptions|x", 1) == 0
     assert slice_of("|subscriptions|x", 7) == slice_of("|subscriptions|x", 7)
     assert slice_of("\ud800 lone surrogate", 3) in range(3)
+
+
+def test_a_split_leaves_each_pair_on_disk_once() -> None:
+    where = SpillDir()
+    try:
+        spill: Spill[int] = Spill(where, 2)
+        spill.extend((f"k{n}", n) for n in range(10))
+        source = spill._path
+        assert source is not None and source.exists()
+        parts = spill.split(3)
+        assert not source.exists(), "the unsplit stream is removed once it is cut"
+        assert sorted(v for part in parts for _, v in part) == list(range(10))
+        parts[0].discard()
+        assert list(parts[0]) == []
+    finally:
+        where.close()
+
+
+def test_directories_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from shared.run.spill import PREFIX, sweep
+
+    finished = subprocess.Popen(["true"])  # a process that ran and is gone (reaped): its pid runs nothing
+    finished.wait()
+    dead_pid = finished.pid
+    dead = tmp_path / f"{PREFIX}{dead_pid}-abc"
+    live = tmp_path / f"{PREFIX}{os.getpid()}-def"
+    other = tmp_path / "clientcert-audit-notapid-x"
+    for path in (dead, live, other):
+        path.mkdir()
+        (path / "1.pickle").write_bytes(b"x")
+    assert sweep(tmp_path) == 1
+    assert not dead.exists() and live.exists() and other.exists()
