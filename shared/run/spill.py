@@ -19,14 +19,18 @@ private temporary directory removed when the subscription is done.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from ..core.models import SiteRecord
 
 T = TypeVar("T")
 
@@ -123,8 +127,10 @@ class Spill(Generic[T]):
             self._path = self._dir.new_file()
         moved = len(self._memory)
         with self._path.open("ab") as file:  # no file stays open between writes
+            pickler = _Pickler(file, protocol=pickle.HIGHEST_PROTOCOL)
             for pair in self._memory:  # one pickle each, read back one by one (each with its own memo)
-                pickle.dump(pair, file, protocol=pickle.HIGHEST_PROTOCOL)
+                pickler.dump(pair)
+                pickler.clear_memo()
         self._memory = []
         return moved
 
@@ -160,6 +166,41 @@ class Spill(Generic[T]):
             part.spill()
         self.discard()  # the disk holds each pair once
         return parts
+
+
+#: The fields of a record that many records share (``sites.site_record`` keeps each value once):
+#: kept once again when a record is read back from disk, not once per record.
+_SHARED_FIELDS = frozenset(
+    {
+        "subscription_id",
+        "resource_group",
+        "slot",
+        "kind",
+        "state",
+        "location",
+        "client_cert_mode",
+        "public_network_access",
+    }
+)
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(SiteRecord))
+
+
+def _record(*values: Any) -> SiteRecord:
+    """A record read back from disk, its shared values interned as when it was listed."""
+    fields: dict[str, Any] = {
+        name: sys.intern(v) if name in _SHARED_FIELDS and type(v) is str else v
+        for name, v in zip(_RECORD_FIELDS, values, strict=True)
+    }
+    return SiteRecord(**fields)
+
+
+class _Pickler(pickle.Pickler):
+    """Records are written as their values and rebuilt by :func:`_record`."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is SiteRecord:
+            return _record, tuple(getattr(obj, name) for name in _RECORD_FIELDS)
+        return NotImplemented
 
 
 #: Pairs each slice's stream buffers while a stream is cut into slices (slices × this in memory).

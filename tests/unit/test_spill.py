@@ -113,3 +113,30 @@ def test_directories_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: Pa
         (path / "1.pickle").write_bytes(b"x")
     assert sweep(tmp_path) == 1
     assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_records_read_back_share_their_common_values_again() -> None:
+    """A listed record keeps the values many records share once (``sites.site_record``); read back
+    from disk, each would be a string of its own (memory grows by a few hundred bytes a record)."""
+    where = SpillDir()
+    try:
+        spill: Spill[SiteRecord] = Spill(where, 1)
+        for n in range(3):
+            spill.add(
+                f"k{n}",
+                SiteRecord(
+                    resource_id=f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/a{n}",
+                    subscription_id="".join(["sub", "-1"]),
+                    resource_group="".join(["r", "g"]),
+                    app_name=f"a{n}",
+                    kind="".join(["app,", "linux"]),
+                    location="".join(["west", "europe"]),
+                    client_cert_mode="".join(["Req", "uired"]),
+                ),
+            )
+        (_, a), (_, b), (_, c) = list(spill)
+        assert a.kind is b.kind is c.kind and a.location is c.location and a.resource_group is b.resource_group
+        assert a.client_cert_mode is c.client_cert_mode and a.subscription_id is b.subscription_id
+        assert a.app_name == "a0" and c.resource_id.endswith("/a2")
+    finally:
+        where.close()
