@@ -39,7 +39,7 @@ from ..core.schema import SOURCE_GET, SOURCE_LIST, StateCopy
 from .budget import Hold
 from .listing import Inventory as Inventory
 from .listing import Listing, reread_fresher
-from .slices import Extras, Gathered, Slice, Survey, earlier_attempt, kept_rows, replay
+from .slices import Extras, Gathered, Slice, Survey, earlier_attempt
 from .spill import SpillDir
 from .steps import ATTEMPT_PARTITIONS as ATTEMPT_PARTITIONS
 from .steps import Checkpoint as Checkpoint
@@ -84,7 +84,6 @@ class SubscriptionPipeline:
         self.inventory = inventory
         self.run = run
         self.now = now
-        self.monotonic = monotonic
         self.checkpoint = checkpoint
         self.steps = Steps(
             settings, store, run, checkpoint=checkpoint, thread_init=thread_init, held=MAX_HELD_RESOURCES
@@ -177,9 +176,7 @@ class SubscriptionPipeline:
         try:
             hold.take(part.weight())
             if self.run.summary.resumed:
-                part.kept, _ = kept_rows(self.run.summary.run_id, part.prior, part.listed, part.earlier)
-                if gathered.records:
-                    replay(part.listed, part.kept)
+                part.kept = earlier_attempt(self.store, self.run, part, replayed=gathered.records, delete=False)
             self._take_extras(part, extras, hold)
             size = survey.size + sum(1 for _, extra in extras if isinstance(extra, SiteRecord))
             plan = self._plan(subscription_id, result, audited_at, part, gathered.deleted, hold, layout_size=size)
@@ -199,7 +196,7 @@ class SubscriptionPipeline:
         return survey
 
     def _take_extras(self, part: Slice, extras: Extras, hold: Hold) -> None:
-        """Add a slice's answers of the inventory (:meth:`_decide`): first sighting wins, as listing."""
+        """Add a slice's answers of the inventory (:meth:`Listing.decide`): first sighting wins, as listing."""
         for key, value in extras:
             if key not in part.listed:
                 hold.take()

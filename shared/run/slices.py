@@ -160,16 +160,19 @@ def replay(findings: Listed, kept: Mapping[str, Any]) -> None:
     findings.update((key, finding_from_row(row)) for key, row in kept.items())
 
 
-def earlier_attempt(store: TableStore, run: RunContext, part: Slice, *, replayed: bool) -> dict[str, Any]:
+def earlier_attempt(
+    store: TableStore, run: RunContext, part: Slice, *, replayed: bool, delete: bool = True
+) -> dict[str, Any]:
     """A resumed run keeps the rows its earlier attempt stored for the resources whose state that
     attempt advanced (their decisions stand: an alert may already name this run, sent by it or
     owed) and deletes the others, which it writes again; returns the kept rows by key. Those
     decisions stand as that attempt saw each resource: they are replayed from the kept rows into
     the slice's records (what the run reads now of those resources is not used) when the
     subscription listed a record (``replayed``; else it is silence, checked as such). A kept
-    resource that is no longer listed keeps its row only if an alert names this run for it."""
+    resource that is no longer listed keeps its row only if an alert names this run for it.
+    ``delete=False``: the slice is read again after its rows were tidied (the second pass)."""
     kept, stale = kept_rows(run.summary.run_id, part.prior, part.listed, part.earlier)
-    if stale:
+    if stale and delete:
         store.delete_keys(store.results, stale)
     if replayed:
         replay(part.listed, kept)

@@ -109,30 +109,27 @@ class Spill(Generic[T]):
     def spilled(self) -> bool:
         return self._path is not None
 
-    def add(self, key: str, item: T) -> int:
-        """Add one pair; returns how many pairs left memory for the disk by this call (0 mostly)."""
+    def add(self, key: str, item: T) -> None:
+        """Add one pair (to disk with the others in memory once they reach ``limit``)."""
         self._memory.append((key, item))
         self.count += 1
-        if len(self._memory) < self.limit:
-            return 0
-        return self.spill()
+        if len(self._memory) >= self.limit:
+            self.spill()
 
     def extend(self, pairs: Iterable[tuple[str, T]]) -> None:
         for key, item in pairs:
             self.add(key, item)
 
-    def spill(self) -> int:
-        """Write what memory holds to the file; returns how many pairs it was."""
+    def spill(self) -> None:
+        """Write what memory holds to the file."""
         if self._path is None:
             self._path = self._dir.new_file()
-        moved = len(self._memory)
         with self._path.open("ab") as file:  # no file stays open between writes
             pickler = _Pickler(file, protocol=pickle.HIGHEST_PROTOCOL)
             for pair in self._memory:  # one pickle each, read back one by one (each with its own memo)
                 pickler.dump(pair)
                 pickler.clear_memo()
         self._memory = []
-        return moved
 
     def __iter__(self) -> Iterator[tuple[str, T]]:
         """The pairs in arrival order (the file's first, then memory's); can be read more than once."""
@@ -205,7 +202,3 @@ class _Pickler(pickle.Pickler):
 
 #: Pairs each slice's stream buffers while a stream is cut into slices (slices × this in memory).
 _PART_BUFFER = 64
-
-
-def spilled_any(*streams: Spill[Any]) -> bool:
-    return any(stream.spilled for stream in streams)
