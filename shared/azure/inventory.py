@@ -14,7 +14,7 @@ import functools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,8 +26,8 @@ from azure.mgmt.web import WebSiteManagementClient
 from ..core.config import Settings
 from ..core.models import InventoryError, SiteRecord, valid_text
 from ..core.names import fold
-from ..core.owners import resolve_owners
 from .arm_errors import ForeignLinkError, RedirectRefusedError
+from .group_apps import GroupApps
 from .http import client_kwargs, pooled_session
 from .links import pinned_client_kwargs
 from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
@@ -176,9 +176,11 @@ class ArmInventory:
 
         A failure of the subscription-wide list yields one error for the subscription; a
         failure in one resource group or one slot list yields an error for that scope only.
+        Items come as listed: a resource two lists show comes twice (the first sighting is the
+        one audited, see :func:`_scan`), and owners are not set yet (``core.owners.set_owners``).
         """
         with self.web_client(subscription_id) as web:
-            yield from resolve_owners(_scan(web, subscription_id, self._thread_init), self._settings.owner_tags)
+            yield from _scan(web, subscription_id, self._thread_init)
 
 
 #: What listing a subscription yields: an audited site or slot, or an ERROR for a scope or an item.
@@ -198,12 +200,13 @@ def _scan(web: WebSiteManagementClient, subscription_id: str, thread_init: Threa
     :data:`GROUP_LIST_CONCURRENCY` at a time under the subscription's :class:`ReadPacer`; their
     results follow the site list in discovery order. At most :data:`GROUP_LISTS_AHEAD` group lists
     are started and not yet yielded, and each hands over its items page by page through a queue of
-    :data:`GROUP_PAGES_AHEAD` pages (a list waits for room): what the scan holds is bounded by
-    those settings and the page size, not by the subscription. A group that falls back to per-app
-    slot lists waits for the end of the site list, when all of its apps are known. Each item
-    becomes a record or an ERROR for that item alone; the first sighting of a resource wins (the
-    site list's). Only this thread decides what is yielded; group threads read ``seen`` only to
-    drop what is known.
+    :data:`GROUP_PAGES_AHEAD` pages (a list waits for room). A group that falls back to per-app slot
+    lists waits for the end of the site list, when all of its apps are known (:class:`GroupApps`).
+
+    Every item becomes a record or an ERROR for that item alone, as it is listed: a resource two
+    lists show (a group list repeats its group's sites) is yielded by each, the site list's first,
+    and the pipeline keeps the first sighting. Nothing here remembers the subscription's resources:
+    what the scan holds is bounded by the settings above, the page size and the number of groups.
     """
     scan = _SubscriptionScan(web, subscription_id, thread_init)
     try:
@@ -227,19 +230,20 @@ class _SubscriptionScan:
     def __init__(self, web: WebSiteManagementClient, subscription_id: str, thread_init: ThreadInit) -> None:
         self.web = web
         self.subscription_id = subscription_id
-        self.seen: set[str] = set()
-        self.groups: dict[str, tuple[str, dict[str, str]]] = {}  # folded group -> (name as listed, apps)
+        self.groups: dict[str, str] = {}  # folded group -> its name as listed (ARM: at most 980 groups)
+        self.apps = GroupApps()
         self.pacer = ReadPacer()
         self.pool = executor(GROUP_LIST_CONCURRENCY, "groups", thread_init)
         # Started lists, in discovery order, taken off as they are yielded; groups found beyond
-        # GROUP_LISTS_AHEAD wait in ``waiting`` (a name and its apps) until one is taken off.
-        self.started: deque[tuple[tuple[str, dict[str, str]], HandOff[Found | _PerApp]]] = deque()
-        self.waiting: deque[tuple[str, dict[str, str]]] = deque()
+        # GROUP_LISTS_AHEAD wait in ``waiting`` (by name) until one is taken off.
+        self.started: deque[tuple[str, HandOff[Found | _PerApp]]] = deque()
+        self.waiting: deque[str] = deque()
         self.closed = threading.Event()
 
     def close(self) -> None:
         self.closed.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.apps.close()
 
     def site_list(self) -> Iterator[Found]:
         try:
@@ -247,8 +251,7 @@ class _SubscriptionScan:
                 found = site_record(_raw(item), self.subscription_id)
                 if isinstance(found, SiteRecord):
                     self._note_group(found)
-                if self.first_sighting(found):
-                    yield found
+                yield found
         except AzureError as exc:
             # The subscription is reported unreadable (its state stays untouched), but the slots of
             # the groups already seen are still audited: nothing that can be read is dropped.
@@ -259,44 +262,35 @@ class _SubscriptionScan:
     def group_lists(self) -> Iterator[Found]:
         self._start_waiting()
         while self.started:
-            (rg, apps), listing = self.started.popleft()
+            rg, listing = self.started.popleft()
             self._start_waiting()
             for listed in listing.items():
                 if isinstance(listed, _PerApp):
-                    yield from _slots_per_app(
-                        self.web, self.subscription_id, rg, list(apps.values()), self.first_sighting
-                    )
-                elif self.first_sighting(listed):
+                    yield from _slots_per_app(self.web, self.subscription_id, rg, self.apps.of(fold(rg)))
+                else:
                     yield listed
 
-    def first_sighting(self, found: Found) -> bool:
-        key = found_key(found)
-        if key in self.seen:
-            return False
-        self.seen.add(key)
-        return True
-
     def _note_group(self, found: SiteRecord) -> None:
-        """A new group starts its list at once (or waits its turn); every site's app is remembered
-        for a fallback."""
-        group = self.groups.get(fold(found.resource_group))
-        if group is None:
-            group = self.groups[fold(found.resource_group)] = (found.resource_group, {})
-            self.waiting.append(group)
+        """A new group starts its list at once (or waits its turn); every site's app is noted for a
+        fallback."""
+        group = fold(found.resource_group)
+        if group not in self.groups:
+            self.groups[group] = found.resource_group
+            self.waiting.append(found.resource_group)
             self._start_waiting()
-        group[1].setdefault(fold(found.app_name), found.app_name)
+        self.apps.add(group, found.app_name)
 
     def _start_waiting(self) -> None:
         while self.waiting and len(self.started) < GROUP_LISTS_AHEAD:
-            group = self.waiting.popleft()
+            rg = self.waiting.popleft()
             listing: HandOff[Found | _PerApp] = HandOff(self.closed, GROUP_PAGES_AHEAD, GROUP_PAGE_ITEMS)
-            self.started.append((group, listing))
-            self.pool.submit(listing.run, functools.partial(self._group_list, group[0]))
+            self.started.append((rg, listing))
+            self.pool.submit(listing.run, functools.partial(self._group_list, rg))
 
     def _group_list(self, rg: str) -> Iterator[Found | _PerApp]:
         """One group's list, after a read token (run in a pool thread, handed over by a HandOff)."""
         self.pacer.wait()
-        yield from _group_items(self.web, self.subscription_id, rg, self.seen, self.pacer)
+        yield from _group_items(self.web, self.subscription_id, rg, self.pacer)
 
 
 class _PerApp:
@@ -307,16 +301,15 @@ def _group_items(
     web: WebSiteManagementClient,
     subscription_id: str,
     rg: str,
-    seen: set[str],
     pacer: ReadPacer | None = None,
 ) -> Iterator[Found | _PerApp]:
-    """One group's ``includeSlots`` list: its sites and slots not known yet, and unusable items as
-    errors, page by page. A failure after some pages ends the list with the group's ERROR (or the
+    """One group's ``includeSlots`` list: its sites and slots, and unusable items as errors, page by
+    page. A failure after some pages ends the list with the group's ERROR (or the
     per-app fallback): what was read is kept."""
     scope = f"/subscriptions/{subscription_id}/resourceGroups/{rg}"
     try:
         pager = web.web_apps.list_by_resource_group(rg, include_slots=True)
-        yield from _unseen(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id, seen)
+        yield from _records(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id)
     except (ForeignLinkError, RedirectRefusedError) as exc:  # per-app lists would not make ARM trustworthy
         yield InventoryError(scope, subscription_id, f"slots not readable: {describe_error(exc)[0]}", rg)
         return
@@ -338,12 +331,10 @@ def _group_items(
         return
 
 
-def _unseen(items: Iterable[Any], subscription_id: str, seen: set[str]) -> Iterator[Found]:
-    """Every listed item as a record or an item ERROR, less those already in ``seen`` (read only)."""
+def _records(items: Iterable[Any], subscription_id: str) -> Iterator[Found]:
+    """Every listed item as a record or an item ERROR."""
     for item in items:
-        found = site_record(_raw(item), subscription_id)
-        if found_key(found) not in seen:
-            yield found
+        yield site_record(_raw(item), subscription_id)
 
 
 def _slots_per_app(
@@ -351,13 +342,12 @@ def _slots_per_app(
     subscription_id: str,
     rg: str,
     apps: list[str],
-    first_sighting: Callable[[Found], bool],
 ) -> Iterator[Found]:
     for app in apps:
         scope = f"/subscriptions/{subscription_id}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}/slots"
         try:
             pager = web.web_apps.list_slots(rg, app)
-            listed = list(_unseen(guarded_pages(pager, scope), subscription_id, set()))
+            listed = list(_records(guarded_pages(pager, scope), subscription_id))
         except AzureError as exc:
             if confirms_gone(exc):  # the site's own ResourceNotFound; any other 404 is an ERROR below
                 log.info("Site %s disappeared between the site list and its slot list", scope)
@@ -365,4 +355,4 @@ def _slots_per_app(
             message, status = describe_error(exc)
             yield InventoryError(scope, subscription_id, f"slots not readable: {message}", rg, status)
             continue
-        yield from (found for found in listed if first_sighting(found))
+        yield from listed

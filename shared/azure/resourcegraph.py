@@ -25,10 +25,9 @@ from ..core.config import Settings
 from ..core.keys import resource_key
 from ..core.models import GoneRecord, InventoryError, SiteRecord
 from ..core.names import fold
-from ..core.owners import OwnerResolver
 from .arm_errors import PagingLoopError, TruncatedAnswerError
 from .http import client_kwargs, pooled_session
-from .inventory import ArmInventory, Found, SubscriptionInfo, found_key
+from .inventory import ArmInventory, Found, SubscriptionInfo
 from .links import pinned_client_kwargs
 from .reads import ChangedResources
 from .sites import describe_error, site_record
@@ -301,7 +300,6 @@ class ResourceGraphInventory:
         tokens: set[str] = set()
         token: str | None = None
         current: str | None = None
-        seen: set[str] = set()
         while True:
             body, headers = self._page(token)
             for row in body.get("data") or []:
@@ -315,13 +313,10 @@ class ResourceGraphInventory:
                     continue
                 if subscription != current:
                     self._move_to(current, subscription)
-                    current, seen = subscription, set()
+                    current = subscription
                 if self._wanted is not None and subscription not in self._wanted:
                     continue
-                key = found_key(found)
-                if key not in seen:
-                    seen.add(key)
-                    self._put(subscription, found)
+                self._put(subscription, found)  # a row repeated across pages: the pipeline keeps the first
             token = next_skip_token(body, tokens, "the sites query")
             if not token:
                 break
@@ -345,10 +340,9 @@ class ResourceGraphInventory:
             self._cond.notify_all()
 
     def scan(self, subscription_id: str) -> Iterator[SiteRecord | InventoryError]:
-        """The subscription's records as the loader reads them (a site before its slots: the query
-        orders by id, and a slot's id extends its site's), with owners."""
+        """The subscription's records as the loader reads them (owners are set by the pipeline,
+        ``core.owners.set_owners``; a row the answer repeats comes twice, the first is audited)."""
         key = fold(subscription_id)
-        owners = OwnerResolver(self._settings.owner_tags)
         while True:
             with self._cond:
                 if self._loader is None:
@@ -367,8 +361,7 @@ class ResourceGraphInventory:
                     passed = self._position is not None and key < self._position
                     error = None if passed else self._error
                     break
-            for found in taken:
-                yield owners.resolve(found) if isinstance(found, SiteRecord) else found
+            yield from taken
         if error is not None:
             yield InventoryError(
                 f"/subscriptions/{subscription_id}", subscription_id, f"Resource Graph query failed: {error}"

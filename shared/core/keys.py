@@ -54,6 +54,22 @@ def resource_key(resource_id: str) -> str:
     return encode_key(fold(resource_id.strip()).rstrip("/"))
 
 
+#: A slot's key has these segments (``|subscriptions|s|resourcegroups|g|providers|microsoft.web|sites|a|slots|b``).
+_SLOT_SEGMENTS = 11
+
+
+def site_key(key: str) -> str:
+    """The key of the site a slot's key names (read by position: any name may equal a path keyword,
+    and no name holds a ``|``, escaped by :func:`encode_key`); any other key is its own.
+
+    A slot and its site are compared together where a slot needs its site (its owner): the
+    slices of a large subscription are cut by this key (``run/spill.py``)."""
+    parts = key.split("|", _SLOT_SEGMENTS)
+    if len(parts) == _SLOT_SEGMENTS and parts[1] == "subscriptions" and parts[7] == "sites" and parts[9] == "slots":
+        return "|".join(parts[:9])
+    return key
+
+
 def legacy_key(resource_id: str) -> str:
     """The RowKey an older version gave this spelling of the id (``lower()``, not ARM's rule)."""
     return encode_key(resource_id.strip().lower().rstrip("/"))

@@ -9,10 +9,12 @@ owner tag takes its site's owner.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import replace
+from typing import Any
 
-from .models import InventoryError, SiteRecord
+from .keys import site_key
+from .models import SiteRecord
 from .names import fold
 
 
@@ -39,12 +41,8 @@ def _site_key(record: SiteRecord) -> tuple[str, str, str]:
 
 
 class OwnerResolver:
-    """Sets ``owner`` on the records of one subscription, remembering each site's owner for its slots.
-
-    Both inventories hand over a site before its slots (the ARM inventory lists sites first, then
-    each group's slots; Resource Graph orders by id, and a slot's id extends its site's); for a
-    list already complete, :func:`with_owners` learns every site first so order does not matter.
-    """
+    """Sets ``owner`` on records read one by one (the change poll's GETs), remembering each site's
+    owner it was told for its slots (a listing's records are given theirs by :func:`set_owners`)."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
@@ -76,25 +74,28 @@ class OwnerResolver:
         return replace(record, owner=owner) if owner != record.owner else record
 
 
-def resolve_owners(
-    items: Iterable[SiteRecord | InventoryError], names: Sequence[str]
-) -> Iterator[SiteRecord | InventoryError]:
-    """Stream the inventory's items with owners set on the records (errors pass through)."""
-    resolver = OwnerResolver(names)
-    for item in items:
-        yield resolver.resolve(item) if isinstance(item, SiteRecord) else item
+def set_owners(listed: MutableMapping[str, Any], names: Sequence[str]) -> None:
+    """Set ``owner`` on the records of ``listed`` (by resource key; other values pass), in place: a
+    site's from its tags, a slot's from its own tags, else from its site's record among them. A
+    record whose owner is already set keeps it (read by GET, where its site's owner was read too).
 
-
-def with_owners(
-    items: Sequence[SiteRecord | InventoryError], names: Sequence[str]
-) -> list[SiteRecord | InventoryError]:
-    """Owners for a complete list of one subscription's records, whatever their order (errors
-    pass through)."""
-    resolver = OwnerResolver(names)
-    for item in items:
-        if isinstance(item, SiteRecord) and not item.slot:
-            resolver.learn(item)
-    return [resolver.resolve(item) if isinstance(item, SiteRecord) else item for item in items]
+    The inventories hand records over as they list them; owners are set where a subscription is
+    compared with its state, whole or a slice at a time, and a slice holds each site with its slots
+    (:func:`~shared.core.keys.site_key`): nothing remembers a subscription's owners whole."""
+    sites: dict[str, str] = {}
+    for key, value in listed.items():
+        if isinstance(value, SiteRecord) and not value.slot:
+            owner = value.owner or owner_from_tags(value.tags, names)
+            if owner:
+                sites[key] = owner
+    for key, value in listed.items():
+        if not isinstance(value, SiteRecord) or value.owner:
+            continue
+        owner = (
+            sites.get(key, "") if not value.slot else owner_from_tags(value.tags, names) or sites.get(site_key(key), "")
+        )
+        if owner:
+            listed[key] = replace(value, owner=owner)
 
 
 #: Longest ``Tags`` value stored on a result row (a table string property holds 32K characters).

@@ -27,6 +27,7 @@ from ..core.keys import lookup_keys
 from ..core.layout import narrowed_state_filters
 from ..core.models import InventoryError, SiteRecord
 from ..core.names import fold
+from ..core.owners import set_owners
 from ..core.plan import (
     Findings,
     Listed,
@@ -212,6 +213,7 @@ class SubscriptionPipeline:
         hold: Hold,
         layout_size: int | None = None,
     ) -> SubscriptionPlan:
+        set_owners(part.listed, self.settings.owner_tags)  # a slice holds each site with its slots
         findings = Findings(part.listed, self.run.exemptions, audited_at)
         reread: set[str] = set()
         if result.read and not self.run.targeted:

@@ -30,16 +30,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from ..core.keys import site_key
 from ..core.models import SiteRecord
 
 T = TypeVar("T")
 
 
 def slice_of(key: str, slices: int) -> int:
-    """The slice a key belongs to (stable across processes, unlike :func:`hash`)."""
+    """The slice a key belongs to (stable across processes, unlike :func:`hash`); a slot's is its
+    site's (:func:`~shared.core.keys.site_key`), so a slice holds each site with its slots."""
     if slices <= 1:
         return 0
-    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % slices
+    return zlib.crc32(site_key(key).encode("utf-8", "surrogatepass")) % slices
 
 
 #: Where a process's spill directories are made: ``<prefix><pid>-<random>`` under the temp directory.

@@ -66,8 +66,7 @@ def records(inventory: Any, subscription_ids: list[str]) -> dict[str, SiteRecord
     for sub in subscription_ids:
         for item in inventory.scan(sub):
             assert isinstance(item, SiteRecord), item
-            assert item.key not in out
-            out[item.key] = item
+            out.setdefault(item.key, item)  # the first sighting, as the pipeline keeps it
     return out
 
 

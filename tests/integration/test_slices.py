@@ -42,10 +42,12 @@ def build() -> tuple[Tenant, dict[str, list[Site]]]:
         sites = made.setdefault(sub_id, [])
         for g in range(groups):
             for i in range(per_group):
-                site = sub.add_site(f"rg-{g}", f"app-{g}-{i}", **REQ)
+                # owners: most sites tagged, their slots not (a slot takes its site's), one slot its own
+                tags = {"owner": f"team-{g}-{i % 3}"} if i % 5 else None
+                site = sub.add_site(f"rg-{g}", f"app-{g}-{i}", tags=tags, **REQ)
                 sites.append(site)
                 if i % 4 == 1:
-                    sites.append(site.add_slot("stage", **REQ))
+                    sites.append(site.add_slot("stage", tags={"Team": "qa"} if i == 9 else None, **REQ))
     return tenant, made
 
 
@@ -135,10 +137,26 @@ def test_sliced_subscriptions_decide_exactly_what_whole_ones_do(
         assert s["events"] == w["events"], f"night {n}: events differ"
         assert s == w, f"night {n}"
     assert whole[1]["events"], "night 2 has new failures"
+    for seen in (whole[0], sliced[0]):
+        assert owners(seen["rows"]) == expected_owners(build()[0]), "a slot takes its site's owner, sliced or not"
     assert any(r.get("Gone") for r in whole[2]["state"].values()), "night 3 retired resources"
     if source == "resourcegraph":
         errors = [k for k, r in whole[2]["rows"].items() if r["Status"] == "ERROR"]
         assert errors == [f"/subscriptions/{SMALL}"], errors
+
+
+def owners(rows: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {key: str(row.get("Owner") or "") for key, row in rows.items()}
+
+
+def expected_owners(tenant: Tenant) -> dict[str, str]:
+    """Each resource's owner tag, else (a slot) its site's."""
+    out: dict[str, str] = {}
+    for site in tenant.iter_resources():
+        tags = {k.lower(): v for k, v in (site.tags or {}).items()}
+        parent = {k.lower(): v for k, v in ((site.parent.tags if site.parent else None) or {}).items()}
+        out[site.key] = tags.get("owner") or tags.get("team") or parent.get("owner") or ""
+    return out
 
 
 def differences(whole: dict[str, dict[str, Any]], sliced: dict[str, dict[str, Any]]) -> list[Any]:

@@ -11,9 +11,12 @@ import gc
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from azure.core.exceptions import AzureError
 
-from shared.azure.inventory import _scan
+from shared.azure import group_apps
+from shared.azure.group_apps import GroupApps
+from shared.azure.inventory import _scan, found_key
 from shared.core.models import InventoryError, SiteRecord
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
@@ -87,12 +90,24 @@ def test_every_list_keeps_sites_and_slots_and_errors_only_the_unusable_item() ->
     )
     found = list(_scan(web, SUB))  # type: ignore[arg-type]
 
+    # every list's items come as listed (a group list repeats its sites): the pipeline keeps the
+    # first sighting, which is the site list's (it comes first)
+    assert [f.resource_id for f in found[:4] if isinstance(f, SiteRecord)] == [
+        site("rg1", "a")["id"],
+        site("rg1", "a", "qa")["id"],
+        site("slots", "b")["id"],
+    ]
+    assert len(found) == 9 + 2 + 5  # the group lists repeat rg1/a, rg1/a/qa, slots/b, Sites/slots, Sites/sites
+    firsts: dict[str, SiteRecord | InventoryError] = {}
+    for f in found:
+        firsts.setdefault(found_key(f), f)
+    found = list(firsts.values())
     assert names(found) == [
         ("Sites", "sites", ""),
         ("Sites", "sites", "slots"),
         ("Sites", "slots", ""),
         ("rg1", "a", ""),
-        ("rg1", "a", "qa"),  # a slot-typed item in the site list is kept (once: the group list repeats it)
+        ("rg1", "a", "qa"),  # a slot-typed item in the site list is kept
         ("rg1", "c", ""),  # a site-typed item in a group list is kept
         ("rg1", "c", "dev"),
         ("slots", "b", ""),
@@ -106,7 +121,9 @@ def test_every_list_keeps_sites_and_slots_and_errors_only_the_unusable_item() ->
     assert len({f.key for f in found if isinstance(f, SiteRecord)}) == 9
 
 
-def test_per_app_slot_lists_map_items_alike() -> None:
+@pytest.mark.parametrize("apps_in_memory", [2_000, 1], ids=["in memory", "on disk"])
+def test_per_app_slot_lists_map_items_alike(apps_in_memory: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(group_apps, "APPS_IN_MEMORY", apps_in_memory)
     garbage = f"/subscriptions/{SUB}/resourceGroups/Sites/providers/Microsoft.Web/sites/sites/slots"
     web_apps = WebApps(
         sites=Pager([site("Sites", "sites"), site("Sites", "slots", "blue")]),
@@ -119,6 +136,8 @@ def test_per_app_slot_lists_map_items_alike() -> None:
         },
     )
     found = list(_scan(Web(web_apps), SUB))  # type: ignore[arg-type]
+    assert names(found).count(("Sites", "slots", "blue")) == 2  # the site list's, then its slot list's
+    found = list({found_key(f): f for f in reversed(found)}.values())  # the first sighting of each
 
     # the app known only from its slot in the site list gets its slot list too
     assert web_apps.slot_lists == [("Sites", "sites"), ("Sites", "slots")]
@@ -162,3 +181,21 @@ def test_group_list_results_are_let_go_once_yielded() -> None:
     assert yielded == 20 + 11 * 50
     assert alive_in_early_groups() == 0, "records of groups already yielded are still held"
     assert sum(1 for _ in scan) == 9 * 50  # and the rest still comes
+
+
+def test_group_apps_are_kept_in_memory_up_to_a_limit_then_on_disk() -> None:
+    """What the scan remembers of a subscription's sites (their apps, for a group's per-app fallback)
+    is bounded: past ``limit`` names, a temporary file holds them; each group's come back distinct
+    (as ARM compares names), in the order listed."""
+    apps = GroupApps(limit=3)
+    listed = [("rg1", "a"), ("rg2", "b"), ("rg1", "A"), ("rg1", "Ç"), ("rg2", "c"), ("rg1", "ç"), ("rg1", "d")]
+    for group, app in listed:
+        apps.add(group, app)
+        assert len(apps._memory) < 3
+    assert apps._file is not None
+    assert apps.of("rg1") == ["a", "Ç", "d"]
+    assert apps.of("rg2") == ["b", "c"]
+    assert apps.of("rg3") == []
+    apps.add("rg3", "e")  # still adds after a read
+    assert apps.of("rg3") == ["e"]
+    apps.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from shared.core.keys import MAX_KEY_CHARS, encode_key, odata_quote, resource_key
+from shared.core.keys import MAX_KEY_CHARS, encode_key, odata_quote, resource_key, site_key
 
 FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 
@@ -34,3 +34,25 @@ def test_long_ids_are_capped_and_stay_distinct() -> None:
 
 def test_odata_quote() -> None:
     assert odata_quote("it's") == "'it''s'"
+
+
+def test_a_slots_site_key_is_read_by_position() -> None:
+    base = "/subscriptions/S/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}"
+    for rg, app, slot in [
+        ("rg", "api", "staging"),
+        ("slots", "sites", "slots"),
+        ("a|b", "x", "y|z"),
+        ("Ünï", "sites", "subscriptions"),
+    ]:
+        site = base.format(rg=rg, app=app)
+        assert site_key(resource_key(f"{site}/slots/{slot}")) == resource_key(site)
+        assert site_key(resource_key(site)) == resource_key(site)  # a site is its own
+    # anything else is its own key: a group, the subscription, an item of another type or depth
+    for other in [
+        "/subscriptions/S",
+        "/subscriptions/S/resourceGroups/rg",
+        "/subscriptions/S/resourceGroups/rg/providers/Microsoft.Web/sites/a/config/web",
+        "/subscriptions/S/resourceGroups/rg/providers/Microsoft.Web/sites/a/slots/b/config/web",
+        "/subscriptions/S/resourceGroups/rg/providers/Microsoft.Web/serverfarms/a/slots/b",
+    ]:
+        assert site_key(resource_key(other)) == resource_key(other)

@@ -6,12 +6,16 @@ The rows the real engine writes over several runs are checked in
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from shared.core.config import DEFAULT_OWNER_TAGS, load_settings
 from shared.core.errors import ConfigError
+from shared.core.evaluate import error_finding
+from shared.core.keys import resource_key
 from shared.core.models import InventoryError, SiteRecord
-from shared.core.owners import OwnerResolver, owner_from_tags, resolve_owners, with_owners
+from shared.core.owners import OwnerResolver, owner_from_tags, set_owners
 from tests.reportbed import SUB_A
 
 URI = {"AUDIT_TABLE_SERVICE_URI": "https://acct.table.core.windows.net"}
@@ -52,11 +56,23 @@ def test_a_slot_without_an_owner_tag_takes_its_sites() -> None:
     own = _record("api", "qa", {"OWNER": "qa-crew"})
     other_group = _record("API", "x", rg="other")  # same app name, another group: not the same site
     error = InventoryError(f"/subscriptions/{SUB_A}", SUB_A, "boom")
-    streamed = list(resolve_owners([site, bare, own, other_group, error], names))
-    assert [getattr(r, "owner", None) for r in streamed] == ["payments", "payments", "qa-crew", "", None]
-    assert streamed[-1] is error
-    # Resource Graph hands over a complete list: the order does not matter there
-    assert [r.owner for r in with_owners([bare, own, site], names)] == ["payments", "qa-crew", "payments"]
+    error = InventoryError(f"/subscriptions/{SUB_A}/resourceGroups/rg", SUB_A, "boom")
+    records = [bare, own, other_group, site]  # a slot may come before its site: the order does not matter
+    listed: dict[str, object] = {resource_key(r.resource_id): r for r in records}
+    listed[resource_key(error.scope_id)] = finding = error_finding(error)
+    set_owners(listed, names)
+    assert [listed[resource_key(r.resource_id)].owner for r in records] == ["payments", "qa-crew", "", "payments"]  # type: ignore[attr-defined]
+    assert listed[resource_key(error.scope_id)] is finding
+    # an owner already set (read by GET with its site's) is kept
+    read = {resource_key(bare.resource_id): replace(bare, owner="from-get")}
+    set_owners(read, names)
+    assert read[resource_key(bare.resource_id)].owner == "from-get"
+    # a slot of a site named like a path keyword, in a group named so: found by position
+    odd_site = _record("slots", tags={"owner": "odd"}, rg="sites")
+    odd_slot = _record("slots", "sites", rg="sites")
+    odd = {resource_key(r.resource_id): r for r in (odd_slot, odd_site)}
+    set_owners(odd, names)
+    assert odd[resource_key(odd_slot.resource_id)].owner == "odd"
     resolver = OwnerResolver(names)
     assert resolver.resolve(_record("Api", "late", rg="RG")).owner == ""  # its site unseen: nothing to inherit
 

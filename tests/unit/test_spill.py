@@ -80,6 +80,15 @@ def test_slices_of_a_key_are_stable_and_one_slice_is_slice_zero() -> None:
     assert slice_of("\ud800 lone surrogate", 3) in range(3)
 
 
+def test_a_slot_goes_to_its_sites_slice() -> None:
+    """A slot needs its site where it is compared (its owner): every slot is in its site's slice."""
+    site = "|subscriptions|s|resourcegroups|rg|providers|microsoft.web|sites|app{}"
+    spread = {slice_of(site.format(i), 16) for i in range(200)}
+    assert len(spread) == 16, "sites spread over the slices"
+    for i in range(200):
+        assert {slice_of(site.format(i) + f"|slots|s{k}", 16) for k in range(5)} == {slice_of(site.format(i), 16)}
+
+
 def test_a_split_leaves_each_pair_on_disk_once() -> None:
     where = SpillDir()
     try:
