@@ -87,6 +87,17 @@ class Listing:
         gathered.read_state(self.store.state_pairs(subscription_id), earlier)
         return gathered
 
+    def not_audited(
+        self, subscription_id: str, result: SubscriptionResult, hold: Hold, where: SpillDir, problem: Exception
+    ) -> Gathered:
+        """A subscription whose listing or state could not go to disk (``SpillError``): only its ERROR
+        row, as an unreadable one's, and its state stays as it is (nothing is read, written or retired)."""
+        hold.give_back(hold.count)
+        gathered = Gathered(where, 1)
+        error = InventoryError(f"/subscriptions/{subscription_id}", subscription_id, f"not audited: {problem}")
+        self.take(error, subscription_id, result, gathered.rest, gathered.deleted, gathered.gone_ids, hold)
+        return gathered
+
     def decide(
         self, subscription_id: str, result: SubscriptionResult, gathered: Gathered, survey: Survey, count: int
     ) -> list[Extras]:

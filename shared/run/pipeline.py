@@ -41,7 +41,7 @@ from .budget import Hold
 from .listing import Inventory as Inventory
 from .listing import Listing, reread_fresher
 from .slices import Extras, Gathered, Slice, Survey, earlier_attempt
-from .spill import SpillDir
+from .spill import SpillDir, SpillError
 from .steps import ATTEMPT_PARTITIONS as ATTEMPT_PARTITIONS
 from .steps import Checkpoint as Checkpoint
 from .steps import RunContext as RunContext
@@ -135,8 +135,13 @@ class SubscriptionPipeline:
         self, subscription_id: str, result: SubscriptionResult, audited_at: datetime, hold: Hold, where: SpillDir
     ) -> None:
         """A nightly run's subscription: gathered, surveyed, then planned slice by slice."""
-        gathered = self.listing.gather(subscription_id, result, hold, where, SLICE_RESOURCES)
-        count = gathered.slices()
+        try:
+            gathered = self.listing.gather(subscription_id, result, hold, where, SLICE_RESOURCES)
+            count = gathered.slices()
+            if count > 1:
+                gathered.cut(count)
+        except SpillError as exc:  # its ERROR row, its state untouched; the other subscriptions go on
+            gathered, count = self.listing.not_audited(subscription_id, result, hold, where, exc), 1
         if count == 1:  # it stayed in memory: planned whole, held by the listing's hold
             part = gathered.whole()
             survey = self._survey(subscription_id, gathered, part)
@@ -146,7 +151,6 @@ class SubscriptionPipeline:
             plan = self._plan(subscription_id, result, audited_at, part, gathered.deleted, hold)
             self._queue(subscription_id, result, hold, plan)
             return
-        gathered.cut(count)
         hold.give_back(hold.count)  # everything is on disk now
         survey = Survey()
         for index in range(count):  # the first pass: what concerns the whole subscription

@@ -44,6 +44,18 @@ def slice_of(key: str, slices: int) -> int:
     return zlib.crc32(site_key(key).encode("utf-8", "surrogatepass")) % slices
 
 
+class SpillError(Exception):
+    """The temporary disk did not take a subscription's streams (full, missing or not writable)."""
+
+
+def _disk_error(exc: OSError) -> SpillError:
+    return SpillError(
+        f"the audit's temporary files could not be written in {tempfile.gettempdir()} ({exc.strerror or exc}): a "
+        "subscription larger than a slice is compared with its state from there, about 1.5 KB of disk per "
+        "resource; give the host more temporary disk, or set TMPDIR to a directory with room"
+    )
+
+
 #: Where a process's spill directories are made: ``<prefix><pid>-<random>`` under the temp directory.
 PREFIX = "clientcert-audit-"
 
@@ -61,12 +73,15 @@ class SpillDir:
 
     def new_file(self) -> Path:
         """The path of a new, empty file in the directory (``mkdtemp``: readable by this user only)."""
-        if self._path is None:
-            sweep()
-            self._path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
-        self._files += 1
-        path = self._path / f"{self._files}.pickle"
-        path.write_bytes(b"")
+        try:
+            if self._path is None:
+                sweep()
+                self._path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+            self._files += 1
+            path = self._path / f"{self._files}.pickle"
+            path.write_bytes(b"")
+        except OSError as exc:
+            raise _disk_error(exc) from exc
         return path
 
     def close(self) -> None:
@@ -126,11 +141,14 @@ class Spill(Generic[T]):
         """Write what memory holds to the file."""
         if self._path is None:
             self._path = self._dir.new_file()
-        with self._path.open("ab") as file:  # no file stays open between writes
-            pickler = _Pickler(file, protocol=pickle.HIGHEST_PROTOCOL)
-            for pair in self._memory:  # one pickle each, read back one by one (each with its own memo)
-                pickler.dump(pair)
-                pickler.clear_memo()
+        try:
+            with self._path.open("ab") as file:  # no file stays open between writes
+                pickler = _Pickler(file, protocol=pickle.HIGHEST_PROTOCOL)
+                for pair in self._memory:  # one pickle each, read back one by one (each with its own memo)
+                    pickler.dump(pair)
+                    pickler.clear_memo()
+        except OSError as exc:  # a pair half written is never read: the subscription is not audited
+            raise _disk_error(exc) from exc
         self._memory = []
 
     def __iter__(self) -> Iterator[tuple[str, T]]:

@@ -15,6 +15,7 @@ bound: the cap plus about a slice, whatever the largest subscription.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -203,3 +204,39 @@ def test_what_a_run_holds_is_bounded_by_the_cap_and_a_slice_not_by_its_largest_s
             k: e.status for k, e in tenant.expected().items()
         }
         assert held(caplog) <= 10 + 8, f"night {n + 1}: held {held(caplog)}"
+
+
+@pytest.mark.parametrize("source", ["arm", "resourcegraph"])
+def test_a_subscription_whose_temporary_files_cannot_be_written_is_an_error_row_and_the_others_go_on(
+    make_arm, harness_factory, monkeypatch, tmp_path, source
+) -> None:
+    """The disk a large subscription spills to is full, missing or not writable: that subscription is
+    an ERROR row naming the directory and TMPDIR, its state stays as it was (nothing retired, no
+    alert), and the subscriptions that fit in memory are audited as usual."""
+    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)
+    tenant, made = build()
+    h: AuditHarness = harness_factory(make_arm(tenant))
+    h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
+    h.run_at(NIGHT1)
+    before = normal(h.state())
+    for site in made[BIG][::3] + made[SMALL]:
+        site.update(client_cert_mode="Optional")  # failures in the big one and in a small one
+    monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 30)  # only the big subscription (over 30) spills
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing" / "tmp"))
+    h.clear_events()
+    h.run_at(NIGHT1 + timedelta(days=1))
+
+    run = h.runs()[-1]
+    assert run["Outcome"] == "partial", run["Outcome"]
+    rows = h.rows_by_id()
+    big = rows[f"/subscriptions/{BIG}"]
+    assert big["Status"] == "ERROR"
+    assert "temporary files could not be written" in big["Reason"] and "TMPDIR" in big["Reason"], big["Reason"]
+    assert str(tmp_path / "missing") in big["Reason"]
+    after = normal(h.state())
+    assert {k: v for k, v in after.items() if BIG.lower() in k} == {k: v for k, v in before.items() if BIG.lower() in k}
+    expected = tenant.expected()
+    for key, want in expected.items():
+        if BIG.lower() not in key:
+            assert rows[key]["Status"] == want.status, key
+    assert {e[0] for e in snapshot(h)["events"]} == {s.key for s in made[SMALL]}, "the small one's failures alerted"
