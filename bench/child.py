@@ -16,6 +16,7 @@ import ctypes.util
 import json
 import logging
 import pstats
+import sys
 import threading
 import time
 import tracemalloc
@@ -165,11 +166,12 @@ def log_memory(every: float) -> threading.Event:
             now, peak = _rss_mb()
             heap = _malloc_mb()
             memory_log.info(
-                "rss %.1f MB (peak %.1f MB), %d threads; malloc %s",
+                "rss %.1f MB (peak %.1f MB), %d threads; malloc %s; %d Python blocks live",
                 now,
                 peak,
                 threading.active_count(),
                 f"in use {heap[0]:.1f} MB, free in its heaps {heap[1]:.1f} MB" if heap else "unknown",
+                sys.getallocatedblocks(),
             )
 
     threading.Thread(target=sample, name="rss-sampler", daemon=True).start()
