@@ -40,7 +40,6 @@ from ..core.schema import SOURCE_GET, SOURCE_LIST, StateCopy
 from .budget import Hold
 from .listing import Inventory as Inventory
 from .listing import Listing, reread_fresher
-from .memory import release_free_memory
 from .slices import Extras, Gathered, Slice, Survey, earlier_attempt
 from .spill import SpillDir, SpillError
 from .steps import ATTEMPT_PARTITIONS as ATTEMPT_PARTITIONS
@@ -116,7 +115,6 @@ class SubscriptionPipeline:
             raise
         finally:
             where.close()
-            release_free_memory()
         return result
 
     def _audit_targeted(

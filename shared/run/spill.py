@@ -51,7 +51,7 @@ class SpillError(Exception):
 def _disk_error(exc: OSError) -> SpillError:
     return SpillError(
         f"the audit's temporary files could not be written in {tempfile.gettempdir()} ({exc.strerror or exc}): a "
-        "subscription larger than a slice is compared with its state from there, about 1.5 KB of disk per "
+        "subscription larger than a slice is compared with its state from there, up to about 3 KB of disk per "
         "resource; give the host more temporary disk, or set TMPDIR to a directory with room"
     )
 
