@@ -2,7 +2,7 @@
 
 ``python -m bench.held`` lists one subscription of full-shape sites (the emulator's ``site_json``)
 into what the pipeline keeps by key while a subscription waits for its state to be stored (its
-compact record, its key, the scan's ``seen`` key), then its prior-state row as the next night reads
+compact record and its key; the inventory keeps nothing per resource), then its prior-state row as the next night reads
 it (``shared.azure.store._state_model_row``), and prints the traced bytes per resource of each.
 """
 
@@ -29,12 +29,10 @@ def per_resource(sites: int = 10_000) -> dict[str, int]:
     n = len(pages)
     tracemalloc.start()
     listed: dict[str, Any] = {}
-    seen: set[str] = set()
     for text in pages:
         record = site_record(json.loads(text), sub.subscription_id)
         assert isinstance(record, SiteRecord)
         listed[resource_key(record.resource_id)] = record
-        seen.add(record.key)
     first, _ = tracemalloc.get_traced_memory()
     prior = {}
     for i, key in enumerate(listed):
