@@ -13,7 +13,6 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .keys import site_key
 from .models import SiteRecord
 from .names import fold
 
@@ -81,21 +80,17 @@ def set_owners(listed: MutableMapping[str, Any], names: Sequence[str]) -> None:
 
     The inventories hand records over as they list them; owners are set where a subscription is
     compared with its state, whole or a slice at a time, and a slice holds each site with its slots
-    (:func:`~shared.core.keys.site_key`): nothing remembers a subscription's owners whole."""
-    sites: dict[str, str] = {}
-    for key, value in listed.items():
+    (``shared.core.keys.site_key``): nothing remembers a subscription's owners whole."""
+    resolver = OwnerResolver(names)
+    for value in listed.values():
         if isinstance(value, SiteRecord) and not value.slot:
-            owner = value.owner or owner_from_tags(value.tags, names)
-            if owner:
-                sites[key] = owner
+            if value.owner:
+                resolver.learn_owner(value.subscription_id, value.resource_group, value.app_name, value.owner)
+            else:
+                resolver.learn(value)
     for key, value in listed.items():
-        if not isinstance(value, SiteRecord) or value.owner:
-            continue
-        owner = (
-            sites.get(key, "") if not value.slot else owner_from_tags(value.tags, names) or sites.get(site_key(key), "")
-        )
-        if owner:
-            listed[key] = replace(value, owner=owner)
+        if isinstance(value, SiteRecord) and not value.owner:
+            listed[key] = resolver.resolve(value)
 
 
 #: Longest ``Tags`` value stored on a result row (a table string property holds 32K characters).
