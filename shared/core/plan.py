@@ -297,16 +297,42 @@ def _gone(
     )
 
 
-def tally(summary: RunSummary, results: Iterable[SubscriptionResult]) -> None:
+@dataclass
+class Totals:
+    """What the subscriptions audited so far contributed to the run, added as each one ends.
+
+    A run keeps no result per subscription (it would hold one per subscription, allocated one by
+    one over the run's length, until the run ends): only these sums, and the ids of the
+    subscriptions read (the ledger remembers them)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    new_failures: int = 0
+    audited: int = 0
+    read: list[str] = field(default_factory=list)
+    partial: bool = False
+    rows: int = 0
+    retired: int = 0
+
+    def add(self, result: SubscriptionResult) -> None:
+        self.counts.update(result.counts)
+        self.new_failures += result.new_failures
+        self.audited += 1
+        if result.read:
+            self.read.append(result.subscription_id)
+        self.partial = self.partial or result.partial or not result.read
+        self.rows += result.rows
+        self.retired += result.retired
+
+
+def tally(summary: RunSummary, totals: Totals) -> None:
     """Add the subscriptions' contributions to the run's summary."""
-    for result in results:
-        summary.counts.update(result.counts)
-        summary.new_failures += result.new_failures
-        summary.subscriptions_read += int(result.read)
-        summary.subscriptions_failed += int(not result.read)
-        summary.partial = summary.partial or result.partial or not result.read
-        summary.rows += result.rows
-        summary.retired += result.retired
+    summary.counts.update(totals.counts)
+    summary.new_failures += totals.new_failures
+    summary.subscriptions_read += len(totals.read)
+    summary.subscriptions_failed += totals.audited - len(totals.read)
+    summary.partial = summary.partial or totals.partial
+    summary.rows += totals.rows
+    summary.retired += totals.retired
 
 
 def targeted(

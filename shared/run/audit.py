@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from datetime import datetime
 
 from azure.core.credentials import TokenCredential
@@ -20,17 +19,17 @@ from ..azure.exemptions import load_exemptions
 from ..azure.identity import build_credential
 from ..azure.inventory import ArmInventory
 from ..azure.store import TableStore
-from ..azure.threads import NO_CONTEXT, ThreadInit, executor
+from ..azure.threads import NO_CONTEXT, ThreadInit
 from ..core.clock import Clock, host_clock
 from ..core.config import Settings
 from ..core.errors import AuditFailed, one_line
 from ..core.models import InventoryError
 from ..core.names import fold
-from ..core.plan import SubscriptionResult, tally
+from ..core.plan import tally
 from ..core.roles import AUDIT_READER_ROLE
 from ..core.schema import refused_result_row
 from .ledger import RunLedger, RunSummary, vanished_subscriptions
-from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline
+from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline, audit_all
 
 log = logging.getLogger(__name__)
 
@@ -98,48 +97,31 @@ class AuditRun:
             thread_init=self.thread_init,
         )
         try:
-            results = self._fan_out(pipeline, ids)
-            blind = None if any(r.read for r in results) else pipeline.scope_error("tenant", nothing_read(results))
+            totals = audit_all(pipeline, ids)
+            blind = None if totals.read else pipeline.scope_error("tenant", nothing_read(totals.audited))
             pipeline.drain()
         finally:
             pipeline.close()
-        read = {r.subscription_id: names.get(fold(r.subscription_id), "") for r in results if r.read}
+        read = {sub_id: names.get(fold(sub_id), "") for sub_id in totals.read}
         tenants = {fold(s.subscription_id): s.tenant_id for s in subscriptions if s.tenant_id}
         self.ledger.remember(summary, read, known, tenants)  # bookkeeping, like the run record: not in Transactions
         summary.transactions = pipeline.transactions
         summary.partitions = pipeline.partitions
-        tally(summary, results)
+        tally(summary, totals)
         if blind is not None:  # the tenant's ERROR row counts as a row, not as a subscription
             summary.blind = summary.partial = True
             summary.counts.update(blind.counts)
             summary.rows += blind.rows
 
-    def _fan_out(self, pipeline: SubscriptionPipeline, subscription_ids: list[str]) -> list[SubscriptionResult]:
-        """Audit subscriptions concurrently (bounded); a failed step of any subscription stops the run."""
-        results: list[SubscriptionResult] = []
-        with executor(self.settings.concurrency, "audit", self.thread_init) as pool:
-            pending: set[Future[SubscriptionResult]] = {pool.submit(pipeline.audit, sub) for sub in subscription_ids}
-            try:
-                while pending:
-                    done, pending = wait(pending, timeout=1, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        results.append(future.result())
-                    pipeline.check()
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
-        return results
 
-
-def nothing_read(results: list[SubscriptionResult]) -> InventoryError:
+def nothing_read(audited: int) -> InventoryError:
     """The tenant's ERROR row of a run that read no subscription: why, and which role to grant where.
 
     A run that saw nothing is never a pass (its outcome is ``blind``): every new deployment starts
     here, before the tenant role is granted, and a run after the role is removed looks the same."""
-    if results:
+    if audited:
         what = (
-            f"No subscription could be read: all {len(results)} were unreadable (each has its ERROR row), no state "
+            f"No subscription could be read: all {audited} were unreadable (each has its ERROR row), no state "
             "moved, and this run is not a pass."
         )
     else:

@@ -38,7 +38,7 @@ from ..azure.identity import build_credential
 from ..azure.inventory import ArmInventory
 from ..azure.reads import ChangedResources
 from ..azure.store import TableStore
-from ..azure.threads import NO_CONTEXT, ThreadInit, executor
+from ..azure.threads import NO_CONTEXT, ThreadInit
 from ..core.clock import Clock, host_clock
 from ..core.config import Settings
 from ..core.errors import RunInProgressError
@@ -47,7 +47,7 @@ from ..core.plan import tally
 from ..core.schema import WATERMARK_PARTITION, WATERMARK_ROW, refused_result_row
 from ..core.when import as_utc
 from .ledger import POLL_DEADLINE_SECONDS, RunLedger, RunSummary
-from .pipeline import Checkpoint, RunContext, SubscriptionPipeline
+from .pipeline import Checkpoint, RunContext, SubscriptionPipeline, audit_all
 
 log = logging.getLogger(__name__)
 
@@ -235,13 +235,12 @@ class ChangePoll:
             pipeline = self._pipeline(inventory, context)
             try:
                 ids = [sub.subscription_id for sub in inventory.subscriptions()]
-                with executor(self.settings.concurrency, "audit", self.thread_init) as pool:
-                    results = list(pool.map(pipeline.audit, ids))
+                totals = audit_all(pipeline, ids)
                 pipeline.drain()
             finally:
                 pipeline.close()
             summary.transactions, summary.partitions = pipeline.transactions, pipeline.partitions
-            tally(summary, results)
+            tally(summary, totals)
             left = {**inventory.unread, **dict.fromkeys(pipeline.deferred, True)}
             if left:
                 log.info("Change poll: %d changed resources left for the next poll", len(left))

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from ..azure.store import TableStore
-from ..azure.threads import NO_CONTEXT, ThreadInit
+from ..azure.threads import NO_CONTEXT, ThreadInit, executor
 from ..core.config import Settings
 from ..core.evaluate import error_finding
 from ..core.keys import lookup_keys
@@ -33,6 +34,7 @@ from ..core.plan import (
     Listed,
     SubscriptionPlan,
     SubscriptionResult,
+    Totals,
     plan_subscription,
     targeted,
 )
@@ -85,7 +87,7 @@ class SubscriptionPipeline:
         self.inventory = inventory
         self.run = run
         self.now = now
-        self.checkpoint = checkpoint
+        self.checkpoint, self.thread_init = checkpoint, thread_init
         self.steps = Steps(
             settings, store, run, checkpoint=checkpoint, thread_init=thread_init, held=MAX_HELD_RESOURCES
         )
@@ -315,3 +317,38 @@ class SubscriptionPipeline:
     @property
     def partitions(self) -> int:
         return self.steps.partitions
+
+
+def audit_all(pipeline: SubscriptionPipeline, subscription_ids: Iterable[str]) -> Totals:
+    """Audit subscriptions on ``AUDIT_CONCURRENCY`` threads, the next one started as one ends; a
+    failed step of any subscription stops the run.
+
+    Not all submitted at once: each queued subscription would hold its task, and each finished one
+    its future and result, until the run ended, allocated one by one over the run's length (memory
+    that grows with the tenant's subscriptions, not bounded by a setting). Only the running
+    subscriptions are in flight, and each result is added to the totals as it comes."""
+    totals = Totals()
+    source = iter(subscription_ids)
+    pending: set[Future[SubscriptionResult]] = set()
+
+    def submit_next() -> None:
+        for subscription_id in source:
+            pending.add(pool.submit(pipeline.audit, subscription_id))
+            return
+
+    with executor(pipeline.settings.concurrency, "audit", pipeline.thread_init) as pool:
+        try:
+            for _ in range(pipeline.settings.concurrency):
+                submit_next()
+            while pending:
+                done, _ = wait(pending, timeout=1, return_when=FIRST_COMPLETED)
+                for future in done:
+                    pending.discard(future)
+                    totals.add(future.result())
+                    submit_next()
+                pipeline.check()
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return totals
