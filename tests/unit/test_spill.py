@@ -149,3 +149,29 @@ def test_records_read_back_share_their_common_values_again() -> None:
         assert a.app_name == "a0" and c.resource_id.endswith("/a2")
     finally:
         where.close()
+
+
+def test_records_read_back_share_exactly_the_fields_a_listed_record_shares() -> None:
+    """``spill._SHARED_FIELDS`` repeats which fields ``sites.site_record`` keeps once: a field shared
+    on one side only would be one string per record once read back (memory, not correctness).
+    Two records built from separately decoded JSON tell which fields the listing shares."""
+    import dataclasses
+    import json
+
+    from shared.azure.sites import site_record
+    from shared.run import spill as spill_module
+
+    page = (
+        '{"id": "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Web/sites/app%d/slots/blue",'
+        ' "type": "Microsoft.Web/sites/slots", "kind": "app,linux", "location": "westeurope",'
+        ' "properties": {"state": "Running", "clientCertEnabled": true, "clientCertMode": "Optional",'
+        ' "clientCertExclusionPaths": "/health", "httpsOnly": true, "publicNetworkAccess": "Enabled"}}'
+    )
+    a, b = (site_record(json.loads(page % n), "sub-1") for n in (1, 2))
+    assert isinstance(a, SiteRecord) and isinstance(b, SiteRecord)
+    shared = {
+        f.name
+        for f in dataclasses.fields(SiteRecord)
+        if isinstance(getattr(a, f.name), str) and getattr(a, f.name) and getattr(a, f.name) is getattr(b, f.name)
+    }
+    assert shared == spill_module._SHARED_FIELDS
