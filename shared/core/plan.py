@@ -18,7 +18,7 @@ from .evaluate import evaluate
 from .exemption_rules import Exemption, apply_exemption, exemption_request
 from .layout import state_partition
 from .models import Finding, SiteRecord, Status
-from .schema import ETAG, SOURCE_GET, SOURCE_LIST, StateCopy, gone_row, result_row, state_row
+from .schema import ETAG, SOURCE_GET, SOURCE_LIST, DeferredRow, StateCopy, gone_row, result_row, state_row
 from .state import Transition, observed, transition
 from .summary import RunSummary
 
@@ -132,14 +132,22 @@ class SubscriptionPlan:
                 subscription_name=self.subscription_name,
             )
 
-    def state_rows(self) -> Iterator[dict[str, Any]]:
-        """Tonight's state rows, each in tonight's layout; gone resources are retired in place. Each
-        carries the ETag of the row it replaces (``None``: there is none, it is created), so it is
-        written only while that row is as this run read it (``TableStore.write_state``)."""
+    def state_rows(self) -> Iterator[DeferredRow]:
+        """Tonight's state rows, each in tonight's layout, rendered by :meth:`state_entity` when the
+        writer sends them (a row waiting for its batch to fill holds only its key)."""
+        render = self.state_entity
         for key in self.changes:
-            yield {**self.state_row(key, alerted=False), ETAG: self._etag_at(key)}
+            yield DeferredRow(self.partitions[key], key, render)
         for key in self.gone:
-            yield {**gone_row(self.prior[key], self.run_id, self.now_iso, key, self.fence), ETAG: self._etag_at(key)}
+            yield DeferredRow(self.partitions[key], key, render)
+
+    def state_entity(self, key: str) -> dict[str, Any]:
+        """Tonight's state row of ``key``; a gone resource is retired in place. It carries the ETag of
+        the row it replaces (``None``: there is none, it is created), so it is written only while that
+        row is as this run read it (``TableStore.write_state``)."""
+        if key in self.changes:
+            return {**self.state_row(key, alerted=False), ETAG: self._etag_at(key)}
+        return {**gone_row(self.prior[key], self.run_id, self.now_iso, key, self.fence), ETAG: self._etag_at(key)}
 
     def _etag_at(self, key: str) -> str | None:
         """The ETag of the copy stored where tonight's row of ``key`` goes, ``None`` if none is."""

@@ -8,7 +8,8 @@ gets) is ``layout.py``'s, and what a change *means* (new failure, owed alert) is
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -37,6 +38,22 @@ SOURCE_GET, SOURCE_LIST, SOURCE_GRAPH = "get", "list", "graph"
 
 #: A copy of a state row other than the current one: ``(PartitionKey, RowKey, resource key, ETag)``.
 StateCopy = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredRow:
+    """A row queued for a partition and rendered (``render(key)``) only when its batch is sent.
+
+    A large subscription's state rows wait in its own shards' partial batches until later slices
+    fill them (``run/writer.py``): rendered at once, each waited as a dict of some thirty fields
+    (about 1.3 KB), and the rows waiting grow with the subscriptions being written (their shards),
+    not with a setting. Rendering is pure, from a plan that is held until the rows are stored
+    anyway, so a row rendered late is the row rendered early."""
+
+    partition: str
+    key: str
+    render: Callable[[str], dict[str, Any]]
+
 
 #: What the state model (``state.py``) reads from a resource's last-known state row.
 STATE_MODEL_FIELDS = (

@@ -22,11 +22,14 @@ from typing import Any
 
 from ..core import layout
 from ..core.layout import BATCH_SIZE
+from ..core.schema import DeferredRow
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 Send = Callable[[list[Row]], int]  # sends one batch (one partition), returns transactions used
+#: What an owner queues: a row, or a row rendered when its batch is sent (its partition known now).
+Queued = Row | DeferredRow
 
 
 @dataclass(slots=True)
@@ -58,7 +61,7 @@ class PackedWriter:
         self._partition_rows = partition_rows or layout.PARTITION_ROWS  # read late: tests shrink it
         self.name = name
         self._lock = threading.Lock()
-        self._buffers: dict[str, list[tuple[str, Row]]] = {}
+        self._buffers: dict[str, list[tuple[str, Queued]]] = {}
         self._owners: dict[str, _Owner] = {}  # owners not signalled yet
         self._added: set[str] = set()  # every owner ever added: each is signalled at most once
         self._index = 0
@@ -72,7 +75,7 @@ class PackedWriter:
     def add(
         self,
         owner: str,
-        rows: Iterable[Row],
+        rows: Iterable[Queued],
         on_durable: Callable[[], None],
         *,
         flush_own: bool = False,
@@ -90,8 +93,8 @@ class PackedWriter:
             self._owners[owner] = _Owner()
         touched: set[str] = set()
         for row in rows:
-            full = self._append(owner, row)
-            touched.add(str(row["PartitionKey"]))
+            partition, full = self._append(owner, row)
+            touched.add(partition)
             if full:
                 self._send(full)
         with self._lock:
@@ -104,21 +107,27 @@ class PackedWriter:
         if ready:
             ready()
 
-    def _append(self, owner: str, row: Row) -> list[tuple[str, Row]] | None:
+    def _append(self, owner: str, row: Queued) -> tuple[str, list[tuple[str, Queued]] | None]:
+        """Queue one row; its partition, and the batch it filled (to send), if it did."""
         with self._lock:
-            if self._sequential is not None:
-                if self._in_partition == self._partition_rows:
-                    self._index += 1
-                    self._in_partition = 0
-                row["PartitionKey"] = self._sequential(self._index)
-                self._in_partition += 1
-            key = str(row["PartitionKey"])
+            if isinstance(row, DeferredRow):
+                if self._sequential is not None:  # its partition is the writer's to choose: render it first
+                    raise TypeError(f"{self.name}: a deferred row in a sequentially partitioned writer")
+                key = row.partition
+            else:
+                if self._sequential is not None:
+                    if self._in_partition == self._partition_rows:
+                        self._index += 1
+                        self._in_partition = 0
+                    row["PartitionKey"] = self._sequential(self._index)
+                    self._in_partition += 1
+                key = str(row["PartitionKey"])
             buffer = self._buffers.setdefault(key, [])
             buffer.append((owner, row))
             self._owners[owner].pending += 1
             if len(buffer) == BATCH_SIZE:
-                return self._buffers.pop(key)
-            return None
+                return key, self._buffers.pop(key)
+            return key, None
 
     # -- sending --------------------------------------------------------------------------
     def flush(self, partitions: Iterable[str] | None = None) -> None:
@@ -140,9 +149,9 @@ class PackedWriter:
         with self._lock:
             return len(self._owners)
 
-    def _send(self, batch: list[tuple[str, Row]]) -> None:
-        rows = [row for _, row in batch]
+    def _send(self, batch: list[tuple[str, Queued]]) -> None:
         try:
+            rows: list[Row] = [row.render(row.key) if isinstance(row, DeferredRow) else row for _, row in batch]
             used = self._send_batch(rows)
         except BaseException as exc:
             with self._lock:

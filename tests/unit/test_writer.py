@@ -370,3 +370,42 @@ def test_concurrent_adds_send_every_row_once_and_signal_every_owner_once(sequent
         sizes = sorted(Counter(r["PartitionKey"] for b in send.batches for r in b).items())
         assert [k for k, _ in sizes] == [f"run_{i:05d}" for i in range(len(sizes))], "partitions numbered without gaps"
         assert all(n == 130 for _, n in sizes[:-1]) and 0 < sizes[-1][1] <= 130
+
+
+# -- deferred rows: rendered when their batch is sent --------------------------------------------
+
+
+def test_deferred_rows_wait_as_keys_and_are_rendered_when_their_batch_is_sent() -> None:
+    """A state row waits in its partition's partial batch until later slices fill it: it waits as
+    its key (``DeferredRow``), and is rendered once, as its batch goes out."""
+    from shared.core.schema import DeferredRow
+
+    rendered: list[str] = []
+
+    def render(key: str) -> Row:
+        rendered.append(key)
+        return {"PartitionKey": f"shard-{int(key) % 3}", "RowKey": key, "id": key}
+
+    send = FakeSend()
+    signals = Signals(send)
+    w = PackedWriter(send, name="state")
+    ids_a, ids_b = [{"id": str(n)} for n in range(250)], [{"id": str(n)} for n in range(250, 320)]
+    w.add("a", [DeferredRow(f"shard-{n % 3}", str(n), render) for n in range(250)], signals.callback("a", ids_a))
+    # 250 keys over three partitions: 84, 83, 83 queued, none full, nothing rendered or sent.
+    assert rendered == [] and send.batches == [] and w.buffered == 250
+    w.add("b", [DeferredRow(f"shard-{n % 3}", str(n), render) for n in range(250, 320)], signals.callback("b", ids_b))
+    # b's rows fill each partition past 100: three batches rendered and sent, 20 rows still wait.
+    assert len(send.batches) == 3 and len(rendered) == 300 and w.buffered == 20
+    assert all(len(b) == 100 and {r["PartitionKey"] for r in b} == {b[0]["PartitionKey"]} for b in send.batches)
+    w.flush()
+    assert sorted(rendered, key=int) == [str(n) for n in range(320)]  # each once
+    assert send.sent() == {str(n) for n in range(320)}
+    assert signals.fired == {"a": 1, "b": 1} and signals.premature == []
+
+
+def test_a_deferred_row_in_a_sequential_writer_is_refused() -> None:
+    from shared.core.schema import DeferredRow
+
+    w = PackedWriter(FakeSend(), sequential=lambda i: f"run_{i:05d}", name="results")
+    with pytest.raises(TypeError, match="deferred row"):
+        w.add("a", [DeferredRow("p", "k", lambda key: {"PartitionKey": "p", "RowKey": key})], lambda: None)
