@@ -176,7 +176,8 @@ class Spill(Generic[T]):
 
     def split(self, slices: int) -> list[Spill[T]]:
         """The pairs cut into ``slices`` streams by :func:`slice_of` their key (each on disk)."""
-        parts: list[Spill[T]] = [Spill(self._dir, _PART_BUFFER) for _ in range(slices)]
+        each = max(1, min(_PART_BUFFER, _CUT_BUFFER // slices))  # bounded, however many slices
+        parts: list[Spill[T]] = [Spill(self._dir, each) for _ in range(slices)]
         for key, item in self:
             parts[slice_of(key, slices)].add(key, item)
         for part in parts:
@@ -220,5 +221,8 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-#: Pairs each slice's stream buffers while a stream is cut into slices (slices × this in memory).
+#: Pairs each slice's stream buffers while a stream is cut into slices (written as it fills) ...
 _PART_BUFFER = 64
+#: ... and all of them together: a fixed buffer per slice alone would grow with the slices, so with
+#: the subscription's size; past 32 slices (80,000 resources), each slice's share is smaller.
+_CUT_BUFFER = 2_048

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -175,3 +176,34 @@ def test_records_read_back_share_exactly_the_fields_a_listed_record_shares() -> 
         if isinstance(getattr(a, f.name), str) and getattr(a, f.name) and getattr(a, f.name) is getattr(b, f.name)
     }
     assert shared == spill_module._SHARED_FIELDS
+
+
+def test_cutting_a_stream_buffers_a_bounded_number_of_pairs_however_many_slices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A buffer per slice would hold slices × buffer pairs while a stream is cut: a term in the
+    subscription's size (its slices). The stream's buffer is shared by its slices instead."""
+    from shared.run import spill as spill_module
+
+    monkeypatch.setattr(spill_module, "_CUT_BUFFER", 100)
+    where = SpillDir()
+    try:
+        stream: Spill[int] = Spill(where, 10)
+        for n in range(3000):
+            stream.add(f"key-{n}", n)
+        held: list[int] = []
+        parts: list[Spill[int]] = []
+        add = Spill.add
+
+        def counting_add(self: Spill[int], key: str, item: int) -> None:
+            if self not in parts:
+                parts.append(self)
+            add(self, key, item)
+            held.append(sum(len(p._memory) for p in parts))
+
+        monkeypatch.setattr(Spill, "add", counting_add)
+        cut = stream.split(50)
+        assert len(parts) == 50 and max(held) <= 100, f"{max(held)} pairs in memory while cutting"
+        assert sorted(item for part in cut for _, item in part) == list(range(3000))
+    finally:
+        where.close()
