@@ -208,10 +208,7 @@ class AuditHarness:
             try:
                 out.append(
                     poll_changes(
-                        load_settings(),
-                        thread_init=invocation_initializer(context),
-                        now=lambda: at,
-                        checkpoint=checkpoint,
+                        load_settings(), thread_init=invocation_initializer(context), now=lambda: at, checkpoint=checkpoint
                     )
                 )
             except RunInProgressError as exc:

@@ -96,13 +96,7 @@ class Spy:
             "send_conditional_batch": 0,
             "submit_conditional": 0,
         }
-        for name in (
-            "send_upsert_batch",
-            "submit_upserts",
-            "query_json_fast",
-            "send_conditional_batch",
-            "submit_conditional",
-        ):
+        for name in ("send_upsert_batch", "submit_upserts", "query_json_fast", "send_conditional_batch", "submit_conditional"):
             monkeypatch.setattr(fastpaths, name, self._counting(name, getattr(fastpaths, name)))
         monkeypatch.setattr(TableClient, "query_entities", self._counting("query_entities", TableClient.query_entities))
 
@@ -314,7 +308,9 @@ def test_conditional_batches_and_etag_reads_are_the_same_on_both_paths(
             assert [read[r["RowKey"]][fastpaths.ETAG] for r in rows] == created
             with pytest.raises(WriteConflict):  # created again: it exists
                 fastpaths.conditional_batch(table, rows[:1], [None])
-            replaced = fastpaths.conditional_batch(table, [{**r, "Text": "v2"} for r in rows], list(created))
+            replaced = fastpaths.conditional_batch(
+                table, [{**r, "Text": "v2"} for r in rows], list(created)
+            )
             assert replaced != created
             with pytest.raises(WriteConflict):  # a stale ETag fails, and the whole transaction with it
                 fastpaths.conditional_batch(

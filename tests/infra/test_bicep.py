@@ -154,9 +154,7 @@ def mapping_problems(declared: dict[str, Any], mapping: dict[str, tuple[str, str
             problems.append(f"{name}: {setting} is neither AUDIT_* nor azd's AZURE_*")
         has_default = declared[name].get("default") is not None
         if default is not None and (not has_default or default != _bicep_literal(declared[name]["default"])):
-            problems.append(
-                f"{name}: {setting} defaults to {default!r}, main.bicep to {declared[name].get('default')!r}"
-            )
+            problems.append(f"{name}: {setting} defaults to {default!r}, main.bicep to {declared[name].get('default')!r}")
         if default is None and has_default and declared[name]["default"] != "":
             problems.append(f"{name}: an unset {setting} must give the template's default")
     return problems
@@ -177,15 +175,11 @@ def test_the_parameter_mapping_check_catches_drift(bicep_trees: dict[str, Any]) 
     unreachable = {k: v for k, v in mapping.items() if k != "auditLeaseSeconds"}
     assert mapping_problems(declared, unreachable) == ["azd cannot set auditLeaseSeconds"]
     drifted = {**mapping, "auditLeaseSeconds": ("AUDIT_LEASE_SECONDS", "300")}
-    assert mapping_problems(declared, drifted) == [
-        "auditLeaseSeconds: AUDIT_LEASE_SECONDS defaults to '300', main.bicep to 600"
-    ]
+    assert mapping_problems(declared, drifted) == ["auditLeaseSeconds: AUDIT_LEASE_SECONDS defaults to '300', main.bicep to 600"]
     shared = {**mapping, "auditRetryTotal": ("AUDIT_LEASE_SECONDS", "4")}
     assert "AUDIT_LEASE_SECONDS is used twice" in mapping_problems(declared, shared)
     unset = {**mapping, "auditOwnerTags": ("AUDIT_OWNER_TAGS", None)}
-    assert mapping_problems(declared, unset) == [
-        "auditOwnerTags: an unset AUDIT_OWNER_TAGS must give the template's default"
-    ]
+    assert mapping_problems(declared, unset) == ["auditOwnerTags: an unset AUDIT_OWNER_TAGS must give the template's default"]
 
 
 def test_azure_yaml_deploys_the_function_service(bicep_trees: dict[str, Any]) -> None:
@@ -355,9 +349,7 @@ def test_every_numeric_setting_has_the_code_default_and_a_range_the_code_accepts
 
 def test_app_settings_cover_the_contract(bicep_trees: dict[str, Any]) -> None:
     settings = module_params(bicep_trees, MAIN, "functionApp")["appSettings"]
-    assert set(settings) == CONTRACT_SETTINGS, (
-        f"settings the code reads that no parameter sets: {sorted(CONTRACT_SETTINGS - set(settings))}"
-    )
+    assert set(settings) == CONTRACT_SETTINGS, f"settings the code reads that no parameter sets: {sorted(CONTRACT_SETTINGS - set(settings))}"
     assert len(CONTRACT_SETTINGS) >= 19
     # Every AUDIT_* name the template sets is one the code reads (no typo goes unnoticed).
     code = (REPO / "shared" / "core" / "config.py").read_text()
@@ -453,19 +445,10 @@ def test_the_identity_gets_exactly_the_data_roles_it_needs(bicep_trees: dict[str
         "runsTable": "tableContributorRoleId",
         "exemptionsTable": "tableReaderRoleId",
     }, scopes
-    assert {tables[t] for t in scopes} == {
-        "resultsTableName",
-        "latestTableName",
-        "runsTableName",
-        "exemptionsTableName",
-    }
-    assert not [a for a in app.values() if a.body["scope"] == "resultsStorage"], (
-        "no account-wide table role for the app"
-    )
+    assert {tables[t] for t in scopes} == {"resultsTableName", "latestTableName", "runsTableName", "exemptionsTableName"}
+    assert not [a for a in app.values() if a.body["scope"] == "resultsStorage"], "no account-wide table role for the app"
     passed = module_params(bicep_trees, MAIN, "rbacUserAssigned")
-    assert {
-        k: accessor(passed[k]) for k in ("resultsTableName", "latestTableName", "runsTableName", "exemptionsTableName")
-    } == {
+    assert {k: accessor(passed[k]) for k in ("resultsTableName", "latestTableName", "runsTableName", "exemptionsTableName")} == {
         "resultsTableName": "tableNames.results",
         "latestTableName": "tableNames.latest",
         "runsTableName": "tableNames.runs",
@@ -661,8 +644,7 @@ def test_stateless_rules_count_each_record_once_even_when_ingested_late(bicep_tr
         assert window > frequency, f"{symbol}: a window equal to the frequency loses late records"
         (query,) = [c["query"] for c in p["criteria"]["allOf"]]
         filters = [
-            int(n) / (60 if unit == "m" else 1)
-            for n, unit in re.findall(r"\| where IngestedAt > ago\((\d+)([hm])\)", query)
+            int(n) / (60 if unit == "m" else 1) for n, unit in re.findall(r"\| where IngestedAt > ago\((\d+)([hm])\)", query)
         ]
         assert filters and filters == [frequency], (
             f"{symbol}: select by ingestion_time() within the last evaluationFrequency ({frequency} h)"

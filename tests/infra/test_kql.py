@@ -207,9 +207,7 @@ def test_emitted_run_summaries_go_through_the_run_rules(
     assert '| where SubscriptionsFailed > 0 or Outcome != "complete"' in incomplete
     assert "gettype(e.SubscriptionsFailed)" in incomplete and "Outcome = tostring(e.Outcome)" in incomplete
     digest = alert_queries["runDigestAlert"]
-    assert (
-        "| extend NewFailures = max_of(tolong(e.NewFailures), tolong(e.AlertsSent))\n| where NewFailures > 0" in digest
-    )
+    assert "| extend NewFailures = max_of(tolong(e.NewFailures), tolong(e.AlertsSent))\n| where NewFailures > 0" in digest
     cases = [
         (run_summary_payload(), False, False),
         (run_summary_payload(Outcome="partial", Complete=False, SubscriptionsFailed=2), True, True),

@@ -45,7 +45,9 @@ def build() -> tuple[Tenant, dict[str, Site]]:
     return tenant, sites
 
 
-def fail_store_step(monkeypatch: pytest.MonkeyPatch, h: AuditHarness, step: str) -> Callable[[str, str], None] | None:
+def fail_store_step(
+    monkeypatch: pytest.MonkeyPatch, h: AuditHarness, step: str
+) -> Callable[[str, str], None] | None:
     """Make the run fail at ``step``: 'rows', 'state', 'mark' (store writes) or 'events' (a crash
     right after the events were logged). Returns the checkpoint hook for 'events'."""
     if step == "events":
@@ -179,7 +181,9 @@ def report_new(h: AuditHarness, capsys: pytest.CaptureFixture[str], run_id: str)
     return {row["ResourceId"].lower() for row in csv.DictReader(io.StringIO(out))}
 
 
-def test_rows_of_a_partly_read_subscription_show_the_stored_state(make_arm, harness_factory, capsys) -> None:
+def test_rows_of_a_partly_read_subscription_show_the_stored_state(
+    make_arm, harness_factory, capsys
+) -> None:
     tenant = Tenant()
     sub = tenant.add_subscription(SUB, display_name="prod")
     sites = [sub.add_site(f"rg-{i % 3}", f"app-{i:02d}", **REQ) for i in range(9)]

@@ -43,10 +43,7 @@ def assert_blind(h: AuditHarness, subscriptions_failed: int) -> dict[str, Any]:
     rows = h.rows_by_id()
     tenant_row = rows[TENANT_SCOPE]
     assert tenant_row["Status"] == "ERROR" and tenant_row["SubscriptionId"] == ""
-    assert (
-        f"'{AUDIT_READER_ROLE}'" in tenant_row["Reason"]
-        and "infra/tenant/audit-reader-role.bicep" in tenant_row["Reason"]
-    )
+    assert f"'{AUDIT_READER_ROLE}'" in tenant_row["Reason"] and "infra/tenant/audit-reader-role.bicep" in tenant_row["Reason"]
     assert "tenant root management group" in tenant_row["Reason"] and "this run is not a pass" in tenant_row["Reason"]
     assert all(r["Status"] == "ERROR" for r in rows.values())
     assert len(rows) == 1 + subscriptions_failed

@@ -160,10 +160,7 @@ def test_deleted_and_unreadable_resources(make_arm, harness_factory) -> None:
     assert locked_row["Status"] == "ERROR" and "403" in locked_row["Reason"]
     # the ERROR row says what happens: no poll reads it again for this change; the nightly run does
     assert "does not read this resource again" in locked_row["Remediation"]
-    assert (
-        "nightly run audits it" in locked_row["Remediation"]
-        and "retries automatically" not in locked_row["Remediation"]
-    )
+    assert "nightly run audits it" in locked_row["Remediation"] and "retries automatically" not in locked_row["Remediation"]
     state = h.state()
     # A poll retires nothing, not even what ARM says is deleted: the nightly run, which lists the whole
     # subscription, does (whether a deleted and re-created app is new must not depend on when polls ran).
@@ -283,7 +280,9 @@ def test_off_disables_the_poll() -> None:
     assert bad.returncode != 0 and "AUDIT_CHANGES_SCHEDULE" in bad.stderr
 
 
-def test_report_defaults_to_the_nightly_run_and_since_includes_change_runs(make_arm, harness_factory, capsys) -> None:
+def test_report_defaults_to_the_nightly_run_and_since_includes_change_runs(
+    make_arm, harness_factory, capsys
+) -> None:
     import csv
     import io
 

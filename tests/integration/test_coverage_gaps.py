@@ -34,7 +34,9 @@ def live_state(h: AuditHarness, subscription: str) -> set[str]:
 
 
 # -- Resource Graph: silence is not absence ---------------------------------------------------------
-def test_resource_graph_silence_is_confirmed_with_arm_before_anything_is_retired(make_arm, harness_factory) -> None:
+def test_resource_graph_silence_is_confirmed_with_arm_before_anything_is_retired(
+    make_arm, harness_factory
+) -> None:
     tenant, sites = two_subscriptions()
     arm = make_arm(tenant)
     h: AuditHarness = harness_factory(arm)
@@ -166,12 +168,8 @@ def test_a_row_the_store_refuses_becomes_an_error_row_and_the_rest_is_stored(
         results = h.tables["AUDIT_RESULTS_TABLE"]
         proxy.faults.add(FaultRule(Status(400, code="InvalidInput"), method="POST", path=r"/\$batch$", times=1))
         proxy.faults.add(
-            FaultRule(
-                Status(400, code="PropertyValueTooLarge"),
-                method="PUT",
-                path=rf"/{results}\(.*{victim.name}'\)$",
-                times=1,
-            )
+            FaultRule(Status(400, code="PropertyValueTooLarge"), method="PUT",
+                      path=rf"/{results}\(.*{victim.name}'\)$", times=1)
         )
         h.apply_env(AUDIT_TABLE_SERVICE_URI=proxy.url())
         h.run_timer()

@@ -38,17 +38,7 @@ HOOK = REPO / "infra" / "hooks" / "postprovision.sh"
 #: (Azure/azure-cli-extensions, src/log-analytics/azext_loganalytics/aaz/latest/monitor/log_analytics/_query.py
 #: at 138f93c6121471a527ed477aac54219e99aa27ee), plus the CLI's global arguments every command takes.
 LOG_ANALYTICS_QUERY_OPTIONS = {"-w", "--workspace", "--analytics-query", "-t", "--timespan", "--workspaces"}
-GLOBAL_OPTIONS = {
-    "-h",
-    "--help",
-    "-o",
-    "--output",
-    "--query",
-    "--debug",
-    "--verbose",
-    "--only-show-errors",
-    "--subscription",
-}
+GLOBAL_OPTIONS = {"-h", "--help", "-o", "--output", "--query", "--debug", "--verbose", "--only-show-errors", "--subscription"}
 EXTENSION_COMMANDS = {("monitor", "log-analytics", "query"): LOG_ANALYTICS_QUERY_OPTIONS}
 
 

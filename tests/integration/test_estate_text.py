@@ -35,10 +35,7 @@ def estate(clock: Any) -> tuple[Tenant, dict[str, Site]]:
     other = tenant.add_subscription(OTHER, display_name="other")
     sites = {
         "tagged": sub.add_site(
-            "rg-a",
-            "tagged",
-            client_cert_enabled=False,
-            tags={"owner": f"pay{HIGH}ments", "exempt-please": f"legacy{LOW}"},
+            "rg-a", "tagged", client_cert_enabled=False, tags={"owner": f"pay{HIGH}ments", "exempt-please": f"legacy{LOW}"}
         ),
         "paths": sub.add_site("rg-a", "paths", exclusion_paths=f"/health{LOW}", **REQ),
         "plain": sub.add_site("rg-b", "plain", **REQ),
@@ -62,7 +59,9 @@ def assert_valid_rows(h: AuditHarness, tenant: Tenant, run_id: str | None = None
 
 
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
-def test_lone_surrogates_in_tags_paths_and_names_cost_no_row(make_arm, harness_factory, capsys, source: str) -> None:
+def test_lone_surrogates_in_tags_paths_and_names_cost_no_row(
+    make_arm, harness_factory, capsys, source: str
+) -> None:
     clock = {"at": NIGHT}
     tenant, sites = estate(lambda: clock["at"])
     arm = make_arm(tenant)

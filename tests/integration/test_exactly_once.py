@@ -696,9 +696,7 @@ def test_the_watermark_is_written_before_the_poll_lets_the_lease_go(make_arm, ha
 
     def watching(self: LeaseKeeper, *, keep_run: bool) -> None:
         if self._kind == "changes":
-            rows = [
-                r for r in h.table("AUDIT_RUNS_TABLE") if (r["PartitionKey"], r["RowKey"]) == ("watermark", "changes")
-            ]
+            rows = [r for r in h.table("AUDIT_RUNS_TABLE") if (r["PartitionKey"], r["RowKey"]) == ("watermark", "changes")]
             seen_at_release.append(rows[0]["ChangesThrough"] if rows else None)
         release(self, keep_run=keep_run)
 

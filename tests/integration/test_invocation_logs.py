@@ -19,7 +19,9 @@ from tests.harness import AuditHarness
 
 
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
-def test_no_event_or_warning_is_dropped_by_the_host(source: str, make_arm, harness_factory, monkeypatch) -> None:
+def test_no_event_or_warning_is_dropped_by_the_host(
+    source: str, make_arm, harness_factory, monkeypatch
+) -> None:
     # Partitions of 100 rows instead of 1,000: the larger subscriptions get their own state shards,
     # which are stored (and their events logged) on the audit thread that completes them.
     monkeypatch.setattr(layout, "PARTITION_ROWS", 100)
@@ -40,10 +42,7 @@ def test_no_event_or_warning_is_dropped_by_the_host(source: str, make_arm, harne
     victim = tenant.subscriptions[0]
     group = victim.sites[0].resource_group
     arm.faults.add(
-        FaultRule(
-            Status(403),
-            path=rf"/subscriptions/{victim.subscription_id}/resourceGroups/{group}/providers/Microsoft\.Web/sites$",
-        )
+        FaultRule(Status(403), path=rf"/subscriptions/{victim.subscription_id}/resourceGroups/{group}/providers/Microsoft\.Web/sites$")
     )
     blocked = {r.key for r in victim.iter_resources() if r.resource_group == group and r.is_slot}
     h.clear_events()

@@ -326,7 +326,9 @@ def test_a_redirected_resource_graph_query_is_an_error_for_every_subscription(
     assert_nothing_reached(recorder)
 
 
-def test_a_redirected_change_feed_fails_the_poll_and_keeps_the_watermark(make_arm, harness_factory, recorder) -> None:
+def test_a_redirected_change_feed_fails_the_poll_and_keeps_the_watermark(
+    make_arm, harness_factory, recorder
+) -> None:
     tenant = pinned_tenant()
     clock = {"at": NIGHT}
     tenant.start_change_log(lambda: clock["at"])

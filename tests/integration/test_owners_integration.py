@@ -69,9 +69,7 @@ def test_rows_carry_owner_and_subscription_name_over_several_runs(
         monkeypatch.setenv("AUDIT_RETRY_TOTAL", "0")
     bed.run(outcome="partial" if source == "arm" else "blind")  # blind: no subscription could be read
     errors = {
-        row["SubscriptionId"]: row
-        for row in bed.rows().values()
-        if row["Status"] == "ERROR" and row["ResourceId"] != "/"
+        row["SubscriptionId"]: row for row in bed.rows().values() if row["Status"] == "ERROR" and row["ResourceId"] != "/"
     }
     assert set(errors) == ({SUB_B} if source == "arm" else {SUB_A, SUB_B})
     assert {sub: (row["SubscriptionName"], row["Owner"]) for sub, row in errors.items()} == {

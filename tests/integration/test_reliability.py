@@ -48,13 +48,9 @@ def _http_date(seconds: int) -> datetime:
 
 
 RECOVERABLE = {
-    "429 seconds on subscription list": lambda t: [
-        FaultRule(Status(429, retry_after=1), path=r"/subscriptions$", times=2)
-    ],
+    "429 seconds on subscription list": lambda t: [FaultRule(Status(429, retry_after=1), path=r"/subscriptions$", times=2)],
     "429 http-date on site list": lambda t: [
-        FaultRule(
-            Status(429, retry_after=_http_date(1)), path=SITES.format(sub=t.subscriptions[0].subscription_id), times=1
-        )
+        FaultRule(Status(429, retry_after=_http_date(1)), path=SITES.format(sub=t.subscriptions[0].subscription_id), times=1)
     ],
     "429 on slot lists": lambda t: [
         FaultRule(Status(429, retry_after=1), path=RG_SITES.format(sub=".*", rg=".*"), times=2)
@@ -117,9 +113,7 @@ def test_bad_json_on_one_page(fault, make_arm, harness_factory) -> None:
     first_page = {s.key for s in victim.sites[:3]} | {slot.key for s in victim.sites[:3] for slot in s.slots}
     assert first_page <= set(audited(h)), "sites (and their slots) of the pages read before the bad one are kept"
     state = h.state()
-    assert not any(r["SubscriptionId"] == victim.subscription_id for r in state.values()), (
-        "no state from a partial read"
-    )
+    assert not any(r["SubscriptionId"] == victim.subscription_id for r in state.values()), "no state from a partial read"
 
 
 def test_next_link_loop_is_stopped_and_reported(make_arm, harness_factory) -> None:
@@ -142,29 +136,19 @@ def test_forbidden_resource_group_and_slot_list(make_arm, harness_factory) -> No
     sub = tenant.subscriptions[0]
     rg_site = sub.sites[0]
     slot_site = next(s for s in sub.sites if s.slots and s.resource_group != rg_site.resource_group)
-    gone_site = next(s for s in sub.sites if s.resource_group == slot_site.resource_group and s is not slot_site)
+    gone_site = next(
+        s for s in sub.sites if s.resource_group == slot_site.resource_group and s is not slot_site
+    )
     arm = make_arm(tenant)
     sid = sub.subscription_id
-    arm.faults.add(
-        FaultRule(
-            Status(403, code="AuthorizationFailed"), path=RG_SITES.format(sub=sid, rg=re.escape(rg_site.resource_group))
-        )
-    )
+    arm.faults.add(FaultRule(Status(403, code="AuthorizationFailed"), path=RG_SITES.format(sub=sid, rg=re.escape(rg_site.resource_group))))
     # slot_site's group list fails for another reason: the audit falls back to per-app slot lists,
     # where one app's slots are forbidden and another app was deleted in between (404)
     arm.faults.add(FaultRule(Status(500), path=RG_SITES.format(sub=sid, rg=re.escape(slot_site.resource_group))))
-    arm.faults.add(
-        FaultRule(
-            Status(403, code="AuthorizationFailed"),
-            path=SLOTS.format(sub=sid, rg=re.escape(slot_site.resource_group), site=re.escape(slot_site.name)),
-        )
-    )
-    arm.faults.add(
-        FaultRule(
-            Status(404, code="ResourceNotFound"),
-            path=SLOTS.format(sub=sid, rg=re.escape(gone_site.resource_group), site=re.escape(gone_site.name)),
-        )
-    )
+    arm.faults.add(FaultRule(Status(403, code="AuthorizationFailed"),
+                             path=SLOTS.format(sub=sid, rg=re.escape(slot_site.resource_group), site=re.escape(slot_site.name))))
+    arm.faults.add(FaultRule(Status(404, code="ResourceNotFound"),
+                             path=SLOTS.format(sub=sid, rg=re.escape(gone_site.resource_group), site=re.escape(gone_site.name))))
     h = harness_factory(arm)
     h.apply_env(AUDIT_RETRY_TOTAL="1")
     h.run_timer()
@@ -175,9 +159,7 @@ def test_forbidden_resource_group_and_slot_list(make_arm, harness_factory) -> No
     assert all("403" in e["Reason"] for e in errs.values())
     rows = audited(h)
     missing = set(tenant.expected()) - set(rows)
-    allowed_missing = {s.key for s in rg_site.slots} | {
-        s.key for s in sub.sites if s.resource_group == rg_site.resource_group for s in s.slots
-    }
+    allowed_missing = {s.key for s in rg_site.slots} | {s.key for s in sub.sites if s.resource_group == rg_site.resource_group for s in s.slots}
     allowed_missing |= {s.key for s in slot_site.slots} | {s.key for s in gone_site.slots}
     assert missing <= allowed_missing, "only slots behind the forbidden or vanished scopes are missing"
     assert rg_site.key in rows, "production sites of a forbidden group still come from the subscription list"
@@ -239,16 +221,9 @@ def test_results_cannot_be_written_fails_loudly_and_next_run_recovers(make_arm, 
     with FaultProxy(azurite.port, tls) as proxy:
         h = harness_factory(make_arm(tenant))
         h.apply_env(AUDIT_TABLE_SERVICE_URI=proxy.url(), AUDIT_RETRY_TOTAL="1")
-        rule = proxy.faults.add(
-            FaultRule(
-                Status(403, code="AuthorizationPermissionMismatch"),
-                method="*",
-                path=rf"/{h.tables['AUDIT_RESULTS_TABLE']}",
-            )
-        )
-        proxy.faults.add(
-            FaultRule(Status(403, code="AuthorizationPermissionMismatch"), method="POST", path=r"/\$batch$")
-        )
+        rule = proxy.faults.add(FaultRule(Status(403, code="AuthorizationPermissionMismatch"), method="*",
+                                          path=rf"/{h.tables['AUDIT_RESULTS_TABLE']}"))
+        proxy.faults.add(FaultRule(Status(403, code="AuthorizationPermissionMismatch"), method="POST", path=r"/\$batch$"))
         with pytest.raises(Exception, match="failed"):
             h.run_timer()
         assert rule.applied
@@ -289,26 +264,12 @@ def test_bad_inputs(make_arm, harness_factory) -> None:
         sub.add_site(long_rg, "a" * 60, client_cert_enabled=True, client_cert_mode="Optional"),
         sub.add_site("rg-null", "no-props", omit_properties=True),
         sub.add_site("rg-null", "no-kind", kind=None, client_cert_enabled=True, client_cert_mode=None),
-        sub.add_site(
-            "rg-null",
-            "nulls",
-            raw_properties_override={
-                "clientCertEnabled": None,
-                "clientCertMode": None,
-                "clientCertExclusionPaths": None,
-                "state": None,
-                "httpsOnly": None,
-                "publicNetworkAccess": OMIT,
-            },
-        ),
+        sub.add_site("rg-null", "nulls", raw_properties_override={
+            "clientCertEnabled": None, "clientCertMode": None, "clientCertExclusionPaths": None,
+            "state": None, "httpsOnly": None, "publicNetworkAccess": OMIT}),
         sub.add_site("rg-null", "weird-mode", client_cert_enabled=True, client_cert_mode="RequiredButNotReally"),
-        sub.add_site(
-            "rg-null",
-            "long-paths",
-            client_cert_enabled=True,
-            client_cert_mode="Required",
-            exclusion_paths=";".join(f"/p{i:05d}" for i in range(20000)),
-        ),
+        sub.add_site("rg-null", "long-paths", client_cert_enabled=True, client_cert_mode="Required",
+                     exclusion_paths=";".join(f"/p{i:05d}" for i in range(20000))),
     ]
     odd[0].add_slot("stage.1", client_cert_enabled=True, client_cert_mode="OptionalInteractiveUser")
     arm = make_arm(tenant, page_size=2)
@@ -335,11 +296,8 @@ def test_malformed_setting_is_a_clear_startup_error(make_arm, harness_factory) -
     from shared.core.config import ConfigError
 
     h = harness_factory(make_arm(small_tenant()))
-    for name, value in [
-        ("AUDIT_ARM_ENDPOINT", "not a url"),
-        ("AUDIT_RESULTS_TABLE", "bad_name"),
-        ("AUDIT_SCHEDULE", "nightly"),
-    ]:
+    for name, value in [("AUDIT_ARM_ENDPOINT", "not a url"), ("AUDIT_RESULTS_TABLE", "bad_name"),
+                        ("AUDIT_SCHEDULE", "nightly")]:
         h.apply_env(**{name: value})
         with pytest.raises(ConfigError, match=name):
             h.run_timer()
@@ -355,9 +313,7 @@ def test_no_secret_reaches_logs_or_rows(make_arm, harness_factory, caplog, azuri
     caplog.set_level(logging.DEBUG)  # everything, the SDKs' HTTP logging included
     h.run_timer()
     text = "\n".join(r.getMessage() for r in caplog.records)
-    text += "\n".join(
-        str(r) for r in h.table("AUDIT_RESULTS_TABLE") + h.table("AUDIT_LATEST_TABLE") + h.table("AUDIT_RUNS_TABLE")
-    )
+    text += "\n".join(str(r) for r in h.table("AUDIT_RESULTS_TABLE") + h.table("AUDIT_LATEST_TABLE") + h.table("AUDIT_RUNS_TABLE"))
     assert arm.issued_tokens, "tokens were issued"
     for token in arm.issued_tokens:
         assert token not in text
@@ -382,9 +338,8 @@ def test_process_killed_between_rows_and_state_then_rerun(make_arm, harness_fact
     expected_new = {flipped.key}
     h.clear_events()
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.crash_run"], env=dict(os.environ), capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-m", "tests.crash_run"], env=dict(os.environ), capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 137, proc.stderr
     assert "ClientCertAudit.NewFailure" not in proc.stderr, "the killed run alerted nothing"
     killed = h.runs()[-1]
@@ -412,9 +367,7 @@ def test_group_lists_start_while_the_site_list_pages_and_fall_back_with_every_ap
     # until the site list is done, so apps listed on later pages still get their slots audited.
     tenant = Tenant()
     sub = tenant.add_subscription()
-    apps = [
-        sub.add_site("rg-late", f"app-{n}", client_cert_enabled=True, client_cert_mode="Required") for n in range(6)
-    ]
+    apps = [sub.add_site("rg-late", f"app-{n}", client_cert_enabled=True, client_cert_mode="Required") for n in range(6)]
     slots = [app.add_slot("staging", client_cert_enabled=False) for app in apps]
     sub.add_site("rg-other", "other", client_cert_enabled=True, client_cert_mode="Optional")
     arm = make_arm(tenant, latency=0.03, page_size={"sites_list": 1})

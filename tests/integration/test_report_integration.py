@@ -105,9 +105,7 @@ def test_report_formats_filters_history_and_diff(
     code, out, _ = bed.cli(capsys, ["report"])
     assert code == 1
     assert f"run {run3} (complete" in out
-    assert (
-        f"  {'Prod (aaaaaaaa)':<38}       3       1       1       0       0       5" in out
-    )  # shop, api, slot / portal / jobs
+    assert f"  {'Prod (aaaaaaaa)':<38}       3       1       1       0       0       5" in out  # shop, api, slot / portal / jobs
     assert f"  {'Dev (bbbbbbbb)':<38}       0       0       2       0       0       2" in out
     listing = out.split("FAIL/ERROR/WARN resources: 4\n", 1)[1]
     assert "FAIL    new blog" in listing and "intranet" in listing and "jobs" in listing and "portal" in listing

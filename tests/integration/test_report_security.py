@@ -103,9 +103,7 @@ def test_names_owner_filter_and_groups_in_every_format(
     bed.cli(capsys, ["report", "--format", "html", "--group-by", "owner", "-o", str(page)])
     html = page.read_text(encoding="utf-8")
     assert 'id="by-owner"' in html and "<td>(no owner)</td>" in html
-    assert (
-        f'title="{SUB_A}">Prod (aaaaaaaa)</td>' in html and '<td class="owner" data-label="Owner">payments</td>' in html
-    )
+    assert f'title="{SUB_A}">Prod (aaaaaaaa)</td>' in html and '<td class="owner" data-label="Owner">payments</td>' in html
 
 
 def test_fix_script_covers_fail_and_warn_leaves_exempt_out_and_is_never_run(
@@ -177,18 +175,10 @@ def test_script_keeps_estate_text_in_comments_and_commands_on_their_resource() -
     # a row recorded by an older version: the command that works today, for the row's kind
     legacy = "Portal: x. az webapp update --name shop --resource-group -rg --set clientCertEnabled=true"
     assert az_command({**row, "Kind": "functionapp", "Remediation": legacy}) == [
-        "az",
-        "functionapp",
-        *expected[2:],
-        "--set",
-        "clientCertEnabled=true",
+        "az", "functionapp", *expected[2:], "--set", "clientCertEnabled=true"
     ]
     assert az_command({**row, "Kind": "", "Remediation": legacy}) == [
-        "az",
-        "resource",
-        "patch",
-        f"--ids={row['ResourceId']}",
-        "--api-version=2025-05-01",
+        "az", "resource", "patch", f"--ids={row['ResourceId']}", "--api-version=2025-05-01",
         '--properties={"clientCertEnabled": true}',
     ]
     assert az_command({**row, "Remediation": row["Remediation"].replace("--name=shop", "--name=other")}) is None
@@ -198,7 +188,7 @@ def test_script_keeps_estate_text_in_comments_and_commands_on_their_resource() -
     # nothing but the client certificate properties: a recorded command cannot change anything else
     assert az_command({**row, "Remediation": row["Remediation"] + " siteConfig.alwaysOn=false"}) is None
     assert az_command({**row, "Remediation": row["Remediation"] + " clientCertMode=Optional --slot=x"}) is None
-    patch = f'az resource patch --ids={row["ResourceId"]} \'--properties={{"clientCertMode": "Required"}}\''
+    patch = f"az resource patch --ids={row['ResourceId']} '--properties={{\"clientCertMode\": \"Required\"}}'"
     assert az_command({**row, "Remediation": patch})[:3] == ["az", "webapp", "update"]  # type: ignore[index]
     assert az_command({**row, "Remediation": patch.replace("sites/shop", "sites/other")}) is None
     assert az_command({**row, "Remediation": patch.replace("Required", "Optional")}) is not None

@@ -299,9 +299,7 @@ def test_subscriptions_stream_in_query_order_with_bounded_read_ahead(make_arm, m
     got: dict[str, SiteRecord] = {}
     for sub in subs:
         items = list(graph.scan(sub.subscription_id))
-        assert all(
-            isinstance(i, SiteRecord) and i.subscription_id.lower() == sub.subscription_id.lower() for i in items
-        )
+        assert all(isinstance(i, SiteRecord) and i.subscription_id.lower() == sub.subscription_id.lower() for i in items)
         got.update({i.key: i for i in items})  # type: ignore[union-attr]
         time.sleep(0.05)  # a slow engine: the loader must wait for it, not read the tenant into memory
     assert set(got) == set(tenant.expected())

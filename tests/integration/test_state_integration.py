@@ -53,13 +53,9 @@ def test_second_run_flags_exactly_the_new_failures(make_arm, harness_factory) ->
     sites["pass_to_fail"].update(client_cert_mode="Optional")
     sites["warn_to_fail"].update(client_cert_enabled=False)
     sites["slot"].update(client_cert_mode="OptionalInteractiveUser")
-    sites["fail_recased"].id_casing = lambda cid, kind: cid.replace("rg-web", "RG-WEB").replace(
-        "fail-recased", "FAIL-Recased"
-    )
+    sites["fail_recased"].id_casing = lambda cid, kind: cid.replace("rg-web", "RG-WEB").replace("fail-recased", "FAIL-Recased")
     tenant.subscriptions[0].remove_site(sites["to_delete"])
-    new_app = tenant.subscriptions[0].add_site(
-        "rg-new", "brand-new", client_cert_enabled=True, client_cert_mode="Optional"
-    )
+    new_app = tenant.subscriptions[0].add_site("rg-new", "brand-new", client_cert_enabled=True, client_cert_mode="Optional")
     h.clear_events()
     h.run_timer()
 
@@ -69,17 +65,8 @@ def test_second_run_flags_exactly_the_new_failures(make_arm, harness_factory) ->
     events = h.new_failure_events()
     assert sorted(e["ResourceId"].lower() for e in events) == sorted(expected_new)
     for event in events:
-        assert set(event) >= {
-            "ResourceId",
-            "SubscriptionId",
-            "ResourceGroup",
-            "AppName",
-            "Slot",
-            "Kind",
-            "ClientCertMode",
-            "Reason",
-            "RunId",
-        }
+        assert set(event) >= {"ResourceId", "SubscriptionId", "ResourceGroup", "AppName", "Slot", "Kind",
+                              "ClientCertMode", "Reason", "RunId"}
         assert event["RunId"] == h.last_run_id()
     slot_event = next(e for e in events if e["Slot"])
     assert slot_event["Slot"] == "staging" and slot_event["ClientCertMode"] == "OptionalInteractiveUser"

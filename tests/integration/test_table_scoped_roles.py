@@ -22,9 +22,7 @@ def test_a_refused_table_creation_does_not_stop_the_run(make_arm, harness_factor
     h: AuditHarness = harness_factory(make_arm(tenant))
     h.run_timer()  # creates the tables, as the template does in Azure
     with FaultProxy(azurite.port, tls) as proxy:
-        proxy.faults.add(
-            FaultRule(Status(403, code="AuthorizationPermissionMismatch"), path=r"/Tables$", method="POST")
-        )
+        proxy.faults.add(FaultRule(Status(403, code="AuthorizationPermissionMismatch"), path=r"/Tables$", method="POST"))
         h.apply_env(AUDIT_TABLE_SERVICE_URI=proxy.url())
         apps[0].update(client_cert_mode="Optional")
         h.run_timer()

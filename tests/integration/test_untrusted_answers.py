@@ -174,7 +174,9 @@ def test_a_poll_get_answering_resource_not_found_leaves_the_retirement_to_the_ni
 
 
 # -- Resource Graph: truncated answers and paging loops -----------------------------------------------
-def test_a_truncated_resource_graph_answer_is_an_error_for_what_it_did_not_reach(make_arm, harness_factory) -> None:
+def test_a_truncated_resource_graph_answer_is_an_error_for_what_it_did_not_reach(
+    make_arm, harness_factory
+) -> None:
     tenant, _ = tenant_with_slots()
     first = tenant.add_subscription("c0c0c0c0-0000-4000-8000-000000000001", display_name="first")
     first.add_site("rg-f", "first-app", **REQ)
@@ -221,7 +223,9 @@ def test_a_truncated_change_feed_fails_the_poll_and_keeps_the_watermark(make_arm
     )
 
 
-def test_a_change_feed_that_repeats_its_skip_token_fails_the_poll(make_arm, harness_factory, monkeypatch) -> None:
+def test_a_change_feed_that_repeats_its_skip_token_fails_the_poll(
+    make_arm, harness_factory, monkeypatch
+) -> None:
     clock, sites, arm, h = after_a_night(make_arm, harness_factory)
     clock.at = NIGHT + timedelta(hours=2)
     for name in ("app", "plain", "failing"):
@@ -291,10 +295,6 @@ def test_resources_missing_from_a_resource_graph_answer_are_retired_only_when_ar
     h.run_at(NIGHT + timedelta(days=2))
     rows = h.rows_by_id()
     error = rows[sites["hidden-pass"].key]
-    assert (
-        error["Status"] == "ERROR"
-        and "Resource Graph did not return it" in error["Reason"]
-        and "403" in error["Reason"]
-    )
+    assert error["Status"] == "ERROR" and "Resource Graph did not return it" in error["Reason"] and "403" in error["Reason"]
     assert live(h) == known - {sites["plain"].key}
     assert h.runs()[-1]["Outcome"] == "partial"

@@ -148,9 +148,7 @@ def test_parse_key_row_round_trip(site: tuple[str, SiteId], typed: bool, data: A
 
 @settings(PROPERTY, max_examples=150)
 @given(st.lists(site_ids(), min_size=2, max_size=5), st.lists(st.sampled_from((str.upper, str.swapcase)), max_size=5))
-def test_row_keys_are_unique_per_distinct_id_as_arm_compares(
-    sites: list[tuple[str, SiteId]], recase: list[Any]
-) -> None:
+def test_row_keys_are_unique_per_distinct_id_as_arm_compares(sites: list[tuple[str, SiteId]], recase: list[Any]) -> None:
     ids = [rid for rid, _ in sites]
     ids += [spell(rid) for rid, spell in zip(ids, recase, strict=False)]  # the same resources, spelled again
     key_of = {rid: resource_key(rid) for rid in ids}

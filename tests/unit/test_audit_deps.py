@@ -7,9 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-spec = importlib.util.spec_from_file_location(
-    "audit_deps", Path(__file__).resolve().parents[2] / "tools" / "audit_deps.py"
-)
+spec = importlib.util.spec_from_file_location("audit_deps", Path(__file__).resolve().parents[2] / "tools" / "audit_deps.py")
 assert spec and spec.loader
 audit_deps = importlib.util.module_from_spec(spec)
 sys.modules["audit_deps"] = audit_deps  # dataclasses look their module up

@@ -23,9 +23,7 @@ def test_defaults() -> None:
 
 
 def test_subscriptions_are_parsed_and_deduplicated() -> None:
-    s = load_settings(
-        {**URI, "AUDIT_SUBSCRIPTIONS": " 11111111-1111-1111-1111-111111111111,11111111-1111-1111-1111-111111111111;"}
-    )
+    s = load_settings({**URI, "AUDIT_SUBSCRIPTIONS": " 11111111-1111-1111-1111-111111111111,11111111-1111-1111-1111-111111111111;"})
     assert s.subscriptions == ("11111111-1111-1111-1111-111111111111",)
 
 
@@ -33,10 +31,7 @@ def test_subscriptions_are_parsed_and_deduplicated() -> None:
     ("env", "names"),
     [
         ({}, "AUDIT_TABLE_SERVICE_URI"),
-        (
-            {**URI, "AUDIT_TABLE_CONNECTION_STRING": "AccountName=a;TableEndpoint=https://x"},
-            "AUDIT_TABLE_CONNECTION_STRING",
-        ),
+        ({**URI, "AUDIT_TABLE_CONNECTION_STRING": "AccountName=a;TableEndpoint=https://x"}, "AUDIT_TABLE_CONNECTION_STRING"),
         ({"AUDIT_TABLE_SERVICE_URI": "http://acct.table.core.windows.net"}, "AUDIT_TABLE_SERVICE_URI"),
         ({"AUDIT_TABLE_SERVICE_URI": "not a url"}, "AUDIT_TABLE_SERVICE_URI"),
         ({**URI, "AUDIT_ARM_ENDPOINT": "management.azure.com"}, "AUDIT_ARM_ENDPOINT"),

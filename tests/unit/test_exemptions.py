@@ -168,14 +168,7 @@ def test_tag_request_is_only_listed_never_an_exemption() -> None:
     assert exemption_request(FAILING, None) == ""
     assert exemption_request(replace(FAILING, status=Status.PASS), "clientcert-exemption") == ""
     plan = plan_subscription(
-        "S",
-        {"rk": FAILING},
-        {},
-        [],
-        summary=RunSummary("r1", NOW),
-        audited_at=NOW,
-        read=True,
-        partial=False,
+        "S", {"rk": FAILING}, {}, [], summary=RunSummary("r1", NOW), audited_at=NOW, read=True, partial=False,
         request_tag="clientcert-exemption",
     )
     (row,) = plan.result_rows()

@@ -302,15 +302,10 @@ def test_html_lists_new_failures_then_fail_by_worst_subscription_then_error_then
     page = _html(rows, tenants=tenants)
     listed = re.findall(r'<a href="([^"]+)">([\w-]+)</a>', page.split('id="findings"', 1)[1])
     assert [name for _, name in listed] == [
-        "y-new",
-        "z-fail-2",  # new failures first, worst subscription first (Y: 3 FAIL, Z: 2)
-        "y-fail-1",
-        "y-fail-2",
-        "z-fail-1",
-        "x-fail",  # FAIL by worst subscription
+        "y-new", "z-fail-2",  # new failures first, worst subscription first (Y: 3 FAIL, Z: 2)
+        "y-fail-1", "y-fail-2", "z-fail-1", "x-fail",  # FAIL by worst subscription
         "x-error",
-        "y-warn",
-        "z-warn",
+        "y-warn", "z-warn",
     ]
     links = dict((name, href) for href, name in listed)
     assert links["y-new"] == (
@@ -320,9 +315,7 @@ def test_html_lists_new_failures_then_fail_by_worst_subscription_then_error_then
     assert links["z-warn"].startswith("https://portal.azure.com/#resource/subscriptions/")  # no tenant known
     for r in rows:
         if r["Status"] != "PASS":
-            assert (
-                f'<code class="id" title="the full resource id: one click selects it">{r["ResourceId"]}</code>' in page
-            )
+            assert f'<code class="id" title="the full resource id: one click selects it">{r["ResourceId"]}</code>' in page
     # cut to 4 rows: the worst four, in that order
     cut = re.findall(r'<a href="[^"]+">([\w-]+)</a>', _html(rows, html_rows=4).split('id="findings"', 1)[1])
     assert cut == ["y-new", "z-fail-2", "y-fail-1", "y-fail-2"]
@@ -339,9 +332,7 @@ def test_html_headline_compliance_fixed_and_gone() -> None:
         row("g", "ERROR"),
     ]
     page = _html(rows, runs=({"RowKey": "r1", "Outcome": "complete", "Retired": 3},))
-    assert (
-        'id="compliance"><b>67%</b>compliant: 4 of 6 resources pass or are exempt (1 unreadable, not counted)' in page
-    )
+    assert 'id="compliance"><b>67%</b>compliant: 4 of 6 resources pass or are exempt (1 unreadable, not counted)' in page
     assert 'id="count-fixed"><b>2</b>' in page and 'id="count-gone"><b>3</b>' in page
     assert page.index('id="count-NEW"') < page.index('id="count-FAIL"') < page.index('id="count-PASS"')
     summary = report.Summary()

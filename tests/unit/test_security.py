@@ -24,9 +24,8 @@ def product_source() -> dict[Path, str]:
 
 def test_tls_verification_is_never_disabled() -> None:
     for path, text in product_source().items():
-        assert not re.search(
-            r"verify\s*=\s*False|connection_verify\s*=\s*False|CERT_NONE|check_hostname\s*=\s*False", text
-        ), path
+        assert not re.search(r"verify\s*=\s*False|connection_verify\s*=\s*False|CERT_NONE|check_hostname\s*=\s*False",
+                             text), path
 
 
 def test_no_shell_outs_or_dynamic_code() -> None:
@@ -37,9 +36,7 @@ def test_no_shell_outs_or_dynamic_code() -> None:
         tree = ast.parse(text)
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):
-                names = {a.name for a in node.names} | (
-                    {node.module} if isinstance(node, ast.ImportFrom) and node.module else set()
-                )
+                names = {a.name for a in node.names} | ({node.module} if isinstance(node, ast.ImportFrom) and node.module else set())
                 assert not names & banned_modules, (path, names)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 assert node.func.id not in {"eval", "exec", "compile", "__import__"}, path
@@ -56,12 +53,9 @@ def test_arm_calls_are_read_only() -> None:
     for name in adapters:
         tree = ast.parse(next((ROOT / "shared").rglob(name)).read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Attribute)
-                and node.func.value.attr in {"web_apps", "subscriptions", "_client"}
-            ):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Attribute)
+                    and node.func.value.attr in {"web_apps", "subscriptions", "_client"}):
                 assert node.func.attr in allowed, f"{name}: {node.func.value.attr}.{node.func.attr}"
     text = "".join(next((ROOT / "shared").rglob(name)).read_text() for name in adapters)
     text = text.replace("self._loader.start()", "")  # the Resource Graph loader thread, not an ARM call

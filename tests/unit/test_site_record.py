@@ -30,13 +30,8 @@ def item(**props: Any) -> dict[str, Any]:
 
 def test_every_field_the_evaluation_reads() -> None:
     record = site_record(
-        item(
-            clientCertEnabled=True,
-            clientCertMode="OptionalInteractiveUser",
-            clientCertExclusionPaths="/a;/b",
-            httpsOnly=False,
-            publicNetworkAccess="Disabled",
-        )
+        item(clientCertEnabled=True, clientCertMode="OptionalInteractiveUser", clientCertExclusionPaths="/a;/b",
+             httpsOnly=False, publicNetworkAccess="Disabled")
     )
     assert isinstance(record, SiteRecord)
     assert (record.subscription_id, record.resource_group, record.app_name, record.slot) == (SUB, "rg-web", "shop", "")
@@ -48,8 +43,7 @@ def test_every_field_the_evaluation_reads() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"),
-    [(True, True), (False, False), ("true", True), ("False", False), (None, None), ("yes", None), (1, None)],
+    ("raw", "expected"), [(True, True), (False, False), ("true", True), ("False", False), (None, None), ("yes", None), (1, None)]
 )
 def test_booleans_only_when_arm_said_so(raw: Any, expected: bool | None) -> None:
     record = site_record(item(clientCertEnabled=raw, httpsOnly=raw))
