@@ -241,6 +241,39 @@ def test_query_json_reads_the_same_plain_json(
     assert blob["MinusInf"] == "-Infinity" and blob["Blob"] == "AP9iaW4="
 
 
+def test_reads_come_in_pages_of_read_page_entities_on_both_paths(
+    stores: dict[str, TableStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read holds one parsed page per thread: no page on the wire is larger than ``READ_PAGE``
+    (the service's own is 1,000), on either path, and every row still arrives once, in order."""
+    import requests.adapters
+
+    store = stores["fast"]
+    rows = [
+        {"PartitionKey": PARTITIONS[i % 2], "RowKey": f"{KEY_PARTS[i % len(KEY_PARTS)]} n{i:04d}", "N": i}
+        for i in range(2 * fastpaths.READ_PAGE + 57)
+    ]
+    store.upsert_many(store.latest, rows)
+    pages: list[int] = []
+    send = requests.adapters.HTTPAdapter.send
+
+    def counting(adapter: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        response = send(adapter, request, *args, **kwargs)
+        if request.method == "GET" and f"/{store.latest.table_name}()" in request.url:
+            pages.append(len(response.json()["value"]))
+        return response
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", counting)
+    expected = sorted((r["PartitionKey"], r["RowKey"]) for r in rows)
+    for path in PATHS:
+        pages.clear()
+        with on(path):
+            read = list(fastpaths.query_json(store.latest, "PartitionKey ne 'zzz'", etags=path == "fast"))
+        assert [(r["PartitionKey"], r["RowKey"]) for r in read] == expected, path
+        assert sum(pages) == len(rows) and max(pages) == fastpaths.READ_PAGE, (path, pages)
+        assert len(pages) == -(-len(rows) // fastpaths.READ_PAGE), (path, pages)
+
+
 def state_rows(sub: str, other: str) -> list[dict[str, Any]]:
     """A large subscription over two shards and a neighbour in the shared bucket, as state rows."""
     big = [

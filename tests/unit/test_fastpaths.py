@@ -108,14 +108,14 @@ class _FakeTable:
 
     def __init__(self) -> None:
         self.transactions: list[tuple[list[Any], dict[str, Any]]] = []
-        self.queries: list[str] = []
+        self.queries: list[tuple[str, int | None]] = []
 
     def submit_transaction(self, operations: list[Any], **kwargs: Any) -> list[Any]:
         self.transactions.append((list(operations), kwargs))
         return []
 
-    def query_entities(self, flt: str) -> Iterator[dict[str, Any]]:
-        self.queries.append(flt)
+    def query_entities(self, flt: str, *, results_per_page: int | None = None) -> Iterator[dict[str, Any]]:
+        self.queries.append((flt, results_per_page))
         yield {"PartitionKey": "p", "RowKey": "r", "N": EntityProperty(2**40, EdmType.INT64)}
 
 
@@ -139,7 +139,7 @@ def test_a_table_client_without_send_request_takes_the_public_api(
     assert list(fastpaths.query_json(table, "PartitionKey eq 'p'")) == [
         {"PartitionKey": "p", "RowKey": "r", "N": str(2**40)}
     ]
-    assert table.queries == ["PartitionKey eq 'p'"]
+    assert table.queries == [("PartitionKey eq 'p'", fastpaths.READ_PAGE)], "pages as small as the fast path's"
 
 
 def test_a_serializer_that_disagrees_disables_the_fast_batch_writer(monkeypatch: pytest.MonkeyPatch) -> None:
