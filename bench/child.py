@@ -15,8 +15,11 @@ import ctypes
 import ctypes.util
 import json
 import logging
+import os
 import pstats
+import re
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -154,6 +157,44 @@ def _malloc_mb() -> tuple[float, float] | None:
     return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
 
 
+_PYMALLOC_LINES = {
+    "arenas": re.compile(r"^# arenas allocated current\s*=\s*([\d,]+)", re.M),
+    "highwater": re.compile(r"^# arenas highwater mark\s*=\s*([\d,]+)", re.M),
+    "blocks": re.compile(r"^# bytes in allocated blocks\s*=\s*([\d,]+)", re.M),
+}
+
+
+def _pymalloc_mb() -> tuple[float, float, float] | None:
+    """pymalloc's arenas (1 MiB each) now and at their high-water mark, and the bytes in live blocks
+    in them, in MB (``_PyObject_DebugMallocStats``, written to a temporary file through libc's
+    ``FILE``); ``None`` where that is unavailable. Arenas beyond the live blocks are pools that a
+    few live objects keep: what the allocator holds, not what the program does."""
+    name = ctypes.util.find_library("c")
+    stats = getattr(ctypes.pythonapi, "_PyObject_DebugMallocStats", None)
+    if not name or stats is None:
+        return None
+    libc = ctypes.CDLL(name)
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    stats.argtypes = [ctypes.c_void_p]
+    with tempfile.TemporaryDirectory() as where:
+        path = os.path.join(where, "stats")
+        out = libc.fopen(path.encode(), b"w")
+        if not out:
+            return None
+        try:
+            stats(out)  # ctypes.pythonapi keeps the GIL: no object moves while it counts
+        finally:
+            libc.fclose(out)
+        text = Path(path).read_text()
+    found = {key: pattern.search(text) for key, pattern in _PYMALLOC_LINES.items()}
+    if not all(found.values()):
+        return None
+    value = {key: int(match.group(1).replace(",", "")) for key, match in found.items() if match}
+    return float(value["arenas"]), float(value["highwater"]), value["blocks"] / 2**20  # arenas are 1 MiB
+
+
 def log_memory(every: float) -> threading.Event:
     """Log the process's RSS every ``every`` seconds, beside glibc's heap (in use, and free but
     kept) and the engine's own log lines, so a peak can be placed in the run; set the returned
@@ -165,13 +206,17 @@ def log_memory(every: float) -> threading.Event:
         while not done.wait(every):
             now, peak = _rss_mb()
             heap = _malloc_mb()
+            arenas = _pymalloc_mb()
             memory_log.info(
-                "rss %.1f MB (peak %.1f MB), %d threads; malloc %s; %d Python blocks live",
+                "rss %.1f MB (peak %.1f MB), %d threads; malloc %s; %d Python blocks live; pymalloc %s",
                 now,
                 peak,
                 threading.active_count(),
                 f"in use {heap[0]:.1f} MB, free in its heaps {heap[1]:.1f} MB" if heap else "unknown",
                 sys.getallocatedblocks(),
+                f"arenas {arenas[0]:.0f} MB (most {arenas[1]:.0f} MB), in live blocks {arenas[2]:.1f} MB"
+                if arenas
+                else "unknown",
             )
 
     threading.Thread(target=sample, name="rss-sampler", daemon=True).start()
