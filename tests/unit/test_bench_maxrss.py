@@ -34,3 +34,24 @@ def test_bytes_held_per_listed_resource_is_a_fraction_of_its_json() -> None:
     assert 300 < figures["resources"] < 450  # sites and their slots
     assert 200 < figures["listed_bytes_per_resource"] < figures["json_bytes_per_resource"] / 2
     assert 100 < figures["prior_state_bytes_per_resource"] < figures["listed_bytes_per_resource"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's FILE and CPython's pymalloc")
+def test_the_memory_samples_tell_pymallocs_arenas_from_its_live_blocks() -> None:
+    """``bench.child``'s samples split the RSS: pymalloc's arenas (1 MiB each), the bytes in their
+    live blocks, and the arenas' high-water mark. 20 MB of small objects show in both, and freeing
+    them leaves the high-water mark where it was."""
+    script = (
+        "from bench.child import _pymalloc_mb as m\n"
+        "a = m()\n"
+        "x = [(i, str(i)) for i in range(250_000)]\n"
+        "b = m()\n"
+        "del x\n"
+        "c = m()\n"
+        "print(*a, *b, *c)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    arenas0, _, live0, arenas1, high1, live1, arenas2, high2, live2 = map(float, out.stdout.split())
+    assert live0 <= arenas0 and live1 <= arenas1 and live2 <= arenas2, out.stdout
+    assert live1 - live0 > 15 and arenas1 - arenas0 > 15, out.stdout  # 250k tuples and strings: ~22 MB
+    assert high2 == high1 >= arenas1 and live2 < live1 - 15, out.stdout
