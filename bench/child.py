@@ -13,6 +13,7 @@ import contextlib
 import cProfile
 import ctypes
 import ctypes.util
+import gc
 import json
 import logging
 import os
@@ -195,6 +196,61 @@ def _pymalloc_mb() -> tuple[float, float, float] | None:
     return float(value["arenas"]), float(value["highwater"]), value["blocks"] / 2**20  # arenas are 1 MiB
 
 
+def census() -> list[tuple[str, int, int]]:
+    """The live objects by kind, largest first: ``(kind, count, bytes)`` (``sys.getsizeof``, the
+    object alone). A dict's kind is its first three keys (a state row, a page's JSON object and a
+    compact record look alike by type alone); dicts of strings and numbers only are not tracked by
+    the collector, so the dicts and tuples the tracked objects hold are counted too, once each.
+    Holds the GIL for a second or more and a set of ids: a diagnostic, not for figures."""
+    counts: dict[str, list[int]] = {}
+    seen: set[int] = set()
+
+    def add(obj: object) -> None:
+        if type(obj) is dict:
+            kind = "dict{" + ",".join(str(k)[:24] for k in list(obj)[:3]) + "}"
+        elif type(obj) in (list, tuple):
+            kind = f"{type(obj).__name__}[{'0' if not obj else '<10' if len(obj) < 10 else '<1000' if len(obj) < 1000 else '1000+'}]"
+        else:
+            kind = type(obj).__qualname__
+        entry = counts.setdefault(kind, [0, 0])
+        entry[0] += 1
+        entry[1] += sys.getsizeof(obj)
+
+    tracked = gc.get_objects()
+    for obj in tracked:
+        seen.add(id(obj))
+    for obj in tracked:
+        add(obj)
+        for inner in gc.get_referents(obj):
+            if type(inner) in (dict, tuple, str) and id(inner) not in seen:
+                seen.add(id(inner))
+                add(inner)
+    del tracked, seen
+    return sorted(((kind, n, size) for kind, (n, size) in counts.items()), key=lambda item: -item[2])
+
+
+def census_at_highs(out: str, every: float = 2.0, spacing: float = 20.0) -> threading.Event:
+    """Write :func:`census` to ``out`` whenever Python's live blocks pass their last census by 3 %
+    (at most every ``spacing`` seconds): the last one written is the census at (about) the run's
+    largest live heap, with the process's RSS then."""
+    done = threading.Event()
+
+    def sample() -> None:
+        best, last = 0, 0.0
+        while not done.wait(every):
+            blocks = sys.getallocatedblocks()
+            if blocks < best * 1.03 or time.monotonic() - last < spacing:
+                continue
+            best, last = blocks, time.monotonic()
+            rows = census()
+            lines = [f"{blocks} Python blocks live, rss {_rss_mb()[0]:.1f} MB, pymalloc {_pymalloc_mb()}"]
+            lines += [f"{size / 2**20:9.2f} MiB {n:9d}  {kind}" for kind, n, size in rows[:60]]
+            Path(out).write_text("\n".join(lines) + "\n")
+
+    threading.Thread(target=sample, name="census", daemon=True).start()
+    return done
+
+
 def log_memory(every: float) -> threading.Event:
     """Log the process's RSS every ``every`` seconds, beside glibc's heap (in use, and free but
     kept) and the engine's own log lines, so a peak can be placed in the run; set the returned
@@ -241,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.child")
     parser.add_argument("--profile", help="write merged cProfile stats of all threads to this file")
     parser.add_argument("--tracemalloc", help="write where memory was at its peak (tracemalloc) to this file")
+    parser.add_argument("--census", help="write the live objects by kind at the largest live heap to this file")
     parser.add_argument("--rss-every", type=float, default=5.0, help="log the RSS every this many seconds (0: off)")
     parser.add_argument("--report", help="write this process's own peak RSS (JSON) to this file at the end")
     args = parser.parse_args(argv)
@@ -250,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     if args.rss_every > 0:
         log_memory(args.rss_every)
+    if args.census:
+        census_at_highs(args.census)
     try:
         if args.tracemalloc:
             traced(run_timer, args.tracemalloc)

@@ -129,12 +129,13 @@ class ArmProcess:
 
 
 def run_audit_child(
-    env: dict[str, str], log_file: Path, profile: Path | None, memory: Path | None = None
+    env: dict[str, str], log_file: Path, profile: Path | None, memory: Path | None = None, census: Path | None = None
 ) -> dict[str, Any]:
     report = log_file.with_suffix(".peak.json")
     argv = [sys.executable, "-m", "bench.child", "--report", str(report)]
     argv += ["--profile", str(profile)] if profile else []
     argv += ["--tracemalloc", str(memory)] if memory else []
+    argv += ["--census", str(census)] if census else []
     parent_rss = own_rss_mb()
     started = time.monotonic()
     with log_file.open("wb") as log:
@@ -273,7 +274,8 @@ def measure_audit(
             arm.command("reset")
             profile = workdir / f"profile-{label}.pstats" if args.profile else None
             memory = workdir / f"memory-{label}.txt" if args.tracemalloc else None
-            measured = run_audit_child(env, workdir / f"audit-{label}.log", profile, memory)
+            census = workdir / f"census-{label}.txt" if args.census else None
+            measured = run_audit_child(env, workdir / f"audit-{label}.log", profile, memory, census)
             stats = arm.command("stats")
             record = read_run_record(azurite, tables["AUDIT_RUNS_TABLE"], len(results) + 1)
             out = _figures(source, label, night, measured, stats, record, expected)
@@ -502,6 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         "--tracemalloc",
         action="store_true",
         help="trace the audit's allocations and report where memory was at its peak (slow; not for figures)",
+    )
+    parser.add_argument(
+        "--census",
+        action="store_true",
+        help="write the live objects by kind at the audit's largest live heap (census-*.txt; perturbs the figures)",
     )
     parser.add_argument(
         "--nightly",
