@@ -30,7 +30,7 @@ from .arm_errors import ForeignLinkError, RedirectRefusedError
 from .group_apps import GroupApps
 from .http import client_kwargs, pooled_session
 from .links import pinned_client_kwargs
-from .paging import ReadPacer, _raw, guarded_pages, raw_json_pages
+from .paging import ReadPacer, _raw, guarded_pages, guarded_records, raw_json_pages
 from .sites import confirms_gone, describe_error, site_record
 from .threads import NO_CONTEXT, HandOff, ThreadInit, executor
 
@@ -247,8 +247,9 @@ class _SubscriptionScan:
 
     def site_list(self) -> Iterator[Found]:
         try:
-            for item in guarded_pages(self.web.web_apps.list(), f"site list of {self.subscription_id}", self.pacer):
-                found = site_record(_raw(item), self.subscription_id)
+            what = f"site list of {self.subscription_id}"
+            convert = functools.partial(_record, self.subscription_id)
+            for found in guarded_records(self.web.web_apps.list(), what, convert, self.pacer):
                 if isinstance(found, SiteRecord):
                     self._note_group(found)
                 yield found
@@ -309,7 +310,7 @@ def _group_items(
     scope = f"/subscriptions/{subscription_id}/resourceGroups/{rg}"
     try:
         pager = web.web_apps.list_by_resource_group(rg, include_slots=True)
-        yield from _records(guarded_pages(pager, f"sites of {scope}", pacer), subscription_id)
+        yield from guarded_records(pager, f"sites of {scope}", functools.partial(_record, subscription_id), pacer)
     except (ForeignLinkError, RedirectRefusedError) as exc:  # per-app lists would not make ARM trustworthy
         yield InventoryError(scope, subscription_id, f"slots not readable: {describe_error(exc)[0]}", rg)
         return
@@ -331,10 +332,9 @@ def _group_items(
         return
 
 
-def _records(items: Iterable[Any], subscription_id: str) -> Iterator[Found]:
-    """Every listed item as a record or an item ERROR."""
-    for item in items:
-        yield site_record(_raw(item), subscription_id)
+def _record(subscription_id: str, item: Any) -> Found:
+    """A listed item as a record or an item ERROR."""
+    return site_record(_raw(item), subscription_id)
 
 
 def _slots_per_app(
@@ -347,7 +347,7 @@ def _slots_per_app(
         scope = f"/subscriptions/{subscription_id}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{app}/slots"
         try:
             pager = web.web_apps.list_slots(rg, app)
-            listed = list(_records(guarded_pages(pager, scope), subscription_id))
+            listed = list(guarded_records(pager, scope, functools.partial(_record, subscription_id)))
         except AzureError as exc:
             if confirms_gone(exc):  # the site's own ResourceNotFound; any other 404 is an ERROR below
                 log.info("Site %s disappeared between the site list and its slot list", scope)

@@ -14,7 +14,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError, DecodeError
 from azure.core.pipeline.policies import ContentDecodePolicy
@@ -22,6 +22,8 @@ from azure.core.pipeline.policies import ContentDecodePolicy
 from . import armpager
 from .arm_errors import ForeignLinkError, PagingLoopError
 from .links import check_next_link
+
+T = TypeVar("T")
 
 
 def _raw(item: Any) -> Mapping[str, Any]:
@@ -106,7 +108,10 @@ def _raw_page(pipeline_response: Any, pacer: ReadPacer | None = None) -> tuple[s
         pacer.observe(pipeline_response)
     # The management clients' ContentDecodePolicy has parsed the page already (and keeps it with the
     # response): parsing it again would cost the CPU and the memory of a second copy of every page.
-    body = getattr(pipeline_response, "context", {}).get(ContentDecodePolicy.CONTEXT_NAME)
+    # Taken from the context, not read: the response stays with the pager until its next page, and
+    # the parsed page (about 1 MB of objects for 100 full sites) is freed once its items are read.
+    context = getattr(pipeline_response, "context", None)
+    body = context.pop(ContentDecodePolicy.CONTEXT_NAME, None) if context is not None else None
     if body is None:
         try:
             body = pipeline_response.http_response.json()
@@ -132,6 +137,50 @@ def raw_json_pages(pager: Any, pacer: ReadPacer | None = None) -> Any:
     return pager if rebuilt is None else rebuilt
 
 
+def guarded_records(pager: Any, what: str, convert: Callable[[Any], T], pacer: ReadPacer | None = None) -> Iterator[T]:
+    """ARM's list items through ``convert`` (see :func:`guarded_pages`), each page converted whole (``convert``, item by item) before its first
+    item is handed over, so that ARM's parsed page is freed before the consumer can wait.
+
+    The audit's consumer waits with a page in hand: at the memory cap (``run/budget.py``), or a
+    group list at its full hand-off. A page of 100 full sites parsed is about 1 MB of objects; its
+    compact records about 60 KB. Items are yielded lazily by :func:`guarded_pages`, so a waiting
+    consumer kept the whole parsed page (up to five per audit thread with ARM's group lists).
+    What a page read before an error is still handed over, then the error is raised."""
+    pages = raw_json_pages(pager, pacer).by_page()
+    seen: set[str] = set()
+    for page in pages:
+        converted, failure = _converted(page, convert)
+        del page  # exhausted: its list is let go (and the body with it, see _raw_page)
+        yield from converted
+        if failure is not None:
+            raise failure  # after what the page held before it: what was read is kept
+        del converted
+        _next_page(pages, seen, what, pacer)
+
+
+def _converted(page: Iterable[Any], convert: Callable[[Any], T]) -> tuple[list[T], AzureError | None]:
+    """A page's items converted, and the error that ended it early, if one did (a refused link).
+    In a frame of its own: nothing of the page outlives it (a loop variable would keep an item)."""
+    out: list[T] = []
+    try:
+        for item in page:
+            out.append(convert(item))
+    except AzureError as exc:  # a refused link (_then_refuse)
+        return out, exc
+    return out, None
+
+
+def _next_page(pages: Any, seen: set[str], what: str, pacer: ReadPacer | None) -> None:
+    """Before the next page: refuse a ``nextLink`` already followed, and wait for a read token."""
+    token = getattr(pages, "continuation_token", None)
+    if token:
+        if token in seen:
+            raise PagingLoopError(f"{what}: ARM returned nextLink {token!r} twice (paging loop)")
+        seen.add(token)
+        if pacer is not None:  # the next page is a read too (the first one's caller waited)
+            pacer.wait()
+
+
 def guarded_pages(pager: Any, what: str, pacer: ReadPacer | None = None) -> Iterator[Any]:
     """Iterate an azure-core ``ItemPaged`` page by page (as ARM's JSON items), refusing to revisit
     a ``nextLink``; with a ``pacer``, every page after the first waits for its read token.
@@ -139,14 +188,8 @@ def guarded_pages(pager: Any, what: str, pacer: ReadPacer | None = None) -> Iter
     A ``nextLink`` to another origin ends the iteration with a ``ForeignLinkError``: the raw pager
     refuses it in :func:`_raw_page`, and the SDK's model pager (if used) is stopped by the client's
     :class:`~shared.azure.links.PinnedEndpointPolicy` before the request leaves."""
-    pages = raw_json_pages(pager, pacer).by_page()
-    seen: set[str] = set()
-    for page in pages:
-        yield from page
-        token = getattr(pages, "continuation_token", None)
-        if token:
-            if token in seen:
-                raise PagingLoopError(f"{what}: ARM returned nextLink {token!r} twice (paging loop)")
-            seen.add(token)
-            if pacer is not None:  # the next page is a read too (the first one's caller waited)
-                pacer.wait()
+    return guarded_records(pager, what, _same, pacer)
+
+
+def _same(item: Any) -> Any:
+    return item

@@ -151,7 +151,24 @@ def test_raw_page_reuses_the_page_the_content_decode_policy_parsed() -> None:
     page.http_response = Unparsed(None)
     page.context = {"deserialized_data": {"value": [{"id": "a"}]}}  # type: ignore[attr-defined]
     link, items = _raw_page(page)
+    assert page.context == {}, "taken from the response, which the pager keeps until its next page"  # type: ignore[attr-defined]
     assert link is None and list(items) == [{"id": "a"}]
+
+
+def test_guarded_records_hands_over_what_a_page_held_before_its_foreign_link() -> None:
+    """A page converted whole keeps the order of things: its items, then the refused link's error."""
+    from azure.core.paging import ItemPaged
+
+    from shared.azure.paging import guarded_records
+
+    url = "https://127.0.0.1:8443/subscriptions/s/providers/Microsoft.Web/sites"
+    foreign = {"value": [{"id": "a"}, {"id": "b"}], "nextLink": "https://127.0.0.1:9999/x"}
+    pager = ItemPaged(lambda token=None: _PipelineResponse(url, foreign), _raw_page)
+    got: list[str] = []
+    with pytest.raises(ForeignLinkError):
+        for item in guarded_records(pager, "sites", lambda raw: str(raw["id"]).upper()):
+            got.append(item)
+    assert got == ["A", "B"]
 
 
 def test_policy_refuses_a_request_elsewhere_and_passes_the_endpoint() -> None:
