@@ -138,14 +138,15 @@ def raw_json_pages(pager: Any, pacer: ReadPacer | None = None) -> Any:
 
 
 def guarded_records(pager: Any, what: str, convert: Callable[[Any], T], pacer: ReadPacer | None = None) -> Iterator[T]:
-    """ARM's list items through ``convert`` (see :func:`guarded_pages`), each page converted whole (``convert``, item by item) before its first
-    item is handed over, so that ARM's parsed page is freed before the consumer can wait.
+    """ARM's list items through ``convert``, guarded as :func:`guarded_pages` says; each page is
+    converted whole before its first item is handed over, so ARM's parsed page is freed before the
+    consumer can wait.
 
     The audit's consumer waits with a page in hand: at the memory cap (``run/budget.py``), or a
     group list at its full hand-off. A page of 100 full sites parsed is about 1 MB of objects; its
-    compact records about 60 KB. Items are yielded lazily by :func:`guarded_pages`, so a waiting
-    consumer kept the whole parsed page (up to five per audit thread with ARM's group lists).
-    What a page read before an error is still handed over, then the error is raised."""
+    compact records about 60 KB. Handed over item by item from the parsed page, a waiting consumer
+    kept the whole of it (up to five per audit thread with ARM's group lists). The items a page
+    held before an error are still handed over, then the error is raised."""
     pages = raw_json_pages(pager, pacer).by_page()
     seen: set[str] = set()
     for page in pages:
@@ -187,7 +188,8 @@ def guarded_pages(pager: Any, what: str, pacer: ReadPacer | None = None) -> Iter
 
     A ``nextLink`` to another origin ends the iteration with a ``ForeignLinkError``: the raw pager
     refuses it in :func:`_raw_page`, and the SDK's model pager (if used) is stopped by the client's
-    :class:`~shared.azure.links.PinnedEndpointPolicy` before the request leaves."""
+    :class:`~shared.azure.links.PinnedEndpointPolicy` before the request leaves. Each page is taken
+    whole before its first item is handed over (:func:`guarded_records`)."""
     return guarded_records(pager, what, _same, pacer)
 
 

@@ -36,7 +36,7 @@ def group_pages(arm: Any) -> int:
     return int(arm.stats()["by_kind"]["rg_sites_list"])
 
 
-def requests(arm: Any) -> int:
+def all_requests(arm: Any) -> int:
     return int(arm.stats()["total"])
 
 
@@ -133,7 +133,7 @@ def test_a_waiting_listing_holds_no_parsed_page(make_arm: Any, monkeypatch: pyte
     try:
         first = next(scan)
         assert isinstance(first, SiteRecord)
-        settled(arm, requests)  # the site list's first page read, and the group lists it started wait for room
+        settled(arm, all_requests)  # the site list's first page read, and the group lists it started wait for room
         assert arm.stats()["by_kind"]["rg_sites_list"] >= GROUP_LIST_CONCURRENCY, arm.stats()["by_kind"]
         assert parsed_sites() == 0, "a waiting consumer kept ARM's parsed pages"
         rest = list(scan)
