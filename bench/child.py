@@ -196,22 +196,36 @@ def _pymalloc_mb() -> tuple[float, float, float] | None:
     return float(value["arenas"]), float(value["highwater"]), value["blocks"] / 2**20  # arenas are 1 MiB
 
 
+def _kind(obj: object) -> str:
+    """What :func:`census` files an object under: a dict by its first three keys, a list or tuple by
+    its size, a set by its first member's shape (ids with their GUIDs masked), the rest by type."""
+    if type(obj) is dict:
+        return "dict{" + ",".join(str(k)[:24] for k in list(obj)[:3]) + "}"
+    if type(obj) in (list, tuple):
+        size = len(obj)  # type: ignore[arg-type]
+        band = "0" if not size else "<10" if size < 10 else "<1000" if size < 1000 else "1000+"
+        return f"{type(obj).__name__}[{band}]"
+    if type(obj) in (set, frozenset):
+        first = next(iter(obj), None)  # type: ignore[call-overload]
+        shape = _GUID.sub("<guid>", first)[:40] if isinstance(first, str) else type(first).__name__
+        return f"{type(obj).__name__}{{{shape}}}"
+    return type(obj).__qualname__
+
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def census() -> list[tuple[str, int, int]]:
     """The live objects by kind, largest first: ``(kind, count, bytes)`` (``sys.getsizeof``, the
-    object alone). A dict's kind is its first three keys (a state row, a page's JSON object and a
-    compact record look alike by type alone); dicts of strings and numbers only are not tracked by
-    the collector, so the dicts and tuples the tracked objects hold are counted too, once each.
+    object alone). Kinds are :func:`_kind`'s (a state row, a page's JSON object and a compact record
+    look alike by type alone); dicts of strings and numbers only are not tracked by the collector,
+    so the dicts, tuples and strings the tracked objects hold are counted too, once each, a string
+    under the kind of the first object found holding it (``str<-set{...}``): who keeps them.
     Holds the GIL for a second or more and a set of ids: a diagnostic, not for figures."""
     counts: dict[str, list[int]] = {}
     seen: set[int] = set()
 
-    def add(obj: object) -> None:
-        if type(obj) is dict:
-            kind = "dict{" + ",".join(str(k)[:24] for k in list(obj)[:3]) + "}"
-        elif type(obj) in (list, tuple):
-            kind = f"{type(obj).__name__}[{'0' if not obj else '<10' if len(obj) < 10 else '<1000' if len(obj) < 1000 else '1000+'}]"
-        else:
-            kind = type(obj).__qualname__
+    def add(obj: object, kind: str) -> None:
         entry = counts.setdefault(kind, [0, 0])
         entry[0] += 1
         entry[1] += sys.getsizeof(obj)
@@ -220,11 +234,20 @@ def census() -> list[tuple[str, int, int]]:
     for obj in tracked:
         seen.add(id(obj))
     for obj in tracked:
-        add(obj)
+        if obj is seen:  # the census's own
+            continue
+        kind = _kind(obj)
+        add(obj, kind)
         for inner in gc.get_referents(obj):
             if type(inner) in (dict, tuple, str) and id(inner) not in seen:
                 seen.add(id(inner))
-                add(inner)
+                inner_kind = _kind(inner)
+                add(inner, f"str<-{kind}" if type(inner) is str else inner_kind)
+                if type(inner) is not str:  # an untracked dict or tuple's own strings
+                    for text in gc.get_referents(inner):
+                        if type(text) is str and id(text) not in seen:
+                            seen.add(id(text))
+                            add(text, f"str<-{inner_kind}")
     del tracked, seen
     return sorted(((kind, n, size) for kind, (n, size) in counts.items()), key=lambda item: -item[2])
 
