@@ -16,7 +16,7 @@ subscription would have been, with the same flags.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,14 +124,17 @@ class Gathered:
         self.spill_listed()
         self._parts = (self.listed.split(slices), self.prior.split(slices), self.earlier.split(slices))
 
-    def load(self, index: int, *, last: bool = False) -> Slice:
+    def load(self, index: int, *, last: bool = False, take: Callable[[int], None] = lambda count: None) -> Slice:
         """Slice ``index`` of a cut subscription, read back from disk (``last``: for the last time,
-        its files are removed)."""
+        its files are removed); ``take`` is called for each resource its records add, before the
+        next is read (the memory budget: it may wait), so what waits is counted."""
         assert self._parts is not None, "cut() first"
         listed_part, prior_part, earlier_part = (self._parts[0][index], self._parts[1][index], self._parts[2][index])
         listed: Listed = {}
         for key, value in listed_part:
-            listed.setdefault(key, value)  # first sighting wins, as when listing
+            if key not in listed:  # first sighting wins, as when listing
+                take(1)
+                listed[key] = value
         prior, extra = merge_state(prior_part, present=listed)
         part = Slice(listed, prior, extra, [row for _, row in earlier_part])
         if last:

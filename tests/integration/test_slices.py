@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,8 @@ import pytest
 
 from shared.core import layout
 from shared.run import pipeline
+from shared.run.budget import Hold
+from shared.run.slices import Gathered
 from tests.emulators.graph import hide_group
 from tests.emulators.tenant import Site, Tenant
 from tests.harness import AuditHarness
@@ -204,6 +207,67 @@ def test_what_a_run_holds_is_bounded_by_the_cap_and_a_slice_not_by_its_largest_s
             k: e.status for k, e in tenant.expected().items()
         }
         assert held(caplog) <= 10 + 8, f"night {n + 1}: held {held(caplog)}"
+
+
+class LoadsCounted:
+    """Every slice read back from disk (``Gathered.load``): how much its thread took from the budget
+    *while* reading it, against the records it read (what a wait at the cap would find counted)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.local = threading.local()
+        self.loads: list[tuple[int, int]] = []  # (taken while it was read, its records)
+        take, load = Hold.take, Gathered.load
+        counted = self
+
+        def tracked_take(hold: Hold, count: int = 1) -> None:
+            if getattr(counted.local, "loading", None) is not None:
+                counted.local.loading += count
+            take(hold, count)
+
+        def tracked_load(gathered: Gathered, index: int, **kwargs: Any) -> Any:
+            counted.local.loading = 0
+            try:
+                part = load(gathered, index, **kwargs)
+                self.loads.append((counted.local.loading, len(part.listed)))
+            finally:
+                counted.local.loading = None
+            return part
+
+        monkeypatch.setattr(Hold, "take", tracked_take)
+        monkeypatch.setattr(Gathered, "load", tracked_load)
+
+
+@pytest.mark.parametrize("source", ["arm", "resourcegraph"])
+def test_a_slice_is_read_back_only_once_the_cap_has_room_for_it(
+    make_arm, harness_factory, monkeypatch, caplog, source
+) -> None:
+    """A large subscription's slices are junior to every listing, so they wait at the cap: each
+    record read back from disk is taken from the budget as it is read (a wait finds it counted),
+    never the slice read whole and counted after; both passes (the survey, then planning), both
+    nights. The run stays complete and held at most the cap and a slice."""
+    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)
+    tenant = Tenant()
+    sub = tenant.add_subscription(BIG)
+    for i in range(60):
+        sub.add_site(f"rg-{i % 4}", f"app-{i}", **REQ)
+    for n in range(8):
+        small = tenant.add_subscription(f"a{n:07x}-0000-4000-8000-000000000000")
+        for i in range(4):
+            small.add_site("rg", f"small-{n}-{i}", **REQ)
+    h: AuditHarness = harness_factory(make_arm(tenant))
+    h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
+    monkeypatch.setattr(pipeline, "MAX_HELD_RESOURCES", 10)
+    monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 8)
+    counted = LoadsCounted(monkeypatch)
+    for n in (0, 1):
+        caplog.clear()
+        h.run_at(NIGHT1 + timedelta(days=n))
+        assert h.runs()[-1]["Outcome"] == "complete"
+        assert held(caplog) <= 10 + 8, f"night {n + 1}: held {held(caplog)}"
+    assert len(counted.loads) >= 2 * 2 * 60 // 8, "both passes of both nights read the slices back"
+    assert sum(records for _, records in counted.loads) >= 2 * 2 * 60, "every record read back, each pass"
+    for taken, records in counted.loads:
+        assert taken == records, counted.loads
 
 
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
