@@ -75,6 +75,13 @@ class HeldBudget:
         with self._cond:
             return self._held
 
+    def largest(self, count: int = 3) -> list[str]:
+        """The ``count`` holds holding the most, each as ``owner: held (what it does)``: where a stall
+        is (a listing waiting at the cap, one listing, or one whose rows wait for the writers)."""
+        with self._cond:
+            holds = sorted(self._live.values(), key=lambda h: -h.count)[:count]
+            return [f"{h.owner}: {h.count} ({h.doing})" for h in holds]
+
     def admit(self, owner: str) -> Hold:
         """A subscription about to hold resources (nothing yet)."""
         return Hold(self, owner, next(self._numbers))
@@ -161,6 +168,12 @@ class Hold:
         self.count = 0
         self.listing = True  # still taking: its rows are not queued yet
         self.waiting = False
+
+    @property
+    def doing(self) -> str:
+        if not self.listing:
+            return "rows queued"
+        return "waiting at the cap" if self.waiting else "listing"
 
     def listed(self) -> None:
         """It takes no more (listed and planned): what it holds now waits for the writers."""

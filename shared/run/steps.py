@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ log = logging.getLogger("shared.pipeline")
 Checkpoint = Callable[[str, str], None]
 
 
+#: The budget's early flushes are logged at most once in this many seconds (a stall asks for one
+#: every quarter second: each a line in Application Insights), with the flushes since the last line.
+STALL_LOG_SECONDS = 30.0
 #: Results partitions each attempt of a run numbers its own (10,000 × 1,000 rows): a resumed attempt
 #: writes beside the rows it keeps from the earlier one, never into its partitions.
 ATTEMPT_PARTITIONS = 10_000
@@ -111,6 +115,8 @@ class Steps:
         self._futures: list[Future[None]] = []
         self._errors: list[tuple[str, BaseException]] = []  # failed steps, by subscription
         self.budget = HeldBudget(held, stalled=self._send_partial_batches, failed=self._failure)
+        self._stall_logged = float("-inf")  # the last "Sending partial batches early" line (monotonic)
+        self._stall_flushes = 0  # flushes since
         self.extra_transactions = 0
 
     def rows(self, owner: str, rows: Iterable[dict[str, Any]], tracked: _Tracked, *, advance: bool) -> None:
@@ -222,11 +228,22 @@ class Steps:
         """Every listing waits at the memory cap: send the partial batches and wait for the steps
         they start, twice (rows, then state), so that the subscriptions waiting for their shared
         partitions complete (rows, state, alerts) and let go of what they hold."""
-        log.info(
-            "Sending partial batches early: %d resources held (cap %d), every listing waits",
-            self.budget.held,
-            self.budget.cap,
-        )
+        now = time.monotonic()
+        with self._lock:  # two waiting listings may ask at once
+            self._stall_flushes += 1
+            due = now - self._stall_logged >= STALL_LOG_SECONDS
+            flushes = self._stall_flushes
+            if due:
+                self._stall_logged, self._stall_flushes = now, 0
+        if due:
+            log.info(
+                "Sending partial batches early: %d resources held (cap %d), every listing waits (%d flushes "
+                "since the last such line); holding most: %s",
+                self.budget.held,
+                self.budget.cap,
+                flushes,
+                "; ".join(self.budget.largest()),
+            )
         for writer in (self._results, self._state):
             writer.flush()
             self._wait_steps()

@@ -26,7 +26,7 @@ from shared.azure import resourcegraph as rg
 from shared.azure.store import TableStore
 from shared.core import layout
 from shared.core.errors import AuditFailed
-from shared.run import pipeline
+from shared.run import pipeline, steps
 from tests.emulators.faults import FaultRule, Latency
 from tests.emulators.proxy import FaultProxy
 from tests.emulators.tenant import Site, Tenant
@@ -150,6 +150,17 @@ def test_every_listing_waits_at_the_cap_and_rows_state_alerts_keep_their_order(
     most, waits, flushes = held_figures(caplog)
     assert waits > 0 and flushes > 0, "the listings did wait at the cap"
     assert most <= CAP + max(SIZES), f"held {most} at once"
+    stalls = [r.getMessage() for r in caplog.records if "Sending partial batches early" in r.getMessage()]
+    assert stalls, "a stall is logged"
+    assert len(stalls) <= 1 + int(float(run["DurationSeconds"]) // steps.STALL_LOG_SECONDS) < flushes, (
+        "at most one line per 30 s, not one per flush",
+        len(stalls),
+        flushes,
+    )
+    assert re.search(
+        r"\(\d+ flushes since the last such line\); holding most: \S+: \d+ \((waiting at the cap|rows queued|listing)\)",
+        stalls[0],
+    ), stalls[0]
 
 
 def test_resource_graph_feeds_waiting_listings_without_holding_a_subscription(

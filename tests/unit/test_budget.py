@@ -204,3 +204,27 @@ def test_a_long_listing_is_progress_not_a_stall() -> None:
 def test_the_cap_must_be_positive() -> None:
     with pytest.raises(ValueError):
         HeldBudget(0)
+
+
+def test_the_largest_holds_say_who_holds_and_what_each_does() -> None:
+    """What a stall's log line names: the holds holding most, largest first, each with what it does."""
+    budget = HeldBudget(10, flush_every=0.01, stall_seconds=5)
+    queued = budget.admit("sub-queued")
+    queued.take(6)
+    queued.listed()
+    listing = budget.admit("sub-listing")
+    listing.take(2)
+    budget.admit("sub-nothing")  # holds nothing: not named
+    waiting = budget.admit("sub-waiting")
+    waiting.take(1)
+    thread = threading.Thread(target=waiting.take, args=(4,), daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    assert budget.largest() == [
+        "sub-queued: 6 (rows queued)",
+        "sub-listing: 2 (listing)",
+        "sub-waiting: 1 (waiting at the cap)",
+    ]
+    queued.give_back(6)
+    thread.join(2)
+    assert budget.largest(1) == ["sub-waiting: 5 (listing)"]
