@@ -28,7 +28,7 @@ from ..core.names import fold
 from ..core.plan import tally
 from ..core.roles import AUDIT_READER_ROLE
 from ..core.schema import refused_result_row
-from .ledger import RunLedger, RunSummary, vanished_subscriptions
+from .ledger import RunLedger, RunSummary, registry_memo, vanished_subscriptions
 from .pipeline import Checkpoint, Inventory, RunContext, SubscriptionPipeline, audit_all
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class AuditRun:
         vanished = vanished_subscriptions(
             self.settings, known, [s.subscription_id for s in subscriptions], summary.started_at
         )
+        known = registry_memo(known)  # what the end of the run needs; the vanished keep their rows
         for sub_id, row in vanished.items():
             names.setdefault(fold(sub_id), str(row.get("SubscriptionName") or ""))
         ids = [s.subscription_id for s in subscriptions] + list(vanished)

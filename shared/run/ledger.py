@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError
@@ -83,6 +84,21 @@ def vanished_subscriptions(
             continue
         vanished[str(row.get("SubscriptionId") or key)] = row
     return vanished
+
+
+def registry_memo(known: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What :meth:`RunLedger.remember` needs of each known subscription's registry row at the end of the
+    run (when it was first audited, its tenant), the rest let go: the whole rows, about 1.5 KB each
+    as the table client decodes them, were held from the run's start to its end, a term that grows
+    with the tenant's subscriptions."""
+    memo: dict[str, dict[str, Any]] = {}
+    for key, row in known.items():
+        first = as_utc(row.get("FirstAuditedAt"))
+        memo[key] = {
+            "FirstAuditedAt": None if first is None else datetime.fromtimestamp(first.timestamp(), UTC),
+            "TenantId": sys.intern(str(row.get("TenantId") or "")),
+        }
+    return memo
 
 
 class RunLedger:
