@@ -156,7 +156,7 @@ class SubscriptionPipeline:
         hold.give_back(hold.count)  # everything is on disk now
         survey = Survey()
         for index in range(count):  # the first pass: what concerns the whole subscription
-            part = self._load(gathered, index, hold)
+            part = gathered.load(index, take=hold.take)
             self._survey(subscription_id, gathered, part, survey)
             hold.give_back(hold.count)
         extras = self.listing.decide(subscription_id, result, gathered, survey, count)
@@ -179,7 +179,7 @@ class SubscriptionPipeline:
         with the whole subscription's flags and layout, and queued under an owner of its own."""
         hold = self.budget.admit(subscription_id)
         try:
-            part = self._load(gathered, index, hold, last=True)
+            part = gathered.load(index, last=True, take=hold.take)
             if self.run.summary.resumed:
                 part.kept = earlier_attempt(self.store, self.run, part, replayed=gathered.records, delete=False)
             self._take_extras(part, extras, hold)
@@ -190,16 +190,6 @@ class SubscriptionPipeline:
             raise
         owner = f"{subscription_id} (slice {index + 1} of {count})"
         self._queue(owner, result, hold, plan, last=index == count - 1)
-
-    @staticmethod
-    def _load(gathered: Gathered, index: int, hold: Hold, *, last: bool = False) -> Slice:
-        """Slice ``index`` read back from disk, each record taken from the budget as it is read (as
-        when it was listed: waiting at the cap), then the state rows of resources it does not list.
-        Read whole and held after, a slice waiting for room (a large subscription's slices are junior
-        to every listing) held thousands of resources the cap did not count."""
-        part = gathered.load(index, last=last, take=hold.take)
-        hold.take(len(part.unlisted_live()))
-        return part
 
     def _survey(self, subscription_id: str, gathered: Gathered, part: Slice, survey: Survey | None = None) -> Survey:
         """A slice's part of the whole subscription's decisions; on a resume, the earlier attempt's

@@ -126,8 +126,11 @@ class Gathered:
 
     def load(self, index: int, *, last: bool = False, take: Callable[[int], None] = lambda count: None) -> Slice:
         """Slice ``index`` of a cut subscription, read back from disk (``last``: for the last time,
-        its files are removed); ``take`` is called for each resource its records add, before the
-        next is read (the memory budget: it may wait), so what waits is counted."""
+        its files are removed), its :meth:`Slice.weight` given to ``take`` (the memory budget's, which
+        may wait at the cap) as it is read: each record as it adds a resource, before the next is
+        read, then the rows of resources it does not list. Read whole and counted after, a slice
+        waiting for room (a large subscription's slices are junior to every listing) held thousands
+        of resources the cap did not count."""
         assert self._parts is not None, "cut() first"
         listed_part, prior_part, earlier_part = (self._parts[0][index], self._parts[1][index], self._parts[2][index])
         listed: Listed = {}
@@ -137,6 +140,7 @@ class Gathered:
                 listed[key] = value
         prior, extra = merge_state(prior_part, present=listed)
         part = Slice(listed, prior, extra, [row for _, row in earlier_part])
+        take(len(part.unlisted_live()))
         if last:
             for stream in (listed_part, prior_part, earlier_part):
                 stream.discard()

@@ -211,11 +211,11 @@ def test_what_a_run_holds_is_bounded_by_the_cap_and_a_slice_not_by_its_largest_s
 
 class LoadsCounted:
     """Every slice read back from disk (``Gathered.load``): how much its thread took from the budget
-    *while* reading it, against the records it read (what a wait at the cap would find counted)."""
+    *while* reading it, against what it weighs (what a wait at the cap would find counted)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.local = threading.local()
-        self.loads: list[tuple[int, int]] = []  # (taken while it was read, its records)
+        self.loads: list[tuple[int, int]] = []  # (taken while it was read, its weight)
         take, load = Hold.take, Gathered.load
         counted = self
 
@@ -228,7 +228,7 @@ class LoadsCounted:
             counted.local.loading = 0
             try:
                 part = load(gathered, index, **kwargs)
-                self.loads.append((counted.local.loading, len(part.listed)))
+                self.loads.append((counted.local.loading, part.weight()))
             finally:
                 counted.local.loading = None
             return part
@@ -265,9 +265,9 @@ def test_a_slice_is_read_back_only_once_the_cap_has_room_for_it(
         assert h.runs()[-1]["Outcome"] == "complete"
         assert held(caplog) <= 10 + 8, f"night {n + 1}: held {held(caplog)}"
     assert len(counted.loads) >= 2 * 2 * 60 // 8, "both passes of both nights read the slices back"
-    assert sum(records for _, records in counted.loads) >= 2 * 2 * 60, "every record read back, each pass"
-    for taken, records in counted.loads:
-        assert taken == records, counted.loads
+    assert sum(weight for _, weight in counted.loads) >= 2 * 2 * 60, "every resource read back, each pass"
+    for taken, weight in counted.loads:
+        assert taken == weight, counted.loads
 
 
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
