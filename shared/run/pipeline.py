@@ -175,8 +175,9 @@ class SubscriptionPipeline:
         index: int,
         count: int,
     ) -> None:
-        """One slice of a subscription cut into ``count``: loaded, held (waiting at the cap), planned
-        with the whole subscription's flags and layout, and queued under an owner of its own."""
+        """One slice of a subscription cut into ``count``: read back, each record held as it is read
+        (waiting at the cap), planned with the whole subscription's flags and layout, and queued
+        under an owner of its own."""
         hold = self.budget.admit(subscription_id)
         try:
             part = gathered.load(index, last=True, take=hold.take)
