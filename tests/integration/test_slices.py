@@ -238,7 +238,7 @@ class LoadsCounted:
 
 
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
-def test_a_slice_is_read_back_only_once_the_cap_has_room_for_it(
+def test_a_slice_read_back_is_counted_by_the_cap_as_it_is_read(
     make_arm, harness_factory, monkeypatch, caplog, source
 ) -> None:
     """A large subscription's slices are junior to every listing, so they wait at the cap: each
