@@ -180,6 +180,19 @@ def held(caplog: pytest.LogCaptureFixture) -> int:
     return found[-1]
 
 
+def big_and_small(big: int, smalls: int, each: int) -> Tenant:
+    """One subscription of ``big`` sites over four groups, and ``smalls`` of ``each`` sites."""
+    tenant = Tenant()
+    sub = tenant.add_subscription(BIG)
+    for i in range(big):
+        sub.add_site(f"rg-{i % 4}", f"app-{i}", **REQ)
+    for n in range(smalls):
+        small = tenant.add_subscription(f"a{n:07x}-0000-4000-8000-000000000000")
+        for i in range(each):
+            small.add_site("rg", f"small-{n}-{i}", **REQ)
+    return tenant
+
+
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
 def test_what_a_run_holds_is_bounded_by_the_cap_and_a_slice_not_by_its_largest_subscription(
     make_arm, harness_factory, monkeypatch, caplog, source
@@ -187,12 +200,7 @@ def test_what_a_run_holds_is_bounded_by_the_cap_and_a_slice_not_by_its_largest_s
     """A subscription of 90 resources against a cap of 10 and a slice of 8: whole, the run held the
     subscription (at least 90 at once); sliced, at most the cap and a slice. Both nights."""
     monkeypatch.setattr(layout, "PARTITION_ROWS", 10)
-    tenant = Tenant()
-    sub = tenant.add_subscription(BIG)
-    for i in range(90):
-        sub.add_site(f"rg-{i % 4}", f"app-{i}", **REQ)
-    for n in range(6):
-        tenant.add_subscription(f"a{n:07x}-0000-4000-8000-000000000000").add_site("rg", f"small-{n}", **REQ)
+    tenant = big_and_small(90, 6, 1)
     h: AuditHarness = harness_factory(make_arm(tenant))
     h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
     monkeypatch.setattr(pipeline, "MAX_HELD_RESOURCES", 10)
@@ -246,14 +254,7 @@ def test_a_slice_read_back_is_counted_by_the_cap_as_it_is_read(
     never the slice read whole and counted after; both passes (the survey, then planning), both
     nights. The run stays complete and held at most the cap and a slice."""
     monkeypatch.setattr(layout, "PARTITION_ROWS", 10)
-    tenant = Tenant()
-    sub = tenant.add_subscription(BIG)
-    for i in range(60):
-        sub.add_site(f"rg-{i % 4}", f"app-{i}", **REQ)
-    for n in range(8):
-        small = tenant.add_subscription(f"a{n:07x}-0000-4000-8000-000000000000")
-        for i in range(4):
-            small.add_site("rg", f"small-{n}-{i}", **REQ)
+    tenant = big_and_small(60, 8, 4)
     h: AuditHarness = harness_factory(make_arm(tenant))
     h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
     monkeypatch.setattr(pipeline, "MAX_HELD_RESOURCES", 10)
