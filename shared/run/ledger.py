@@ -95,7 +95,7 @@ def registry_memo(known: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str,
     for key, row in known.items():
         first = as_utc(row.get("FirstAuditedAt"))
         memo[key] = {
-            "FirstAuditedAt": None if first is None else datetime.fromtimestamp(first.timestamp(), UTC),
+            "FirstAuditedAt": None if first is None else datetime(*first.timetuple()[:6], first.microsecond, UTC),
             "TenantId": sys.intern(str(row.get("TenantId") or "")),
         }
     return memo
