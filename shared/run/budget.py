@@ -171,6 +171,7 @@ class Hold:
 
     @property
     def doing(self) -> str:
+        """What it does now, for a stall's log line (:meth:`HeldBudget.largest`)."""
         if not self.listing:
             return "rows queued"
         return "waiting at the cap" if self.waiting else "listing"
