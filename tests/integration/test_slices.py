@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -269,6 +270,54 @@ def test_a_slice_read_back_is_counted_by_the_cap_as_it_is_read(
     assert sum(weight for _, weight in counted.loads) >= 2 * 2 * 60, "every resource read back, each pass"
     for taken, weight in counted.loads:
         assert taken == weight, counted.loads
+
+
+class SlicesLetGo:
+    """Every slice read back from disk (``Gathered.load``), by a weak reference: when a slice is read,
+    which slices of the first pass (read with ``last=False``, then given back to the budget) are
+    still alive, whatever holds them (a slice given back and still referenced is memory the cap no
+    longer counts)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads = 0
+        self.surveyed: list[tuple[Gathered, weakref.ref[Any]]] = []
+        self.alive: list[str] = []  # what a read found still alive
+        load = Gathered.load
+        seen = self
+
+        def tracked_load(gathered: Gathered, index: int, **kwargs: Any) -> Any:
+            alive = sum(1 for owner, ref in seen.surveyed if owner is gathered and ref() is not None)
+            if alive:
+                seen.alive.append(f"reading slice {index} (last={kwargs.get('last', False)}): {alive} surveyed alive")
+            part = load(gathered, index, **kwargs)
+            seen.reads += 1
+            if not kwargs.get("last", False):
+                seen.surveyed.append((gathered, weakref.ref(part)))
+            return part
+
+        monkeypatch.setattr(Gathered, "load", tracked_load)
+
+
+@pytest.mark.parametrize("source", ["arm", "resourcegraph"])
+def test_a_slice_of_the_first_pass_is_let_go_when_it_is_given_back(
+    make_arm, harness_factory, monkeypatch, source
+) -> None:
+    """The first pass over a large subscription's slices gives each slice back to the budget once
+    it is surveyed: nothing may still hold it when the next slice is read, nor while the slices are
+    planned (each one taken from the cap again). Before, the loop's variable held each surveyed
+    slice while the next was read, and the last one through the whole planning pass: a slice per
+    large subscription being planned, records and state rows, that the cap did not count."""
+    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)
+    h: AuditHarness = harness_factory(make_arm(big_and_small(60, 8, 4)))
+    h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
+    monkeypatch.setattr(pipeline, "MAX_HELD_RESOURCES", 10)
+    monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 8)
+    slices = SlicesLetGo(monkeypatch)
+    for n in (0, 1):
+        h.run_at(NIGHT1 + timedelta(days=n))
+        assert h.runs()[-1]["Outcome"] == "complete"
+    assert len(slices.surveyed) >= 2 * 60 // 8 and slices.reads >= 2 * len(slices.surveyed), "both passes, both nights"
+    assert slices.alive == []
 
 
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
