@@ -27,13 +27,15 @@ def test_an_idle_childs_ru_maxrss_is_its_spawners_peak() -> None:
 
 def test_bytes_held_per_listed_resource_is_a_fraction_of_its_json() -> None:
     """``bench.held``, the bound's ``r``: what a listed resource costs while held (its compact record,
-    not its 3 KB of JSON), and its prior-state row on the next night."""
+    not its 3 KB of JSON), its prior-state row on the next night, and what its plan and its state row
+    waiting in a partial batch add while its rows wait for the writers."""
     from bench.held import per_resource
 
     figures = per_resource(300)
     assert 300 < figures["resources"] < 450  # sites and their slots
     assert 200 < figures["listed_bytes_per_resource"] < figures["json_bytes_per_resource"] / 2
     assert 100 < figures["prior_state_bytes_per_resource"] < figures["listed_bytes_per_resource"]
+    assert 50 < figures["queued_bytes_per_resource"] < figures["prior_state_bytes_per_resource"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's FILE and CPython's pymalloc")
@@ -50,7 +52,9 @@ def test_the_memory_samples_tell_pymallocs_arenas_from_its_live_blocks() -> None
         "c = m()\n"
         "print(*a, *b, *c)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    )
     arenas0, _, live0, arenas1, high1, live1, arenas2, high2, live2 = map(float, out.stdout.split())
     assert live0 <= arenas0 and live1 <= arenas1 and live2 <= arenas2, out.stdout
     assert live1 - live0 > 15 and arenas1 - arenas0 > 15, out.stdout  # 250k tuples and strings: ~22 MB
