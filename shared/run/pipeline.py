@@ -156,9 +156,8 @@ class SubscriptionPipeline:
         hold.give_back(hold.count)  # everything is on disk now
         survey = Survey()
         for index in range(count):  # the first pass: what concerns the whole subscription
-            # No name holds the slice: it is gone when it is given back, before the next one is read.
-            # (A local kept each one while the next was read, and the last one through every slice's
-            # planning: a slice per large subscription that the cap no longer counted.)
+            # No name holds the slice: gone when given back, before the next is read (a local kept
+            # each one, and the last through the whole planning pass, uncounted by the cap).
             self._survey(subscription_id, gathered, gathered.load(index, take=hold.take), survey)
             hold.give_back(hold.count)
         extras = self.listing.decide(subscription_id, result, gathered, survey, count)
