@@ -194,17 +194,26 @@ def big_and_small(big: int, smalls: int, each: int) -> Tenant:
     return tenant
 
 
+def capped(
+    make_arm: Any, harness_factory: Any, monkeypatch: pytest.MonkeyPatch, tenant: Tenant, source: str
+) -> AuditHarness:
+    """The slice-bound tests' run: ``tenant`` read by ``source`` on 3 audit threads, a cap of 10 held
+    resources and partitions of 10 rows (the slice is left to each test)."""
+    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)
+    h: AuditHarness = harness_factory(make_arm(tenant))
+    h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
+    monkeypatch.setattr(pipeline, "MAX_HELD_RESOURCES", 10)
+    return h
+
+
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
 def test_what_a_run_holds_is_bounded_by_the_cap_and_a_slice_not_by_its_largest_subscription(
     make_arm, harness_factory, monkeypatch, caplog, source
 ) -> None:
     """A subscription of 90 resources against a cap of 10 and a slice of 8: whole, the run held the
     subscription (at least 90 at once); sliced, at most the cap and a slice. Both nights."""
-    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)
     tenant = big_and_small(90, 6, 1)
-    h: AuditHarness = harness_factory(make_arm(tenant))
-    h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
-    monkeypatch.setattr(pipeline, "MAX_HELD_RESOURCES", 10)
+    h = capped(make_arm, harness_factory, monkeypatch, tenant, source)
     h.run_at(NIGHT1)
     assert held(caplog) >= 90, "whole, the large subscription is held at once"
     monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 8)
@@ -254,11 +263,7 @@ def test_a_slice_read_back_is_counted_by_the_cap_as_it_is_read(
     record read back from disk is taken from the budget as it is read (a wait finds it counted),
     never the slice read whole and counted after; both passes (the survey, then planning), both
     nights. The run stays complete and held at most the cap and a slice."""
-    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)
-    tenant = big_and_small(60, 8, 4)
-    h: AuditHarness = harness_factory(make_arm(tenant))
-    h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
-    monkeypatch.setattr(pipeline, "MAX_HELD_RESOURCES", 10)
+    h = capped(make_arm, harness_factory, monkeypatch, big_and_small(60, 8, 4), source)
     monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 8)
     counted = LoadsCounted(monkeypatch)
     for n in (0, 1):
@@ -283,16 +288,16 @@ class SlicesLetGo:
         self.surveyed: list[tuple[Gathered, weakref.ref[Any]]] = []
         self.alive: list[str] = []  # what a read found still alive
         load = Gathered.load
-        seen = self
 
         def tracked_load(gathered: Gathered, index: int, **kwargs: Any) -> Any:
-            alive = sum(1 for owner, ref in seen.surveyed if owner is gathered and ref() is not None)
+            last = kwargs.get("last", False)
+            alive = sum(1 for owner, ref in self.surveyed if owner is gathered and ref() is not None)
             if alive:
-                seen.alive.append(f"reading slice {index} (last={kwargs.get('last', False)}): {alive} surveyed alive")
+                self.alive.append(f"reading slice {index} (last={last}): {alive} surveyed alive")
             part = load(gathered, index, **kwargs)
-            seen.reads += 1
-            if not kwargs.get("last", False):
-                seen.surveyed.append((gathered, weakref.ref(part)))
+            self.reads += 1
+            if not last:
+                self.surveyed.append((gathered, weakref.ref(part)))
             return part
 
         monkeypatch.setattr(Gathered, "load", tracked_load)
@@ -307,10 +312,7 @@ def test_a_slice_of_the_first_pass_is_let_go_when_it_is_given_back(
     planned (each one taken from the cap again). Before, the loop's variable held each surveyed
     slice while the next was read, and the last one through the whole planning pass: a slice per
     large subscription being planned, records and state rows, that the cap did not count."""
-    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)
-    h: AuditHarness = harness_factory(make_arm(big_and_small(60, 8, 4)))
-    h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
-    monkeypatch.setattr(pipeline, "MAX_HELD_RESOURCES", 10)
+    h = capped(make_arm, harness_factory, monkeypatch, big_and_small(60, 8, 4), source)
     monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 8)
     slices = SlicesLetGo(monkeypatch)
     for n in (0, 1):
