@@ -87,7 +87,12 @@ def state_partition(subscription_id: str, size: int, row_key: str) -> str:
     shards = state_shards(size)
     if shards == 0:
         return state_bucket(subscription_id)
-    return f"{fold(subscription_id.strip())}_{jump_hash(_key_hash(row_key), shards):04d}"
+    return f"{fold(subscription_id.strip())}_{state_shard(row_key, shards):04d}"
+
+
+def state_shard(row_key: str, shards: int) -> int:
+    """Which of a subscription's ``shards`` own partitions a resource's state row lives in."""
+    return jump_hash(_key_hash(row_key), shards)
 
 
 def state_filters(subscription_id: str) -> tuple[str, str]:

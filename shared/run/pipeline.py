@@ -156,14 +156,15 @@ class SubscriptionPipeline:
         hold.give_back(hold.count)  # everything is on disk now
         survey = Survey()
         for index in range(count):  # the first pass: what concerns the whole subscription
-            # No name holds the slice: gone when given back, before the next is read (a local kept
-            # each one, and the last through the whole planning pass, uncounted by the cap).
+            # No name holds the slice: it is gone when given back (a local kept it, uncounted).
             self._survey(subscription_id, gathered, gathered.load(index, take=hold.take), survey)
             hold.give_back(hold.count)
         extras = self.listing.decide(subscription_id, result, gathered, survey, count)
+        size = survey.size + sum(isinstance(extra, SiteRecord) for each in extras for _, extra in each)
+        extras = gathered.align(size, extras, lambda listed: set_owners(listed, self.settings.owner_tags), hold)
         hold.release()
         for index in range(count):
-            self._plan_slice(subscription_id, result, audited_at, gathered, survey, extras[index], index, count)
+            self._plan_slice(subscription_id, result, audited_at, gathered, size, extras[index], index, count)
 
     def _plan_slice(
         self,
@@ -171,7 +172,7 @@ class SubscriptionPipeline:
         result: SubscriptionResult,
         audited_at: datetime,
         gathered: Gathered,
-        survey: Survey,
+        size: int,
         extras: Extras,
         index: int,
         count: int,
@@ -185,13 +186,12 @@ class SubscriptionPipeline:
             if self.run.summary.resumed:
                 part.kept = earlier_attempt(self.store, self.run, part, replayed=gathered.records, delete=False)
             self._take_extras(part, extras, hold)
-            size = survey.size + sum(1 for _, extra in extras if isinstance(extra, SiteRecord))
             plan = self._plan(subscription_id, result, audited_at, part, gathered.deleted, hold, layout_size=size)
         except BaseException:
             hold.release()
             raise
         owner = f"{subscription_id} (slice {index + 1} of {count})"
-        self._queue(owner, result, hold, plan, last=index == count - 1)
+        self._queue(owner, result, hold, plan, flush_own=gathered.aligned or index == count - 1)
 
     def _survey(self, subscription_id: str, gathered: Gathered, part: Slice, survey: Survey | None = None) -> Survey:
         """A slice's part of the whole subscription's decisions; on a resume, the earlier attempt's
@@ -244,13 +244,13 @@ class SubscriptionPipeline:
         )
 
     def _queue(
-        self, owner: str, result: SubscriptionResult, hold: Hold, plan: SubscriptionPlan, *, last: bool = True
+        self, owner: str, result: SubscriptionResult, hold: Hold, plan: SubscriptionPlan, *, flush_own: bool = True
     ) -> None:
         """Queue a planned subscription (or slice)'s result rows; its state follows if it was read."""
         hold.listed()
         result.counts.update(plan.counts)
         result.rows += len(plan.findings)
-        tracked = _Tracked(plan, hold, owner=owner, last=last)
+        tracked = _Tracked(plan, hold, owner=owner, flush_own=flush_own)
         self.steps.rows(owner, plan.result_rows(), tracked, advance=result.read)
         if result.read:  # unreadable: its last-known state stays exactly as it was
             result.new_failures += plan.new_failures

@@ -15,16 +15,19 @@ subscription would have been, with the same flags.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..azure.store import TableStore, merge_state, slim_state_row
+from ..core.layout import state_shards
 from ..core.models import Finding, SiteRecord, Status
 from ..core.plan import Listed
 from ..core.schema import StateCopy, finding_from_row
-from .spill import Spill, SpillDir
+from .budget import Hold
+from .spill import Spill, SpillDir, by_shard
 from .steps import RunContext
 
 #: A slice's answers of the inventory (confirmed records, ERROR findings) by key.
@@ -81,6 +84,8 @@ class Gathered:
         self.gone_ids: list[str] = []
         self.records = False  # it listed a record (not only ERRORs)
         self._parts: tuple[list[Spill[Any]], list[Spill[dict[str, Any]]], list[Spill[dict[str, Any]]]] | None = None
+        #: Cut by state shard (:meth:`align`): each slice's shards are its own.
+        self.aligned = False
 
     def spill_listed(self) -> int:
         """Move the records in memory to disk; returns how many."""
@@ -124,6 +129,54 @@ class Gathered:
         self.spill_listed()
         self._parts = (self.listed.split(slices), self.prior.split(slices), self.earlier.split(slices))
 
+    def align(self, size: int, extras: list[Extras], settle: Callable[[Listed], None], hold: Hold) -> list[Extras]:
+        """Cut the subscription again, by the state shards of its layout (``size``, see
+        ``core/layout.py``): each slice gets shards whole (:func:`~.spill.by_shard`), so no two
+        slices write to one shard, and each slice's state rows are sent, the partial rest of its
+        shards too, as soon as it is queued. Cut by the hash alone, every slice wrote to every one
+        of the subscription's shards, and its rows waited, held, in partial batches until the
+        slices after it filled them: the larger the subscription, the more shards, the fewer rows
+        each slice gave a shard and the more slices waited (up to the whole cap).
+
+        The first cut is read a slice at a time, counted as :meth:`load` counts (``hold``), and
+        given back once written out. Its records are settled there, where each slot is with its
+        site (``settle``: their owners), with the inventory's answers for its keys (``extras``,
+        first sighting wins); state and earlier rows are copied as they are. Returns the extras
+        each slice still gets: none once aligned. A subscription with fewer shards than slices
+        (its state holds far more than it lists, or it has no shards) stays cut by the hash."""
+        assert self._parts is not None, "cut() first"
+        count = len(self._parts[0])
+        shards = state_shards(size)
+        if shards < count:
+            return extras
+        listed_cut = self.listed.parts(count)
+
+        def place(key: str, value: Any) -> None:
+            listed_cut[by_shard(key, shards, count)].add(key, value)
+
+        for index, part in enumerate(self._parts[0]):  # records, a slice at a time, as load() reads them
+            _settled(part, extras[index], settle, hold.take, place)
+            part.discard()
+            hold.give_back(hold.count)
+        for part in listed_cut:
+            part.spill()
+        prior_cut, earlier_cut = (self._recut(parts, shards) for parts in self._parts[1:])
+        self._parts = (listed_cut, prior_cut, earlier_cut)
+        self.aligned = True
+        return [[] for _ in range(count)]
+
+    @staticmethod
+    def _recut(parts: list[Spill[dict[str, Any]]], shards: int) -> list[Spill[dict[str, Any]]]:
+        """A stream's slices cut again by shard (one stream at a time: the cut's buffers are bounded)."""
+        cut = parts[0].parts(len(parts))
+        for part in parts:
+            for key, row in part:
+                cut[by_shard(key, shards, len(parts))].add(key, row)
+            part.discard()
+        for each in cut:
+            each.spill()
+        return cut
+
     def load(self, index: int, *, last: bool = False, take: Callable[[int], None] = lambda count: None) -> Slice:
         """Slice ``index`` of a cut subscription, read back from disk (``last``: for the last time,
         its files are removed), its :meth:`Slice.weight` given to ``take`` (the memory budget's, which
@@ -145,6 +198,26 @@ class Gathered:
             for stream in (listed_part, prior_part, earlier_part):
                 stream.discard()
         return part
+
+
+def _settled(
+    part: Iterable[tuple[str, Any]],
+    extras: Extras,
+    settle: Callable[[Listed], None],
+    take: Callable[[int], None],
+    out: Callable[[str, Any], None],
+) -> None:
+    """A slice's records, first sighting wins, with the inventory's answers for its keys, each
+    counted (``take``) as it is read, settled whole (``settle``) and handed to ``out``; nothing of
+    them is kept once it returns."""
+    listed: Listed = {}
+    for key, value in itertools.chain(part, extras):
+        if key not in listed:
+            take(1)
+            listed[key] = value
+    settle(listed)
+    for key, value in listed.items():
+        out(key, value)
 
 
 def kept_rows(

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ..core.keys import site_key
+from ..core.layout import state_shard
 from ..core.models import SiteRecord
 
 T = TypeVar("T")
@@ -42,6 +43,13 @@ def slice_of(key: str, slices: int) -> int:
     if slices <= 1:
         return 0
     return zlib.crc32(site_key(key).encode("utf-8", "surrogatepass")) % slices
+
+
+def by_shard(key: str, shards: int, slices: int) -> int:
+    """The slice a key belongs to once a subscription is cut by its state shards
+    (:meth:`~shared.run.slices.Gathered.align`): slice ``i`` gets shards ``[i·shards/slices,
+    (i+1)·shards/slices)`` whole (``shards`` at least ``slices``: none is left without one)."""
+    return state_shard(key, shards) * slices // shards
 
 
 class SpillError(Exception):
@@ -176,14 +184,18 @@ class Spill(Generic[T]):
 
     def split(self, slices: int) -> list[Spill[T]]:
         """The pairs cut into ``slices`` streams by :func:`slice_of` their key (each on disk)."""
-        each = max(1, min(_PART_BUFFER, _CUT_BUFFER // slices))  # bounded, however many slices
-        parts: list[Spill[T]] = [Spill(self._dir, each) for _ in range(slices)]
+        parts: list[Spill[T]] = self.parts(slices)
         for key, item in self:
             parts[slice_of(key, slices)].add(key, item)
         for part in parts:
             part.spill()
         self.discard()  # the disk holds each pair once
         return parts
+
+    def parts(self, slices: int) -> list[Spill[T]]:
+        """``slices`` empty streams beside this one, to cut pairs into (each written as it fills)."""
+        each = max(1, min(_PART_BUFFER, _CUT_BUFFER // slices))  # bounded, however many slices
+        return [Spill(self._dir, each) for _ in range(slices)]
 
 
 #: The fields of a record that many records share (``sites.site_record`` keeps each value once):

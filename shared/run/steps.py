@@ -57,9 +57,10 @@ class _Tracked:
     #: Whose rows these are for the writers (each adds an owner once): the subscription, or one
     #: slice of it (``run/spill.py``).
     owner: str = ""
-    #: The subscription's last slice (or the whole of it): its own shards' partial batches are sent
-    #: once its state rows are queued (an earlier slice leaves them to fill with the next ones).
-    last: bool = True
+    #: Its own shards' partial batches are sent once its state rows are queued: the whole
+    #: subscription's, every slice's of one cut by shard (``Gathered.align``: no other slice writes
+    #: to them), else only the last slice's (an earlier one leaves them to fill with the next ones).
+    flush_own: bool = True
 
     @property
     def name(self) -> str:
@@ -153,7 +154,7 @@ class Steps:
         """The subscription's result rows are stored: advance its last-known state."""
         plan = tracked.plan
         self.checkpoint("rows_written", plan.subscription_id)
-        own = tracked.last and state_shards(plan.layout_size) > 0
+        own = tracked.flush_own and state_shards(plan.layout_size) > 0
         done = self._then(tracked.name, self._alert, tracked)
         self._state.add(tracked.name, plan.state_rows(), done, flush_own=own)
 

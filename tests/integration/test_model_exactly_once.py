@@ -660,16 +660,22 @@ def test_model_every_failure_episode_is_alerted_exactly_once(world: World) -> No
     print("\n".join(f"{count:8.1f}  {what}" for what, count in sorted(TIMES.items())))
 
 
+@pytest.mark.parametrize("rows", [1_000, 1], ids=["shared-bucket", "cut-by-shard"])
 def test_model_every_failure_episode_is_alerted_exactly_once_when_subscriptions_are_sliced(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, monkeypatch: pytest.MonkeyPatch, rows: int
 ) -> None:
     """The same machine with a slice of two resources: the subscription (four) is listed to disk and
     compared with its state in four slices (``shared/run/slices.py``), each queued, stored, alerted
     and resumed on its own. Fewer examples (the same derandomized ones first): the slices add a
-    path, not new interleavings of the ledger."""
+    path, not new interleavings of the ledger. ``rows``: its state in a shared bucket (slices cut
+    by the hash, their rows sent with the last one's), or a shard per resource, so that the slices
+    are cut again by shard and each sends its own state as it is queued (while it lists as many as
+    it has shards)."""
+    from shared.core import layout
     from shared.run import pipeline
 
     monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 2)
+    monkeypatch.setattr(layout, "PARTITION_ROWS", rows)
     ExactlyOnce.world = world
     profile = PROFILES[os.environ.get("AUDIT_MODEL_PROFILE", "ci")]
     examples = int(os.environ.get("AUDIT_MODEL_EXAMPLES") or (5 if profile is PROFILES["ci"] else profile.max_examples))

@@ -25,9 +25,11 @@ from typing import Any
 import pytest
 
 from shared.core import layout
+from shared.core.schema import DeferredRow
 from shared.run import pipeline
 from shared.run.budget import Hold
 from shared.run.slices import Gathered
+from shared.run.writer import PackedWriter
 from tests.emulators.graph import hide_group
 from tests.emulators.tenant import Site, Tenant
 from tests.harness import AuditHarness
@@ -127,14 +129,36 @@ def last_graph(arm: Any, tenant: Tenant, made: dict[str, list[Site]]) -> None:
     arm.resource_graph_hidden.add(SMALL.lower())
 
 
+class Cuts:
+    """How each sliced subscription was cut for planning: by shard (``Gathered.align``) or by hash."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.aligned: list[bool] = []
+        align = Gathered.align
+
+        def tracked_align(gathered: Gathered, *args: Any, **kwargs: Any) -> Any:
+            extras = align(gathered, *args, **kwargs)
+            self.aligned.append(gathered.aligned)
+            return extras
+
+        monkeypatch.setattr(Gathered, "align", tracked_align)
+
+
 @pytest.mark.parametrize(("source", "last"), [("arm", last_arm), ("resourcegraph", last_graph)])
+@pytest.mark.parametrize("rows", [10, 1], ids=["cut-by-hash", "cut-by-shard"])
 def test_sliced_subscriptions_decide_exactly_what_whole_ones_do(
-    make_arm, harness_factory, monkeypatch, source, last
+    make_arm, harness_factory, monkeypatch, source, last, rows
 ) -> None:
-    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)  # the big subscription gets shards of its own
+    """``rows``: partitions of 10 rows give the subscriptions fewer state shards than slices, so their
+    slices stay cut by the hash of the key; of 1 row, more, so they are cut again by shard."""
+    monkeypatch.setattr(layout, "PARTITION_ROWS", rows)  # the big subscription gets shards of its own
     whole = nights(make_arm, harness_factory, source, last)
     monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 4)
+    cuts = Cuts(monkeypatch)
     sliced = nights(make_arm, harness_factory, source, last)
+    # Cut by shard where a subscription has a shard per slice (not the one emptied on night 3: its
+    # state holds far more than it lists).
+    assert cuts.aligned.count(True) >= (5 if rows == 1 else 0) and (rows == 1 or not any(cuts.aligned)), cuts.aligned
     for n, (w, s) in enumerate(zip(whole, sliced, strict=True), start=1):
         assert w["outcome"] == ("partial" if (source, n) == ("resourcegraph", 3) else "complete"), (n, w["outcome"])
         assert s["rows"] == w["rows"], f"night {n}: rows differ"
@@ -275,6 +299,63 @@ def test_a_slice_read_back_is_counted_by_the_cap_as_it_is_read(
     assert sum(weight for _, weight in counted.loads) >= 2 * 2 * 60, "every resource read back, each pass"
     for taken, weight in counted.loads:
         assert taken == weight, counted.loads
+
+
+class StateSends:
+    """What the state writer does with each slice's rows: which ones are still buffered once the
+    slice's state is queued (waiting for later slices), and which slices' rows each partition got."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.left: list[str] = []  # slices with rows still buffered when their add returned
+        self.owners: dict[str, set[str]] = {}  # partition -> the owners (slices) whose rows it got
+        add, send = PackedWriter.add, PackedWriter._send
+        sends = self
+
+        def tracked_add(writer: PackedWriter, owner: str, *args: Any, **kwargs: Any) -> None:
+            add(writer, owner, *args, **kwargs)
+            if writer.name == "state" and "(slice" in owner:
+                with writer._lock:
+                    waiting = sum(1 for batch in writer._buffers.values() for o, _ in batch if o == owner)
+                if waiting:
+                    sends.left.append(f"{owner}: {waiting} rows wait")
+
+        def tracked_send(writer: PackedWriter, batch: list[tuple[str, Any]]) -> None:
+            if writer.name == "state":
+                for owner, row in batch:
+                    partition = row.partition if isinstance(row, DeferredRow) else str(row["PartitionKey"])
+                    sends.owners.setdefault(partition, set()).add(owner)
+            send(writer, batch)
+
+        monkeypatch.setattr(PackedWriter, "add", tracked_add)
+        monkeypatch.setattr(PackedWriter, "_send", tracked_send)
+
+
+@pytest.mark.parametrize("source", ["arm", "resourcegraph"])
+def test_slices_cut_by_shard_send_their_state_as_they_are_queued_each_shard_from_one_slice(
+    make_arm, harness_factory, monkeypatch, source
+) -> None:
+    """A large subscription with more state shards than slices is cut again by shard: each slice's
+    state rows are sent as soon as it is queued, none left in a partial batch for later slices to fill
+    (cut by the hash alone, every slice wrote to every shard, and its rows waited there, held, for the
+    slices after it: more of them the larger the subscription), and each shard's rows come from one
+    slice. Both nights, and the decisions are the tenant's."""
+    tenant = big_and_small(60, 8, 4)
+    h = capped(make_arm, harness_factory, monkeypatch, tenant, source)
+    monkeypatch.setattr(layout, "PARTITION_ROWS", 2)  # 30 shards of the big subscription's 60 resources
+    monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 16)  # 8 to 15 slices
+    cuts = Cuts(monkeypatch)
+    for n in (0, 1):
+        sends = StateSends(monkeypatch)
+        h.run_at(NIGHT1 + timedelta(days=n))
+        assert h.runs()[-1]["Outcome"] == "complete"
+        assert {k: r["Status"] for k, r in h.rows_by_id().items()} == {
+            k: e.status for k, e in tenant.expected().items()
+        }
+        assert sends.left == [], f"night {n + 1}"
+        shards = {p: owners for p, owners in sends.owners.items() if p.startswith(BIG)}
+        assert len(shards) > 20, sorted(shards)  # a hash leaves a few of the 30 empty
+        assert {p: owners for p, owners in shards.items() if len(owners) > 1} == {}, f"night {n + 1}"
+    assert cuts.aligned == [True, True], cuts.aligned
 
 
 class SlicesLetGo:

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.core.layout import state_shard
 from shared.core.models import SiteRecord
-from shared.run.spill import Spill, SpillDir, slice_of
+from shared.run.spill import Spill, SpillDir, by_shard, slice_of
 
 keys = st.text(min_size=1, max_size=12)
 #: Rows whose values repeat across rows (as state rows do: a status, a run id, a partition), and
@@ -207,3 +208,16 @@ def test_cutting_a_stream_buffers_a_bounded_number_of_pairs_however_many_slices(
         assert sorted(item for part in cut for _, item in part) == list(range(3000))
     finally:
         where.close()
+
+
+@given(st.integers(min_value=1, max_value=300), st.integers(min_value=1, max_value=300))
+def test_cut_by_shard_each_shard_is_whole_in_one_slice_and_every_slice_gets_one(slices: int, extra: int) -> None:
+    """``by_shard``: a key's slice is a function of its state shard alone (so a shard's rows all come
+    from one slice), the slices take contiguous runs of shards, and none is left without a shard."""
+    shards = slices + extra - 1
+    keys = [f"|subscriptions|s|resourcegroups|rg|providers|microsoft.web|sites|app-{i}" for i in range(400)]
+    for key in keys:
+        shard = state_shard(key, shards)
+        assert by_shard(key, shards, slices) == shard * slices // shards
+    owners = [shard * slices // shards for shard in range(shards)]
+    assert owners == sorted(owners) and set(owners) == set(range(slices))
