@@ -147,7 +147,7 @@ class Listing:
             value = item
         key = resource_key(value.resource_id)
         if key not in listed:
-            if hold is not None:  # else: taken where it is added (``_take_extras``)
+            if hold is not None:  # else: taken where it is added (``Slice.take_extras``)
                 hold.take()
             listed[key] = value
 

@@ -142,6 +142,7 @@ class SubscriptionPipeline:
             count = gathered.slices()
             if count > 1:
                 gathered.cut(count)
+                size, extras = self._first_pass(subscription_id, result, gathered, count, hold)
         except SpillError as exc:  # its ERROR row, its state untouched; the other subscriptions go on
             gathered, count = self.listing.not_audited(subscription_id, result, hold, where, exc), 1
         if count == 1:  # it stayed in memory: planned whole, held by the listing's hold
@@ -149,13 +150,20 @@ class SubscriptionPipeline:
             survey = self._survey(subscription_id, gathered, part)
             hold.take(len(part.unlisted_live()))  # rows of resources not listed are kept whole (to be retired)
             extras = self.listing.decide(subscription_id, result, gathered, survey, 1)
-            self._take_extras(part, extras[0], hold)
+            part.take_extras(extras[0], hold.take)
             plan = self._plan(subscription_id, result, audited_at, part, gathered.deleted, hold)
             self._queue(subscription_id, result, hold, plan)
             return
+        for index in range(count):
+            self._plan_slice(subscription_id, result, audited_at, gathered, size, extras[index], index, count)
+
+    def _first_pass(
+        self, subscription_id: str, result: SubscriptionResult, gathered: Gathered, count: int, hold: Hold
+    ) -> tuple[int, list[Extras]]:
+        """A pass over a cut subscription's slices: its layout size, each slice's extras; then the cut by shard."""
         hold.give_back(hold.count)  # everything is on disk now
         survey = Survey()
-        for index in range(count):  # the first pass: what concerns the whole subscription
+        for index in range(count):
             # No name holds the slice: it is gone when given back (a local kept it, uncounted).
             self._survey(subscription_id, gathered, gathered.load(index, take=hold.take), survey)
             hold.give_back(hold.count)
@@ -163,8 +171,7 @@ class SubscriptionPipeline:
         size = survey.size + sum(isinstance(extra, SiteRecord) for each in extras for _, extra in each)
         extras = gathered.align(size, extras, lambda listed: set_owners(listed, self.settings.owner_tags), hold)
         hold.release()
-        for index in range(count):
-            self._plan_slice(subscription_id, result, audited_at, gathered, size, extras[index], index, count)
+        return size, extras
 
     def _plan_slice(
         self,
@@ -185,7 +192,7 @@ class SubscriptionPipeline:
             part = gathered.load(index, last=True, take=hold.take)
             if self.run.summary.resumed:
                 part.kept = earlier_attempt(self.store, self.run, part, replayed=gathered.records, delete=False)
-            self._take_extras(part, extras, hold)
+            part.take_extras(extras, hold.take)
             plan = self._plan(subscription_id, result, audited_at, part, gathered.deleted, hold, layout_size=size)
         except BaseException:
             hold.release()
@@ -201,13 +208,6 @@ class SubscriptionPipeline:
             part.kept = earlier_attempt(self.store, self.run, part, replayed=gathered.records)
         survey.add(part)
         return survey
-
-    def _take_extras(self, part: Slice, extras: Extras, hold: Hold) -> None:
-        """Add a slice's answers of the inventory (:meth:`Listing.decide`): first sighting wins, as listing."""
-        for key, value in extras:
-            if key not in part.listed:
-                hold.take()
-                part.listed[key] = value
 
     def _plan(
         self,

@@ -10,7 +10,9 @@ since every stream is cut by the same hash of the key), the earlier rows of its 
 The decisions that concern the whole subscription (is it silent, which resources it no longer
 lists, and asking the inventory about those once) are taken from a first pass over the slices
 (:class:`Survey`), before any slice is planned: a slice is planned exactly as the whole
-subscription would have been, with the same flags.
+subscription would have been, with the same flags. Those decisions fix the subscription's state
+layout, and one with at least as many state shards as slices is then cut again by shard
+(:meth:`Gathered.align`): each slice writes its own shards only, so its state is sent as it is queued.
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ class Slice:
     def unlisted_live(self) -> list[str]:
         """Keys of resources its state holds live that its records do not show."""
         return [k for k, state in self.prior.items() if k not in self.listed and not state.get("Gone")]
+
+    def take_extras(self, extras: Extras, take: Callable[[int], None]) -> None:
+        """Add its answers of the inventory (``Listing.decide``), each counted: first sighting wins, as listing."""
+        for key, value in extras:
+            if key not in self.listed:
+                take(1)
+                self.listed[key] = value
 
     def weight(self) -> int:
         """The resources it holds: its records and the state rows of resources not listed."""

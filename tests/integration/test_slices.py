@@ -14,6 +14,7 @@ bound: the cap plus about a slice, whatever the largest subscription.
 
 from __future__ import annotations
 
+import errno
 import re
 import tempfile
 import threading
@@ -26,7 +27,7 @@ import pytest
 
 from shared.core import layout
 from shared.core.schema import DeferredRow
-from shared.run import pipeline
+from shared.run import pipeline, spill
 from shared.run.budget import Hold
 from shared.run.slices import Gathered
 from shared.run.writer import PackedWriter
@@ -434,6 +435,42 @@ def test_a_subscription_whose_temporary_files_cannot_be_written_is_an_error_row_
     assert {k: v for k, v in after.items() if BIG.lower() in k} == {k: v for k, v in before.items() if BIG.lower() in k}
     expected = tenant.expected()
     for key, want in expected.items():
+        if BIG.lower() not in key:
+            assert rows[key]["Status"] == want.status, key
+    assert {e[0] for e in snapshot(h)["events"]} == {s.key for s in made[SMALL]}, "the small one's failures alerted"
+
+
+@pytest.mark.parametrize("source", ["arm", "resourcegraph"])
+def test_a_disk_that_fills_while_a_subscription_is_cut_by_shard_makes_it_an_error_row_and_the_others_go_on(
+    make_arm, harness_factory, monkeypatch, source
+) -> None:
+    """The disk fills after a large subscription was listed to disk and surveyed, while it is cut again
+    by shard: that subscription is an ERROR row that says so, its state stays as it was (nothing
+    retired, no alert), and the others are audited as usual; never a failed run."""
+    monkeypatch.setattr(layout, "PARTITION_ROWS", 1)  # a shard per resource: the big one is cut again
+    tenant, made = build()
+    h: AuditHarness = harness_factory(make_arm(tenant))
+    h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
+    h.run_at(NIGHT1)
+    before = normal(h.state())
+    for site in made[BIG][::3] + made[SMALL]:
+        site.update(client_cert_mode="Optional")
+    monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 30)  # only the big subscription (over 30) spills
+
+    def full(*args: Any) -> Any:
+        raise spill._disk_error(OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(Gathered, "_recut", staticmethod(full))
+    h.clear_events()
+    h.run_at(NIGHT1 + timedelta(days=1))
+
+    assert h.runs()[-1]["Outcome"] == "partial"
+    rows = h.rows_by_id()
+    assert rows[f"/subscriptions/{BIG}"]["Status"] == "ERROR"
+    assert "No space left on device" in rows[f"/subscriptions/{BIG}"]["Reason"]
+    after = normal(h.state())
+    assert {k: v for k, v in after.items() if BIG.lower() in k} == {k: v for k, v in before.items() if BIG.lower() in k}
+    for key, want in tenant.expected().items():
         if BIG.lower() not in key:
             assert rows[key]["Status"] == want.status, key
     assert {e[0] for e in snapshot(h)["events"]} == {s.key for s in made[SMALL]}, "the small one's failures alerted"
