@@ -404,14 +404,22 @@ def test_a_slice_of_the_first_pass_is_let_go_when_it_is_given_back(
     assert slices.alive == []
 
 
+def disk_full(*args: Any) -> Any:
+    raise spill._disk_error(OSError(errno.ENOSPC, "No space left on device"))
+
+
 @pytest.mark.parametrize("source", ["arm", "resourcegraph"])
+@pytest.mark.parametrize("when", ["listed", "cut-by-shard"])
 def test_a_subscription_whose_temporary_files_cannot_be_written_is_an_error_row_and_the_others_go_on(
-    make_arm, harness_factory, monkeypatch, tmp_path, source
+    make_arm, harness_factory, monkeypatch, tmp_path, source, when
 ) -> None:
-    """The disk a large subscription spills to is full, missing or not writable: that subscription is
-    an ERROR row naming the directory and TMPDIR, its state stays as it was (nothing retired, no
-    alert), and the subscriptions that fit in memory are audited as usual."""
-    monkeypatch.setattr(layout, "PARTITION_ROWS", 10)
+    """The disk a large subscription spills to is full, missing or not writable, from the start
+    (``listed``: its listing cannot go to disk) or once it fills after the subscription was listed
+    and surveyed, while it is cut again by shard: that subscription is an ERROR row that says so
+    (naming the directory and TMPDIR), its state stays as it was (nothing retired, no alert), and
+    the other subscriptions are audited as usual; never a failed run."""
+    # Partitions of 1 row: a shard per resource, so the big subscription is cut again by shard.
+    monkeypatch.setattr(layout, "PARTITION_ROWS", 10 if when == "listed" else 1)
     tenant, made = build()
     h: AuditHarness = harness_factory(make_arm(tenant))
     h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
@@ -420,7 +428,10 @@ def test_a_subscription_whose_temporary_files_cannot_be_written_is_an_error_row_
     for site in made[BIG][::3] + made[SMALL]:
         site.update(client_cert_mode="Optional")  # failures in the big one and in a small one
     monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 30)  # only the big subscription (over 30) spills
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing" / "tmp"))
+    if when == "listed":
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing" / "tmp"))
+    else:
+        monkeypatch.setattr(Gathered, "_recut", staticmethod(disk_full))
     h.clear_events()
     h.run_at(NIGHT1 + timedelta(days=1))
 
@@ -430,47 +441,11 @@ def test_a_subscription_whose_temporary_files_cannot_be_written_is_an_error_row_
     big = rows[f"/subscriptions/{BIG}"]
     assert big["Status"] == "ERROR"
     assert "temporary files could not be written" in big["Reason"] and "TMPDIR" in big["Reason"], big["Reason"]
-    assert str(tmp_path / "missing") in big["Reason"]
+    assert (str(tmp_path / "missing") if when == "listed" else "No space left on device") in big["Reason"]
     after = normal(h.state())
     assert {k: v for k, v in after.items() if BIG.lower() in k} == {k: v for k, v in before.items() if BIG.lower() in k}
     expected = tenant.expected()
     for key, want in expected.items():
-        if BIG.lower() not in key:
-            assert rows[key]["Status"] == want.status, key
-    assert {e[0] for e in snapshot(h)["events"]} == {s.key for s in made[SMALL]}, "the small one's failures alerted"
-
-
-@pytest.mark.parametrize("source", ["arm", "resourcegraph"])
-def test_a_disk_that_fills_while_a_subscription_is_cut_by_shard_makes_it_an_error_row_and_the_others_go_on(
-    make_arm, harness_factory, monkeypatch, source
-) -> None:
-    """The disk fills after a large subscription was listed to disk and surveyed, while it is cut again
-    by shard: that subscription is an ERROR row that says so, its state stays as it was (nothing
-    retired, no alert), and the others are audited as usual; never a failed run."""
-    monkeypatch.setattr(layout, "PARTITION_ROWS", 1)  # a shard per resource: the big one is cut again
-    tenant, made = build()
-    h: AuditHarness = harness_factory(make_arm(tenant))
-    h.apply_env(AUDIT_INVENTORY_SOURCE=source, AUDIT_CONCURRENCY="3")
-    h.run_at(NIGHT1)
-    before = normal(h.state())
-    for site in made[BIG][::3] + made[SMALL]:
-        site.update(client_cert_mode="Optional")
-    monkeypatch.setattr(pipeline, "SLICE_RESOURCES", 30)  # only the big subscription (over 30) spills
-
-    def full(*args: Any) -> Any:
-        raise spill._disk_error(OSError(errno.ENOSPC, "No space left on device"))
-
-    monkeypatch.setattr(Gathered, "_recut", staticmethod(full))
-    h.clear_events()
-    h.run_at(NIGHT1 + timedelta(days=1))
-
-    assert h.runs()[-1]["Outcome"] == "partial"
-    rows = h.rows_by_id()
-    assert rows[f"/subscriptions/{BIG}"]["Status"] == "ERROR"
-    assert "No space left on device" in rows[f"/subscriptions/{BIG}"]["Reason"]
-    after = normal(h.state())
-    assert {k: v for k, v in after.items() if BIG.lower() in k} == {k: v for k, v in before.items() if BIG.lower() in k}
-    for key, want in tenant.expected().items():
         if BIG.lower() not in key:
             assert rows[key]["Status"] == want.status, key
     assert {e[0] for e in snapshot(h)["events"]} == {s.key for s in made[SMALL]}, "the small one's failures alerted"
