@@ -666,8 +666,8 @@ def test_model_every_failure_episode_is_alerted_exactly_once_when_subscriptions_
 ) -> None:
     """The same machine with a slice of two resources: the subscription (four) is listed to disk and
     compared with its state in four slices (``shared/run/slices.py``), each queued, stored, alerted
-    and resumed on its own. Fewer examples (the same derandomized ones first): the slices add a
-    path, not new interleavings of the ledger. ``rows``: its state in a shared bucket (slices cut
+    and resumed on its own. Fewer examples (3 of each variant in CI, the same derandomized ones
+    first): the slices add a path, not new interleavings of the ledger. ``rows``: its state in a shared bucket (slices cut
     by the hash, their rows sent with the last one's), or a shard per resource, so that the slices
     are cut again by shard and each sends its own state as it is queued (while it lists as many as
     it has shards)."""
@@ -678,7 +678,7 @@ def test_model_every_failure_episode_is_alerted_exactly_once_when_subscriptions_
     monkeypatch.setattr(layout, "PARTITION_ROWS", rows)
     ExactlyOnce.world = world
     profile = PROFILES[os.environ.get("AUDIT_MODEL_PROFILE", "ci")]
-    examples = int(os.environ.get("AUDIT_MODEL_EXAMPLES") or (5 if profile is PROFILES["ci"] else profile.max_examples))
+    examples = int(os.environ.get("AUDIT_MODEL_EXAMPLES") or (3 if profile is PROFILES["ci"] else profile.max_examples))
     run_state_machine_as_test(ExactlyOnce, settings=settings(profile, max_examples=examples))
 
 
