@@ -56,10 +56,7 @@ class Slice:
 
     def take_extras(self, extras: Extras, take: Callable[[int], None]) -> None:
         """Add its answers of the inventory (``Listing.decide``), each counted: first sighting wins, as listing."""
-        for key, value in extras:
-            if key not in self.listed:
-                take(1)
-                self.listed[key] = value
+        first_sightings(self.listed, extras, take)
 
     def weight(self) -> int:
         """The resources it holds: its records and the state rows of resources not listed."""
@@ -195,11 +192,7 @@ class Gathered:
         of resources the cap did not count."""
         assert self._parts is not None, "cut() first"
         listed_part, prior_part, earlier_part = (self._parts[0][index], self._parts[1][index], self._parts[2][index])
-        listed: Listed = {}
-        for key, value in listed_part:
-            if key not in listed:  # first sighting wins, as when listing
-                take(1)
-                listed[key] = value
+        listed = first_sightings({}, listed_part, take)
         prior, extra = merge_state(prior_part, present=listed)
         part = Slice(listed, prior, extra, [row for _, row in earlier_part])
         take(len(part.unlisted_live()))
@@ -207,6 +200,16 @@ class Gathered:
             for stream in (listed_part, prior_part, earlier_part):
                 stream.discard()
         return part
+
+
+def first_sightings(listed: Listed, pairs: Iterable[tuple[str, Any]], take: Callable[[int], None]) -> Listed:
+    """Add ``pairs`` to ``listed`` where their key is not there yet (the first sighting wins, as when
+    listing), each added one counted by ``take`` before the next is read; returns ``listed``."""
+    for key, value in pairs:
+        if key not in listed:
+            take(1)
+            listed[key] = value
+    return listed
 
 
 def _settled(
@@ -219,11 +222,7 @@ def _settled(
     """A slice's records, first sighting wins, with the inventory's answers for its keys, each
     counted (``take``) as it is read, settled whole (``settle``) and handed to ``out``; nothing of
     them is kept once it returns."""
-    listed: Listed = {}
-    for key, value in itertools.chain(part, extras):
-        if key not in listed:
-            take(1)
-            listed[key] = value
+    listed = first_sightings({}, itertools.chain(part, extras), take)
     settle(listed)
     for key, value in listed.items():
         out(key, value)

@@ -667,10 +667,10 @@ def test_model_every_failure_episode_is_alerted_exactly_once_when_subscriptions_
     """The same machine with a slice of two resources: the subscription (four) is listed to disk and
     compared with its state in four slices (``shared/run/slices.py``), each queued, stored, alerted
     and resumed on its own. Fewer examples (3 of each variant in CI, the same derandomized ones
-    first): the slices add a path, not new interleavings of the ledger. ``rows``: its state in a shared bucket (slices cut
-    by the hash, their rows sent with the last one's), or a shard per resource, so that the slices
-    are cut again by shard and each sends its own state as it is queued (while it lists as many as
-    it has shards)."""
+    first): the slices add a path, not new interleavings of the ledger. ``rows``: its state in a
+    shared bucket (slices cut by the hash, their rows sent with the last one's), or a shard per
+    resource, so that the slices are cut again by shard and each sends its own state as it is
+    queued (while it lists as many as it has shards)."""
     from shared.core import layout
     from shared.run import pipeline
 
