@@ -66,9 +66,12 @@ def _fold_char(ch: str) -> str:
 
 
 def fold(text: str) -> str:
-    """``text`` in the one spelling ARM-equal names share (see the module docstring)."""
+    """``text`` in the one spelling ARM-equal names share (see the module docstring). Text already
+    in that spelling (a subscription id, as ARM lists it) is returned as it is, not copied: the run
+    keeps folded ids of every subscription, and a copy each doubled them."""
     if text.isascii():
-        return text.lower()
+        folded = text.lower()
+        return text if folded == text else folded
     return "".join(ch.lower() if ch < "\x80" else _fold_char(ch) for ch in text)
 
 

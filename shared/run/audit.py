@@ -9,6 +9,7 @@ leaves a state that a later run completes without flagging anything twice or los
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from datetime import datetime
 
@@ -86,6 +87,9 @@ class AuditRun:
         for sub_id, row in vanished.items():
             names.setdefault(fold(sub_id), str(row.get("SubscriptionName") or ""))
         ids = [s.subscription_id for s in subscriptions] + list(vanished)
+        # Kept for the run's length, one entry per subscription: its tenant (one string for all), not its record.
+        tenants = {fold(s.subscription_id): sys.intern(s.tenant_id) for s in subscriptions if s.tenant_id}
+        del subscriptions
         context = RunContext(summary, exemptions, names, vanished, deadline)
         pipeline = SubscriptionPipeline(
             self.settings,
@@ -104,7 +108,6 @@ class AuditRun:
         finally:
             pipeline.close()
         read = {sub_id: names.get(fold(sub_id), "") for sub_id in totals.read}
-        tenants = {fold(s.subscription_id): s.tenant_id for s in subscriptions if s.tenant_id}
         self.ledger.remember(summary, read, known, tenants)  # bookkeeping, like the run record: not in Transactions
         summary.transactions = pipeline.transactions
         summary.partitions = pipeline.partitions

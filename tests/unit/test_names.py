@@ -73,6 +73,14 @@ def test_ascii_folds_exactly_as_lower_did(text: str) -> None:
     assert lookup_keys(rid) == {resource_key(rid)}
 
 
+def test_an_ascii_id_already_folded_is_kept_not_copied() -> None:
+    """The run keeps every subscription's id, and its folded id in several maps: one string, not two."""
+    sub = "".join(["3c56612f-dc1a-4ea1-a1fe-", "b7c06a5aa9cc"])  # built at run time, as a listing's are
+    assert fold(sub) is sub
+    mixed = "".join(["3C56612F-dc1a-4ea1-a1fe-", "b7c06a5aa9cc"])
+    assert fold(mixed) == sub and fold(mixed) is not mixed
+
+
 @PROPERTY
 @given(text=TEXT, prefix_len=st.integers(min_value=0, max_value=12))
 def test_prefixes_are_compared_by_the_same_rule(text: str, prefix_len: int) -> None:
