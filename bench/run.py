@@ -48,7 +48,7 @@ LOG_MARKERS = {
 #: The pipeline's end-of-run line: what the run held at most (the bound's H), its cap, how often a
 #: listing waited at it and how many partial flushes that asked for.
 HELD_LINE = re.compile(
-    r"at most (\d+) resources held in memory at once \(cap (\d+)\); listings waited (\d+) times, (\d+) partial"
+    r"at most (\d+) records and state rows held in memory at once \(cap (\d+)\); listings waited (\d+) times, (\d+) partial"
 )
 ARM_KINDS = ("subscriptions", "sites_list", "rg_sites_list", "slots_list", "site_get")
 

@@ -125,7 +125,7 @@ class HeldBudget:
             elif now - max(moving, self._released_at) > self._stall_seconds:
                 raise AuditFailed(
                     f"nothing held in memory was released for {self._stall_seconds:.0f} s while every "
-                    f"listing waited ({self._held} resources held by {len(self._live)} subscriptions)"
+                    f"listing waited ({self._held} records and state rows held by {len(self._live)} subscriptions)"
                 )
             if stuck and now - max(self._released_at, self._flushed_at) >= self._flush_every:
                 self._flushed_at = now

@@ -84,7 +84,7 @@ class Listing:
         # the stored state as it stays (nothing new, streaks kept), never a change the state does not hold.
         resumed = self.run.summary.resumed
         earlier = self.store.run_rows(self.run.summary.run_id, subscription_id) if resumed else ()
-        gathered.read_state(self.store.state_pairs(subscription_id), earlier)
+        gathered.read_state(self.store.state_pairs(subscription_id), earlier, hold)
         return gathered
 
     def not_audited(

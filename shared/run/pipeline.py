@@ -51,14 +51,15 @@ from .steps import Steps, _Tracked
 
 log = logging.getLogger(__name__)
 
-#: Resources the run holds in memory at once (listed, their state not stored yet: compact records of
-#: subscriptions being listed, planned, or waiting for their shared partitions to fill), a hard cap:
-#: past it, a subscription being listed waits (``budget.py``; the one that started holding first
-#: never does, so the run holds at most this plus its largest subscription). About 1 KB each.
+#: Records and state rows the run holds in memory at once (resources listed whose state is not stored
+#: yet: compact records of subscriptions being listed, planned, or waiting for their shared partitions
+#: to fill, and on the next night each one's prior state row, a unit of its own), a hard cap: past it,
+#: a subscription being listed waits (``budget.py``; the one that started holding first never does,
+#: so the run holds at most this plus a slice). Each about 0.5 to 0.8 KB (``python -m bench.held``).
 MAX_HELD_RESOURCES = 20_000
-#: Resources one subscription holds in memory while it is listed and compared with its state: past
-#: it, its listing and state rows go to disk and it is compared and planned in slices of about half
-#: this many (``slices.py``), so that no subscription, however large, holds much more at once.
+#: Records and state rows one subscription holds in memory while it is listed and compared with its
+#: state: past it, its listing and state rows go to disk and it is compared and planned in slices of
+#: about half this many (``slices.py``), so that no subscription, however large, holds much more.
 SLICE_RESOURCES = 5_000
 #: RowKey of the tenant's ERROR row (its ResourceId is ``/``, the tenant root scope).
 TENANT_ROW_KEY = "~tenant"
@@ -129,8 +130,8 @@ class SubscriptionPipeline:
         for item in self.listing.scan(subscription_id):
             self.listing.take(item, subscription_id, result, listed, deleted, gone_ids, hold)
         prior, extra, deleted = self._targeted_state(subscription_id, listed, deleted, gone_ids)
-        hold.take(sum(1 for key, state in prior.items() if key not in listed and not state.get("Gone")))
         part = Slice(listed, prior, extra, [])
+        hold.take(part.weight() - len(listed))  # its state rows (its records were taken as listed)
         self._queue(subscription_id, result, hold, self._plan(subscription_id, result, audited_at, part, deleted, hold))
 
     def _audit_listed(
@@ -148,7 +149,6 @@ class SubscriptionPipeline:
         if count == 1:  # it stayed in memory: planned whole, held by the listing's hold
             part = gathered.whole()
             survey = self._survey(subscription_id, gathered, part)
-            hold.take(len(part.unlisted_live()))  # rows of resources not listed are kept whole (to be retired)
             extras = self.listing.decide(subscription_id, result, gathered, survey, 1)
             part.take_extras(extras[0], hold.take)
             plan = self._plan(subscription_id, result, audited_at, part, gathered.deleted, hold)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +59,9 @@ class Slice:
         first_sightings(self.listed, extras, take)
 
     def weight(self) -> int:
-        """The resources it holds: its records and the state rows of resources not listed."""
-        return len(self.listed) + len(self.unlisted_live())
+        """What it holds, as the memory budget counts it: its records and every state row it read (a
+        state row weighs about as much as a record: ``python -m bench.held``)."""
+        return len(self.listed) + len(self.prior) + len(self.extra)
 
 
 @dataclass
@@ -103,23 +104,46 @@ class Gathered:
 
     def slices(self) -> int:
         """How many slices: 1 while everything stayed in memory; else enough for about half of
-        ``limit`` resources each, so that the hash's spread keeps every slice under ``limit`` (a
-        resource counts once, listed or not: a slice holds the union of its records and state)."""
+        ``limit`` each, counted as the memory budget counts them (records and state rows, see
+        :meth:`Slice.weight`), so that the hash's spread keeps every slice under ``limit``."""
         if not (self.listed.spilled or self.prior.spilled or self.earlier.spilled):
             return 1
-        largest = max(self.listed.count + len(self.rest), self.prior.count)
-        return max(2, math.ceil(2 * largest / self.limit))
+        weight = self.listed.count + len(self.rest) + self.prior.count
+        return max(2, math.ceil(2 * weight / self.limit))
 
-    def read_state(self, pairs: Iterable[tuple[str, dict[str, Any]]], earlier: Iterable[dict[str, Any]]) -> None:
+    def read_state(
+        self, pairs: Iterable[tuple[str, dict[str, Any]]], earlier: Iterable[dict[str, Any]], hold: Hold | None = None
+    ) -> None:
         """Take the subscription's state rows and (on a resume) earlier rows, once it is listed. While
-        its records are in memory, each state row is slimmed as it comes (``slim_state_row``); once
-        they went to disk, so do the rows, a few at a time (which slice they belong to is decided by
-        their key, and their records are not at hand to slim them by)."""
+        its records are in memory, each state row is slimmed as it comes (``slim_state_row``) and
+        counted by ``hold`` as it is kept (a unit of its own, as a record is: it may wait at the
+        cap), records and rows together up to a slice; past it, the rows go to disk and are given
+        back. Once the records went to disk, so do the rows, a few at a time (which slice they
+        belong to is decided by their key, and their records are not at hand to slim them by).
+
+        Counted since a held resource's prior state row about doubles what it weighs: a cap on
+        resources alone held 25,000 of them at 628 bytes each on the first night and at up to
+        1,285 on the next, the share that waited with its state deciding the peak (bench/README.md,
+        "State rows counted")."""
         present = None if self.listed.spilled else self.rest
         if present is None:
             self.prior.limit = self.earlier.limit = STREAM_BUFFER
+        else:  # records and rows together stay under a slice; past it, the subscription is cut
+            self.prior.limit = max(1, self.limit - len(present))
+        counted = 0
         for key, raw in pairs:
-            self.prior.add(key, raw if present is None else slim_state_row(key, raw, present))
+            if present is None:
+                self.prior.add(key, raw)
+                continue
+            in_memory = not self.prior.spilled
+            if in_memory and hold is not None:
+                hold.take()
+                counted += 1
+            self.prior.add(key, slim_state_row(key, raw, present))
+            if in_memory and self.prior.spilled:  # this row took them to disk; every row after goes there
+                self.prior.limit = STREAM_BUFFER
+                if hold is not None:
+                    hold.give_back(counted)
         self.earlier.extend((str(row["RowKey"]), row) for row in earlier)
 
     def whole(self) -> Slice:
@@ -186,20 +210,26 @@ class Gathered:
     def load(self, index: int, *, last: bool = False, take: Callable[[int], None] = lambda count: None) -> Slice:
         """Slice ``index`` of a cut subscription, read back from disk (``last``: for the last time,
         its files are removed), its :meth:`Slice.weight` given to ``take`` (the memory budget's, which
-        may wait at the cap) as it is read: each record as it adds a resource, before the next is
-        read, then the rows of resources it does not list. Read whole and counted after, a slice
-        waiting for room (a large subscription's slices are junior to every listing) held thousands
-        of resources the cap did not count."""
+        may wait at the cap) as it is read: each record as it adds a resource, and each state row,
+        before the next is read. Read whole and counted after, a slice waiting for room (a large
+        subscription's slices are junior to every listing) held thousands of resources the cap did
+        not count."""
         assert self._parts is not None, "cut() first"
         listed_part, prior_part, earlier_part = (self._parts[0][index], self._parts[1][index], self._parts[2][index])
         listed = first_sightings({}, listed_part, take)
-        prior, extra = merge_state(prior_part, present=listed)
+        prior, extra = merge_state(counted(prior_part, take), present=listed)
         part = Slice(listed, prior, extra, [row for _, row in earlier_part])
-        take(len(part.unlisted_live()))
         if last:
             for stream in (listed_part, prior_part, earlier_part):
                 stream.discard()
         return part
+
+
+def counted(pairs: Iterable[tuple[str, Any]], take: Callable[[int], None]) -> Iterator[tuple[str, Any]]:
+    """``pairs``, each counted by ``take`` before it is handed on (a state row as it is read)."""
+    for pair in pairs:
+        take(1)
+        yield pair
 
 
 def first_sightings(listed: Listed, pairs: Iterable[tuple[str, Any]], take: Callable[[int], None]) -> Listed:

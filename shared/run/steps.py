@@ -238,7 +238,7 @@ class Steps:
                 self._stall_logged, self._stall_flushes = now, 0
         if due:
             log.info(
-                "Sending partial batches early: %d resources held (cap %d), every listing waits (%d flushes "
+                "Sending partial batches early: %d records and state rows held (cap %d), every listing waits (%d flushes "
                 "since the last such line); holding most: %s",
                 self.budget.held,
                 self.budget.cap,
@@ -279,7 +279,7 @@ class Steps:
         if unfinished:
             raise AuditFailed(f"{unfinished} subscriptions' rows or state could not be stored")
         log.info(
-            "Run %s: at most %d resources held in memory at once (cap %d); listings waited %d times, "
+            "Run %s: at most %d records and state rows held in memory at once (cap %d); listings waited %d times, "
             "%d partial flushes for them",
             self.run.summary.run_id,
             self.budget.peak,
