@@ -1,4 +1,7 @@
-"""A hard cap on what the audit holds in memory: resources listed but whose state is not stored yet.
+"""A hard cap on what the audit holds in memory: resources listed but whose state is not stored yet,
+counted in units: each one's compact record, and on the next night each one's prior-state row (read
+into memory with it, and weighing about as much: counted apart, so the cap bounds bytes whatever
+share of what is held has its state beside it).
 
 A subscription's listed resources (compact records) stay in memory from its listing until its last
 step (state stored, alerts sent) is done: they are compared with its prior state once it is listed

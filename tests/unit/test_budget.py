@@ -1,4 +1,4 @@
-"""``shared.run.budget.HeldBudget``: the hard cap on resources held in memory, with back-pressure.
+"""``shared.run.budget.HeldBudget``: the hard cap on records and state rows held in memory, with back-pressure.
 
 Pure: threads stand in for subscriptions being listed (producers) and for the writers that let a
 subscription go only once its partial batches are sent (a flush).
