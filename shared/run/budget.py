@@ -22,7 +22,9 @@ keeps up with the listing; with it, a producer (a subscription being listed) *wa
   batches and waits for the steps that follow (rows, then state, then alerts), which lets the
   subscriptions waiting for their shared partitions complete and release what they hold. It does
   so at most once per ``flush_every`` seconds in which nothing was released; while some listing
-  still runs, its rows fill the batches and nothing is sent half-empty.
+  still runs, its rows fill the batches and nothing is sent half-empty; and while a write or a
+  step is still in flight, it will release or fill something, so ``stalled`` sends nothing and
+  says so (returns False: not counted as a flush).
 * It gives up (raises :class:`~shared.core.errors.AuditFailed`) when ``failed`` reports an error (a
   step or a write failed: what it holds may never be released) or when every listing waited and
   nothing was released for ``stall_seconds``: a run never hangs in a wait.
@@ -48,7 +50,7 @@ class HeldBudget:
         self,
         cap: int,
         *,
-        stalled: Callable[[], None] = lambda: None,
+        stalled: Callable[[], bool] = lambda: True,
         failed: Callable[[], BaseException | None] = lambda: None,
         flush_every: float = 0.25,
         stall_seconds: float = 600.0,
@@ -132,12 +134,12 @@ class HeldBudget:
                 )
             if stuck and now - max(self._released_at, self._flushed_at) >= self._flush_every:
                 self._flushed_at = now
-                self.stall_flushes += 1
                 self._cond.release()  # the flush sends batches and runs callbacks: never under the lock
                 try:
-                    self._stalled()
+                    flushed = self._stalled()
                 finally:
                     self._cond.acquire()
+                self.stall_flushes += 1 if flushed else 0
                 continue
             self._cond.wait(self._flush_every)
 

@@ -225,10 +225,15 @@ class Steps:
         if tracked.hold is not None:
             tracked.hold.release()
 
-    def _send_partial_batches(self) -> None:
+    def _send_partial_batches(self) -> bool:
         """Every listing waits at the memory cap: send the partial batches and wait for the steps
         they start, twice (rows, then state), so that the subscriptions waiting for their shared
-        partitions complete (rows, state, alerts) and let go of what they hold."""
+        partitions complete (rows, state, alerts) and let go of what they hold. Not while a batch
+        is being sent or a step runs or waits to (returns False): it will let go of something or
+        fill a batch, and batches sent half-empty then only cost transactions (on the next night at
+        130k with ARM, 283 such flushes took the run from 1.03 to 1.24 transactions per 100 rows)."""
+        if self._in_flight():
+            return False
         now = time.monotonic()
         with self._lock:  # two waiting listings may ask at once
             self._stall_flushes += 1
@@ -248,6 +253,13 @@ class Steps:
         for writer in (self._results, self._state):
             writer.flush()
             self._wait_steps()
+        return True
+
+    def _in_flight(self) -> bool:
+        """A batch is being sent, or a step (the next one of a subscription whose rows are stored) runs or is queued."""
+        with self._lock:
+            steps = any(not future.done() for future in self._futures)
+        return steps or self._results.sending or self._state.sending
 
     def _failure(self) -> BaseException | None:
         """The first failed step or write, if any (what it holds may never be released)."""

@@ -70,6 +70,7 @@ class PackedWriter:
         self.rows = 0
         self.partitions: set[str] = set()
         self.error: BaseException | None = None
+        self._sending = 0  # batches being sent now
 
     # -- adding ---------------------------------------------------------------------------
     def add(
@@ -144,12 +145,27 @@ class PackedWriter:
             return sum(len(b) for b in self._buffers.values())
 
     @property
+    def sending(self) -> bool:
+        """A batch is being sent now: when it is stored, its owners may be let go."""
+        with self._lock:
+            return self._sending > 0
+
+    @property
     def waiting_owners(self) -> int:
         """Owners whose rows are not all stored yet (after a full flush: those whose batch failed)."""
         with self._lock:
             return len(self._owners)
 
     def _send(self, batch: list[tuple[str, Queued]]) -> None:
+        with self._lock:
+            self._sending += 1
+        try:
+            self._send_counted(batch)
+        finally:  # after its owners' next steps were submitted: in flight until then (:attr:`sending`)
+            with self._lock:
+                self._sending -= 1
+
+    def _send_counted(self, batch: list[tuple[str, Queued]]) -> None:
         try:
             rows: list[Row] = [row.render(row.key) if isinstance(row, DeferredRow) else row for _, row in batch]
             used = self._send_batch(rows)

@@ -100,11 +100,12 @@ def test_every_producer_waiting_gets_the_held_ones_flushed_out_and_all_complete(
     parked: list = []  # holds of subscriptions listed whole: their rows wait in partial batches
     lock = threading.Lock()
 
-    def flush() -> None:
+    def flush() -> bool:
         with lock:
             ready, parked[:] = list(parked), []
         for hold in ready:
             hold.release()
+        return True
 
     budget = HeldBudget(50, stalled=flush, flush_every=0.01)
     sizes = [7, 3, 60, 12, 1, 25, 9, 40, 2, 18] * 4
@@ -130,7 +131,7 @@ def test_no_flush_while_a_listing_that_holds_something_still_runs() -> None:
     """Its rows fill the batches: a flush then would only send them half-empty. A subscription that
     holds nothing yet (Resource Graph's, waiting for the loader) does not count."""
     flushes: list[int] = []
-    budget = HeldBudget(2, stalled=lambda: flushes.append(1), flush_every=0.01)
+    budget = HeldBudget(2, stalled=lambda: flushes.append(1) or True, flush_every=0.01)
     budget.admit("waits for the loader")
     running = budget.admit("running")
     running.take(2)  # senior, listing, not waiting
@@ -147,6 +148,39 @@ def test_no_flush_while_a_listing_that_holds_something_still_runs() -> None:
     running.release()
     thread.join(2)
     assert not thread.is_alive()
+
+
+def test_a_stall_that_sends_nothing_is_not_a_flush_and_is_asked_again() -> None:
+    """While a write or a step is in flight the pipeline sends nothing (``stalled`` returns False):
+    not counted as a flush, and asked again a ``flush_every`` later, until it does flush."""
+    calls: list[bool] = []
+    busy = threading.Event()
+    busy.set()
+    budget = HeldBudget(2, flush_every=0.01)
+    running = budget.admit("rows queued")
+    running.take(2)
+    running.listed()  # only the writers can make room now
+
+    def stalled() -> bool:
+        flushed = not busy.is_set()
+        calls.append(flushed)
+        if flushed:
+            running.release()
+        return flushed
+
+    budget._stalled = stalled
+    waiting = budget.admit("waiting")
+    thread = threading.Thread(target=waiting.take, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(calls) >= 3 and not any(calls), "asked again while something was in flight"
+    assert budget.stall_flushes == 0, "nothing sent: no flush counted"
+    busy.clear()  # what was in flight is done: now a flush is what lets the waiting one go
+    thread.join(5)
+    assert not thread.is_alive()
+    assert calls[-1] and budget.stall_flushes == 1
 
 
 def test_a_failure_elsewhere_stops_the_waiting_producers() -> None:

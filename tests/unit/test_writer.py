@@ -409,3 +409,28 @@ def test_a_deferred_row_in_a_sequential_writer_is_refused() -> None:
     w = PackedWriter(FakeSend(), sequential=lambda i: f"run_{i:05d}", name="results")
     with pytest.raises(TypeError, match="deferred row"):
         w.add("a", [DeferredRow("p", "k", lambda key: {"PartitionKey": "p", "RowKey": key})], lambda: None)
+
+
+def test_a_batch_is_sending_until_its_owners_next_steps_are_submitted() -> None:
+    """``sending`` (what a stall asks before it sends partial batches early) holds from the send
+    until the owners' callbacks have run, and after a failed send it is clear again."""
+    seen: list[tuple[str, bool]] = []
+    writer: PackedWriter
+
+    def send(rows: list[Row]) -> int:
+        seen.append(("send", writer.sending))
+        if rows[0]["id"].startswith("bad"):
+            raise RuntimeError("injected")
+        return 1
+
+    writer = PackedWriter(send)
+    assert not writer.sending
+    writer.add("a", rows_of("a", 3), lambda: seen.append(("durable", writer.sending)))
+    assert not writer.sending, "nothing is sent until the batch fills or is flushed"
+    writer.flush()
+    assert seen == [("send", True), ("durable", True)]
+    assert not writer.sending
+    writer.add("bad", rows_of("bad", 2), lambda: None)
+    with pytest.raises(RuntimeError):
+        writer.flush()
+    assert not writer.sending, "a failed send is no longer in flight"
