@@ -144,6 +144,7 @@ class SubscriptionPipeline:
             if count > 1:
                 gathered.cut(count)
                 size, extras = self._first_pass(subscription_id, result, gathered, count, hold)
+                count = len(extras)  # the cut by shard may need fewer slices than the first cut
         except SpillError as exc:  # its ERROR row, its state untouched; the other subscriptions go on
             gathered, count = self.listing.not_audited(subscription_id, result, hold, where, exc), 1
         if count == 1:  # it stayed in memory: planned whole, held by the listing's hold

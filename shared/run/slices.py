@@ -172,10 +172,18 @@ class Gathered:
         given back once written out. Its records are settled there, where each slot is with its
         site (``settle``: their owners), with the inventory's answers for its keys (``extras``,
         first sighting wins); state and earlier rows are copied as they are. Returns the extras
-        each slice still gets: none once aligned. A subscription with fewer shards than slices
-        (its state holds far more than it lists, or it has no shards) stays cut by the hash."""
+        each slice still gets, one list per slice: none once aligned.
+
+        The first cut's slices were counted before the records were settled, ARM's repeats among
+        them (a site its group's list names again: about 1.8 listings per resource); cut by shard,
+        they are counted as the slices will hold them, ``size`` resources and the state rows, as
+        few as keep each slice at about half ``limit`` (:meth:`slices`), never more than the first
+        cut. A subscription with fewer shards than that (its state holds far more than it lists,
+        or it has no shards) stays cut by the hash."""
         assert self._parts is not None, "cut() first"
-        count = len(self._parts[0])
+        first = len(self._parts[0])
+        rows = sum(part.count for part in self._parts[1])
+        count = min(first, max(2, math.ceil(2 * (size + rows) / self.limit)))
         shards = state_shards(size)
         if shards < count:
             return extras
@@ -190,18 +198,18 @@ class Gathered:
             hold.give_back(hold.count)
         for part in listed_cut:
             part.spill()
-        prior_cut, earlier_cut = (self._recut(parts, shards) for parts in self._parts[1:])
+        prior_cut, earlier_cut = (self._recut(parts, shards, count) for parts in self._parts[1:])
         self._parts = (listed_cut, prior_cut, earlier_cut)
         self.aligned = True
         return [[] for _ in range(count)]
 
     @staticmethod
-    def _recut(parts: list[Spill[dict[str, Any]]], shards: int) -> list[Spill[dict[str, Any]]]:
-        """A stream's slices cut again by shard (one stream at a time: the cut's buffers are bounded)."""
-        cut = parts[0].parts(len(parts))
+    def _recut(parts: list[Spill[dict[str, Any]]], shards: int, count: int) -> list[Spill[dict[str, Any]]]:
+        """A stream's slices cut again by shard into ``count`` (one stream at a time: the cut's buffers are bounded)."""
+        cut = parts[0].parts(count)
         for part in parts:
             for key, row in part:
-                cut[by_shard(key, shards, len(parts))].add(key, row)
+                cut[by_shard(key, shards, count)].add(key, row)
             part.discard()
         for each in cut:
             each.spill()
