@@ -139,7 +139,8 @@ class HeldBudget:
                     flushed = self._stalled()
                 finally:
                     self._cond.acquire()
-                self.stall_flushes += 1 if flushed else 0
+                if flushed:
+                    self.stall_flushes += 1
                 continue
             self._cond.wait(self._flush_every)
 

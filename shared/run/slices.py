@@ -108,11 +108,14 @@ class Gathered:
         :meth:`Slice.weight`), so that the hash's spread keeps every slice under ``limit``."""
         if not (self.listed.spilled or self.prior.spilled or self.earlier.spilled):
             return 1
-        weight = self.listed.count + len(self.rest) + self.prior.count
+        return self._slices_for(self.listed.count + len(self.rest) + self.prior.count)
+
+    def _slices_for(self, weight: int) -> int:
+        """Slices of about half ``limit`` each for ``weight`` records and state rows (at least two)."""
         return max(2, math.ceil(2 * weight / self.limit))
 
     def read_state(
-        self, pairs: Iterable[tuple[str, dict[str, Any]]], earlier: Iterable[dict[str, Any]], hold: Hold | None = None
+        self, pairs: Iterable[tuple[str, dict[str, Any]]], earlier: Iterable[dict[str, Any]], hold: Hold
     ) -> None:
         """Take the subscription's state rows and (on a resume) earlier rows, once it is listed. While
         its records are in memory, each state row is slimmed as it comes (``slim_state_row``) and
@@ -136,14 +139,13 @@ class Gathered:
                 self.prior.add(key, raw)
                 continue
             in_memory = not self.prior.spilled
-            if in_memory and hold is not None:
+            if in_memory:
                 hold.take()
                 counted += 1
             self.prior.add(key, slim_state_row(key, raw, present))
             if in_memory and self.prior.spilled:  # this row took them to disk; every row after goes there
                 self.prior.limit = STREAM_BUFFER
-                if hold is not None:
-                    hold.give_back(counted)
+                hold.give_back(counted)
         self.earlier.extend((str(row["RowKey"]), row) for row in earlier)
 
     def whole(self) -> Slice:
@@ -183,7 +185,7 @@ class Gathered:
         assert self._parts is not None, "cut() first"
         first = len(self._parts[0])
         rows = sum(part.count for part in self._parts[1])
-        count = min(first, max(2, math.ceil(2 * (size + rows) / self.limit)))
+        count = min(first, self._slices_for(size + rows))
         shards = state_shards(size)
         if shards < count:
             return extras
