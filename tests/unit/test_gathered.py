@@ -62,3 +62,31 @@ def test_arms_repeats_do_not_keep_a_subscription_from_being_cut_by_shard(monkeyp
     finally:
         hold.release()
         where.close()
+
+
+def test_state_rows_read_beside_records_in_memory_are_counted_and_given_back_past_a_slice() -> None:
+    """While a subscription's records are in memory, each state row it reads is a unit of the cap
+    (it weighs about as much as a record); once records and rows together pass a slice, the rows
+    go to disk and are given back (the subscription is then cut), the records still counted."""
+    where = SpillDir()
+    budget = HeldBudget(10 * RESOURCES)
+    try:
+        for resources, rows in ((40, 40), (40, 80)):
+            hold = budget.admit(f"{resources}+{rows}")
+            gathered = Gathered(where, LIMIT)
+            for key, value in (record(i) for i in range(resources)):
+                hold.take()
+                gathered.rest[key] = value
+            pairs = (
+                (key, {"PartitionKey": "p", "RowKey": key, "Status": "PASS"}) for key, _ in map(record, range(rows))
+            )
+            gathered.read_state(pairs, (), hold)
+            if resources + rows < LIMIT:
+                assert hold.count == resources + rows, "each state row counted"
+                assert gathered.slices() == 1
+            else:
+                assert hold.count == resources, "the rows went to disk and were given back"
+                assert gathered.slices() > 1
+            hold.release()
+    finally:
+        where.close()
