@@ -3,7 +3,9 @@
 Run by the benchmark as ``python -m bench.child [--profile FILE | --tracemalloc FILE]`` with the audit's settings in
 the environment; the parent reads this process's CPU time and peak RSS with ``wait4``. With
 ``--profile``, every thread runs under cProfile and the merged stats are dumped to FILE; with
-``--tracemalloc``, where the memory was at its peak is written to FILE.
+``--tracemalloc``, where the memory was at its peak is written to FILE; with ``--census FILE``, the
+live objects by kind at the largest live heap (and with ``--census-every``, through the run and
+after it: ``bench.census`` compares them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import cProfile
 import ctypes
 import ctypes.util
 import gc
+import itertools
 import json
 import logging
 import os
@@ -265,12 +268,33 @@ def census_at_highs(out: str, every: float = 2.0, spacing: float = 20.0) -> thre
             if blocks < best * 1.03 or time.monotonic() - last < spacing:
                 continue
             best, last = blocks, time.monotonic()
-            rows = census()
-            lines = [f"{blocks} Python blocks live, rss {_rss_mb()[0]:.1f} MB, pymalloc {_pymalloc_mb()}"]
-            lines += [f"{size / 2**20:9.2f} MiB {n:9d}  {kind}" for kind, n, size in rows[:60]]
-            Path(out).write_text("\n".join(lines) + "\n")
+            write_census(Path(out), f"{blocks} Python blocks live", 60)
 
     threading.Thread(target=sample, name="census", daemon=True).start()
+    return done
+
+
+def write_census(path: Path, header: str, kinds: int) -> None:
+    """:func:`census`'s ``kinds`` largest kinds to ``path``, under a line of ``header`` and the RSS."""
+    rows = census()
+    lines = [f"{header}, rss {_rss_mb()[0]:.1f} MB, pymalloc {_pymalloc_mb()}"]
+    lines += [f"{size / 2**20:9.2f} MiB {n:9d}  {kind}" for kind, n, size in rows[:kinds]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def census_every(out: str, every: float) -> threading.Event:
+    """Write :func:`census` to ``out.001``, ``out.002``, ... every ``every`` seconds (200 kinds each):
+    a kind whose count grows from one to the next through a run is held for the run's length, a
+    term that grows with the tenant. ``out.end`` is written after the run (:func:`main`)."""
+    done = threading.Event()
+
+    def sample() -> None:
+        for number in itertools.count(1):
+            if done.wait(every):
+                return
+            write_census(Path(f"{out}.{number:03d}"), f"{sys.getallocatedblocks()} Python blocks live", 200)
+
+    threading.Thread(target=sample, name="census-every", daemon=True).start()
     return done
 
 
@@ -321,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="write merged cProfile stats of all threads to this file")
     parser.add_argument("--tracemalloc", help="write where memory was at its peak (tracemalloc) to this file")
     parser.add_argument("--census", help="write the live objects by kind at the largest live heap to this file")
+    parser.add_argument(
+        "--census-every", type=float, default=0.0, help="with --census, also write one every this many seconds (0: off)"
+    )
     parser.add_argument("--rss-every", type=float, default=5.0, help="log the RSS every this many seconds (0: off)")
     parser.add_argument("--report", help="write this process's own peak RSS (JSON) to this file at the end")
     args = parser.parse_args(argv)
@@ -332,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         log_memory(args.rss_every)
     if args.census:
         census_at_highs(args.census)
+        if args.census_every > 0:
+            census_every(args.census, args.census_every)
     try:
         if args.tracemalloc:
             traced(run_timer, args.tracemalloc)
@@ -339,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
             profiled(run_timer, args.profile)
         else:
             run_timer()
+        if args.census and args.census_every > 0:  # what the run left behind, once it let go of it
+            gc.collect()
+            write_census(
+                Path(f"{args.census}.end"), f"after the run: {sys.getallocatedblocks()} Python blocks live", 200
+            )
     finally:  # a run that failed has a peak too (the bench records it with the run's outcome)
         if args.report:
             write_report(args.report)

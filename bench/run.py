@@ -129,13 +129,19 @@ class ArmProcess:
 
 
 def run_audit_child(
-    env: dict[str, str], log_file: Path, profile: Path | None, memory: Path | None = None, census: Path | None = None
+    env: dict[str, str],
+    log_file: Path,
+    profile: Path | None,
+    memory: Path | None = None,
+    census: Path | None = None,
+    census_every: float = 0.0,
 ) -> dict[str, Any]:
     report = log_file.with_suffix(".peak.json")
     argv = [sys.executable, "-m", "bench.child", "--report", str(report)]
     argv += ["--profile", str(profile)] if profile else []
     argv += ["--tracemalloc", str(memory)] if memory else []
     argv += ["--census", str(census)] if census else []
+    argv += ["--census-every", str(census_every)] if census and census_every > 0 else []
     parent_rss = own_rss_mb()
     started = time.monotonic()
     with log_file.open("wb") as log:
@@ -275,7 +281,7 @@ def measure_audit(
             profile = workdir / f"profile-{label}.pstats" if args.profile else None
             memory = workdir / f"memory-{label}.txt" if args.tracemalloc else None
             census = workdir / f"census-{label}.txt" if args.census else None
-            measured = run_audit_child(env, workdir / f"audit-{label}.log", profile, memory, census)
+            measured = run_audit_child(env, workdir / f"audit-{label}.log", profile, memory, census, args.census_every)
             stats = arm.command("stats")
             record = read_run_record(azurite, tables["AUDIT_RUNS_TABLE"], len(results) + 1)
             out = _figures(source, label, night, measured, stats, record, expected)
@@ -509,6 +515,14 @@ def main(argv: list[str] | None = None) -> int:
         "--census",
         action="store_true",
         help="write the live objects by kind at the audit's largest live heap (census-*.txt; perturbs the figures)",
+    )
+    parser.add_argument(
+        "--census-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --census, also a census every SECONDS and one after the run (census-*.txt.NNN, .end; "
+        "python -m bench.census compares them)",
     )
     parser.add_argument(
         "--nightly",

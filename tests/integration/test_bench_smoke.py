@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import census
 from bench.run import main
 
 
@@ -60,6 +61,7 @@ def test_bench_runs_the_zipf_shape_both_nights(tmp_path: Path) -> None:
         [
             *("--spread", "zipf", "--sites", "400", "--subscriptions", "20", "--latency", "0.002"),
             *("--sources", "arm", "--skip-baseline", "--skip-ingest", "--check-rows"),
+            *("--census", "--census-every", "0.5"),
             *("--json", str(out), "--workdir", str(tmp_path / "work")),
         ]
     )
@@ -84,3 +86,11 @@ def test_bench_runs_the_zipf_shape_both_nights(tmp_path: Path) -> None:
         # each resource's record and, the next night, its state row: at most two units a resource.
         units = run["resources"] * (2 if run["night"] == "nightly" else 1)
         assert run["held"]["cap"] == 20_000 and 0 < run["held"]["most_held"] <= units
+    # The censuses of what is live (bench.census compares them): after each run, none of its records
+    # is left (a cache or a module that kept them would hold them for the process's life).
+    for label in runs:
+        work = tmp_path / "work"
+        after = census.read(work / f"census-{label}.txt.end")
+        assert after.header.startswith("after the run") and len(after.kinds) == 200
+        assert "SiteRecord" not in after.kinds and "DeferredRow" not in after.kinds
+        assert census.main([str(work / f"census-{label}.txt"), str(work / f"census-{label}.txt.end")]) == 0
