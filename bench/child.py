@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -199,11 +200,18 @@ def _pymalloc_mb() -> tuple[float, float, float] | None:
     return float(value["arenas"]), float(value["highwater"]), value["blocks"] / 2**20  # arenas are 1 MiB
 
 
+def _key(key: object) -> str:
+    """A dict key as :func:`_kind` names it: a string or a number as it is, anything else by its type.
+    Never ``str()`` of an arbitrary object: its ``__str__`` may make a system call (a socket's asks
+    for its address), which lets go of the GIL in the middle of a census (:func:`_alone`)."""
+    return key if type(key) is str else str(key) if type(key) in (int, float, bool) else type(key).__qualname__
+
+
 def _kind(obj: object) -> str:
     """What :func:`census` files an object under: a dict by its first three keys, a list or tuple by
     its size, a set by its first member's shape (ids with their GUIDs masked), the rest by type."""
     if type(obj) is dict:
-        return "dict{" + ",".join(str(k)[:24] for k in list(obj)[:3]) + "}"
+        return "dict{" + ",".join(_key(k)[:24] for k in list(obj)[:3]) + "}"
     if type(obj) in (list, tuple):
         size = len(obj)  # type: ignore[arg-type]
         band = "0" if not size else "<10" if size < 10 else "<1000" if size < 1000 else "1000+"
@@ -224,7 +232,36 @@ def census() -> list[tuple[str, int, int]]:
     look alike by type alone); dicts of strings and numbers only are not tracked by the collector,
     so the dicts, tuples and strings the tracked objects hold are counted too, once each, a string
     under the kind of the first object found holding it (``str<-set{...}``): who keeps them.
-    Holds the GIL for a second or more and a set of ids: a diagnostic, not for figures."""
+    Stops every other thread for a second or more (:func:`_alone`) and holds a set of ids: a
+    diagnostic, not for figures."""
+    with _alone():
+        return _census()
+
+
+@contextlib.contextmanager
+def _alone() -> Iterator[None]:
+    """No other thread runs while a census holds a reference to every object. An object another
+    thread is building must keep its single reference: CPython grows a tuple built from an iterator
+    in place (``_PyTuple_Resize``) only while nothing else refers to it, and fails with
+    ``SystemError: bad argument to internal function`` otherwise (seen in the bench's smoke test,
+    a census taken while the audit imported its modules). A waiting thread takes the GIL when the
+    switch interval passes, so the interval is made longer than any census; the sleep lets the
+    waits begun under the old one end first; and the collector is off, since a finalizer may do
+    I/O and so let go of the GIL."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(3600.0)
+    time.sleep(0.05)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+        sys.setswitchinterval(interval)
+
+
+def _census() -> list[tuple[str, int, int]]:
     counts: dict[str, list[int]] = {}
     seen: set[int] = set()
 
@@ -255,10 +292,10 @@ def census() -> list[tuple[str, int, int]]:
     return sorted(((kind, n, size) for kind, (n, size) in counts.items()), key=lambda item: -item[2])
 
 
-def census_at_highs(out: str, every: float = 2.0, spacing: float = 20.0) -> threading.Event:
+def census_at_highs(out: str, every: float = 2.0, spacing: float = 20.0) -> Callable[[], None]:
     """Write :func:`census` to ``out`` whenever Python's live blocks pass their last census by 3 %
     (at most every ``spacing`` seconds): the last one written is the census at (about) the run's
-    largest live heap, with the process's RSS then."""
+    largest live heap, with the process's RSS then. Returns what stops it (see :func:`_sampler`)."""
     done = threading.Event()
 
     def sample() -> None:
@@ -270,8 +307,21 @@ def census_at_highs(out: str, every: float = 2.0, spacing: float = 20.0) -> thre
             best, last = blocks, time.monotonic()
             write_census(Path(out), f"{blocks} Python blocks live", 60)
 
-    threading.Thread(target=sample, name="census", daemon=True).start()
-    return done
+    return _sampler(sample, done, "census")
+
+
+def _sampler(sample: Callable[[], None], done: threading.Event, name: str) -> Callable[[], None]:
+    """Run ``sample`` on a thread of its own; the function returned stops it and waits for it: a
+    census in progress holds every live object (``gc.get_objects``), so one taken after the run must
+    not overlap it."""
+    worker = threading.Thread(target=sample, name=name, daemon=True)
+    worker.start()
+
+    def stop() -> None:
+        done.set()
+        worker.join()
+
+    return stop
 
 
 def write_census(path: Path, header: str, kinds: int) -> None:
@@ -282,7 +332,7 @@ def write_census(path: Path, header: str, kinds: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def census_every(out: str, every: float) -> threading.Event:
+def census_every(out: str, every: float) -> Callable[[], None]:
     """Write :func:`census` to ``out.001``, ``out.002``, ... every ``every`` seconds (200 kinds each):
     a kind whose count grows from one to the next through a run is held for the run's length, a
     term that grows with the tenant. ``out.end`` is written after the run (:func:`main`)."""
@@ -294,8 +344,7 @@ def census_every(out: str, every: float) -> threading.Event:
                 return
             write_census(Path(f"{out}.{number:03d}"), f"{sys.getallocatedblocks()} Python blocks live", 200)
 
-    threading.Thread(target=sample, name="census-every", daemon=True).start()
-    return done
+    return _sampler(sample, done, "census-every")
 
 
 def log_memory(every: float) -> threading.Event:
@@ -357,10 +406,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     if args.rss_every > 0:
         log_memory(args.rss_every)
+    censuses = []
     if args.census:
-        census_at_highs(args.census)
+        censuses.append(census_at_highs(args.census))
         if args.census_every > 0:
-            census_every(args.census, args.census_every)
+            censuses.append(census_every(args.census, args.census_every))
     try:
         if args.tracemalloc:
             traced(run_timer, args.tracemalloc)
@@ -369,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_timer()
         if args.census and args.census_every > 0:  # what the run left behind, once it let go of it
+            for stop in censuses:
+                stop()
             gc.collect()
             write_census(
                 Path(f"{args.census}.end"), f"after the run: {sys.getallocatedblocks()} Python blocks live", 200
