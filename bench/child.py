@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     if args.rss_every > 0:
         log_memory(args.rss_every)
-    censuses = []
+    censuses: list[Callable[[], None]] = []
     if args.census:
         censuses.append(census_at_highs(args.census))
         if args.census_every > 0:
