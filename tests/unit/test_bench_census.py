@@ -39,7 +39,7 @@ def test_a_census_does_not_break_a_tuple_another_thread_is_building() -> None:
     builder.join()
     assert took > 0.2, "the census must still hold its references when the builder goes on"
     assert errors == []
-    assert dict((kind, n) for kind, n, _ in rows)["dict{n}"] == len(ballast)
+    assert dict((kind, n) for kind, n, _ in rows)["dict{n}"] >= len(ballast)  # and any other test's
 
 
 def test_compare_censuses_by_the_kinds_that_changed(tmp_path: Path) -> None:
