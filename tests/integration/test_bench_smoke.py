@@ -88,8 +88,8 @@ def test_bench_runs_the_zipf_shape_both_nights(tmp_path: Path) -> None:
         assert run["held"]["cap"] == 20_000 and 0 < run["held"]["most_held"] <= units
     # The censuses of what is live (bench.census compares them): after each run, none of its records
     # is left (a cache or a module that kept them would hold them for the process's life).
+    work = tmp_path / "work"
     for label in runs:
-        work = tmp_path / "work"
         after = census.read(work / f"census-{label}.txt.end")
         assert after.header.startswith("after the run") and len(after.kinds) == 200
         assert "SiteRecord" not in after.kinds and "DeferredRow" not in after.kinds
